@@ -1,0 +1,46 @@
+"""Atomic file writes and never-overwrite output names."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def slug(text: str, max_len: int = 48) -> str:
+    """A file-name-safe short form of a prompt."""
+    s = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+    return s[:max_len].rstrip("_") or "untitled"
+
+
+def free_stem(folder: Path, stem: str, suffixes: tuple[str, ...]) -> str:
+    """`stem`, or `stem-2`, `stem-3`... so that no `stem+suffix` in `folder` already exists."""
+    candidate, n = stem, 1
+    while any((folder / f"{candidate}{s}").exists() for s in suffixes):
+        n += 1
+        candidate = f"{stem}-{n}"
+    return candidate

@@ -1,0 +1,30 @@
+import subprocess
+import sys
+
+from cdvideo.cli import main
+
+from conftest import ROOT, tiny_overrides
+
+
+def test_train_command_writes_weights(tmp_path, dog_dir, capsys):
+    code = main(["train", "--config", str(ROOT / "configs/train/tiny.yaml"),
+                 *tiny_overrides(tmp_path / "cli", dog_dir, "max_steps=2")])
+    assert code == 0
+    assert (tmp_path / "cli" / "weights.safetensors").is_file()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_user_mistakes_are_one_line_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "cdvideo", "train", "--config", str(ROOT / "configs/train/tiny.yaml"),
+         f"output_dir={tmp_path / 'o'}", f"concepts.0.images={tmp_path / 'nowhere'}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "nowhere not found" in errors[0]
+
+
+def test_bad_override_names_the_key(capsys):
+    assert main(["train", "--config", str(ROOT / "configs/train/tiny.yaml"), "max_stepz=3"]) == 2
+    assert "unknown key 'max_stepz'" in capsys.readouterr().err

@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+
+from cdvideo.config import load_train_config
+from cdvideo.errors import CdvideoError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def test_there_are_configs():
+    assert any(p.name == "dog.yaml" for p in CONFIGS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_validates_and_names_its_command(path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# cdvideo ") and str(path.relative_to(ROOT)) in first
+    if "/train/" in path.as_posix():
+        cfg = load_train_config(path)
+        assert cfg.concepts and (ROOT / cfg.concepts[0].images).is_dir()
+
+
+def test_paper_defaults():
+    cfg = load_train_config(ROOT / "configs/train/dog.yaml")
+    assert (cfg.resolution, cfg.batch_size, cfg.max_steps, cfg.seed) == (512, 2, 500, 42)
+    assert cfg.spl.weight == 1.0 and cfg.optimizer.learning_rate == 1e-5 and cfg.optimizer.scale_lr
+    assert cfg.optimizer.betas == (0.9, 0.999) and cfg.optimizer.weight_decay == 1e-2
+    assert cfg.optimizer.max_grad_norm == 1.0 and cfg.mixed_precision == "no"
+
+
+def test_overrides_are_typed():
+    cfg = load_train_config(ROOT / "configs/train/dog.yaml", [
+        "max_steps=7", "spl.weight=0.5", "concepts.0.token=<new1>", "optimizer.betas=[0.8, 0.9]",
+        "mixed_precision=no", "validation.seeds=[3]", "concepts.1.images=samples/dog",
+        "concepts.1.class_word=cat", "concepts.1.token=zwx"])
+    assert cfg.max_steps == 7 and cfg.spl.weight == 0.5 and cfg.concepts[0].token == "<new1>"
+    assert cfg.optimizer.betas == (0.8, 0.9) and cfg.validation.seeds == [3]
+    assert [c.class_word for c in cfg.concepts] == ["dog", "cat"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("max_step=3", "unknown key 'max_step'"),
+    ("spl.wieght=1", "unknown key 'spl.wieght'"),
+    ("max_steps=many", "max_steps: expected int, got 'many'"),
+    ("spl.pooling=mean", "spl.pooling: 'mean' is not one of"),
+    ("flip=maybe", "flip: expected bool"),
+    ("spl.personal_template=a photo of a {class_word}", "spl.personal_template: template .* lacks {token}"),
+    ("spl.class_template=a photo", "spl.class_template: template .* lacks {class_word}"),
+    ("instance_template=photo of a {token}", "instance_template: template .* lacks {class_word}"),
+    ("concepts.0.token=two words", "concepts.0.token"),
+    ("resolution=100", "resolution: 100 must be a multiple of 8"),
+    ("maxsteps", "not key=value"),
+])
+def test_bad_keys_and_values_name_the_key(override, message):
+    with pytest.raises(CdvideoError, match=message):
+        load_train_config(ROOT / "configs/train/dog.yaml", [override])
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(CdvideoError, match="not found"):
+        load_train_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(CdvideoError, match="bad.yaml: not valid YAML"):
+        load_train_config(bad)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing\n")
+    with pytest.raises(CdvideoError, match="at least one concept"):
+        load_train_config(empty)

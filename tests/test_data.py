@@ -1,0 +1,82 @@
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cdvideo.data import augment, load_folder, load_image, sample_batch, Concept, to_rgb
+from cdvideo.errors import CdvideoError
+
+
+def test_modes_become_rgb(tmp_path):
+    rgba = Image.new("RGBA", (80, 80), (255, 0, 0, 0))  # fully transparent -> white
+    assert to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)
+    assert to_rgb(Image.new("CMYK", (80, 80), (0, 0, 0, 0))).mode == "RGB"
+    assert to_rgb(Image.new("L", (80, 80), 7)).getpixel((1, 1)) == (7, 7, 7)
+    sixteen = Image.fromarray(np.full((80, 80), 65535, dtype=np.uint16))
+    assert sixteen.mode.startswith("I") and to_rgb(sixteen).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    im = Image.new("RGB", (100, 70), (0, 0, 255))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    path = tmp_path / "rotated.jpg"
+    im.save(path, exif=exif)
+    assert load_image(path).size == (70, 100)
+
+
+def test_folder_skips_non_images_and_rejects_bad_ones(tmp_path, caplog):
+    Image.new("RGB", (80, 90)).save(tmp_path / "a.png")
+    Image.new("RGB", (80, 90)).save(tmp_path / "b.webp")
+    (tmp_path / "notes.txt").write_text("hello")
+    with caplog.at_level(logging.WARNING):
+        assert len(load_folder(tmp_path)) == 2
+    assert "notes.txt: not an image" in caplog.text
+
+    (tmp_path / "broken.jpg").write_bytes(b"not really a jpeg")
+    with pytest.raises(CdvideoError, match="broken.jpg: cannot be read as an image"):
+        load_folder(tmp_path)
+    (tmp_path / "broken.jpg").unlink()
+    Image.new("RGB", (40, 90)).save(tmp_path / "small.png")
+    with pytest.raises(CdvideoError, match="small.png: 40x90 px is smaller than 64 px"):
+        load_folder(tmp_path)
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(CdvideoError, match="not found"):
+        load_folder(tmp_path / "missing")
+    with pytest.raises(CdvideoError, match="holds no images"):
+        load_folder(tmp_path)
+
+
+def test_augmentation_masks_and_prefixes():
+    image = Image.new("RGB", (120, 100), (255, 255, 255))
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for _ in range(200):
+        px, mask, prefix = augment(image, 64, 8, rng)
+        assert px.shape == (64, 64, 3) and mask.shape == (8, 8)
+        assert px.min() >= -1 and px.max() <= 1
+        if prefix in ("zoomed in ", "close up "):
+            kinds.add("zoom")
+            assert mask.all() and (px == 1).all()
+        else:
+            kinds.add("small" if prefix else "paste")
+            ys, xs = np.nonzero(mask)
+            # the mask lies inside the pasted (white) area at latent resolution
+            for y, x in zip(ys, xs):
+                assert (px[y * 8:(y + 1) * 8, x * 8:(x + 1) * 8] == 1).all()
+            assert mask.sum() < 64
+    assert kinds == {"zoom", "small", "paste"}
+    px, mask, prefix = augment(image, 64, 8, rng, scale=False)
+    assert mask.all() and prefix == ""
+
+
+def test_batches_balance_concepts():
+    im = Image.new("RGB", (80, 80))
+    concepts = [Concept("sks", "dog", [im], "photo of a sks dog"), Concept("zwx", "backpack", [im],
+                                                                           "photo of a zwx backpack")]
+    batch = sample_batch(concepts, 2, 0, np.random.default_rng(0), 64, 8, True, True)
+    assert batch["pixels"].shape == (2, 3, 64, 64) and batch["mask"].shape == (2, 1, 8, 8)
+    assert batch["prompts"][0].endswith("sks dog") and batch["prompts"][1].endswith("zwx backpack")

@@ -1,0 +1,54 @@
+import pytest
+import torch
+from transformers import CLIPTokenizer
+
+from cdvideo import tiny
+from cdvideo.errors import CdvideoError
+from cdvideo.text import add_tokens, eos_features, eos_index, official_index, tokenize
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = CLIPTokenizer.from_pretrained(str(tiny.tokenizer_dir()))
+    return tok
+
+
+def test_bundled_tokenizer_is_sd15(tokenizer):
+    assert tokenizer("a photo of a dog").input_ids == [49406, 320, 1125, 539, 320, 1929, 49407]
+    assert tokenizer.model_max_length == 77 and len(tokenizer) == 49408
+
+
+def test_eos_index_is_true_eos_not_added_token():
+    c = tiny.build_components()
+    tok, te = c["tokenizer"], c["text_encoder"]
+    add_tokens(tok, te, ["sks"], ["dog"])
+    ids = tokenize(tok, ["a photo of a sks dog"])
+    assert ids[0, :8].tolist() == [49406, 320, 1125, 539, 320, 49408, 1929, 49407]
+    assert eos_index(ids, tok.eos_token_id).item() == 7
+    assert official_index(ids).item() == 5  # argmax(id) lands on the added token
+
+    with torch.no_grad():
+        out = te(ids)
+        feat = eos_features(te, tok, ["a photo of a sks dog"], "eos")
+        official = eos_features(te, tok, ["a photo of a sks dog"], "official")
+    assert torch.equal(feat[0], out.last_hidden_state[0, 7])
+    assert torch.equal(official[0], out.last_hidden_state[0, 5])
+    # transformers pools the same wrong place because SD1.5's config says eos_token_id=2
+    assert torch.equal(out.pooler_output[0], official[0])
+    assert not torch.equal(feat[0], official[0])
+
+
+def test_new_token_row_starts_at_class_embedding():
+    c = tiny.build_components()
+    tok, te = c["tokenizer"], c["text_encoder"]
+    [tid] = add_tokens(tok, te, ["<new1>"], ["dog"])
+    w = te.get_input_embeddings().weight
+    assert tid == 49408 and torch.equal(w[tid], w[1929])
+
+
+def test_token_collision_is_an_error():
+    c = tiny.build_components()
+    tok, te = c["tokenizer"], c["text_encoder"]
+    add_tokens(tok, te, ["sks"], ["dog"])
+    with pytest.raises(CdvideoError, match="'sks' is already an added token"):
+        add_tokens(tok, te, ["sks"], ["dog"])

@@ -1,0 +1,145 @@
+import pytest
+import torch
+
+from cdvideo import checkpoint, tiny, weights
+from cdvideo.config import load_train_config
+from cdvideo.errors import CdvideoError
+from cdvideo.text import add_tokens
+from cdvideo.train import train
+
+from conftest import tiny_overrides
+
+
+def run(out, images, *extra, on_step=None):
+    losses = []
+
+    def record(step, logs):
+        losses.append(logs)
+        if on_step:
+            on_step(step, logs)
+
+    path = train(load_train_config(None, tiny_overrides(out, images, *extra)), on_step=record)
+    return path, losses
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import FIXTURES
+    out = tmp_path_factory.mktemp("run") / "dog"
+    return run(out, FIXTURES / "dog")
+
+
+def test_first_losses_are_pinned(trained):
+    _, losses = trained
+    got = [round(x["loss"], 4) for x in losses]
+    spl = [round(x["loss/spl"], 5) for x in losses]
+    assert got == pytest.approx(FIRST_LOSSES, abs=2e-4)
+    assert spl == pytest.approx(FIRST_SPL, abs=2e-5)
+    assert spl[0] > spl[-1]  # SPL pulls "a photo of a sks dog" toward "a photo of a dog"
+
+
+def test_only_kv_and_token_rows_change(trained):
+    path, _ = trained
+    w = weights.load(path)
+    base = tiny.build_components()
+    tuned = tiny.build_components()
+    ids = weights.apply(w, tuned["unet"], tuned["text_encoder"], tuned["tokenizer"])
+    add_tokens(base["tokenizer"], base["text_encoder"], ["sks"], ["dog"])
+
+    kv = set(weights.cross_attention_names(base["unet"], "kv"))
+    assert w.tokens == ["sks"] and set(w.unet) == kv and len(kv) == 8
+    for (name, p0), (_, p1) in zip(base["unet"].named_parameters(), tuned["unet"].named_parameters()):
+        assert torch.equal(p0, p1) != (name in kv), name
+    e0 = base["text_encoder"].get_input_embeddings().weight
+    e1 = tuned["text_encoder"].get_input_embeddings().weight
+    assert not torch.equal(e0[ids], e1[ids])
+    others = torch.ones(len(e0), dtype=torch.bool)
+    others[ids] = False
+    assert torch.equal(e0[others], e1[others])  # weight decay did not touch the other rows
+    for (n, p0), (_, p1) in zip(base["text_encoder"].named_parameters(),
+                                tuned["text_encoder"].named_parameters()):
+        if "token_embedding" not in n:
+            assert torch.equal(p0, p1), n
+
+
+def test_file_metadata_and_reload_reproduces_outputs(trained):
+    path, _ = trained
+    w = weights.load(path)
+    for key in ("base_model", "base_revision", "tokens", "class_words", "trained_params", "dtype", "config",
+                "cdvideo_version"):
+        assert key in w.metadata
+    assert w.base_model == "tiny" and w.class_words == ["dog"] and w.metadata["config"]["max_steps"] == 3
+    a, b = tiny.build_components(), tiny.build_components()
+    weights.validate(w, a["unet"], a["text_encoder"], a["tokenizer"], base_model="tiny")
+    weights.apply(w, a["unet"], a["text_encoder"], a["tokenizer"])
+    weights.apply(w, b["unet"], b["text_encoder"], b["tokenizer"])
+    ids = a["tokenizer"](["a photo of a sks dog"], padding="max_length", return_tensors="pt").input_ids
+    x, t = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([10])
+    with torch.no_grad():
+        ca, cb = a["text_encoder"](ids).last_hidden_state, b["text_encoder"](ids).last_hidden_state
+        assert torch.equal(ca, cb)
+        assert torch.equal(a["unet"](x, t, ca).sample, b["unet"](x, t, cb).sample)
+        # and the tuned file's tensors are what the UNet now holds
+        params = dict(a["unet"].named_parameters())
+        assert all(torch.equal(params[n], v) for n, v in w.unet.items())
+
+
+def test_resume_is_bitwise_equal(tmp_path, dog_dir):
+    full, _ = run(tmp_path / "full", dog_dir, "max_steps=4", "checkpoint_every=2")
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_3(step, logs):
+        if step == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run(tmp_path / "cut", dog_dir, "max_steps=4", "checkpoint_every=2", on_step=crash_after_3)
+    assert not (tmp_path / "cut" / "weights.safetensors").exists()
+    assert checkpoint.list_checkpoints(tmp_path / "cut")[-1].name == "step_000002"
+    resumed, losses = run(tmp_path / "cut", dog_dir, "max_steps=4", "checkpoint_every=2", "resume=latest")
+    assert len(losses) == 2
+    a, b = weights.load(full), weights.load(resumed)
+    assert torch.equal(a.embeddings, b.embeddings)
+    assert all(torch.equal(a.unet[k], b.unet[k]) for k in a.unet)
+
+
+def test_outputs_are_never_overwritten(tmp_path, dog_dir):
+    run(tmp_path / "r", dog_dir, "max_steps=1")
+    before = (tmp_path / "r" / "weights.safetensors").read_bytes()
+    with pytest.raises(CdvideoError, match="already holds a run"):
+        run(tmp_path / "r", dog_dir, "max_steps=1", "seed=1")
+    assert (tmp_path / "r" / "weights.safetensors").read_bytes() == before
+    run(tmp_path / "r", dog_dir, "max_steps=1", "seed=1", "overwrite=true")
+    assert (tmp_path / "r" / "weights.safetensors").read_bytes() != before
+
+
+def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, dog_dir):
+    with pytest.raises(CdvideoError, match=r"loss became .* at step \d+.*last good checkpoint: .*step_000001"):
+        run(tmp_path / "nan", dog_dir, "max_steps=50", "checkpoint_every=1", "optimizer.learning_rate=1e30")
+    assert not (tmp_path / "nan" / "weights.safetensors").exists()
+    assert checkpoint.list_checkpoints(tmp_path / "nan")
+
+
+def test_prior_preservation_with_spl(tmp_path, dog_dir):
+    _, losses = run(tmp_path / "prior", dog_dir, "max_steps=2", "prior.enabled=true", "prior.num_class_images=2",
+                    "prior.num_inference_steps=2")
+    assert len(list((tmp_path / "prior" / "class_images" / "dog").glob("*.png"))) == 2
+    assert all(x["loss/spl"] > 0 for x in losses)
+
+
+def test_offline_model_id_says_how_to_point_at_a_folder(tmp_path, dog_dir):
+    cfg = load_train_config(None, tiny_overrides(tmp_path / "x", dog_dir, "model=someone/not-cached-model"))
+    with pytest.raises(CdvideoError, match="set `model:` to the local diffusers folder"):
+        train(cfg)
+
+
+def test_local_diffusers_folder_loads(tmp_path, dog_dir):
+    folder = tiny.save_pretrained(tmp_path / "tiny-sd")
+    path, _ = run(tmp_path / "local", dog_dir, f"model={folder}", "max_steps=1")
+    assert weights.load(path).base_model == str(folder)
+
+
+FIRST_LOSSES = [1.3387, 1.3889, 1.3317]
+FIRST_SPL = [0.1999, 0.19958, 0.19926]
