@@ -18,6 +18,75 @@ def _train(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _opt(p: argparse.ArgumentParser, name: str, **kw) -> None:
+    """An option spelled both --num-frames and --num_frames (diffusers' scripts use underscores)."""
+    flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+    p.add_argument(*flags, dest=name, **kw)
+
+
+def _render_args(p: argparse.ArgumentParser, video: bool) -> None:
+    p.add_argument("--weights", action="append", default=[], help="weights file from `cdvideo train` "
+                   "(repeat to compose several on the fly); without it the base model renders")
+    p.add_argument("--prompt", help="one prompt")
+    p.add_argument("--prompts", help="YAML list of prompt entries (with per-prompt settings) or a text file")
+    p.add_argument("--sidecar", help="re-render a clip or image from its sidecar JSON")
+    p.add_argument("--model", help="base model (default: the weights file's base)")
+    p.add_argument("--revision")
+    p.add_argument("--variant")
+    p.add_argument("--scheduler", default="ddim", help="ddim, euler, euler_a, dpmpp, pndm, lms, ddpm")
+    p.add_argument("--scale", type=float, default=1.0, help="0..1 blend from base (0) to tuned (1) K/V")
+    p.add_argument("--force", action="store_true", help="use weights on a different same-shaped base")
+    _opt(p, "negative_prompt")
+    p.add_argument("--seed", type=int, nargs="+", help="one or more seeds (default 42)")
+    _opt(p, "height", type=int)
+    _opt(p, "width", type=int)
+    _opt(p, "num_inference_steps", type=int)
+    _opt(p, "guidance_scale", type=float)
+    _opt(p, "output_dir", default="outputs")
+    p.add_argument("--device", help="cuda, cpu, cuda:1 (default: cuda when present)")
+    p.add_argument("--dtype", help="float16, bfloat16 or float32 (default: float16 on GPU, float32 on CPU)")
+    _opt(p, "cpu_offload", action="store_true", help="model CPU offload on GPU")
+    if video:
+        _opt(p, "num_frames", type=int)
+        _opt(p, "num_videos_per_prompt", type=int)
+        p.add_argument("--fps", type=int)
+        p.add_argument("--adapter", help="motion adapter: v1-5-2 (default), v1-5-3, v1-5, a hub id or a folder")
+        p.add_argument("--format", default="mp4,gif", help="comma list of mp4, gif, webp, png")
+        _opt(p, "free_init", action="store_true", help="FreeInit noise re-initialisation (3 iterations)")
+        _opt(p, "motion_lora", help="motion LoRA hub id or folder (needs peft)")
+        _opt(p, "decode_chunk_size", type=int, default=16)
+    else:
+        _opt(p, "num_images_per_prompt", type=int)
+        p.add_argument("--no-grid", dest="grid", action="store_false")
+
+
+JOB_KEYS = ("negative_prompt", "seed", "num_frames", "height", "width", "num_inference_steps", "guidance_scale",
+            "num_videos_per_prompt", "num_images_per_prompt", "fps")
+
+
+def _render(args: argparse.Namespace, video: bool) -> None:
+    from . import render
+    from .export import read_sidecar
+
+    if args.sidecar:
+        opts, jobs = render.from_sidecar(read_sidecar(args.sidecar), args.output_dir)
+    else:
+        defaults = {} if video else {"num_inference_steps": 100, "guidance_scale": 6.0}
+        defaults.update({k: getattr(args, k) for k in JOB_KEYS if getattr(args, k, None) is not None})
+        jobs = render.load_jobs(args.prompt, args.prompts, defaults)
+        opts = render.Options(
+            weights=args.weights, model=args.model, revision=args.revision, variant=args.variant,
+            scheduler=args.scheduler, scale=args.scale, force=args.force, output_dir=args.output_dir,
+            device=args.device, dtype=args.dtype, cpu_offload=args.cpu_offload)
+        if video:
+            opts.adapter, opts.formats, opts.free_init = args.adapter, args.format.split(","), args.free_init
+            opts.motion_lora, opts.decode_chunk_size = args.motion_lora, args.decode_chunk_size
+        else:
+            opts.grid = args.grid
+    written = (render.animate if video else render.sample)(opts, jobs)
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -28,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config, e.g. configs/train/dog.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. max_steps=100")
     p.set_defaults(func=_train)
+    p = sub.add_parser("animate", help="render personalized clips with AnimateDiff (MP4 + GIF)")
+    _render_args(p, video=True)
+    p.set_defaults(func=lambda a: _render(a, video=True))
+    p = sub.add_parser("sample", help="render personalized still images")
+    _render_args(p, video=False)
+    p.set_defaults(func=lambda a: _render(a, video=False))
     return parser
 
 

@@ -126,8 +126,17 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, path)
+        error = None
+        for alternative in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(alternative, value, path)
+            except CdvideoError as e:
+                error = error or e
+        raise error
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise CdvideoError(f"{path}: expected a mapping, got {value!r}")
+        return {_coerce(args[0], k, f"{path}.{k}"): _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if origin is Literal:

@@ -18,6 +18,7 @@ from .errors import CdvideoError
 from .files import atomic_path
 
 FORMAT = "cdvideo.personalization.v1"
+DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TOKEN_KEY = "token_embeddings"
 PARAM_SETS = {"kv": ("attn2.to_k.", "attn2.to_v."),
               "crossattn": ("attn2.to_k.", "attn2.to_v.", "attn2.to_q.", "attn2.to_out.")}

@@ -20,3 +20,21 @@ def tiny_overrides(out: Path, images: Path, *extra: str) -> list[str]:
     """Overrides that make a quick, quiet training run of the tiny model."""
     return [f"model=tiny", f"output_dir={out}", f"concepts.0.images={images}", "concepts.0.class_word=dog",
             "resolution=64", "max_steps=3", "checkpoint_every=0", "report_to=none", *extra]
+
+
+@pytest.fixture(scope="session")
+def perturbed_weights(tmp_path_factory) -> Path:
+    """A weights file for the tiny base whose K/V and token row differ clearly from the base."""
+    import torch
+
+    from cdvideo import tiny, weights
+
+    base = tiny.build_components()
+    gen = torch.Generator().manual_seed(1)
+    params = dict(base["unet"].named_parameters())
+    kv = {n: params[n].detach() + 0.5 * torch.randn(params[n].shape, generator=gen)
+          for n in weights.cross_attention_names(base["unet"])}
+    rows = torch.randn(1, tiny.CROSS_DIM, generator=gen)
+    path = tmp_path_factory.mktemp("weights") / "dog.safetensors"
+    return weights.save(path, weights.PersonalWeights(unet=kv, tokens=["sks"], class_words=["dog"], embeddings=rows,
+                                                      metadata={"base_model": "tiny"}))

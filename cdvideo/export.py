@@ -1,0 +1,110 @@
+"""Writing clips and images: MP4 (H.264), GIF, WebP, PNG frames, grids, and the sidecar JSON. All atomic."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+from .errors import CdvideoError
+from .files import atomic_path, free_stem, write_text_atomic
+
+VIDEO_FORMATS = ("mp4", "gif", "webp", "png")
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_formats(formats: list[str]) -> None:
+    unknown = [f for f in formats if f not in VIDEO_FORMATS]
+    if unknown or not formats:
+        raise CdvideoError(f"--format {','.join(formats)}: choose from {', '.join(VIDEO_FORMATS)}")
+
+
+def write_clip(frames: list[Image.Image], folder: Path, stem: str, fps: int, formats: list[str],
+               sidecar: dict) -> list[Path]:
+    """Write one clip in each format plus `stem.json`; the stem gets a suffix if any name is taken."""
+    from diffusers.utils import export_to_gif, export_to_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = free_stem(folder, stem, (".mp4", ".gif", ".webp", ".json", "_frames"))
+    written = []
+    for fmt in formats:
+        if fmt == "png":
+            written.append(_write_frames(frames, folder / f"{stem}_frames"))
+            continue
+        path = folder / f"{stem}.{fmt}"
+        with atomic_path(path) as tmp:
+            if fmt == "mp4":
+                export_to_video(frames, str(tmp), fps=fps, macro_block_size=16)
+            elif fmt == "gif":
+                export_to_gif(frames, str(tmp), fps=fps)
+            else:
+                frames[0].save(tmp, format="WEBP", save_all=True, append_images=frames[1:],
+                               duration=1000 // fps, loop=0, lossless=False, quality=90)
+        written.append(path)
+    written.append(write_sidecar(folder / f"{stem}.json", sidecar))
+    return written
+
+
+def _write_frames(frames: list[Image.Image], folder: Path) -> Path:
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for i, frame in enumerate(frames):
+        frame.save(tmp / f"{i:04d}.png")
+    os.replace(tmp, folder)
+    return folder
+
+
+def write_images(images: list[Image.Image], folder: Path, stem: str, sidecar: dict, grid: bool) -> list[Path]:
+    """Write `stem_i.png` per image (and `stem_grid.png`), plus `stem.json`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = free_stem(folder, stem, (".json", "_0.png", "_grid.png"))
+    written = []
+    for i, image in enumerate(images):
+        with atomic_path(folder / f"{stem}_{i}.png") as tmp:
+            image.save(tmp, format="PNG")
+        written.append(folder / f"{stem}_{i}.png")
+    if grid and len(images) > 1:
+        with atomic_path(folder / f"{stem}_grid.png") as tmp:
+            make_grid(images).save(tmp, format="PNG")
+        written.append(folder / f"{stem}_grid.png")
+    written.append(write_sidecar(folder / f"{stem}.json", sidecar))
+    return written
+
+
+def make_grid(images: list[Image.Image]) -> Image.Image:
+    """Images side by side in rows of at most 4."""
+    cols = min(4, len(images))
+    rows = -(-len(images) // cols)
+    w, h = images[0].size
+    grid = Image.new("RGB", (cols * w, rows * h))
+    for i, image in enumerate(images):
+        grid.paste(image, ((i % cols) * w, (i // cols) * h))
+    return grid
+
+
+def write_sidecar(path: Path, data: dict) -> Path:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_sidecar(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CdvideoError(f"sidecar {path} not found") from None
+    except json.JSONDecodeError as e:
+        raise CdvideoError(f"sidecar {path}: not JSON ({e})") from None

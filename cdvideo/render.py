@@ -1,0 +1,261 @@
+"""`cdvideo animate` and `cdvideo sample`: prompts -> clips or images on disk, each with its sidecar JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from . import __version__
+from .config import from_dict
+from .errors import CdvideoError
+from .export import check_formats, sha256, write_clip, write_images
+from .files import slug
+from .pipelines import (DEFAULT_ADAPTER, image_pipeline, load_adapter, load_personalized, make_scheduler,
+                        pick_device, video_pipeline)
+
+log = logging.getLogger(__name__)
+FREE_NOISE = {"context_length": 16, "context_stride": 4}
+MAX_FRAMES = 512  # FreeNoise holds the latents of every frame at once
+
+
+@dataclass
+class Job:
+    """One prompt's settings, with diffusers' argument names."""
+    prompt: Union[str, dict[int, str]] = ""
+    negative_prompt: Optional[str] = None
+    seed: list[int] = field(default_factory=lambda: [42])
+    num_frames: int = 16
+    height: int = 512
+    width: int = 512
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    num_videos_per_prompt: int = 1
+    num_images_per_prompt: int = 1  # sample only
+    fps: int = 8
+
+
+@dataclass
+class Options:
+    """Settings shared by all prompts of one command."""
+    weights: list[str] = field(default_factory=list)
+    model: Optional[str] = None
+    revision: Optional[str] = None
+    variant: Optional[str] = None
+    adapter: Optional[str] = None
+    scheduler: str = "ddim"
+    scale: float = 1.0
+    force: bool = False
+    output_dir: str = "outputs"
+    formats: list[str] = field(default_factory=lambda: ["mp4", "gif"])
+    device: Optional[str] = None
+    dtype: Optional[str] = None
+    cpu_offload: bool = False
+    free_init: bool = False
+    motion_lora: Optional[str] = None
+    decode_chunk_size: int = 16
+    grid: bool = True
+
+
+def load_jobs(prompt: str | None, prompt_file: str | None, defaults: dict) -> list[Job]:
+    """Jobs from --prompt, or a YAML list of mappings / a text file with one prompt per line."""
+    if (prompt is None) == (prompt_file is None):
+        raise CdvideoError("give either --prompt or --prompts FILE")
+    if prompt is not None:
+        return [from_dict(Job, {**defaults, "prompt": prompt})]
+    path = Path(prompt_file)
+    if not path.is_file():
+        raise CdvideoError(f"prompt file {path} not found")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            entries = yaml.safe_load(path.read_text()) or []
+        except yaml.YAMLError as e:
+            raise CdvideoError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(entries, list):
+            raise CdvideoError(f"{path}: expected a list of prompt entries")
+        entries = [e if isinstance(e, dict) else {"prompt": e} for e in entries]
+    else:
+        entries = [{"prompt": line.strip()} for line in path.read_text().splitlines()
+                   if line.strip() and not line.lstrip().startswith("#")]
+    try:
+        jobs = [from_dict(Job, {**defaults, **_seed_list(e)}, f"entry {i}") for i, e in enumerate(entries)]
+    except CdvideoError as e:
+        raise CdvideoError(f"{path}: {e}") from None
+    if not jobs:
+        raise CdvideoError(f"{path}: holds no prompts")
+    return jobs
+
+
+def _seed_list(entry: dict) -> dict:
+    seed = entry.get("seed")
+    return {**entry, "seed": [seed]} if isinstance(seed, int) else entry
+
+
+def check_job(job: Job, video: bool, context: int = 16) -> None:
+    """Sizes, frame counts and prompt schedules that the pipelines can render."""
+    if job.height % 8 or job.width % 8 or min(job.height, job.width) < 64:
+        raise CdvideoError(f"height/width {job.height}x{job.width}: use multiples of 8 (16 for video), at least 64")
+    if not job.prompt:
+        raise CdvideoError("an empty prompt; write what the clip should show")
+    if video:
+        if not 1 <= job.num_frames <= MAX_FRAMES:
+            raise CdvideoError(f"num_frames {job.num_frames}: the adapter renders {context} frames at once and "
+                               f"FreeNoise extends that to at most {MAX_FRAMES}")
+        if isinstance(job.prompt, dict) and any(not 0 <= k < job.num_frames for k in job.prompt):
+            raise CdvideoError(f"prompt schedule frames {sorted(job.prompt)} must lie in [0, {job.num_frames})")
+    elif isinstance(job.prompt, dict):
+        raise CdvideoError("a per-frame prompt schedule is for `cdvideo animate` only")
+
+
+def token_hint(job: Job, tokens: list[str], class_words: list[str]) -> None:
+    """Warn when the prompt does not use the personal token(s) of the weights."""
+    texts = job.prompt.values() if isinstance(job.prompt, dict) else [job.prompt]
+    if tokens and not any(t in text for text in texts for t in tokens):
+        example = f"{tokens[0]} {class_words[0]}" if class_words else tokens[0]
+        log.warning("prompt %r does not use the token(s) %s of the weights; write e.g. '%s ...' to show "
+                    "the personal subject", next(iter(texts)), ", ".join(tokens), example)
+
+
+def weights_record(files: list[str]) -> list[dict]:
+    return [{"path": str(Path(f).resolve()), "sha256": sha256(f)} for f in files]
+
+
+def _base_record(opts: Options, w, m_model: str) -> dict:
+    return {"cdvideo_version": __version__, "base_model": m_model, "revision": opts.revision,
+            "variant": opts.variant, "weights": weights_record(opts.weights), "scale": opts.scale,
+            "tokens": w.tokens if w else [], "scheduler": opts.scheduler,
+            "versions": {"torch": torch.__version__, **_lib_versions()}}
+
+
+def _lib_versions() -> dict:
+    import diffusers
+    import transformers
+    return {"diffusers": diffusers.__version__, "transformers": transformers.__version__}
+
+
+def animate(opts: Options, jobs: list[Job]) -> list[Path]:
+    """Render every job's clips through AnimateDiff; returns the files written."""
+    check_formats(opts.formats)
+    for job in jobs:
+        check_job(job, video=True)
+    dev, dtype = pick_device(opts.device, opts.dtype)
+    m, w = load_personalized(opts.model, opts.weights, opts.scale, opts.force, opts.revision, opts.variant, dtype)
+    model = opts.model or (w.base_model if w else None) or "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    adapter_name = opts.adapter or ("tiny" if model == "tiny" else DEFAULT_ADAPTER)
+    adapter = load_adapter(adapter_name, dtype)
+    base = {**_base_record(opts, w, model), "kind": "video", "adapter": adapter_name,
+            "free_init": opts.free_init, "motion_lora": opts.motion_lora,
+            "decode_chunk_size": opts.decode_chunk_size, "device": dev.type, "dtype": str(dtype).split(".")[-1]}
+    written: list[Path] = []
+    pipe, pipe_key = None, None
+    for job in tqdm(jobs, desc="prompts", disable=len(jobs) < 2):
+        if w is not None:
+            token_hint(job, w.tokens, w.class_words)
+        free_noise = job.num_frames > FREE_NOISE["context_length"] or isinstance(job.prompt, dict)
+        if pipe is None or pipe_key != free_noise:  # FreeNoise changes the UNet's blocks: build afresh
+            pipe = None
+            pipe = _video_pipe(m, adapter, opts, dev, dtype, free_noise)
+            pipe_key = free_noise
+        for seed in job.seed:
+            frames = _render_clip(pipe, job, seed, opts)
+            for k, video in enumerate(frames):
+                record = {**base, **_job_record(job), "seed": seed, "video_index": k,
+                          "free_noise": FREE_NOISE if free_noise else None}
+                stem = f"{slug(_first_prompt(job))}_s{seed}" + (f"_v{k}" if len(frames) > 1 else "")
+                written += write_clip(video, Path(opts.output_dir), stem, job.fps, opts.formats, record)
+    return written
+
+
+def _video_pipe(m: dict, adapter, opts: Options, dev, dtype, free_noise: bool):
+    sched = make_scheduler(opts.scheduler, m["scheduler"].config, animatediff=True)
+    pipe = video_pipeline(m, adapter, sched)
+    if opts.motion_lora:
+        try:
+            pipe.load_lora_weights(opts.motion_lora, adapter_name="motion")
+        except (ImportError, ValueError, OSError) as e:
+            raise CdvideoError(f"motion LoRA {opts.motion_lora}: {str(e).splitlines()[0]} "
+                               "(needs peft: pip install 'cdvideo[lora]')") from None
+    if free_noise:
+        pipe.enable_free_noise(**FREE_NOISE)
+    if opts.free_init:
+        pipe.enable_free_init(num_iters=3, use_fast_sampling=False)
+    pipe.vae.enable_slicing()
+    if opts.cpu_offload and dev.type == "cuda":
+        pipe.enable_model_cpu_offload(device=dev)
+    else:
+        pipe.to(dev)  # components were loaded in `dtype` already
+    return pipe
+
+
+def _render_clip(pipe, job: Job, seed: int, opts: Options) -> list[list]:
+    gen = torch.Generator("cpu").manual_seed(seed)  # CPU noise: the same clip on any device
+    out = pipe(prompt=job.prompt, negative_prompt=job.negative_prompt, num_frames=job.num_frames,
+               height=job.height, width=job.width, num_inference_steps=job.num_inference_steps,
+               guidance_scale=job.guidance_scale, num_videos_per_prompt=job.num_videos_per_prompt,
+               generator=gen, decode_chunk_size=opts.decode_chunk_size, output_type="pil")
+    return out.frames
+
+
+def _job_record(job: Job) -> dict:
+    d = dataclasses.asdict(job)
+    d.pop("seed")
+    if isinstance(job.prompt, dict):
+        d["prompt"] = {str(k): v for k, v in job.prompt.items()}
+    return d
+
+
+def _first_prompt(job: Job) -> str:
+    return job.prompt if isinstance(job.prompt, str) else job.prompt[min(job.prompt)]
+
+
+def sample(opts: Options, jobs: list[Job]) -> list[Path]:
+    """Still images through StableDiffusionPipeline; `num_images_per_prompt` images per seed, in a grid."""
+    for job in jobs:
+        check_job(job, video=False)
+    dev, dtype = pick_device(opts.device, opts.dtype)
+    m, w = load_personalized(opts.model, opts.weights, opts.scale, opts.force, opts.revision, opts.variant, dtype)
+    model = opts.model or (w.base_model if w else None) or "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    pipe = image_pipeline(m, scheduler=make_scheduler(opts.scheduler, m["scheduler"].config, animatediff=False))
+    pipe.set_progress_bar_config(disable=False)
+    if opts.cpu_offload and dev.type == "cuda":
+        pipe.enable_model_cpu_offload(device=dev)
+    else:
+        pipe.to(dev)
+    base = {**_base_record(opts, w, model), "kind": "image", "device": dev.type,
+            "dtype": str(dtype).split(".")[-1]}
+    written: list[Path] = []
+    for job in tqdm(jobs, desc="prompts", disable=len(jobs) < 2):
+        if w is not None:
+            token_hint(job, w.tokens, w.class_words)
+        for seed in job.seed:
+            gen = torch.Generator("cpu").manual_seed(seed)
+            images = pipe(job.prompt, negative_prompt=job.negative_prompt, height=job.height, width=job.width,
+                          num_inference_steps=job.num_inference_steps, guidance_scale=job.guidance_scale,
+                          num_images_per_prompt=job.num_images_per_prompt, generator=gen).images
+            record = {**base, **_job_record(job), "seed": seed}
+            written += write_images(images, Path(opts.output_dir), f"{slug(job.prompt)}_s{seed}", record, opts.grid)
+    return written
+
+
+def from_sidecar(record: dict, output_dir: str) -> tuple[Options, list[Job]]:
+    """Options and the one job that regenerate a clip or image from its sidecar JSON."""
+    for wrec in record.get("weights", []):
+        if not Path(wrec["path"]).is_file() or sha256(wrec["path"]) != wrec["sha256"]:
+            raise CdvideoError(f"weights file {wrec['path']} is missing or changed since the clip was rendered")
+    opts = Options(weights=[r["path"] for r in record.get("weights", [])], model=record["base_model"],
+                   revision=record.get("revision"), variant=record.get("variant"), adapter=record.get("adapter"),
+                   scheduler=record["scheduler"], scale=record["scale"], force=True, output_dir=output_dir,
+                   device=record["device"], dtype=record["dtype"], free_init=record.get("free_init", False),
+                   motion_lora=record.get("motion_lora"), decode_chunk_size=record.get("decode_chunk_size", 16))
+    keys = {f.name for f in dataclasses.fields(Job)}
+    job_data: dict[str, Any] = {k: v for k, v in record.items() if k in keys}
+    if isinstance(job_data.get("prompt"), dict):
+        job_data["prompt"] = {int(k): v for k, v in job_data["prompt"].items()}
+    job_data["seed"] = [record["seed"]]
+    return opts, [from_dict(Job, job_data)]
