@@ -87,6 +87,13 @@ def _render(args: argparse.Namespace, video: bool) -> None:
     print("wrote " + ", ".join(str(p) for p in written))
 
 
+def _compose(args: argparse.Namespace) -> None:
+    from .compose import compose_files
+
+    path = compose_files(args.files, args.output, args.method, args.rename, args.model, args.overwrite)
+    print(f"wrote {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -97,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config, e.g. configs/train/dog.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. max_steps=100")
     p.set_defaults(func=_train)
+    p = sub.add_parser("compose", help="merge single-concept weights files into one multi-concept file")
+    p.add_argument("files", nargs="+", help="weights files from `cdvideo train`")
+    p.add_argument("-o", "--output", required=True, help="the merged weights file")
+    p.add_argument("--method", default="constrained", choices=["constrained", "average"],
+                   help="constrained: Custom Diffusion's closed form (default); average: mean of the deltas")
+    p.add_argument("--rename", action="append", default=[], metavar="FILE:OLD=NEW",
+                   help="rename a token of one file, e.g. b:sks=zwx (FILE: file name stem or position)")
+    p.add_argument("--model", help="base model (default: the files' base)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_compose)
     p = sub.add_parser("animate", help="render personalized clips with AnimateDiff (MP4 + GIF)")
     _render_args(p, video=True)
     p.set_defaults(func=lambda a: _render(a, video=True))

@@ -22,19 +22,23 @@ def tiny_overrides(out: Path, images: Path, *extra: str) -> list[str]:
             "resolution=64", "max_steps=3", "checkpoint_every=0", "report_to=none", *extra]
 
 
-@pytest.fixture(scope="session")
-def perturbed_weights(tmp_path_factory) -> Path:
+def make_weights(path: Path, token: str = "sks", class_word: str = "dog", seed: int = 1,
+                 base_model: str = "tiny") -> Path:
     """A weights file for the tiny base whose K/V and token row differ clearly from the base."""
     import torch
 
     from cdvideo import tiny, weights
 
     base = tiny.build_components()
-    gen = torch.Generator().manual_seed(1)
+    gen = torch.Generator().manual_seed(seed)
     params = dict(base["unet"].named_parameters())
     kv = {n: params[n].detach() + 0.5 * torch.randn(params[n].shape, generator=gen)
           for n in weights.cross_attention_names(base["unet"])}
     rows = torch.randn(1, tiny.CROSS_DIM, generator=gen)
-    path = tmp_path_factory.mktemp("weights") / "dog.safetensors"
-    return weights.save(path, weights.PersonalWeights(unet=kv, tokens=["sks"], class_words=["dog"], embeddings=rows,
-                                                      metadata={"base_model": "tiny"}))
+    return weights.save(path, weights.PersonalWeights(unet=kv, tokens=[token], class_words=[class_word],
+                                                      embeddings=rows, metadata={"base_model": base_model}))
+
+
+@pytest.fixture(scope="session")
+def perturbed_weights(tmp_path_factory) -> Path:
+    return make_weights(tmp_path_factory.mktemp("weights") / "dog.safetensors")
