@@ -94,6 +94,13 @@ def _compose(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _drift(args: argparse.Namespace) -> None:
+    from .drift_report import drift
+
+    written = drift(args.weights, args.output, args.phrases, args.model)
+    print("wrote " + ", ".join(map(str, written)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -114,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="base model (default: the files' base)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_compose)
+    p = sub.add_parser("drift", help="plot where the personal token sits among its class (paper's Alg. 1)")
+    p.add_argument("--weights", action="append", default=[], help="weights file or training checkpoint folder; "
+                   "repeat to compare runs (e.g. with and without SPL) or steps")
+    p.add_argument("--phrases", help="text file of adjectives, one per line (default: ~70 bundled)")
+    p.add_argument("--model", help="base model (default: the first file's base)")
+    p.add_argument("-o", "--output", default="drift/drift", help="output path without suffix")
+    p.set_defaults(func=_drift)
     p = sub.add_parser("animate", help="render personalized clips with AnimateDiff (MP4 + GIF)")
     _render_args(p, video=True)
     p.set_defaults(func=lambda a: _render(a, video=True))
