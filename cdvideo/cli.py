@@ -101,6 +101,20 @@ def _drift(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(map(str, written)))
 
 
+def _eval(args: argparse.Namespace) -> None:
+    from .evaluate import EvalOptions, evaluate
+
+    render = {k: getattr(args, k) for k in ("model", "adapter", "num_inference_steps", "guidance_scale", "height",
+                                            "width", "num_frames", "device", "dtype") if getattr(args, k) is not None}
+    opts = EvalOptions(output_dir=args.output_dir, weights=args.weights, generated=args.generated,
+                       references=args.references, prompts=args.prompts, seeds=args.seeds, video=args.video,
+                       metrics=args.metrics.split(","), clip_model=args.clip_model, dino_model=args.dino_model,
+                       blip_model=args.blip_model, render=render)
+    written = evaluate(opts)
+    if written:
+        print("wrote " + ", ".join(map(str, written)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -128,6 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="base model (default: the first file's base)")
     p.add_argument("-o", "--output", default="drift/drift", help="output path without suffix")
     p.set_defaults(func=_drift)
+    p = sub.add_parser("eval", help="score personalization: CLIP-T, CLIP-I, DINO-I, BLIP-T (+ temporal for clips)")
+    p.add_argument("--weights", action="append", default=[], help="weights file(s) to generate samples with")
+    p.add_argument("--generated", help="score existing images/clips of cdvideo sample/animate (their sidecars)")
+    p.add_argument("--references", help="folder of the subject's real photos (default: the training images)")
+    p.add_argument("--prompts", default="dreambench", help="dreambench (25 prompts by class) or a text file")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="samples per prompt, by seed")
+    p.add_argument("--video", action="store_true", help="generate clips with AnimateDiff instead of images")
+    p.add_argument("--metrics", default="clip_t,clip_i,dino_i,blip_t", help="comma list; temporal is added "
+                   "for clips")
+    _opt(p, "clip_model", help="default openai/clip-vit-base-patch32")
+    _opt(p, "dino_model", help="default facebook/dino-vits16")
+    _opt(p, "blip_model", help="default Salesforce/blip-itm-large-coco; Salesforce/blip2-itm-vit-g for BLIP-2")
+    _opt(p, "output_dir", default="eval")
+    for name, kind in (("model", str), ("adapter", str), ("num_inference_steps", int), ("guidance_scale", float),
+                       ("height", int), ("width", int), ("num_frames", int), ("device", str), ("dtype", str)):
+        _opt(p, name, type=kind, help=argparse.SUPPRESS)
+    p.set_defaults(func=_eval)
     p = sub.add_parser("animate", help="render personalized clips with AnimateDiff (MP4 + GIF)")
     _render_args(p, video=True)
     p.set_defaults(func=lambda a: _render(a, video=True))

@@ -74,3 +74,76 @@ def save_pretrained(folder: str | Path, seed: int = 0) -> Path:
                                    requires_safety_checker=False)
     pipe.save_pretrained(folder)
     return Path(folder)
+
+
+# -- Tiny feature extractors for `cdvideo eval` (random weights, real classes and processors) ---------------
+def _seeded(fn, seed: int = 0):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return fn()
+
+
+def clip_model():
+    """(CLIPModel, CLIPProcessor) with 32 px images and the bundled CLIP tokenizer."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir()))
+    config = CLIPConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37,
+                     "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 77},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 37,
+                       "num_hidden_layers": 2, "num_attention_heads": 4},
+        projection_dim=16)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    return _seeded(lambda: CLIPModel(config)).eval(), processor
+
+
+def dino_model():
+    """(ViTModel, ViTImageProcessor) shaped like DINO ViT-S/16, only smaller."""
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=37)
+    processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    return _seeded(lambda: ViTModel(config, add_pooling_layer=False)).eval(), processor
+
+
+def blip_model():
+    """(BlipForImageTextRetrieval, BlipProcessor) with a character-level WordPiece vocabulary."""
+    import tempfile
+
+    from transformers import (BertTokenizer, BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor,
+                              BlipProcessor)
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,'-")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + [f"##{c}" for c in letters]
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "vocab.txt").write_text("\n".join(vocab) + "\n")
+        tokenizer = BertTokenizer(str(Path(d) / "vocab.txt"), model_max_length=64)
+    config = BlipConfig(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "encoder_hidden_size": 32, "max_position_embeddings": 64,
+                     "pad_token_id": 0, "bos_token_id": 2, "sep_token_id": 3},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 37,
+                       "num_hidden_layers": 2, "num_attention_heads": 4},
+        projection_dim=16, image_text_hidden_size=16)
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    return _seeded(lambda: BlipForImageTextRetrieval(config)).eval(), processor
+
+
+def blip2_model():
+    """(Blip2ForImageTextRetrieval, Blip2Processor): 4 query tokens, the tiny BLIP tokenizer."""
+    from transformers import Blip2Config, Blip2ForImageTextRetrieval, Blip2Processor
+
+    _, blip = blip_model()
+    config = Blip2Config(
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 37,
+                       "num_hidden_layers": 2, "num_attention_heads": 4},
+        qformer_config={"vocab_size": len(blip.tokenizer), "hidden_size": 32, "num_hidden_layers": 2,
+                        "num_attention_heads": 4, "intermediate_size": 37, "encoder_hidden_size": 32,
+                        "pad_token_id": 0, "use_qformer_text_input": True},
+        num_query_tokens=4, image_text_hidden_size=16)
+    processor = Blip2Processor(image_processor=blip.image_processor, tokenizer=blip.tokenizer, num_query_tokens=None)
+    return _seeded(lambda: Blip2ForImageTextRetrieval(config)).eval(), processor

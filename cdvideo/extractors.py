@@ -1,0 +1,118 @@
+"""Feature extractors for `cdvideo eval`, loaded through transformers (hub id, local folder, or `tiny`)."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from . import tiny
+from .errors import CdvideoError
+from .models import load_error
+
+DEFAULTS = {"clip": "openai/clip-vit-base-patch32", "dino": "facebook/dino-vits16",
+            "blip": "Salesforce/blip-itm-large-coco"}
+BLIP2 = "Salesforce/blip2-itm-vit-g"
+
+
+def _tensor(out) -> torch.Tensor:
+    """transformers 4 returns features, 5 an output whose pooler_output holds them."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+class Clip:
+    """CLIP image and text embeddings (projected)."""
+
+    def __init__(self, model, processor, device="cpu"):
+        self.model, self.processor, self.device = model.to(device).eval(), processor, device
+
+    @torch.no_grad()
+    def images(self, images: list[Image.Image]) -> torch.Tensor:
+        px = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
+        return _tensor(self.model.get_image_features(pixel_values=px)).float().cpu()
+
+    @torch.no_grad()
+    def texts(self, texts: list[str]) -> torch.Tensor:
+        t = self.processor(text=texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+        return _tensor(self.model.get_text_features(**t)).float().cpu()
+
+
+class Dino:
+    """DINO ViT CLS features of the last layer."""
+
+    def __init__(self, model, processor, device="cpu"):
+        self.model, self.processor, self.device = model.to(device).eval(), processor, device
+
+    @torch.no_grad()
+    def images(self, images: list[Image.Image]) -> torch.Tensor:
+        px = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
+        return self.model(pixel_values=px).last_hidden_state[:, 0].float().cpu()
+
+
+class Blip:
+    """BLIP image-text contrastive (ITC) features: vision_proj / text_proj of the CLS tokens, no ITM head."""
+
+    def __init__(self, model, processor, device="cpu"):
+        self.model, self.processor, self.device = model.to(device).eval(), processor, device
+
+    @torch.no_grad()
+    def images(self, images: list[Image.Image]) -> torch.Tensor:
+        px = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
+        cls = self.model.vision_model(pixel_values=px).last_hidden_state[:, 0]
+        return self.model.vision_proj(cls).float().cpu()
+
+    @torch.no_grad()
+    def texts(self, texts: list[str]) -> torch.Tensor:
+        t = self.processor(text=texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+        cls = self.model.text_encoder(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).last_hidden_state
+        return self.model.text_proj(cls[:, 0]).float().cpu()
+
+
+class Blip2:
+    """BLIP-2 ITC features: per-image query embeddings (N, Q, D) and text embeddings (N, D)."""
+
+    def __init__(self, model, processor, device="cpu"):
+        self.model, self.processor, self.device = model.to(device).eval(), processor, device
+
+    @torch.no_grad()
+    def images(self, images: list[Image.Image]) -> torch.Tensor:
+        m = self.model
+        px = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device, m.dtype)
+        embeds = m.vision_model(pixel_values=px).last_hidden_state
+        query = m.query_tokens.expand(embeds.shape[0], -1, -1)
+        mask = torch.ones(embeds.shape[:-1], dtype=torch.long, device=embeds.device)
+        out = m.qformer(query_embeds=query, encoder_hidden_states=embeds, encoder_attention_mask=mask)
+        return m.vision_projection(out.last_hidden_state).float().cpu()
+
+    @torch.no_grad()
+    def texts(self, texts: list[str]) -> torch.Tensor:
+        m = self.model
+        t = self.processor(text=texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+        out = m.qformer(query_embeds=m.embeddings(input_ids=t["input_ids"]), query_length=0,
+                        attention_mask=t["attention_mask"])
+        return m.text_projection(out.last_hidden_state[:, 0]).float().cpu()
+
+
+def load(kind: str, ref: str | None, device: str = "cpu"):
+    """An extractor of `kind` (clip, dino, blip) from a hub id or folder; `tiny` (or `tiny-blip2`) builds a
+    random one."""
+    ref = ref or DEFAULTS[kind]
+    if kind == "blip" and ref == "tiny-blip2":
+        return Blip2(*tiny.blip2_model(), device)
+    if ref == tiny.TINY_ID:
+        model, processor = {"clip": tiny.clip_model, "dino": tiny.dino_model, "blip": tiny.blip_model}[kind]()
+        return {"clip": Clip, "dino": Dino, "blip": Blip}[kind](model, processor, device)
+    import transformers as tf
+
+    classes = {"clip": ("CLIPModel", "CLIPProcessor", Clip), "dino": ("ViTModel", "ViTImageProcessor", Dino),
+               "blip": ("BlipForImageTextRetrieval", "BlipProcessor", Blip)}
+    model_cls, proc_cls, wrapper = classes[kind]
+    if kind == "blip" and "blip2" in ref.lower():
+        model_cls, proc_cls, wrapper = "Blip2ForImageTextRetrieval", "Blip2Processor", Blip2
+    try:
+        model = getattr(tf, model_cls).from_pretrained(ref)
+        processor = getattr(tf, proc_cls).from_pretrained(ref)
+    except (OSError, ValueError) as e:
+        raise load_error(ref, e) from None
+    if kind == "dino" and not isinstance(model, tf.ViTModel):
+        raise CdvideoError(f"{ref}: not a ViT model for DINO features")
+    return wrapper(model, processor, device)
