@@ -19,65 +19,62 @@ def _tensor(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-class Clip:
-    """CLIP image and text embeddings (projected)."""
+class _Extractor:
+    """A transformers model with its processor; subclasses turn images/texts into feature tensors."""
 
     def __init__(self, model, processor, device="cpu"):
         self.model, self.processor, self.device = model.to(device).eval(), processor, device
 
+    def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
+        px = self.processor(images=images, return_tensors="pt")["pixel_values"]
+        return px.to(self.device, self.model.dtype)
+
+    def _tokens(self, texts: list[str]):
+        return self.processor(text=texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+
+
+class Clip(_Extractor):
+    """CLIP image and text embeddings (projected)."""
+
     @torch.no_grad()
     def images(self, images: list[Image.Image]) -> torch.Tensor:
-        px = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
-        return _tensor(self.model.get_image_features(pixel_values=px)).float().cpu()
+        return _tensor(self.model.get_image_features(pixel_values=self._pixels(images))).float().cpu()
 
     @torch.no_grad()
     def texts(self, texts: list[str]) -> torch.Tensor:
-        t = self.processor(text=texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
-        return _tensor(self.model.get_text_features(**t)).float().cpu()
+        return _tensor(self.model.get_text_features(**self._tokens(texts))).float().cpu()
 
 
-class Dino:
+class Dino(_Extractor):
     """DINO ViT CLS features of the last layer."""
 
-    def __init__(self, model, processor, device="cpu"):
-        self.model, self.processor, self.device = model.to(device).eval(), processor, device
-
     @torch.no_grad()
     def images(self, images: list[Image.Image]) -> torch.Tensor:
-        px = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
-        return self.model(pixel_values=px).last_hidden_state[:, 0].float().cpu()
+        return self.model(pixel_values=self._pixels(images)).last_hidden_state[:, 0].float().cpu()
 
 
-class Blip:
+class Blip(_Extractor):
     """BLIP image-text contrastive (ITC) features: vision_proj / text_proj of the CLS tokens, no ITM head."""
 
-    def __init__(self, model, processor, device="cpu"):
-        self.model, self.processor, self.device = model.to(device).eval(), processor, device
-
     @torch.no_grad()
     def images(self, images: list[Image.Image]) -> torch.Tensor:
-        px = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
-        cls = self.model.vision_model(pixel_values=px).last_hidden_state[:, 0]
+        cls = self.model.vision_model(pixel_values=self._pixels(images)).last_hidden_state[:, 0]
         return self.model.vision_proj(cls).float().cpu()
 
     @torch.no_grad()
     def texts(self, texts: list[str]) -> torch.Tensor:
-        t = self.processor(text=texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+        t = self._tokens(texts)
         cls = self.model.text_encoder(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).last_hidden_state
         return self.model.text_proj(cls[:, 0]).float().cpu()
 
 
-class Blip2:
+class Blip2(_Extractor):
     """BLIP-2 ITC features: per-image query embeddings (N, Q, D) and text embeddings (N, D)."""
-
-    def __init__(self, model, processor, device="cpu"):
-        self.model, self.processor, self.device = model.to(device).eval(), processor, device
 
     @torch.no_grad()
     def images(self, images: list[Image.Image]) -> torch.Tensor:
         m = self.model
-        px = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device, m.dtype)
-        embeds = m.vision_model(pixel_values=px).last_hidden_state
+        embeds = m.vision_model(pixel_values=self._pixels(images)).last_hidden_state
         query = m.query_tokens.expand(embeds.shape[0], -1, -1)
         mask = torch.ones(embeds.shape[:-1], dtype=torch.long, device=embeds.device)
         out = m.qformer(query_embeds=query, encoder_hidden_states=embeds, encoder_attention_mask=mask)
@@ -85,8 +82,7 @@ class Blip2:
 
     @torch.no_grad()
     def texts(self, texts: list[str]) -> torch.Tensor:
-        m = self.model
-        t = self.processor(text=texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+        m, t = self.model, self._tokens(texts)
         out = m.qformer(query_embeds=m.embeddings(input_ids=t["input_ids"]), query_length=0,
                         attention_mask=t["attention_mask"])
         return m.text_projection(out.last_hidden_state[:, 0]).float().cpu()

@@ -38,9 +38,9 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) 
     from accelerate.utils import ProjectConfiguration
     from diffusers.optimization import get_scheduler
 
-    # -- Output folder and accelerator ------------------------------------------------------------------
+    # -- Checks and data: every user mistake surfaces before anything is written -----------------------------
     out = Path(cfg.output_dir)
-    prepare_output_dir(cfg)
+    check_output_dir(cfg)
     try:
         acc = Accelerator(mixed_precision=cfg.mixed_precision,
                           project_config=ProjectConfiguration(str(out), logging_dir=str(out / "logs")),
@@ -48,53 +48,33 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) 
     except ValueError as e:
         raise CdvideoError(f"mixed_precision={cfg.mixed_precision}: {e}") from None
     dev, wdtype = acc.device, DTYPES[cfg.mixed_precision]
-    if acc.is_main_process:
-        write_text_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        acc.init_trackers("cdvideo")
-
-    # -- Data (checked before any model is loaded) ------------------------------------------------------
     concepts = [Concept(c.token, c.class_word, load_folder(c.images),
                         cfg.instance_template.format(token=c.token, class_word=c.class_word))
                 for c in cfg.concepts]
 
-    # -- Models ------------------------------------------------------------------------------------------
+    # -- Models: base components, class images for the prior, the new tokens ---------------------------------
     m = load_components(cfg.model, cfg.revision, cfg.variant)
     tokenizer, text_encoder, vae, unet, noise_scheduler = (
         m["tokenizer"], m["text_encoder"], m["vae"], m["unet"], m["scheduler"])
+    token_ids = add_tokens(tokenizer, text_encoder, [c.token for c in cfg.concepts],
+                           [c.initializer or c.class_word for c in cfg.concepts])
     if cfg.prior.enabled:
         from .prior import attach_class_images
         attach_class_images(cfg, concepts, m, acc)
-    token_ids = add_tokens(tokenizer, text_encoder, [c.token for c in cfg.concepts],
-                           [c.initializer or c.class_word for c in cfg.concepts])
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if acc.is_main_process:
+        reset_output_dir(cfg)
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        acc.init_trackers("cdvideo")
 
-    # -- Trainable parameters: spatial cross-attention K/V (+ Q/out) and the new token rows -------------
-    for module in (vae, unet, text_encoder):
-        module.requires_grad_(False)
-    for module in (vae, unet):
-        module.to(dev)
-        if wdtype != torch.float32:
-            module.to(wdtype)
-    text_encoder.to(dev)  # kept in fp32: its embedding rows are trained
-    kv_names = weights.cross_attention_names(unet, cfg.params)
-    unet_params = dict(unet.named_parameters())
-    kv = [unet_params[n] for n in kv_names]
-    for p in kv:
-        p.data = p.data.float()
-        p.requires_grad_(True)
-    emb = text_encoder.get_input_embeddings().weight  # (V, D)
-    emb.requires_grad_(True)
-    row_mask = torch.zeros(emb.shape[0], 1, device=dev)
-    row_mask[token_ids] = 1.0
-    emb.register_hook(lambda g: g * row_mask)  # every row but the new tokens gets zero gradient
+    # -- Trainable parameters: spatial cross-attention K/V (+ Q/out) and the new token rows -----------------
+    kv_names, kv, emb = select_trainable(cfg, vae, unet, text_encoder, dev, wdtype)
+    keep_rows = torch.ones(emb.shape[0], dtype=torch.bool, device=dev)
+    keep_rows[token_ids] = False
+    emb.register_hook(lambda g: g.masked_fill(keep_rows[:, None], 0.0))  # zero gradient for all other rows
     frozen_rows = emb.detach().clone()  # restored after each step, so weight decay cannot move them
-    keep_rows = row_mask[:, 0] == 0
-    if cfg.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        text_encoder.gradient_checkpointing_enable()
-        text_encoder.train()  # transformers checkpoints only in train mode; CLIP has no dropout
 
-    # -- Optimizer and LR schedule ---------------------------------------------------------------------
+    # -- Optimizer and LR schedule ---------------------------------------------------------------------------
     o = cfg.optimizer
     lr = o.learning_rate * (cfg.batch_size * cfg.gradient_accumulation_steps * acc.num_processes
                             if o.scale_lr else 1)
@@ -104,53 +84,30 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) 
                                  num_training_steps=cfg.max_steps)
     unet, text_encoder, optimizer = acc.prepare(unet, text_encoder, optimizer)
 
-    # -- SPL: class-phrase features are fixed, computed once --------------------------------------------
-    personal = [cfg.spl.personal_template.format(token=c.token, class_word=c.class_word) for c in cfg.concepts]
+    # -- SPL: the class-phrase features are fixed, computed once ---------------------------------------------
     with torch.no_grad():
         class_feats = eos_features(text_encoder, tokenizer, [
             cfg.spl.class_template.format(class_word=c.class_word) for c in cfg.concepts], cfg.spl.pooling)
+    models = {"vae": vae, "unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer,
+              "scheduler": noise_scheduler, "class_feats": class_feats, "acc": acc}
 
-    # -- Resume ------------------------------------------------------------------------------------------
+    # -- Resume ----------------------------------------------------------------------------------------------
     step = 0
     if cfg.resume:
         step = restore(cfg, acc.unwrap_model(unet), emb, token_ids, optimizer, lr_scheduler)
 
-    # -- Steps -------------------------------------------------------------------------------------------
-    acs = noise_scheduler.alphas_cumprod.to(dev)
+    # -- Steps -----------------------------------------------------------------------------------------------
     pbar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not acc.is_local_main_process)
     while step < cfg.max_steps:
         logs = {"loss": 0.0, "loss/reconstruction": 0.0, "loss/spl": 0.0}
         for micro in range(cfg.gradient_accumulation_steps):
             rng = np.random.default_rng([cfg.seed, acc.process_index, step, micro])
-            gen = torch.Generator(dev).manual_seed(int(rng.integers(2**62)))
             batch = sample_batch(concepts, cfg.batch_size, step, rng, cfg.resolution, factor, cfg.augment, cfg.flip)
-            pixels = batch["pixels"]  # (B, 3, H, W)
-            prompts = batch["prompts"]
-            if "class_pixels" in batch:  # prior preservation: class images ride in the same batch
-                pixels = torch.cat([pixels, batch["class_pixels"]])  # (2B, 3, H, W)
-                prompts = prompts + batch["class_prompts"]
-            with torch.no_grad():
-                latents = vae.encode(pixels.to(dev, wdtype)).latent_dist.sample(gen) * vae.config.scaling_factor
-            latents = latents.float()  # (B, 4, H/8, W/8)
-            noise = torch.randn(latents.shape, generator=gen, device=dev)
-            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=gen,
-                              device=dev)
-            noisy = noise_scheduler.add_noise(latents, noise, t)
-            cond = encode_prompts(text_encoder, tokenizer, prompts)  # (B, 77, D)
-            with acc.autocast():
-                pred = unet(noisy.to(wdtype), t, cond.to(wdtype)).sample.float()
-            target = diffusion_target(noise_scheduler.config.prediction_type, latents, noise, acs, t)
-            n = cfg.batch_size
-            rec = masked_mse(pred[:n], target[:n], batch["mask"].to(dev))
-            if len(pred) > n:
-                rec = rec + cfg.prior.weight * torch.nn.functional.mse_loss(pred[n:], target[n:])
-            spl = semantic_preservation_loss(eos_features(text_encoder, tokenizer, personal, cfg.spl.pooling),
-                                             class_feats)
-            loss = rec + cfg.spl.weight * spl
+            loss, parts = step_loss(cfg, models, batch, torch.Generator(dev).manual_seed(int(rng.integers(2**62))))
             if not torch.isfinite(loss):
                 raise nan_error(cfg, step + 1, loss)
             acc.backward(loss / cfg.gradient_accumulation_steps)
-            for k, v in (("loss", loss), ("loss/reconstruction", rec), ("loss/spl", spl)):
+            for k, v in (("loss", loss), *parts.items()):
                 logs[k] += v.item() / cfg.gradient_accumulation_steps
         acc.clip_grad_norm_(kv + [emb], o.max_grad_norm)
         optimizer.step()
@@ -175,7 +132,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) 
             on_step(step, logs)
     pbar.close()
 
-    # -- Weights file ------------------------------------------------------------------------------------
+    # -- Weights file ----------------------------------------------------------------------------------------
     acc.wait_for_everyone()
     path = out / "weights.safetensors"
     if acc.is_main_process:
@@ -188,6 +145,59 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) 
         ), dtype=cfg.save_dtype)
     acc.end_training()
     return path
+
+
+def step_loss(cfg: TrainConfig, models: dict, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """Masked noise-prediction MSE (+ prior) + lambda * SPL for one batch; (loss, its parts)."""
+    vae, unet, text_encoder, tokenizer, sched, acc = (models[k] for k in (
+        "vae", "unet", "text_encoder", "tokenizer", "scheduler", "acc"))
+    dev, wdtype = acc.device, DTYPES[cfg.mixed_precision]
+    pixels, prompts = batch["pixels"], batch["prompts"]  # (B, 3, H, W)
+    if "class_pixels" in batch:  # prior preservation: class images ride in the same batch
+        pixels = torch.cat([pixels, batch["class_pixels"]])  # (2B, 3, H, W)
+        prompts = prompts + batch["class_prompts"]
+    with torch.no_grad():
+        latents = vae.encode(pixels.to(dev, wdtype)).latent_dist.sample(gen) * vae.config.scaling_factor
+    latents = latents.float()  # (B, 4, H/8, W/8)
+    noise = torch.randn(latents.shape, generator=gen, device=dev)
+    t = torch.randint(0, sched.config.num_train_timesteps, (len(latents),), generator=gen, device=dev)
+    noisy = sched.add_noise(latents, noise, t)
+    cond = encode_prompts(text_encoder, tokenizer, prompts)  # (B, 77, D)
+    with acc.autocast():
+        pred = unet(noisy.to(wdtype), t, cond.to(wdtype)).sample.float()  # (B, 4, H/8, W/8)
+    target = diffusion_target(sched.config.prediction_type, latents, noise, sched.alphas_cumprod.to(dev), t)
+    n = cfg.batch_size
+    rec = masked_mse(pred[:n], target[:n], batch["mask"].to(dev))
+    if len(pred) > n:
+        rec = rec + cfg.prior.weight * torch.nn.functional.mse_loss(pred[n:], target[n:])
+    personal = [cfg.spl.personal_template.format(token=c.token, class_word=c.class_word) for c in cfg.concepts]
+    spl = semantic_preservation_loss(eos_features(text_encoder, tokenizer, personal, cfg.spl.pooling),
+                                     models["class_feats"])
+    return rec + cfg.spl.weight * spl, {"loss/reconstruction": rec, "loss/spl": spl}
+
+
+def select_trainable(cfg: TrainConfig, vae, unet, text_encoder, dev, wdtype) -> tuple[list[str], list, torch.Tensor]:
+    """Freeze everything, move to device/dtype, then unfreeze the K/V (fp32 master weights) and the embedding."""
+    for module in (vae, unet, text_encoder):
+        module.requires_grad_(False)
+    for module in (vae, unet):
+        module.to(dev)
+        if wdtype != torch.float32:
+            module.to(wdtype)
+    text_encoder.to(dev)  # kept in fp32: its embedding rows are trained
+    names = weights.cross_attention_names(unet, cfg.params)
+    params = dict(unet.named_parameters())
+    kv = [params[n] for n in names]
+    for p in kv:
+        p.data = p.data.float()
+        p.requires_grad_(True)
+    emb = text_encoder.get_input_embeddings().weight  # (V, D)
+    emb.requires_grad_(True)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        text_encoder.gradient_checkpointing_enable()
+        text_encoder.train()  # transformers checkpoints only in train mode; CLIP has no dropout
+    return names, kv, emb
 
 
 def make_optimizer(use_8bit: bool):
@@ -225,20 +235,31 @@ def restore(cfg: TrainConfig, unet, emb: torch.Tensor, token_ids: list[int], opt
     return int(state["step"])
 
 
-def prepare_output_dir(cfg: TrainConfig) -> None:
+def check_output_dir(cfg: TrainConfig) -> None:
     """Refuse to overwrite an earlier run unless `overwrite: true` (or `resume` continues it)."""
     out = Path(cfg.output_dir)
     weights_file = out / "weights.safetensors"
     if cfg.resume:
         if weights_file.exists() and not cfg.overwrite:
             raise CdvideoError(f"{weights_file} exists: this run already finished; set overwrite=true to redo it")
+        checkpoint.resolve_resume(out, cfg.resume)
         return
     taken = [name for name in OWNED if (out / name).exists()]
     if taken and not cfg.overwrite:
         raise CdvideoError(f"output_dir {out} already holds a run ({', '.join(taken)}); continue it with "
                            "resume=latest, choose another output_dir, or set overwrite=true")
-    for name in taken:
-        shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+
+
+def reset_output_dir(cfg: TrainConfig) -> None:
+    """Create the output folder; with `overwrite: true` (and no resume), remove the earlier run's files."""
+    out = Path(cfg.output_dir)
+    if cfg.overwrite and not cfg.resume:
+        for name in OWNED:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 

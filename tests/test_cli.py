@@ -23,6 +23,7 @@ def test_user_mistakes_are_one_line_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "nowhere not found" in errors[0]
+    assert not (tmp_path / "o").exists()  # nothing written for a run that could not start
 
 
 def test_bad_override_names_the_key(capsys):
