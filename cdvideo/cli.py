@@ -15,7 +15,8 @@ def _train(args: argparse.Namespace) -> None:
 
     cfg = load_train_config(args.config, args.overrides)
     path = train(cfg)
-    print(f"wrote {path}")
+    if path is not None:  # the main process of a multi-process run
+        print(f"wrote {path}")
 
 
 def _opt(p: argparse.ArgumentParser, name: str, **kw) -> None:

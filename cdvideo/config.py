@@ -238,6 +238,8 @@ def check_train_config(cfg: TrainConfig) -> None:
             raise CdvideoError(f"concepts.{i}.class_word: give the subject's class, e.g. dog")
         if not c.token.strip() or " " in c.token:
             raise CdvideoError(f"concepts.{i}.token: {c.token!r} must be one word, e.g. sks or <new1>")
+        if c.token in (c.class_word, c.initializer):
+            raise CdvideoError(f"concepts.{i}.token: {c.token!r} must differ from the class word; use e.g. sks")
         if c.token in seen:
             raise CdvideoError(f"concepts.{i}.token: {c.token!r} is used by two concepts")
         seen.add(c.token)

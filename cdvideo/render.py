@@ -97,10 +97,13 @@ def _seed_list(entry: dict) -> dict:
     return {**entry, "seed": [seed]} if isinstance(seed, int) else entry
 
 
-def check_job(job: Job, video: bool, context: int = 16) -> None:
-    """Sizes, frame counts and prompt schedules that the pipelines can render."""
+def check_job(job: Job, video: bool, formats: tuple[str, ...] = (), context: int = 16) -> None:
+    """Sizes, frame counts and prompt schedules that the pipelines and encoders can take."""
     if job.height % 8 or job.width % 8 or min(job.height, job.width) < 64:
-        raise CdvideoError(f"height/width {job.height}x{job.width}: use multiples of 8 (16 for video), at least 64")
+        raise CdvideoError(f"height/width {job.height}x{job.width}: use multiples of 8, at least 64")
+    if "mp4" in formats and (job.height % 16 or job.width % 16):
+        raise CdvideoError(f"height/width {job.height}x{job.width}: MP4 (H.264) needs multiples of 16, "
+                           f"e.g. {job.height // 16 * 16}x{job.width // 16 * 16}")
     if not job.prompt:
         raise CdvideoError("an empty prompt; write what the clip should show")
     if video:
@@ -143,7 +146,7 @@ def animate(opts: Options, jobs: list[Job]) -> list[Path]:
     """Render every job's clips through AnimateDiff; returns the files written."""
     check_formats(opts.formats)
     for job in jobs:
-        check_job(job, video=True)
+        check_job(job, video=True, formats=tuple(opts.formats))
     dev, dtype = pick_device(opts.device, opts.dtype)
     m, w = load_personalized(opts.model, opts.weights, opts.scale, opts.force, opts.revision, opts.variant, dtype)
     model = opts.model or (w.base_model if w else None) or "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -159,8 +162,8 @@ def animate(opts: Options, jobs: list[Job]) -> list[Path]:
             token_hint(job, w.tokens, w.class_words)
         free_noise = job.num_frames > FREE_NOISE["context_length"] or isinstance(job.prompt, dict)
         if pipe is None or pipe_key != free_noise:  # FreeNoise changes the UNet's blocks: build afresh
-            pipe = None
-            pipe = _video_pipe(m, adapter, opts, dev, dtype, free_noise)
+            pipe = None  # release the old pipeline before building the next (peak memory)
+            pipe = _video_pipe(m, adapter, opts, dev, free_noise)
             pipe_key = free_noise
         for seed in job.seed:
             frames = _render_clip(pipe, job, seed, opts)
@@ -172,7 +175,17 @@ def animate(opts: Options, jobs: list[Job]) -> list[Path]:
     return written
 
 
-def _video_pipe(m: dict, adapter, opts: Options, dev, dtype, free_noise: bool):
+def _place(pipe, opts: Options, dev) -> None:
+    """Model CPU offload on GPU when asked; else the whole pipeline on the device."""
+    if opts.cpu_offload and dev.type != "cuda":
+        log.warning("--cpu-offload works on a CUDA device only; running on %s without it", dev)
+    if opts.cpu_offload and dev.type == "cuda":
+        pipe.enable_model_cpu_offload(device=dev)
+    else:
+        pipe.to(dev)  # components were loaded in the right dtype already
+
+
+def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool):
     sched = make_scheduler(opts.scheduler, m["scheduler"].config, animatediff=True)
     pipe = video_pipeline(m, adapter, sched)
     if opts.motion_lora:
@@ -186,10 +199,7 @@ def _video_pipe(m: dict, adapter, opts: Options, dev, dtype, free_noise: bool):
     if opts.free_init:
         pipe.enable_free_init(num_iters=3, use_fast_sampling=False)
     pipe.vae.enable_slicing()
-    if opts.cpu_offload and dev.type == "cuda":
-        pipe.enable_model_cpu_offload(device=dev)
-    else:
-        pipe.to(dev)  # components were loaded in `dtype` already
+    _place(pipe, opts, dev)
     return pipe
 
 
@@ -223,10 +233,7 @@ def sample(opts: Options, jobs: list[Job]) -> list[Path]:
     model = opts.model or (w.base_model if w else None) or "stable-diffusion-v1-5/stable-diffusion-v1-5"
     pipe = image_pipeline(m, scheduler=make_scheduler(opts.scheduler, m["scheduler"].config, animatediff=False))
     pipe.set_progress_bar_config(disable=False)
-    if opts.cpu_offload and dev.type == "cuda":
-        pipe.enable_model_cpu_offload(device=dev)
-    else:
-        pipe.to(dev)
+    _place(pipe, opts, dev)
     base = {**_base_record(opts, w, model), "kind": "image", "device": dev.type,
             "dtype": str(dtype).split(".")[-1]}
     written: list[Path] = []

@@ -32,8 +32,8 @@ DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 OWNED = ("weights.safetensors", "config.yaml", "checkpoints", "validation", "logs")
 
 
-def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) -> Path:
-    """Run a training config to the end; returns the path of the weights file."""
+def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) -> Path | None:
+    """Run a training config to the end; returns the weights file's path (None in non-main processes)."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
     from diffusers.optimization import get_scheduler
@@ -42,7 +42,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) 
     out = Path(cfg.output_dir)
     check_output_dir(cfg)
     try:
-        acc = Accelerator(mixed_precision=cfg.mixed_precision,
+        acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
                           project_config=ProjectConfiguration(str(out), logging_dir=str(out / "logs")),
                           log_with=None if cfg.report_to == "none" else "tensorboard")
     except ValueError as e:
@@ -82,7 +82,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) 
                                                 weight_decay=o.weight_decay, eps=o.eps)
     lr_scheduler = get_scheduler(o.lr_scheduler, optimizer, num_warmup_steps=o.lr_warmup_steps,
                                  num_training_steps=cfg.max_steps)
-    unet, text_encoder, optimizer = acc.prepare(unet, text_encoder, optimizer)
+    unet, optimizer = acc.prepare(unet, optimizer)  # the text encoder stays unwrapped: its one grad is reduced
 
     # -- SPL: the class-phrase features are fixed, computed once ---------------------------------------------
     with torch.no_grad():
@@ -107,6 +107,8 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) 
             if not torch.isfinite(loss):
                 raise nan_error(cfg, step + 1, loss)
             acc.backward(loss / cfg.gradient_accumulation_steps)
+            if acc.num_processes > 1:  # the K/V sync through DDP; the token rows here
+                emb.grad = acc.reduce(emb.grad, reduction="mean")
             for k, v in (("loss", loss), *parts.items()):
                 logs[k] += v.item() / cfg.gradient_accumulation_steps
         acc.clip_grad_norm_(kv + [emb], o.max_grad_norm)
@@ -127,7 +129,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) 
                 "tokens": [c.token for c in cfg.concepts]}, keep=cfg.checkpoints_total_limit)
         if acc.is_main_process and cfg.validation.every and step % cfg.validation.every == 0:
             from .pipelines import render_validation
-            render_validation(cfg, m, acc.unwrap_model(unet), acc.unwrap_model(text_encoder), out, step)
+            render_validation(cfg, m, acc.unwrap_model(unet), text_encoder, out, step)
         if on_step is not None:
             on_step(step, logs)
     pbar.close()
@@ -144,7 +146,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) 
                       "initializers": [c.initializer or c.class_word for c in cfg.concepts]},
         ), dtype=cfg.save_dtype)
     acc.end_training()
-    return path
+    return path if acc.is_main_process else None
 
 
 def step_loss(cfg: TrainConfig, models: dict, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor, dict]:

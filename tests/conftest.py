@@ -18,7 +18,7 @@ def dog_dir() -> Path:
 
 def tiny_overrides(out: Path, images: Path, *extra: str) -> list[str]:
     """Overrides that make a quick, quiet training run of the tiny model."""
-    return [f"model=tiny", f"output_dir={out}", f"concepts.0.images={images}", "concepts.0.class_word=dog",
+    return ["model=tiny", f"output_dir={out}", f"concepts.0.images={images}", "concepts.0.class_word=dog",
             "resolution=64", "max_steps=3", "checkpoint_every=0", "report_to=none", *extra]
 
 

@@ -80,6 +80,13 @@ def test_free_noise_renders_longer_clips(tmp_path, perturbed_weights):
     assert json.loads(mp4.with_suffix(".json").read_text())["free_noise"]["context_length"] == 16
 
 
+def test_free_init_renders(tmp_path, perturbed_weights):
+    assert main(["animate", "--weights", str(perturbed_weights), "--prompt", "sks dog", "--num-frames", "8",
+                 "--free-init", "--format", "gif", "--output-dir", str(tmp_path), *FAST]) == 0
+    [sidecar] = tmp_path.glob("*.json")
+    assert json.loads(sidecar.read_text())["free_init"] is True
+
+
 def test_prompt_file_with_schedule_and_seeds(tmp_path, perturbed_weights):
     prompts = tmp_path / "prompts.yaml"
     prompts.write_text("- prompt: {0: 'sks dog sitting', 8: 'sks dog jumping'}\n  seed: [1, 2]\n"
@@ -118,9 +125,11 @@ def other_arch(tmp_path):
     (["--weights", "{other}"], "other.safetensors: .*shape \\(3, 3\\).*another architecture"),
     (["--weights", "{good}", "--num-frames", "1000"], "num_frames 1000: .*FreeNoise extends that to at most"),
     (["--weights", "{good}", "--height", "100"], "height/width 100x64: use multiples of 8"),
+    (["--weights", "{good}", "--height", "72"], "height/width 72x64: MP4 .* multiples of 16, e.g. 64x64"),
     (["--weights", "{good}", "--scheduler", "magic"], "unknown scheduler 'magic'"),
     (["--weights", "{good}", "--adapter", "v9"], "unknown motion adapter 'v9'"),
-    (["--weights", "{good}", "--model", "someone/sd15-finetune"], "trained on base 'tiny', not 'someone/sd15-fi.*--force"),
+    (["--weights", "{good}", "--model", "someone/sd15-finetune"],
+     "trained on base 'tiny', not 'someone/sd15-fi.*--force"),
     (["--model", "someone/unreachable-model"], "cannot load model 'someone/unreachable-model'.*local diffusers"),
     (["--weights", "{good}", "--format", "avi"], "--format avi: choose from"),
 ])

@@ -29,3 +29,17 @@ def test_user_mistakes_are_one_line_without_traceback(tmp_path):
 def test_bad_override_names_the_key(capsys):
     assert main(["train", "--config", str(ROOT / "configs/train/tiny.yaml"), "max_stepz=3"]) == 2
     assert "unknown key 'max_stepz'" in capsys.readouterr().err
+
+
+def test_two_process_training(tmp_path, dog_dir):
+    """The accelerate/torchrun path: DDP over the K/V, the token-row gradient reduced by hand, one writer."""
+    import os
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "cdvideo", "train",
+           *tiny_overrides(tmp_path / "ddp", dog_dir, "max_steps=2")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("wrote") == 1 and "lr=4.00e-05" in proc.stderr  # lr scaled by 2 processes
+    from cdvideo import weights
+    assert weights.load(tmp_path / "ddp" / "weights.safetensors").tokens == ["sks"]

@@ -3,9 +3,8 @@ import torch
 
 from cdvideo import tiny, weights
 from cdvideo.cli import main
-from cdvideo.compose import _captions, _target_features, average_merge, compose, constrained_merge, reg_captions
+from cdvideo.compose import _captions, _target_features, compose, constrained_merge, reg_captions
 from cdvideo.config import load_train_config
-from cdvideo.errors import CdvideoError
 from cdvideo.text import encode_prompts, set_token_rows
 from cdvideo.train import train
 

@@ -50,6 +50,7 @@ def test_overrides_are_typed():
     ("spl.class_template=a photo", "spl.class_template: template .* lacks {class_word}"),
     ("instance_template=photo of a {token}", "instance_template: template .* lacks {class_word}"),
     ("concepts.0.token=two words", "concepts.0.token"),
+    ("concepts.0.token=dog", "concepts.0.token: 'dog' must differ from the class word"),
     ("resolution=100", "resolution: 100 must be a multiple of 8"),
     ("maxsteps", "not key=value"),
 ])

@@ -107,6 +107,18 @@ def test_eval_generates_dreambench_samples_and_skips_finished_ones(tmp_path, per
     assert main(args) == 0
 
 
+def test_eval_generates_and_scores_clips(tmp_path, perturbed_weights):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a {token} {class_word} running in the snow\n")
+    out = tmp_path / "eval"
+    assert main(["eval", "--weights", str(perturbed_weights), "--video", "--prompts", str(prompts), "--seeds", "0",
+                 "--num-frames", "4", "--references", str(FIXTURES / "dog"), "--output-dir", str(out),
+                 *TINY, *FAST]) == 0
+    [row] = list(csv.DictReader((out / "samples.csv").open()))
+    assert row["text"] == "a dog running in the snow" and 0 < float(row["temporal"]) <= 1
+    assert len(list((out / "generated").glob("*_frames/*.png"))) == 4
+
+
 def test_eval_errors(tmp_path, capsys):
     assert main(["eval", "--output-dir", str(tmp_path)]) == 2
     assert "give --weights" in capsys.readouterr().err

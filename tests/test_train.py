@@ -129,6 +129,13 @@ def test_prior_preservation_with_spl(tmp_path, dog_dir):
     assert all(x["loss/spl"] > 0 for x in losses)
 
 
+def test_token_colliding_with_an_added_token(tmp_path, dog_dir):
+    cfg = load_train_config(None, tiny_overrides(tmp_path / "x", dog_dir, "concepts.0.token=<|endoftext|>"))
+    with pytest.raises(CdvideoError, match="already an added token"):
+        train(cfg)
+    assert not (tmp_path / "x").exists()
+
+
 def test_offline_model_id_says_how_to_point_at_a_folder(tmp_path, dog_dir):
     cfg = load_train_config(None, tiny_overrides(tmp_path / "x", dog_dir, "model=someone/not-cached-model"))
     with pytest.raises(CdvideoError, match="set `model:` to the local diffusers folder"):
