@@ -173,8 +173,9 @@ def step_loss(cfg: TrainConfig, models: dict, batch: dict, gen: torch.Generator)
     if len(pred) > n:
         rec = rec + cfg.prior.weight * torch.nn.functional.mse_loss(pred[n:], target[n:])
     personal = [cfg.spl.personal_template.format(token=c.token, class_word=c.class_word) for c in cfg.concepts]
-    spl = semantic_preservation_loss(eos_features(text_encoder, tokenizer, personal, cfg.spl.pooling),
-                                     models["class_feats"])
+    with torch.set_grad_enabled(cfg.spl.weight != 0):  # without SPL it is still logged, forward only
+        spl = semantic_preservation_loss(eos_features(text_encoder, tokenizer, personal, cfg.spl.pooling),
+                                         models["class_feats"])
     return rec + cfg.spl.weight * spl, {"loss/reconstruction": rec, "loss/spl": spl}
 
 
