@@ -119,7 +119,9 @@ def _eval(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="cdvideo", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="cdvideo", description="ClassDiffusion personalization of Stable Diffusion 1.5, rendered as "
+        "video through AnimateDiff. Start with: cdvideo train --config configs/train/tiny.yaml")
     parser.add_argument("--version", action="version", version=f"cdvideo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="personalize SD1.5 on a few photos (ClassDiffusion)")
