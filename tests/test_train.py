@@ -84,6 +84,23 @@ def test_file_metadata_and_reload_reproduces_outputs(trained):
         assert all(torch.equal(params[n], v) for n, v in w.unet.items())
 
 
+def test_weights_file_reproduces_the_trained_models_images(tmp_path, dog_dir):
+    """The last validation image (rendered by the in-memory trained model) equals `cdvideo sample` from the file."""
+    import numpy as np
+    from PIL import Image
+
+    from cdvideo.cli import main
+
+    path, _ = run(tmp_path / "run", dog_dir, "validation.every=3", "validation.num_inference_steps=3",
+                  "validation.prompts=[a photo of a sks dog]", "validation.seeds=[5]")
+    trained = np.asarray(Image.open(tmp_path / "run" / "validation" / "step_000003" / "00_seed5.png"))
+    assert main(["sample", "--weights", str(path), "--prompt", "a photo of a sks dog", "--seed", "5",
+                 "--scheduler", "dpmpp", "--num-inference-steps", "3", "--guidance-scale", "6.0", "--height", "64",
+                 "--width", "64", "--output-dir", str(tmp_path / "s")]) == 0
+    reloaded = np.asarray(Image.open(tmp_path / "s" / "a_photo_of_a_sks_dog_s5_0.png"))
+    assert np.array_equal(trained, reloaded)
+
+
 def test_resume_is_bitwise_equal(tmp_path, dog_dir):
     full, _ = run(tmp_path / "full", dog_dir, "max_steps=4", "checkpoint_every=2")
 
