@@ -68,8 +68,12 @@ def test_personalization_reaches_the_motion_unet(perturbed_weights):
     assert np.abs(tuned - plain).max() > 1e-3
 
     zero, _ = load_personalized(None, [str(perturbed_weights)], scale=0.0)
-    base_params = dict(load_personalized("tiny", [])[0]["unet"].named_parameters())
+    fresh = load_personalized("tiny", [])[0]
+    base_params = dict(fresh["unet"].named_parameters())
     assert all(torch.equal(p, base_params[n]) for n, p in zero["unet"].named_parameters())
+    _, at_zero = render(zero, adapter, prompt="a photo of a dog")
+    _, at_base = render(fresh, adapter, prompt="a photo of a dog")
+    assert np.array_equal(at_zero, at_base)
 
 
 def test_free_noise_renders_longer_clips(tmp_path, perturbed_weights):
