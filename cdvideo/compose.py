@@ -41,18 +41,32 @@ def _cholesky(a: torch.Tensor) -> torch.Tensor:
     raise CdvideoError("the composition constraints are degenerate (identical target captions?)")
 
 
+def constraint_factors(gram_reg: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer-independent part of Eq. 4: A = M^-1 C^T (in, n) and the Cholesky factor of C M^-1 C^T (n, n).
+
+    gram_reg: (in, in) = C_reg^T C_reg, with the ridge added here; c: (n, in). Float64.
+    """
+    m, c = gram_reg.double(), c.double()
+    m = m + RIDGE * m.diagonal().mean() * torch.eye(len(m), dtype=m.dtype)
+    a = torch.cholesky_solve(c.T, _cholesky(m))  # M^-1 C^T: (in, n)
+    return a, _cholesky(c @ a)
+
+
+def merge_with(w0: torch.Tensor, v: torch.Tensor, c: torch.Tensor, a: torch.Tensor,
+               s_factor: torch.Tensor) -> torch.Tensor:
+    """W = W0 + (V - W0 C^T) S^-1 A^T for one matrix, given `constraint_factors`. w0: (out, in), v: (out, n)."""
+    w0 = w0.double()
+    r = v.double() - w0 @ c.double().T  # (out, n)
+    x = torch.cholesky_solve(r.T, s_factor).T  # R S^-1: (out, n)
+    return w0 + x @ a.T
+
+
 def constrained_merge(w0: torch.Tensor, gram_reg: torch.Tensor, c: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """argmin_W ||(W - W0) C_reg^T||_F s.t. W C^T = V (Kumari et al. 2023, Eq. 4); gram_reg = C_reg^T C_reg.
 
     w0: (out, in), gram_reg: (in, in), c: (n, in), v: (out, n). Computed in float64.
     """
-    w0, m, c, v = (t.double() for t in (w0, gram_reg, c, v))
-    m = m + RIDGE * m.diagonal().mean() * torch.eye(len(m), dtype=m.dtype)
-    a = torch.cholesky_solve(c.T, _cholesky(m))  # M^-1 C^T: (in, n)
-    s = c @ a  # C M^-1 C^T: (n, n)
-    r = v - w0 @ c.T  # (out, n)
-    x = torch.cholesky_solve(r.T, _cholesky(s)).T  # R S^-1: (out, n)
-    return w0 + x @ a.T
+    return merge_with(w0, v, c, *constraint_factors(gram_reg, c))
 
 
 def average_merge(w0: torch.Tensor, tuned: list[torch.Tensor]) -> torch.Tensor:
@@ -135,20 +149,28 @@ def compose_files(paths: list[str], output: str, method: str = "constrained", re
 
 
 @torch.no_grad()
-def compose(ws: list[weights.PersonalWeights], m: dict, method: str = "constrained") -> weights.PersonalWeights:
-    """Merge single-concept files into one multi-concept file for base components `m` (left unchanged)."""
+def constraints(ws: list[weights.PersonalWeights], m: dict) -> tuple[list[torch.Tensor], tuple]:
+    """Each file's target features (n_i, in), and (C, A, chol(S)) shared by every K/V matrix."""
     from .text import encode_prompts, set_token_rows
 
+    tokenizer, text_encoder = copy.deepcopy(m["tokenizer"]), copy.deepcopy(m["text_encoder"]).float()
+    reg = encode_prompts(text_encoder, tokenizer, reg_captions()).double().flatten(0, 1).cpu()  # (N*77, in)
+    for w in ws:
+        set_token_rows(tokenizer, text_encoder, w.tokens, w.embeddings)
+    feats = [_target_features(tokenizer, text_encoder, _captions(w)) for w in ws]
+    c = torch.cat(feats)  # (n, in)
+    return feats, (c, *constraint_factors(reg.T @ reg, c))
+
+
+@torch.no_grad()
+def compose(ws: list[weights.PersonalWeights], m: dict, method: str = "constrained") -> weights.PersonalWeights:
+    """Merge single-concept files into one multi-concept file for base components `m` (left unchanged)."""
     check_composable(ws)
     if method not in METHODS:
         raise CdvideoError(f"--method {method}: choose from {', '.join(METHODS)}")
     base = dict(m["unet"].named_parameters())
-    tokenizer, text_encoder = copy.deepcopy(m["tokenizer"]), copy.deepcopy(m["text_encoder"]).float()
-    reg = encode_prompts(text_encoder, tokenizer, reg_captions()).double().flatten(0, 1).cpu()  # (N*77, in)
-    gram = reg.T @ reg  # (in, in)
-    for w in ws:
-        set_token_rows(tokenizer, text_encoder, w.tokens, w.embeddings)
-    feats = [_target_features(tokenizer, text_encoder, _captions(w)) for w in ws]
+    if method == "constrained":
+        feats, solved = constraints(ws, m)
 
     merged = {}
     for name in sorted(set().union(*(w.unet for w in ws))):
@@ -157,9 +179,8 @@ def compose(ws: list[weights.PersonalWeights], m: dict, method: str = "constrain
         if method == "average" or not ("attn2.to_k." in name or "attn2.to_v." in name) or name.endswith("bias"):
             merged[name] = average_merge(w0, tuned).float()  # to_q/to_out do not see text features
             continue
-        c = torch.cat(feats)  # (n, in)
         v = torch.cat([t @ f.T for t, f in zip(tuned, feats)], dim=1)  # (out, n)
-        merged[name] = constrained_merge(w0, gram, c, v).float()
+        merged[name] = merge_with(w0, v, *solved).float()
     meta = {"base_model": ws[0].base_model, "base_revision": ws[0].metadata.get("base_revision", ""),
             "composed_from": [{"path": str(w.path), "tokens": w.tokens} for w in ws], "compose_method": method,
             "config": [w.metadata.get("config") for w in ws]}
