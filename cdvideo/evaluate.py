@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,7 +24,6 @@ from .errors import CdvideoError
 from .export import read_sidecar, write_sidecar
 from .files import write_text_atomic
 
-log = logging.getLogger(__name__)
 METRICS = ("clip_t", "clip_i", "dino_i", "blip_t", "temporal")
 
 
@@ -69,10 +67,8 @@ def generate(opts: EvalOptions, state) -> Path:
     from .files import slug
 
     gen_dir = Path(opts.output_dir) / "generated"
-    w = weights.load(opts.weights[0]) if len(opts.weights) == 1 else None
-    concepts = list(zip(w.tokens, w.class_words)) if w else _composed_concepts(opts.weights)
     jobs = []
-    for token, class_word in concepts:
+    for token, class_word in _concepts(opts.weights):
         for tpl in prompt_templates(opts.prompts, class_word):
             prompt = tpl.format(token=token, class_word=class_word)
             jobs += [(prompt, seed) for seed in opts.seeds if not (gen_dir / f"{slug(prompt)}_s{seed}.json").exists()]
@@ -89,9 +85,10 @@ def generate(opts: EvalOptions, state) -> Path:
     return gen_dir
 
 
-def _composed_concepts(paths: list[str]) -> list[tuple[str, str]]:
-    ws = [weights.load(p) for p in paths]
-    return [(t, c) for w in ws for t, c in zip(w.tokens, w.class_words)]
+def _concepts(paths: list[str]) -> list[tuple[str, str]]:
+    """(token, class word) of every concept in the weights file(s)."""
+    metas = [weights.load_metadata(p) for p in paths]
+    return [(t, c) for meta in metas for t, c in zip(meta["tokens"], meta["class_words"])]
 
 
 def media(sidecar: Path, record: dict) -> list[tuple[str, list[Image.Image]]]:
@@ -174,10 +171,9 @@ def reference_folder(opts: EvalOptions, record: dict) -> str | None:
         return opts.references
     for wrec in record.get("weights", []):
         try:
-            w = weights.load(wrec["path"])
+            configs = weights.load_metadata(wrec["path"]).get("config")
         except CdvideoError:
             continue
-        configs = w.metadata.get("config")
         configs = configs if isinstance(configs, list) else [configs]
         for cfg in filter(None, configs):
             for c in cfg.get("concepts", []):

@@ -11,7 +11,6 @@ from .models import load_error
 
 DEFAULTS = {"clip": "openai/clip-vit-base-patch32", "dino": "facebook/dino-vits16",
             "blip": "Salesforce/blip-itm-large-coco"}
-BLIP2 = "Salesforce/blip2-itm-vit-g"
 
 
 def _tensor(out) -> torch.Tensor:

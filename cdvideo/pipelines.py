@@ -3,7 +3,6 @@ never subclassed; registries of motion adapters and schedulers; base model + per
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -13,8 +12,6 @@ from . import tiny, weights
 from .errors import CdvideoError
 from .files import atomic_path
 from .models import load_components, load_error
-
-log = logging.getLogger(__name__)
 
 ADAPTERS = {
     "v1-5-2": "guoyww/animatediff-motion-adapter-v1-5-2",

@@ -60,22 +60,33 @@ def save(path: str | Path, w: PersonalWeights, dtype: str = "float32") -> Path:
     return Path(path)
 
 
-def load(path: str | Path) -> PersonalWeights:
-    """Read a cdvideo weights file; clear errors for missing, foreign or non-safetensors files."""
+def _read(path: Path, tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Decoded metadata and (if asked) the tensors of a cdvideo weights file, with clear errors."""
     from safetensors import safe_open
 
-    path = Path(path)
     if not path.is_file():
         raise CdvideoError(f"weights file {path} not found")
     try:
         with safe_open(str(path), framework="pt") as f:
             raw_meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            keys = list(f.keys())
+            found = {k: f.get_tensor(k) for k in keys} if tensors else {}
     except Exception as e:  # safetensors raises its own error types for foreign files
         raise CdvideoError(f"{path}: not a safetensors file ({str(e).splitlines()[0][:120]})") from None
-    if raw_meta.get("format") != FORMAT or TOKEN_KEY not in tensors:
+    if raw_meta.get("format") != FORMAT or TOKEN_KEY not in keys:
         raise CdvideoError(f"{path}: not a cdvideo weights file (made by `cdvideo train` or `cdvideo compose`)")
-    meta = {k: _decode(v) for k, v in raw_meta.items()}
+    return {k: _decode(v) for k, v in raw_meta.items()}, found
+
+
+def load_metadata(path: str | Path) -> dict[str, Any]:
+    """A weights file's metadata only (base, tokens, config...), without reading its tensors."""
+    return _read(Path(path), tensors=False)[0]
+
+
+def load(path: str | Path) -> PersonalWeights:
+    """Read a cdvideo weights file; clear errors for missing, foreign or non-safetensors files."""
+    path = Path(path)
+    meta, tensors = _read(path, tensors=True)
     emb = tensors.pop(TOKEN_KEY)
     return PersonalWeights(unet=tensors, tokens=list(meta["tokens"]), class_words=list(meta["class_words"]),
                            embeddings=emb, metadata=meta, path=path)
