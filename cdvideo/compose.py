@@ -13,13 +13,13 @@ and a singular M would let the null directions blow up. The constraints still ho
 from __future__ import annotations
 
 import copy
-from importlib import resources
 from pathlib import Path
 
 import torch
 
 from . import weights
 from .errors import CdvideoError
+from .files import asset_text, text_lines
 
 METHODS = ("constrained", "average")
 RIDGE = 1e-5
@@ -27,8 +27,7 @@ RIDGE = 1e-5
 
 def reg_captions() -> list[str]:
     """The bundled regularisation captions (a few hundred generic scenes)."""
-    text = (resources.files("cdvideo") / "assets" / "reg_captions.txt").read_text()
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return text_lines(asset_text("reg_captions.txt"))
 
 
 def _cholesky(a: torch.Tensor) -> torch.Tensor:

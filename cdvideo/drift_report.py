@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -14,7 +13,7 @@ from . import checkpoint, weights
 from .drift import drift_figures
 from .errors import CdvideoError
 from .export import write_sidecar
-from .files import atomic_path, free_stem
+from .files import asset_text, atomic_path, free_stem, text_lines
 from .models import load_components
 from .text import add_tokens, eos_features
 
@@ -29,15 +28,6 @@ class Source:
     class_word: str
     initializer: str
     base_model: str | None
-
-
-def bundled_adjectives() -> list[str]:
-    text = (resources.files("cdvideo") / "assets" / "adjectives.txt").read_text()
-    return read_phrases(text)
-
-
-def read_phrases(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def load_source(path: str | Path) -> Source:
@@ -129,11 +119,11 @@ def drift(paths: list[str], output: str, phrases_file: str | None = None, model:
     """`cdvideo drift`: compute, then write `<output>.png` and `<output>.json` (suffixed if taken)."""
     if not paths:
         raise CdvideoError("give at least one --weights file or checkpoint folder")
-    adjectives = bundled_adjectives()
+    adjectives = text_lines(asset_text("adjectives.txt"))
     if phrases_file:
         if not Path(phrases_file).is_file():
             raise CdvideoError(f"phrases file {phrases_file} not found")
-        adjectives = read_phrases(Path(phrases_file).read_text())
+        adjectives = text_lines(Path(phrases_file).read_text())
         if len(adjectives) < 3:
             raise CdvideoError(f"{phrases_file}: needs at least 3 adjectives, one per line")
     result = compute([load_source(p) for p in paths], adjectives, model)

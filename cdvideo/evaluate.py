@@ -10,7 +10,6 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ from . import metrics, weights
 from .data import load_folder
 from .errors import CdvideoError
 from .export import read_sidecar, write_sidecar
-from .files import write_text_atomic
+from .files import asset_text, text_lines, write_text_atomic
 
 METRICS = ("clip_t", "clip_i", "dino_i", "blip_t", "temporal")
 
@@ -45,7 +44,7 @@ class EvalOptions:
 
 def dreambench_prompts(class_word: str) -> list[str]:
     """The DreamBench prompt templates for this class: live subjects (dogs, cats) or objects."""
-    data = yaml.safe_load((resources.files("cdvideo") / "assets" / "dreambench.yaml").read_text())
+    data = yaml.safe_load(asset_text("dreambench.yaml"))
     return data["live" if class_word in data["live_classes"] else "object"]
 
 
@@ -55,7 +54,7 @@ def prompt_templates(source: str, class_word: str) -> list[str]:
     path = Path(source)
     if not path.is_file():
         raise CdvideoError(f"--prompts {source}: neither 'dreambench' nor a file")
-    lines = [x.strip() for x in path.read_text().splitlines() if x.strip() and not x.startswith("#")]
+    lines = text_lines(path.read_text())
     if not lines:
         raise CdvideoError(f"{path}: holds no prompts")
     return lines

@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
@@ -47,3 +48,13 @@ def free_stem(folder: Path, stem: str, suffixes: tuple[str, ...]) -> str:
         n += 1
         candidate = f"{stem}-{n}"
     return candidate
+
+
+def text_lines(text: str) -> list[str]:
+    """The non-empty lines of a list file, stripped, without `#` comment lines."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def asset_text(name: str) -> str:
+    """A data file bundled in `cdvideo/assets/`."""
+    return (resources.files("cdvideo") / "assets" / name).read_text()

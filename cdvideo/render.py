@@ -16,7 +16,7 @@ from . import __version__
 from .config import from_dict
 from .errors import CdvideoError
 from .export import check_formats, sha256, write_clip, write_images
-from .files import slug
+from .files import slug, text_lines
 from .pipelines import (DEFAULT_ADAPTER, image_pipeline, load_adapter, load_personalized, make_scheduler,
                         pick_device, video_pipeline)
 
@@ -81,8 +81,7 @@ def load_jobs(prompt: str | None, prompt_file: str | None, defaults: dict) -> li
             raise CdvideoError(f"{path}: expected a list of prompt entries")
         entries = [e if isinstance(e, dict) else {"prompt": e} for e in entries]
     else:
-        entries = [{"prompt": line.strip()} for line in path.read_text().splitlines()
-                   if line.strip() and not line.lstrip().startswith("#")]
+        entries = [{"prompt": line} for line in text_lines(path.read_text())]
     try:
         jobs = [from_dict(Job, {**defaults, **_seed_list(e)}, f"entry {i}") for i, e in enumerate(entries)]
     except CdvideoError as e:
