@@ -28,7 +28,6 @@ SCHEDULERS = {
     "dpmpp": "DPMSolverMultistepScheduler", "pndm": "PNDMScheduler", "lms": "LMSDiscreteScheduler",
     "ddpm": "DDPMScheduler",
 }
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def make_scheduler(name: str, base_config, animatediff: bool):
@@ -44,9 +43,9 @@ def make_scheduler(name: str, base_config, animatediff: bool):
 def pick_device(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:
     """CUDA when present with fp16 there; fp32 on CPU. Explicit choices win."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dtype is not None and dtype not in DTYPES:
-        raise CdvideoError(f"--dtype {dtype}: choose from {', '.join(DTYPES)}")
-    return dev, DTYPES[dtype] if dtype else (torch.float16 if dev.type == "cuda" else torch.float32)
+    if dtype is not None and dtype not in weights.DTYPES:
+        raise CdvideoError(f"--dtype {dtype}: choose from {', '.join(weights.DTYPES)}")
+    return dev, weights.DTYPES[dtype] if dtype else (torch.float16 if dev.type == "cuda" else torch.float32)
 
 
 def load_adapter(name: str, dtype: torch.dtype):
@@ -68,8 +67,9 @@ def load_adapter(name: str, dtype: torch.dtype):
 
 def load_personalized(model: str | None, weight_files: list[str], scale: float = 1.0, force: bool = False,
                       revision: str | None = None, variant: str | None = None,
-                      dtype: torch.dtype = torch.float32) -> tuple[dict, weights.PersonalWeights | None]:
-    """Base components with the weights file(s) validated and applied (K/V by name + token rows)."""
+                      dtype: torch.dtype = torch.float32) -> tuple[dict, weights.PersonalWeights | None, str]:
+    """Base components with the weights file(s) validated and applied (K/V by name + token rows), the applied
+    weights, and the base model id used (`model`, else the first file's base, else SD1.5)."""
     ws = [weights.load(p) for p in weight_files]
     base = model or (ws[0].base_model if ws and ws[0].base_model else weights.DEFAULT_BASE)
     for w in ws:  # before loading gigabytes
@@ -88,7 +88,7 @@ def load_personalized(model: str | None, weight_files: list[str], scale: float =
     if w is not None:
         weights.validate(w, m["unet"], m["text_encoder"], m["tokenizer"], base_model=base, force=force)
         weights.apply(w, m["unet"], m["text_encoder"], m["tokenizer"], scale=scale)
-    return m, w
+    return m, w, base
 
 
 def video_pipeline(m: dict, adapter, scheduler):

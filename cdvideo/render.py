@@ -128,11 +128,11 @@ def weights_record(files: list[str]) -> list[dict]:
     return [{"path": str(Path(f).resolve()), "sha256": sha256(f)} for f in files]
 
 
-def _base_record(opts: Options, w, m_model: str) -> dict:
-    return {"cdvideo_version": __version__, "base_model": m_model, "revision": opts.revision,
+def _base_record(opts: Options, w, model: str, dev: torch.device, dtype: torch.dtype) -> dict:
+    return {"cdvideo_version": __version__, "base_model": model, "revision": opts.revision,
             "variant": opts.variant, "weights": weights_record(opts.weights), "scale": opts.scale,
-            "tokens": w.tokens if w else [], "scheduler": opts.scheduler,
-            "versions": {"torch": torch.__version__, **_lib_versions()}}
+            "tokens": w.tokens if w else [], "scheduler": opts.scheduler, "device": dev.type,
+            "dtype": str(dtype).split(".")[-1], "versions": {"torch": torch.__version__, **_lib_versions()}}
 
 
 def _lib_versions() -> dict:
@@ -147,13 +147,12 @@ def animate(opts: Options, jobs: list[Job]) -> list[Path]:
     for job in jobs:
         check_job(job, video=True, formats=tuple(opts.formats))
     dev, dtype = pick_device(opts.device, opts.dtype)
-    m, w = load_personalized(opts.model, opts.weights, opts.scale, opts.force, opts.revision, opts.variant, dtype)
-    model = opts.model or (w.base_model if w else None) or "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    m, w, model = load_personalized(opts.model, opts.weights, opts.scale, opts.force, opts.revision, opts.variant,
+                                    dtype)
     adapter_name = opts.adapter or ("tiny" if model == "tiny" else DEFAULT_ADAPTER)
     adapter = load_adapter(adapter_name, dtype)
-    base = {**_base_record(opts, w, model), "kind": "video", "adapter": adapter_name,
-            "free_init": opts.free_init, "motion_lora": opts.motion_lora,
-            "decode_chunk_size": opts.decode_chunk_size, "device": dev.type, "dtype": str(dtype).split(".")[-1]}
+    base = {**_base_record(opts, w, model, dev, dtype), "kind": "video", "adapter": adapter_name,
+            "free_init": opts.free_init, "motion_lora": opts.motion_lora, "decode_chunk_size": opts.decode_chunk_size}
     written: list[Path] = []
     pipe, pipe_key = None, None
     for job in tqdm(jobs, desc="prompts", disable=len(jobs) < 2):
@@ -228,13 +227,12 @@ def sample(opts: Options, jobs: list[Job]) -> list[Path]:
     for job in jobs:
         check_job(job, video=False)
     dev, dtype = pick_device(opts.device, opts.dtype)
-    m, w = load_personalized(opts.model, opts.weights, opts.scale, opts.force, opts.revision, opts.variant, dtype)
-    model = opts.model or (w.base_model if w else None) or "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    m, w, model = load_personalized(opts.model, opts.weights, opts.scale, opts.force, opts.revision, opts.variant,
+                                    dtype)
     pipe = image_pipeline(m, scheduler=make_scheduler(opts.scheduler, m["scheduler"].config, animatediff=False))
     pipe.set_progress_bar_config(disable=False)
     _place(pipe, opts, dev)
-    base = {**_base_record(opts, w, model), "kind": "image", "device": dev.type,
-            "dtype": str(dtype).split(".")[-1]}
+    base = {**_base_record(opts, w, model, dev, dtype), "kind": "image"}
     written: list[Path] = []
     for job in tqdm(jobs, desc="prompts", disable=len(jobs) < 2):
         if w is not None:

@@ -51,7 +51,7 @@ def render(m, adapter, prompt="a photo of sks dog", num_frames=16):
 def test_personalization_reaches_the_motion_unet(perturbed_weights):
     w = weights.load(perturbed_weights)
     adapter = load_adapter("tiny", torch.float32)
-    m, _ = load_personalized(None, [str(perturbed_weights)])
+    m, _, _ = load_personalized(None, [str(perturbed_weights)])
     pipe, tuned = render(m, adapter)
     params = dict(pipe.unet.named_parameters())
     assert type(pipe.unet).__name__ == "UNetMotionModel"
@@ -62,12 +62,12 @@ def test_personalization_reaches_the_motion_unet(perturbed_weights):
         if "motion_modules." in name:
             assert torch.equal(p, motion[name]), name
 
-    base, _ = load_personalized("tiny", [])
+    base, _, _ = load_personalized("tiny", [])
     base.update(tokenizer=m["tokenizer"], text_encoder=m["text_encoder"])  # same prompt ids, base K/V
     _, plain = render(base, adapter)
     assert np.abs(tuned - plain).max() > 1e-3
 
-    zero, _ = load_personalized(None, [str(perturbed_weights)], scale=0.0)
+    zero, _, _ = load_personalized(None, [str(perturbed_weights)], scale=0.0)
     fresh = load_personalized("tiny", [])[0]
     base_params = dict(fresh["unet"].named_parameters())
     assert all(torch.equal(p, base_params[n]) for n, p in zero["unet"].named_parameters())
