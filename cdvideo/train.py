@@ -88,8 +88,9 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) 
     with torch.no_grad():
         class_feats = eos_features(text_encoder, tokenizer, [
             cfg.spl.class_template.format(class_word=c.class_word) for c in cfg.concepts], cfg.spl.pooling)
+    personal = [cfg.spl.personal_template.format(token=c.token, class_word=c.class_word) for c in cfg.concepts]
     models = {"vae": vae, "unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer,
-              "scheduler": noise_scheduler, "class_feats": class_feats, "acc": acc}
+              "scheduler": noise_scheduler, "class_feats": class_feats, "personal": personal, "acc": acc}
 
     # -- Resume ----------------------------------------------------------------------------------------------
     step = 0
@@ -172,9 +173,8 @@ def step_loss(cfg: TrainConfig, models: dict, batch: dict, gen: torch.Generator)
     rec = masked_mse(pred[:n], target[:n], batch["mask"].to(dev))
     if len(pred) > n:
         rec = rec + cfg.prior.weight * torch.nn.functional.mse_loss(pred[n:], target[n:])
-    personal = [cfg.spl.personal_template.format(token=c.token, class_word=c.class_word) for c in cfg.concepts]
     with torch.set_grad_enabled(cfg.spl.weight != 0):  # without SPL it is still logged, forward only
-        spl = semantic_preservation_loss(eos_features(text_encoder, tokenizer, personal, cfg.spl.pooling),
+        spl = semantic_preservation_loss(eos_features(text_encoder, tokenizer, models["personal"], cfg.spl.pooling),
                                          models["class_feats"])
     return rec + cfg.spl.weight * spl, {"loss/reconstruction": rec, "loss/spl": spl}
 

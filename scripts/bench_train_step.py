@@ -61,7 +61,7 @@ def run_variant(overrides: list[str], resolution: int, steps: int) -> dict:
     opt = torch.optim.AdamW(kv + [emb], lr=2e-5, weight_decay=1e-2)
     with torch.no_grad():
         class_feats = eos_features(m["text_encoder"], m["tokenizer"], ["a photo of a dog"])
-    models = {**m, "class_feats": class_feats, "acc": acc}
+    models = {**m, "class_feats": class_feats, "personal": ["a photo of a sks dog"], "acc": acc}
     concepts = [Concept("sks", "dog", load_folder("samples/dog"), "photo of a sks dog")]
     times = []
     for step in range(steps + 1):  # the first step warms up
