@@ -136,7 +136,9 @@ def compose_files(paths: list[str], output: str, method: str = "constrained", re
     out = Path(output)
     if out.exists() and not overwrite:
         raise CdvideoError(f"{out} exists; choose another -o or pass --overwrite")
-    ws = [weights.load(p) for p in paths]
+    from .interop.importer import load_any
+
+    ws = [load_any(p) for p in paths]  # cdvideo files, Custom Diffusion folders, embeddings
     rename_tokens(ws, list(renames))
     check_composable(ws)
     m = load_components(model or ws[0].base_model or weights.DEFAULT_BASE)

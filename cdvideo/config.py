@@ -16,7 +16,8 @@ from .errors import CdvideoError
 
 @dataclass
 class ConceptConfig:
-    images: str = ""  # folder of 3-10 photos of the subject
+    images: str = ""  # folder of 3-10 photos of the subject, or a video file (mp4, mov, webm, mkv)
+    video_frames: int = 8  # frames picked from a video: sharp and as different from each other as possible
     class_word: str = ""  # e.g. dog
     token: str = "sks"  # new token added to the tokenizer
     initializer: Optional[str] = None  # word(s) whose embedding initialises the token; default class_word
@@ -65,7 +66,8 @@ class ValidationConfig:
 
 @dataclass
 class TrainConfig:
-    model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # hub id, local folder, or "tiny"
+    model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # hub id, folder, one-file checkpoint, toyworld, tiny
+    model_config: Optional[str] = None  # how to read a one-file checkpoint: sd15 (default), tiny, or a folder
     revision: Optional[str] = None
     variant: Optional[str] = None
     output_dir: str = "runs/dog"
@@ -86,6 +88,10 @@ class TrainConfig:
     seed: int = 42
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_checkpointing: bool = False
+    latent_pool: Union[Literal["auto", "off"], int] = "auto"  # VAE latents encoded once (see cdvideo/latents.py)
+    log_every: int = 10  # steps between loss syncs (progress bar, logs, NaN check): no host-device sync per step
+    compile: bool = False  # torch.compile the UNet
+    channels_last: bool = False  # UNet in channels-last memory format
     checkpoint_every: int = 250  # 0 disables
     checkpoints_total_limit: Optional[int] = 2
     resume: Optional[str] = None  # "latest" or a checkpoint folder
@@ -140,8 +146,8 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if origin is Literal:
-        if value is False and "no" in args:  # YAML 1.1 reads a bare `no` as false
-            value = "no"
+        if value is False and ("no" in args or "off" in args):  # YAML 1.1 reads a bare `no`/`off` as false
+            value = "no" if "no" in args else "off"
         if value not in args:
             raise CdvideoError(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
@@ -233,7 +239,9 @@ def check_train_config(cfg: TrainConfig) -> None:
     seen: set[str] = set()
     for i, c in enumerate(cfg.concepts):
         if not c.images:
-            raise CdvideoError(f"concepts.{i}.images: give the folder of photos")
+            raise CdvideoError(f"concepts.{i}.images: give the folder of photos (or a video file)")
+        if c.video_frames < 3:
+            raise CdvideoError(f"concepts.{i}.video_frames: {c.video_frames}; pick at least 3 frames")
         if not c.class_word.strip():
             raise CdvideoError(f"concepts.{i}.class_word: give the subject's class, e.g. dog")
         if not c.token.strip() or " " in c.token:
@@ -257,7 +265,9 @@ def check_train_config(cfg: TrainConfig) -> None:
                 raise CdvideoError(f"{key}: template {tpl!r} must not contain {b}")
     if cfg.resolution < 64 or cfg.resolution % 8:
         raise CdvideoError(f"resolution: {cfg.resolution} must be a multiple of 8, at least 64")
-    for key in ("max_steps", "batch_size", "gradient_accumulation_steps"):
+    if isinstance(cfg.latent_pool, int) and cfg.latent_pool < 1:
+        raise CdvideoError(f"latent_pool: {cfg.latent_pool}; give a number of variants per concept, auto or off")
+    for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every"):
         if getattr(cfg, key) < 1:
             raise CdvideoError(f"{key}: must be at least 1")
     if cfg.resume not in (None, "latest") and not Path(cfg.resume).is_dir():

@@ -14,8 +14,9 @@ from .errors import CdvideoError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}  # a GIF: its first frame
 MIN_SIZE = 64
+MAX_SIDE = 2048  # photos are downscaled to this on load, so a folder of 40 MP photos stays small in memory
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -31,20 +32,35 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: Path) -> Image.Image:
-    """Open an image file, apply its EXIF orientation, convert to RGB; a clear error if corrupt."""
+def load_image(path: Path, max_side: int = MAX_SIDE) -> Image.Image:
+    """Open an image file (a GIF's first frame), decoded at reduced size when it is large (JPEG draft mode, else
+    downscaled right after decoding), EXIF orientation applied, as RGB; a clear error if corrupt or too large."""
     try:
         with Image.open(path) as im:
+            if im.format == "JPEG" and max(im.size) > max_side:
+                im.draft("RGB", (max_side, max_side))  # the decoder skips detail: a 40 MP photo never lands whole
             im.load()
             image = ImageOps.exif_transpose(im)
+            if max(image.size) > max_side:
+                image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
             return to_rgb(image)
+    except Image.DecompressionBombError as e:
+        raise CdvideoError(f"{path}: {e.args[0].split('could be')[0].strip()} is beyond PIL's safety limit; "
+                           f"downscale it (at most {Image.MAX_IMAGE_PIXELS * 2 // 10**6} MP) or remove it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise CdvideoError(f"{path}: cannot be read as an image ({e}); remove or replace the file") from None
 
 
-def load_folder(folder: str | Path, min_size: int = MIN_SIZE) -> list[Image.Image]:
-    """All images of a folder (jpg/png/webp/...), sorted by name; other files are skipped with a warning."""
-    folder = Path(folder)
+def load_folder(folder: str | Path, min_size: int = MIN_SIZE, video_frames: int = 8) -> list[Image.Image]:
+    """All images of a folder (jpg/png/webp/gif...), sorted by name; other files are skipped with a warning.
+    `toyworld:<instance>` names the bundled photos of a miniature-world instance; a video file gives its
+    `video_frames` sharpest, most distinct frames."""
+    from .toyworld import images_folder
+    from .video_subject import frames_from_video, is_video
+
+    folder = images_folder(str(folder))
+    if folder.is_file() and is_video(folder):
+        return frames_from_video(folder, video_frames)
     if not folder.is_dir():
         raise CdvideoError(f"image folder {folder} not found; set the concept's `images:` to a folder of photos")
     images = []
@@ -69,7 +85,7 @@ def center_square(image: Image.Image) -> Image.Image:
     return image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
 
 
-def _pixels(image: Image.Image, size: int) -> np.ndarray:
+def pixel_array(image: Image.Image, size: int) -> np.ndarray:
     """(size, size, 3) float32 in [-1, 1]."""
     arr = np.asarray(image.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
     return arr / 127.5 - 1.0
@@ -99,18 +115,18 @@ def augment(image: Image.Image, res: int, factor: int, rng: np.random.Generator,
         image = ImageOps.mirror(image)
     full_mask = np.ones((res // factor, res // factor), dtype=np.float32)
     if not scale:
-        return _pixels(image, res), full_mask, ""
+        return pixel_array(image, res), full_mask, ""
     if rng.random() < 0.66:  # shrink and paste on a zero canvas
         size = int(rng.integers(res // 3, res + 1))
         size = min(size + size % 2, res)
         top, left = int(rng.integers(0, res - size + 1)), int(rng.integers(0, res - size + 1))
         canvas = np.zeros((res, res, 3), dtype=np.float32)
-        canvas[top:top + size, left:left + size] = _pixels(image, size)
+        canvas[top:top + size, left:left + size] = pixel_array(image, size)
         prefix = str(rng.choice(["a far away ", "very small "])) if size < 0.6 * res else ""
         return canvas, _box_mask(top, left, size, res, factor), prefix
     size = int(rng.integers(int(1.2 * res), int(1.4 * res) + 1))  # zoom in and random-crop
     top, left = int(rng.integers(0, size - res + 1)), int(rng.integers(0, size - res + 1))
-    crop = _pixels(image, size)[top:top + res, left:left + res]
+    crop = pixel_array(image, size)[top:top + res, left:left + res]
     return crop, full_mask, str(rng.choice(["zoomed in ", "close up "]))
 
 
@@ -136,7 +152,7 @@ def sample_batch(concepts: list[Concept], batch_size: int, step: int, rng: np.ra
         prompts.append(prefix + c.prompt)
         if c.class_images:
             cls = center_square(c.class_images[int(rng.integers(len(c.class_images)))])
-            cls_pixels.append(_pixels(cls, res))
+            cls_pixels.append(pixel_array(cls, res))
             cls_prompts.append(c.class_prompt)
     batch = {
         "pixels": torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2),  # (B, 3, H, W)

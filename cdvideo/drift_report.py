@@ -13,9 +13,11 @@ from . import checkpoint, weights
 from .drift import drift_figures
 from .errors import CdvideoError
 from .export import write_sidecar
-from .files import asset_text, atomic_path, free_stem, text_lines
+from .files import asset_text, atomic_path, reserve_stem, text_lines
 from .models import load_components
 from .text import add_tokens, eos_features
+from .toyworld import MODEL_ID as TOYWORLD
+from .toyworld import drift_phrases
 
 PLACEHOLDER = "<cdvideo-drift>"
 
@@ -32,8 +34,11 @@ class Source:
 
 def load_source(path: str | Path) -> Source:
     """A weights file, or a training checkpoint folder (its run's config.yaml gives class and base)."""
+    from .interop.formats import is_custom_diffusion_folder
+    from .interop.importer import load_any
+
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not is_custom_diffusion_folder(path):
         state = checkpoint.load(path) if (path / checkpoint.STATE_FILE).is_file() else None
         cfg_file = path.parent.parent / "config.yaml"
         if state is None or not cfg_file.is_file():
@@ -42,7 +47,9 @@ def load_source(path: str | Path) -> Source:
         c = cfg["concepts"][0]
         return Source(f"{path.parent.parent.name} step {state['step']}", state["trainable"]["token_embeddings"][0],
                       c["token"], c["class_word"], c.get("initializer") or c["class_word"], cfg.get("model"))
-    w = weights.load(path)
+    w = load_any(path)
+    if not w.class_words[0]:
+        raise CdvideoError(f"{path}: no class word recorded; import it with `cdvideo import ... --class-word dog`")
     inits = w.metadata.get("initializers") or w.class_words
     return Source(path.stem if path.stem != "weights" else path.parent.name, w.embeddings[0], w.tokens[0],
                   w.class_words[0], inits[0], w.base_model)
@@ -119,18 +126,24 @@ def drift(paths: list[str], output: str, phrases_file: str | None = None, model:
     """`cdvideo drift`: compute, then write `<output>.png` and `<output>.json` (suffixed if taken)."""
     if not paths:
         raise CdvideoError("give at least one --weights file or checkpoint folder")
-    adjectives = text_lines(asset_text("adjectives.txt"))
+    sources = [load_source(p) for p in paths]
+    base = model or sources[0].base_model
+    adjectives = drift_phrases() if base == TOYWORLD else text_lines(asset_text("adjectives.txt"))
     if phrases_file:
         if not Path(phrases_file).is_file():
             raise CdvideoError(f"phrases file {phrases_file} not found")
         adjectives = text_lines(Path(phrases_file).read_text())
         if len(adjectives) < 3:
             raise CdvideoError(f"{phrases_file}: needs at least 3 adjectives, one per line")
-    result = compute([load_source(p) for p in paths], adjectives, model)
+    result = compute(sources, adjectives, model)
     out = Path(output)
     folder = out.parent
     folder.mkdir(parents=True, exist_ok=True)
-    stem = free_stem(folder, out.stem if out.suffix in (".png", ".json") else out.name, (".png", ".json"))
-    plot(result, folder / f"{stem}.png")
-    write_sidecar(folder / f"{stem}.json", json.loads(json.dumps(result)))
+    stem = reserve_stem(folder, out.stem if out.suffix in (".png", ".json") else out.name, (".png", ".json"))
+    try:
+        plot(result, folder / f"{stem}.png")
+        write_sidecar(folder / f"{stem}.json", json.loads(json.dumps(result)))
+    except BaseException:
+        (folder / f"{stem}.json").unlink(missing_ok=True)
+        raise
     return [folder / f"{stem}.png", folder / f"{stem}.json"]

@@ -22,8 +22,11 @@ from .data import load_folder
 from .errors import CdvideoError
 from .export import read_sidecar, write_sidecar
 from .files import asset_text, text_lines, write_text_atomic
+from .toyworld import images_folder
 
 METRICS = ("clip_t", "clip_i", "dino_i", "blip_t", "temporal")
+JUDGE_METRICS = ("identity", "composition")  # the miniature world's judge (--judge toyworld)
+JUDGES = ("toyworld",)
 
 
 @dataclass
@@ -40,6 +43,7 @@ class EvalOptions:
     dino_model: str | None = None
     blip_model: str | None = None
     render: dict = field(default_factory=dict)  # settings passed to sample/animate (model, steps, size...)
+    judge: str | None = None  # "toyworld": identity and composition read by the miniature world's judge
 
 
 def dreambench_prompts(class_word: str) -> list[str]:
@@ -125,7 +129,7 @@ class Scorer:
     def __init__(self, opts: EvalOptions, device: str):
         from . import extractors
 
-        want = set(opts.metrics)
+        want = set(opts.metrics) - {"none"}
         unknown = want - set(METRICS)
         if unknown:
             raise CdvideoError(f"--metrics: unknown {', '.join(sorted(unknown))}; choose from {', '.join(METRICS)}")
@@ -134,7 +138,18 @@ class Scorer:
         self.dino = extractors.load("dino", opts.dino_model, device) if "dino_i" in want else None
         self.blip = extractors.load("blip", opts.blip_model, device) if "blip_t" in want else None
         self.metrics = want
+        self.judge = self._load_judge(opts.judge)
         self._refs: dict[str, dict] = {}
+
+    @staticmethod
+    def _load_judge(name: str | None):
+        if name is None:
+            return None
+        if name not in JUDGES:
+            raise CdvideoError(f"--judge {name}: choose from {', '.join(JUDGES)}")
+        from .toyworld import judge
+
+        return judge.load()
 
     def references(self, folder: str | None) -> dict:
         if folder is None:
@@ -143,11 +158,16 @@ class Scorer:
             images = load_folder(folder)
             self._refs[folder] = {"clip": self.clip.images(images) if self.clip else None,
                                   "dino": self.dino.images(images) if self.dino else None}
+            if self.judge is not None:
+                from .toyworld.scoring import read_appearance
+                self._refs[folder]["appearance"] = read_appearance(self.judge, images)
         return self._refs[folder]
 
     def score(self, frames: list[Image.Image], text: str, refs: dict) -> dict:
         nan = float("nan")
-        out = {m: nan for m in METRICS}
+        out = {m: nan for m in METRICS + JUDGE_METRICS}
+        if self.judge is not None:
+            out.update(self._judge_scores(frames, text, refs))
         clip_img = self.clip.images(frames) if self.clip else None
         if "clip_t" in self.metrics:
             out["clip_t"] = float(metrics.paired_cosine(clip_img, self.clip.texts([text] * len(frames))).mean())
@@ -164,6 +184,18 @@ class Scorer:
         return out
 
 
+    def _judge_scores(self, frames: list[Image.Image], text: str, refs: dict) -> dict:
+        """identity: P(the references' appearance); composition: share of asked background/position/motion shown."""
+        from .toyworld import judge, scoring
+
+        reading = judge.read(self.judge, frames)
+        found = judge.attributes(reading, clip=len(frames) > 1)
+        out = {"composition": scoring.composition(judge.honoured(found, scoring.asked_in(text)))}
+        if refs.get("appearance") is not None:
+            out["identity"] = judge.identity(reading, refs["appearance"])
+        return out
+
+
 def reference_folder(opts: EvalOptions, record: dict) -> str | None:
     """The subject photos for a sample: --references, else the training images of the token it shows."""
     if opts.references:
@@ -176,7 +208,7 @@ def reference_folder(opts: EvalOptions, record: dict) -> str | None:
         configs = configs if isinstance(configs, list) else [configs]
         for cfg in filter(None, configs):
             for c in cfg.get("concepts", []):
-                if c["token"] in record.get("prompt", "") and Path(c["images"]).is_dir():
+                if c["token"] in record.get("prompt", "") and images_folder(c["images"]).is_dir():
                     return c["images"]
     return None
 
@@ -237,8 +269,9 @@ def evaluate(opts: EvalOptions) -> list[Path]:
     state = PartialState(cpu=not torch.cuda.is_available())  # gloo on CPU under torchrun or accelerate
     gen_dir = Path(opts.generated) if opts.generated else generate(opts, state)
     rows = score_all(opts, gen_dir, state)
-    names = [m for m in METRICS if m in opts.metrics or (m == "temporal" and any(r["temporal"] == r["temporal"]
-                                                                                  for r in rows))]
+    clips = any(r["temporal"] == r["temporal"] for r in rows)  # NaN unless a sample has several frames
+    names = [m for m in METRICS + JUDGE_METRICS if m in opts.metrics or (opts.judge and m in JUDGE_METRICS)
+             or (m == "temporal" and clips and "none" not in opts.metrics)]
     if not state.is_main_process:
         return []
     return write_tables(rows, Path(opts.output_dir), names)

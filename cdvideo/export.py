@@ -11,16 +11,21 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import CdvideoError
-from .files import atomic_path, free_stem, write_text_atomic
+from .files import atomic_path, reserve_stem, write_text_atomic
 
 VIDEO_FORMATS = ("mp4", "gif", "webp", "png")
 
 
 def sha256(path: str | Path) -> str:
+    """Of a file's bytes; of a folder (a Custom Diffusion folder given as --weights): of its files' names and bytes."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    path = Path(path)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        if path.is_dir():
+            h.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -30,17 +35,35 @@ def check_formats(formats: list[str]) -> None:
         raise CdvideoError(f"--format {','.join(formats)}: choose from {', '.join(VIDEO_FORMATS)}")
 
 
+def upscaled(frames: list[Image.Image], factor: int) -> list[Image.Image]:
+    """Frames enlarged `factor` times with nearest-neighbour sampling (crisp pixels), for viewing small clips."""
+    if factor == 1:
+        return frames
+    return [f.resize((f.width * factor, f.height * factor), Image.Resampling.NEAREST) for f in frames]
+
+
 def write_clip(frames: list[Image.Image], folder: Path, stem: str, fps: int, formats: list[str],
-               sidecar: dict) -> list[Path]:
-    """Write one clip in each format plus `stem.json`; the stem gets a suffix if any name is taken."""
+               sidecar: dict, upscale: int = 1) -> list[Path]:
+    """Write one clip in each format plus `stem.json`; the stem gets a suffix if any name is taken (reserved
+    atomically, so concurrent renders keep every clip). MP4, GIF and WebP are enlarged `upscale` times for
+    viewing; PNG frames stay raw."""
+    stem = reserve_stem(folder, stem, (".mp4", ".gif", ".webp", ".json", "_frames"))
+    try:
+        return _write_clip_files(frames, folder, stem, fps, formats, sidecar, upscale)
+    except BaseException:
+        (folder / f"{stem}.json").unlink(missing_ok=True)  # release the name
+        raise
+
+
+def _write_clip_files(frames, folder: Path, stem: str, fps: int, formats: list[str], sidecar: dict,
+                      upscale: int) -> list[Path]:
     from diffusers.utils import export_to_gif, export_to_video
 
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = free_stem(folder, stem, (".mp4", ".gif", ".webp", ".json", "_frames"))
     written = []
+    raw, frames = frames, upscaled(frames, upscale)
     for fmt in formats:
         if fmt == "png":
-            written.append(_write_frames(frames, folder / f"{stem}_frames"))
+            written.append(_write_frames(raw, folder / f"{stem}_frames"))
             continue
         path = folder / f"{stem}.{fmt}"
         with atomic_path(path) as tmp:
@@ -68,9 +91,16 @@ def _write_frames(frames: list[Image.Image], folder: Path) -> Path:
 
 
 def write_images(images: list[Image.Image], folder: Path, stem: str, sidecar: dict, grid: bool) -> list[Path]:
-    """Write `stem_i.png` per image (and `stem_grid.png`), plus `stem.json`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = free_stem(folder, stem, (".json", "_0.png", "_grid.png"))
+    """Write `stem_i.png` per image (and `stem_grid.png`), plus `stem.json` (the name reserved atomically)."""
+    stem = reserve_stem(folder, stem, (".json", "_0.png", "_grid.png"))
+    try:
+        return _write_image_files(images, folder, stem, sidecar, grid)
+    except BaseException:
+        (folder / f"{stem}.json").unlink(missing_ok=True)
+        raise
+
+
+def _write_image_files(images, folder: Path, stem: str, sidecar: dict, grid: bool) -> list[Path]:
     written = []
     for i, image in enumerate(images):
         with atomic_path(folder / f"{stem}_{i}.png") as tmp:

@@ -41,13 +41,22 @@ def slug(text: str, max_len: int = 48) -> str:
     return s[:max_len].rstrip("_") or "untitled"
 
 
-def free_stem(folder: Path, stem: str, suffixes: tuple[str, ...]) -> str:
-    """`stem`, or `stem-2`, `stem-3`... so that no `stem+suffix` in `folder` already exists."""
+def reserve_stem(folder: Path, stem: str, suffixes: tuple[str, ...], claim: str = ".json") -> str:
+    """`stem`, or `stem-2`, `stem-3`... so that no `stem+suffix` in `folder` exists, taken atomically: `stem+claim`
+    is created with O_EXCL, so two processes writing the same prompt and seed into one folder never pick the same
+    name. The caller writes `stem+claim`
+    last (an atomic replace of the empty placeholder), or removes it on failure."""
+    folder.mkdir(parents=True, exist_ok=True)
     candidate, n = stem, 1
-    while any((folder / f"{candidate}{s}").exists() for s in suffixes):
+    while True:
+        if not any((folder / f"{candidate}{s}").exists() for s in suffixes):
+            try:
+                os.close(os.open(folder / f"{candidate}{claim}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                return candidate
+            except FileExistsError:
+                pass  # another writer claimed it between the check and the create
         n += 1
         candidate = f"{stem}-{n}"
-    return candidate
 
 
 def text_lines(text: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""Loading the base SD1.5 components: hub id or local diffusers folder through `from_pretrained`, or tiny."""
+"""Loading the base SD1.5 components: hub id or local diffusers folder through `from_pretrained`, the bundled
+miniature model (`toyworld`), or a model built in code (`tiny`, `sd15-random`)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,27 @@ from pathlib import Path
 
 import torch
 
-from . import tiny
+from . import tiny, toyworld
 from .errors import CdvideoError
 
 
+def resolve(model: str) -> str:
+    """The folder or hub id `from_pretrained` reads: `toyworld` names the miniature model inside the package."""
+    if model == toyworld.MODEL_ID:
+        folder = toyworld.model_dir()
+        if not (folder / "model_index.json").is_file():
+            raise CdvideoError(f"the toyworld model is missing from {folder}; reinstall cdvideo or rebuild it with "
+                               "python scripts/toyworld/build.py")
+        return str(folder)
+    return model
+
+
 def load_components(model: str, revision: str | None = None, variant: str | None = None,
-                    dtype: torch.dtype = torch.float32) -> dict:
-    """tokenizer, text_encoder, vae, unet, scheduler (DDPM, for training) of an SD1.5-architecture model."""
-    if model == tiny.TINY_ID:
-        c = tiny.build_components()
+                    dtype: torch.dtype = torch.float32, config: str | None = None) -> dict:
+    """tokenizer, text_encoder, vae, unet, scheduler (DDPM, for training) of an SD1.5-architecture model: a hub id,
+    a diffusers folder, a one-file checkpoint (read with `config`: sd15 by default), toyworld, tiny, sd15-random."""
+    if model in tiny.ARCHITECTURES:  # built in code: tiny, or SD1.5-sized with random weights
+        c = tiny.build_components(arch=model)
         if dtype != torch.float32:
             for k in ("text_encoder", "vae", "unet"):
                 c[k].to(dtype)
@@ -22,6 +35,11 @@ def load_components(model: str, revision: str | None = None, variant: str | None
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from .interop.bases import is_single_file, load_single_file
+
+    if is_single_file(model):
+        return load_single_file(model, config or "sd15", dtype)
+    model = resolve(model)
     kw = {"revision": revision}
     try:
         return {

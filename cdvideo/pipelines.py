@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import tiny, weights
+from . import tiny, toyworld, weights
 from .errors import CdvideoError
 from .files import atomic_path
 from .models import load_components, load_error
@@ -18,26 +18,35 @@ ADAPTERS = {
     "v1-5-3": "guoyww/animatediff-motion-adapter-v1-5-3",
     "v1-5": "guoyww/animatediff-motion-adapter-v1-5",
     "tiny": tiny.TINY_ID,
+    "toyworld": toyworld.MODEL_ID,
+    "v1-5-2-random": tiny.SD15_ID,  # v1-5-2's layout with random weights, for benchmarks
 }
 DEFAULT_ADAPTER = "v1-5-2"
+BASE_ADAPTERS = {tiny.TINY_ID: "tiny", toyworld.MODEL_ID: "toyworld", tiny.SD15_ID: "v1-5-2-random"}
+
+
+def default_adapter(model: str) -> str:
+    """The motion adapter a base renders with unless --adapter says otherwise."""
+    return BASE_ADAPTERS.get(model, DEFAULT_ADAPTER)
 # AnimateDiff's motion modules were trained with these DDIM settings
 ANIMATEDIFF_SCHEDULER = {"beta_schedule": "linear", "clip_sample": False, "timestep_spacing": "linspace",
                          "steps_offset": 1}
 SCHEDULERS = {
     "ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler", "euler_a": "EulerAncestralDiscreteScheduler",
     "dpmpp": "DPMSolverMultistepScheduler", "pndm": "PNDMScheduler", "lms": "LMSDiscreteScheduler",
-    "ddpm": "DDPMScheduler",
+    "ddpm": "DDPMScheduler", "lcm": "LCMScheduler",
 }
 
 
-def make_scheduler(name: str, base_config, animatediff: bool):
-    """A scheduler by short name from the base model's config (with AnimateDiff's settings for video)."""
+def make_scheduler(name: str, base_config, animatediff: bool, **overrides):
+    """A scheduler by short name from the base model's config (with AnimateDiff's settings for video, and a
+    few-step preset's on top)."""
     import diffusers
 
     if name not in SCHEDULERS:
         raise CdvideoError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
     cls = getattr(diffusers, SCHEDULERS[name])
-    return cls.from_config(base_config, **(ANIMATEDIFF_SCHEDULER if animatediff else {}))
+    return cls.from_config(base_config, **{**(ANIMATEDIFF_SCHEDULER if animatediff else {}), **overrides})
 
 
 def pick_device(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:
@@ -49,16 +58,23 @@ def pick_device(device: str | None, dtype: str | None) -> tuple[torch.device, to
 
 
 def load_adapter(name: str, dtype: torch.dtype):
-    """A MotionAdapter by registry name, hub id or local folder."""
+    """A MotionAdapter by registry name (few-step presets included), hub id, local folder, or one file (an original
+    AnimateDiff motion module or a diffusers state dict)."""
     from diffusers import MotionAdapter
 
-    ref = ADAPTERS.get(name, name)
-    if ref == tiny.TINY_ID:
-        adapter = tiny.build_motion_adapter()
+    from .interop import bases, presets
+
+    ref = presets.adapter_source(name) if name in presets.PRESETS else ADAPTERS.get(name, name)
+    if Path(ref).is_file():
+        return bases.load_motion_file(ref, dtype)
+    if ref in tiny.ARCHITECTURES:
+        adapter = tiny.build_motion_adapter(arch=ref)
         return adapter if dtype == torch.float32 else adapter.to(dtype)
+    if ref == toyworld.MODEL_ID:
+        ref = str(toyworld.adapter_dir())
     if "/" not in ref and not Path(ref).exists():
-        raise CdvideoError(f"unknown motion adapter {name!r}; use one of {', '.join(ADAPTERS)}, "
-                           "a hub id or a local folder")
+        raise CdvideoError(f"unknown motion adapter {name!r}; use one of {', '.join([*ADAPTERS, *presets.PRESETS])}, "
+                           "a hub id, a local folder or a motion-module file")
     try:
         return MotionAdapter.from_pretrained(ref, torch_dtype=dtype)
     except (OSError, ValueError) as e:
@@ -66,17 +82,22 @@ def load_adapter(name: str, dtype: torch.dtype):
 
 
 def load_personalized(model: str | None, weight_files: list[str], scale: float = 1.0, force: bool = False,
-                      revision: str | None = None, variant: str | None = None,
-                      dtype: torch.dtype = torch.float32) -> tuple[dict, weights.PersonalWeights | None, str]:
+                      revision: str | None = None, variant: str | None = None, dtype: torch.dtype = torch.float32,
+                      model_config: str | None = None) -> tuple[dict, weights.PersonalWeights | None, str]:
     """Base components with the weights file(s) validated and applied (K/V by name + token rows), the applied
-    weights, and the base model id used (`model`, else the first file's base, else SD1.5)."""
-    ws = [weights.load(p) for p in weight_files]
+    weights, and the base model id used (`model`, else the first file's base, else SD1.5). Weights files may
+    also be Custom Diffusion folders or embedding files (read through `cdvideo.interop`)."""
+    from .interop.importer import load_any
+
+    ws = [load_any(p) for p in weight_files]
     base = model or (ws[0].base_model if ws and ws[0].base_model else weights.DEFAULT_BASE)
-    for w in ws:  # before loading gigabytes
-        if w.base_model not in (None, base) and not force:
-            raise CdvideoError(f"{w.path}: trained on base {w.base_model!r}, not {base!r}; "
-                               "pass --force to use it on a same-shaped fine-tune")
-    m = load_components(base, revision, variant, dtype=dtype)
+    force = any([check_base(w, base, force) for w in ws]) or force  # before loading gigabytes
+    config = model_config or (ws[0].metadata.get("base_config") if ws else None)
+    m = load_components(base, revision, variant, dtype=dtype, config=config)
+    from .interop.importer import check_key_set
+
+    for other in ws:
+        check_key_set(other, m["unet"])  # a partial K/V set would be applied half-way
     w = ws[0] if ws else None
     if len(ws) > 1:
         from .compose import compose
@@ -91,10 +112,31 @@ def load_personalized(model: str | None, weight_files: list[str], scale: float =
     return m, w, base
 
 
-def video_pipeline(m: dict, adapter, scheduler):
+def check_base(w: weights.PersonalWeights, base: str, force: bool) -> bool:
+    """The weights were trained on this base: the same id, or for a one-file base the same content (sha256, then
+    True: the id may differ, the file having moved). Else an error, unless `force`."""
+    recorded = w.metadata.get("base_sha256")
+    if recorded and Path(base).is_file():
+        from .export import sha256
+
+        actual = sha256(base)
+        if actual != recorded and not force:
+            raise CdvideoError(f"{w.path}: trained on a base with sha256 {recorded[:12]}..., but {base} has sha256 "
+                               f"{actual[:12]}...; pass --force to use it on a same-shaped fine-tune")
+        return actual == recorded
+    if w.base_model not in (None, base) and not force:
+        raise CdvideoError(f"{w.path}: trained on base {w.base_model!r}, not {base!r}; "
+                           "pass --force to use it on a same-shaped fine-tune")
+    return False
+
+
+def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", base: str = "base"):
     """diffusers' AnimateDiffPipeline over the (personalized) 2D UNet; it builds the UNetMotionModel."""
     from diffusers import AnimateDiffPipeline
 
+    from .interop.bases import check_adapter_fits
+
+    check_adapter_fits(adapter, m["unet"], adapter_name, base)
     pipe = AnimateDiffPipeline(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
                                unet=m["unet"], motion_adapter=adapter, scheduler=scheduler)
     return pipe

@@ -17,7 +17,8 @@ from .config import from_dict
 from .errors import CdvideoError
 from .export import check_formats, sha256, write_clip, write_images
 from .files import slug, text_lines
-from .pipelines import (DEFAULT_ADAPTER, image_pipeline, load_adapter, load_personalized, make_scheduler,
+from .timing import NO_TIMER
+from .pipelines import (default_adapter, image_pipeline, load_adapter, load_personalized, make_scheduler,
                         pick_device, video_pipeline)
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,8 @@ class Job:
     negative_prompt: Optional[str] = None
     seed: list[int] = field(default_factory=lambda: [42])
     num_frames: int = 16
-    height: int = 512
-    width: int = 512
+    height: Optional[int] = None  # None: the model's native size (512 for SD1.5, 64 for toyworld)
+    width: Optional[int] = None
     num_inference_steps: int = 25
     guidance_scale: float = 7.5
     num_videos_per_prompt: int = 1
@@ -61,6 +62,10 @@ class Options:
     motion_lora: Optional[str] = None
     decode_chunk_size: int = 16
     grid: bool = True
+    upscale: int = 1  # MP4/GIF/WebP enlarged this many times (nearest) for viewing; PNG frames stay raw
+    preset: Optional[str] = None  # few-step adapter preset (scheduler, LoRA); implied by --adapter lightning-4 etc.
+    lcm_lora: Optional[str] = None  # a local AnimateLCM LoRA file for --preset animatelcm
+    model_config: Optional[str] = None  # how to read a one-file base (sd15, tiny or a folder)
 
 
 def load_jobs(prompt: str | None, prompt_file: str | None, defaults: dict) -> list[Job]:
@@ -98,11 +103,12 @@ def _seed_list(entry: dict) -> dict:
 
 def check_job(job: Job, video: bool, formats: tuple[str, ...] = (), context: int = 16) -> None:
     """Sizes, frame counts and prompt schedules that the pipelines and encoders can take."""
-    if job.height % 8 or job.width % 8 or min(job.height, job.width) < 64:
-        raise CdvideoError(f"height/width {job.height}x{job.width}: use multiples of 8, at least 64")
-    if "mp4" in formats and (job.height % 16 or job.width % 16):
-        raise CdvideoError(f"height/width {job.height}x{job.width}: MP4 (H.264) needs multiples of 16, "
-                           f"e.g. {job.height // 16 * 16}x{job.width // 16 * 16}")
+    if job.height is not None and job.width is not None:  # unset: the model's native size (`native_size`)
+        if job.height % 8 or job.width % 8 or min(job.height, job.width) < 64:
+            raise CdvideoError(f"height/width {job.height}x{job.width}: use multiples of 8, at least 64")
+        if "mp4" in formats and (job.height % 16 or job.width % 16):
+            raise CdvideoError(f"height/width {job.height}x{job.width}: MP4 (H.264) needs multiples of 16, "
+                               f"e.g. {job.height // 16 * 16}x{job.width // 16 * 16}")
     if not job.prompt:
         raise CdvideoError("an empty prompt; write what the clip should show")
     if video:
@@ -113,6 +119,13 @@ def check_job(job: Job, video: bool, formats: tuple[str, ...] = (), context: int
             raise CdvideoError(f"prompt schedule frames {sorted(job.prompt)} must lie in [0, {job.num_frames})")
     elif isinstance(job.prompt, dict):
         raise CdvideoError("a per-frame prompt schedule is for `cdvideo animate` only")
+
+
+def native_size(jobs: list[Job], m: dict) -> None:
+    """Fill unset height/width with the size the model was trained at (UNet sample size x VAE factor)."""
+    size = m["unet"].config.sample_size * 2 ** (len(m["vae"].config.block_out_channels) - 1)
+    for job in jobs:
+        job.height, job.width = job.height or size, job.width or size
 
 
 def token_hint(job: Job, tokens: list[str], class_words: list[str]) -> None:
@@ -141,36 +154,66 @@ def _lib_versions() -> dict:
     return {"diffusers": diffusers.__version__, "transformers": transformers.__version__}
 
 
-def animate(opts: Options, jobs: list[Job]) -> list[Path]:
-    """Render every job's clips through AnimateDiff; returns the files written."""
+def animate(opts: Options, jobs: list[Job], timer=NO_TIMER, progress=None) -> list[Path]:
+    """Render every job's clips through AnimateDiff; returns the files written. One pipeline serves every job
+    (rebuilt only when FreeNoise switches on or off). `timer` splits the time, for benchmarks; `progress(done,
+    total)` is called after every denoising step (the web app's progress bar)."""
     check_formats(opts.formats)
+    if not 1 <= opts.upscale <= 16:
+        raise CdvideoError(f"--upscale {opts.upscale}: use 1 (none) to 16")
     for job in jobs:
         check_job(job, video=True, formats=tuple(opts.formats))
     dev, dtype = pick_device(opts.device, opts.dtype)
-    m, w, model = load_personalized(opts.model, opts.weights, opts.scale, opts.force, opts.revision, opts.variant,
-                                    dtype)
-    adapter_name = opts.adapter or ("tiny" if model == "tiny" else DEFAULT_ADAPTER)
-    adapter = load_adapter(adapter_name, dtype)
+    with timer("load"):
+        m, w, model = load_personalized(opts.model, opts.weights, opts.scale, opts.force, opts.revision,
+                                        opts.variant, dtype, opts.model_config)
+        native_size(jobs, m)
+        adapter_name = opts.adapter or default_adapter(model)
+        adapter = load_adapter(adapter_name, dtype)
     base = {**_base_record(opts, w, model, dev, dtype), "kind": "video", "adapter": adapter_name,
-            "free_init": opts.free_init, "motion_lora": opts.motion_lora, "decode_chunk_size": opts.decode_chunk_size}
+            "free_init": opts.free_init, "motion_lora": opts.motion_lora, "decode_chunk_size": opts.decode_chunk_size,
+            "upscale": opts.upscale, "preset": active_preset(opts), "model_config": opts.model_config}
     written: list[Path] = []
     pipe, pipe_key = None, None
+    counter = StepCounter(sum(j.num_inference_steps * len(j.seed) for j in jobs), progress)
     for job in tqdm(jobs, desc="prompts", disable=len(jobs) < 2):
         if w is not None:
             token_hint(job, w.tokens, w.class_words)
         free_noise = job.num_frames > FREE_NOISE["context_length"] or isinstance(job.prompt, dict)
         if pipe is None or pipe_key != free_noise:  # FreeNoise changes the UNet's blocks: build afresh
             pipe = None  # release the old pipeline before building the next (peak memory)
-            pipe = _video_pipe(m, adapter, opts, dev, free_noise)
+            with timer("load"):
+                pipe = _video_pipe(m, adapter, opts, dev, free_noise)
             pipe_key = free_noise
         for seed in job.seed:
-            frames = _render_clip(pipe, job, seed, opts)
+            with timer.pipeline() as callback:
+                frames = _render_clip(pipe, job, seed, opts, counter.chain(callback))
             for k, video in enumerate(frames):
                 record = {**base, **_job_record(job), "seed": seed, "video_index": k,
                           "free_noise": FREE_NOISE if free_noise else None}
                 stem = f"{slug(_first_prompt(job))}_s{seed}" + (f"_v{k}" if len(frames) > 1 else "")
-                written += write_clip(video, Path(opts.output_dir), stem, job.fps, opts.formats, record)
+                with timer("export"):
+                    written += write_clip(video, Path(opts.output_dir), stem, job.fps, opts.formats, record,
+                                          opts.upscale)
     return written
+
+
+class StepCounter:
+    """A pipeline step callback reporting (done, total) denoising steps, chained with another callback."""
+
+    def __init__(self, total: int, report=None):
+        self.done, self.total, self.report = 0, total, report
+
+    def chain(self, other=None):
+        if self.report is None:
+            return other
+
+        def callback(pipe, i, t, kwargs):
+            self.done += 1
+            self.report(self.done, self.total)
+            return other(pipe, i, t, kwargs) if other else kwargs
+
+        return callback
 
 
 def _place(pipe, opts: Options, dev) -> None:
@@ -183,9 +226,31 @@ def _place(pipe, opts: Options, dev) -> None:
         pipe.to(dev)  # components were loaded in the right dtype already
 
 
+def active_preset(opts: Options) -> str | None:
+    """The few-step preset in force: --preset, or the one an --adapter registry name implies."""
+    from .interop.presets import PRESETS
+
+    return opts.preset or (opts.adapter if opts.adapter in PRESETS else None)
+
+
 def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool):
-    sched = make_scheduler(opts.scheduler, m["scheduler"].config, animatediff=True)
-    pipe = video_pipeline(m, adapter, sched)
+    from .interop import presets
+
+    name = active_preset(opts)
+    if name:
+        p = presets.get(name)
+        sched = make_scheduler(p.scheduler, m["scheduler"].config, animatediff=True, **p.scheduler_kwargs)
+    else:
+        sched = make_scheduler(opts.scheduler, m["scheduler"].config, animatediff=True)
+    pipe = video_pipeline(m, adapter, sched, opts.adapter or "adapter", opts.model or "base")
+    lora = presets.lora_file(name, opts.lcm_lora) if name else None
+    if lora:
+        try:
+            pipe.load_lora_weights(lora[0], adapter_name="lcm")
+            pipe.set_adapters(["lcm"], [lora[1]])
+        except (ImportError, ValueError, OSError) as e:
+            raise CdvideoError(f"LCM LoRA {lora[0]}: {str(e).splitlines()[0]} "
+                               "(needs peft: pip install 'cdvideo[lora]')") from None
     if opts.motion_lora:
         try:
             pipe.load_lora_weights(opts.motion_lora, adapter_name="motion")
@@ -201,12 +266,13 @@ def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool):
     return pipe
 
 
-def _render_clip(pipe, job: Job, seed: int, opts: Options) -> list[list]:
+def _render_clip(pipe, job: Job, seed: int, opts: Options, callback=None) -> list[list]:
     gen = torch.Generator("cpu").manual_seed(seed)  # CPU noise: the same clip on any device
     out = pipe(prompt=job.prompt, negative_prompt=job.negative_prompt, num_frames=job.num_frames,
                height=job.height, width=job.width, num_inference_steps=job.num_inference_steps,
                guidance_scale=job.guidance_scale, num_videos_per_prompt=job.num_videos_per_prompt,
-               generator=gen, decode_chunk_size=opts.decode_chunk_size, output_type="pil")
+               generator=gen, decode_chunk_size=opts.decode_chunk_size, output_type="pil",
+               callback_on_step_end=callback)
     return out.frames
 
 
@@ -228,7 +294,8 @@ def sample(opts: Options, jobs: list[Job]) -> list[Path]:
         check_job(job, video=False)
     dev, dtype = pick_device(opts.device, opts.dtype)
     m, w, model = load_personalized(opts.model, opts.weights, opts.scale, opts.force, opts.revision, opts.variant,
-                                    dtype)
+                                    dtype, opts.model_config)
+    native_size(jobs, m)
     pipe = image_pipeline(m, scheduler=make_scheduler(opts.scheduler, m["scheduler"].config, animatediff=False))
     pipe.set_progress_bar_config(disable=False)
     _place(pipe, opts, dev)
@@ -256,7 +323,9 @@ def from_sidecar(record: dict, output_dir: str) -> tuple[Options, list[Job]]:
                    revision=record.get("revision"), variant=record.get("variant"), adapter=record.get("adapter"),
                    scheduler=record["scheduler"], scale=record["scale"], force=True, output_dir=output_dir,
                    device=record["device"], dtype=record["dtype"], free_init=record.get("free_init", False),
-                   motion_lora=record.get("motion_lora"), decode_chunk_size=record.get("decode_chunk_size", 16))
+                   motion_lora=record.get("motion_lora"), decode_chunk_size=record.get("decode_chunk_size", 16),
+                   upscale=record.get("upscale", 1), preset=record.get("preset"),
+                   model_config=record.get("model_config"))
     keys = {f.name for f in dataclasses.fields(Job)}
     job_data: dict[str, Any] = {k: v for k, v in record.items() if k in keys}
     if isinstance(job_data.get("prompt"), dict):

@@ -11,10 +11,10 @@ from .errors import CdvideoError
 Pooling = Literal["eos", "official"]
 
 
-def tokenize(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
-    """Token ids padded to the model length: (B, 77)."""
+def tokenize(tokenizer, prompts: Sequence[str], padding: str = "max_length") -> torch.Tensor:
+    """Token ids padded to the model length, (B, 77); with padding='longest', to the longest prompt, (B, L)."""
     return tokenizer(
-        list(prompts), padding="max_length", max_length=tokenizer.model_max_length,
+        list(prompts), padding=padding, max_length=tokenizer.model_max_length,
         truncation=True, return_tensors="pt",
     ).input_ids
 
@@ -45,8 +45,12 @@ def pool_index(ids: torch.Tensor, tokenizer, pooling: Pooling) -> torch.Tensor:
 
 
 def eos_features(text_encoder, tokenizer, prompts: Sequence[str], pooling: Pooling = "eos") -> torch.Tensor:
-    """Final-layer-normed hidden state at the pooled position: (B, D). Shared by SPL and drift."""
-    ids = tokenize(tokenizer, prompts).to(text_encoder.device)
+    """Final-layer-normed hidden state at the pooled position: (B, D). Shared by SPL and drift.
+
+    CLIP's text encoder is causal, so a position's state depends only on the tokens up to it: the prompts are
+    encoded up to the longest one's EOS, not through all 77 positions (the same features, a fraction of the cost).
+    """
+    ids = tokenize(tokenizer, prompts, padding="longest").to(text_encoder.device)
     hidden = text_encoder(ids).last_hidden_state  # (B, L, D), final layer norm applied
     idx = pool_index(ids, tokenizer, pooling)
     return hidden[torch.arange(len(ids), device=hidden.device), idx]
@@ -88,3 +92,49 @@ def set_token_rows(tokenizer, text_encoder, tokens: Sequence[str], rows: torch.T
     with torch.no_grad():
         weight[ids] = rows.to(weight.dtype, copy=True).to(weight.device)
     return ids
+
+
+class SplicedEmbedding(torch.nn.Module):
+    """A frozen token-embedding table whose rows for `ids` are read from a small trainable parameter `rows`
+    (N, D) instead, so that optimizer, clipping and weight decay touch only those rows, not the whole table."""
+
+    def __init__(self, table: torch.nn.Embedding, ids: Sequence[int]):
+        super().__init__()
+        self.table = table
+        ids_t = torch.tensor(list(ids), dtype=torch.long, device=table.weight.device)
+        slot = torch.full((table.num_embeddings,), -1, dtype=torch.long, device=table.weight.device)
+        slot[ids_t] = torch.arange(len(ids_t), device=slot.device)
+        self.register_buffer("slot", slot, persistent=False)  # token id -> row index, -1 for table rows
+        self.rows = torch.nn.Parameter(table.weight.detach()[ids_t].clone().float())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.table.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        out = self.table(input_ids)  # (B, L, D)
+        slot = self.slot[input_ids]  # (B, L)
+        return torch.where((slot >= 0)[..., None], self.rows.to(out.dtype)[slot.clamp_min(0)], out)
+
+    @torch.no_grad()
+    def merged(self) -> torch.nn.Embedding:
+        """The plain table with the trained rows written in."""
+        ids = (self.slot >= 0).nonzero().squeeze(1)
+        self.table.weight[ids] = self.rows[self.slot[ids]].to(self.table.weight.dtype)
+        return self.table
+
+
+def splice_token_rows(text_encoder, token_ids: Sequence[int]) -> SplicedEmbedding:
+    """Freeze the text encoder's embedding table and train `token_ids`' rows as their own parameter."""
+    table = text_encoder.get_input_embeddings()
+    table.requires_grad_(False)
+    spliced = SplicedEmbedding(table, token_ids)
+    text_encoder.set_input_embeddings(spliced)
+    return spliced
+
+
+def unsplice(text_encoder) -> None:
+    """Put the plain embedding table (with the trained rows) back into the text encoder."""
+    emb = text_encoder.get_input_embeddings()
+    if isinstance(emb, SplicedEmbedding):
+        text_encoder.set_input_embeddings(emb.merged())

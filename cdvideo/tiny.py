@@ -1,7 +1,8 @@
-"""A tiny randomly initialised SD1.5-shaped model, built in code, so everything runs offline.
+"""Models built in code, so everything runs offline: a tiny randomly initialised SD1.5-shaped model for tests,
+and Stable Diffusion 1.5 (+ AnimateDiff v1-5-2) at full size with random weights for benchmarks.
 
 Same component classes, the real SD1.5 tokenizer, an 8x VAE and cross-attention K/V layers named as in
-SD1.5; only the widths are small. Deterministic: the same seed gives bitwise the same weights.
+SD1.5. Deterministic: the same seed gives bitwise the same weights.
 """
 
 from __future__ import annotations
@@ -12,9 +13,46 @@ from pathlib import Path
 import torch
 
 TINY_ID = "tiny"
+SD15_ID = "sd15-random"
 CROSS_DIM = 32
 BLOCKS = (16, 32)
 LAYERS_PER_BLOCK = 1
+_TEXT_IDS = dict(max_position_embeddings=77, bos_token_id=0, eos_token_id=2, pad_token_id=1)  # SD1.5's (eos 2 too)
+SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+                 clip_sample=False, steps_offset=1)
+
+# Architectures of the models built in code: a tiny one for tests, and Stable Diffusion 1.5 with AnimateDiff's
+# v1-5-2 motion adapter at full size (random weights: speed and memory do not depend on values).
+ARCHITECTURES = {
+    TINY_ID: {
+        "unet": dict(block_out_channels=BLOCKS, layers_per_block=LAYERS_PER_BLOCK, sample_size=8, in_channels=4,
+                     out_channels=4, cross_attention_dim=CROSS_DIM, attention_head_dim=8, norm_num_groups=8,
+                     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
+        "vae": dict(block_out_channels=(8, 8, 8, 8), in_channels=3, out_channels=3, latent_channels=4,
+                    down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                    norm_num_groups=2, sample_size=64),
+        "text": dict(hidden_size=CROSS_DIM, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                     projection_dim=CROSS_DIM, **_TEXT_IDS),
+        "adapter": dict(block_out_channels=BLOCKS, motion_layers_per_block=LAYERS_PER_BLOCK,
+                        motion_norm_num_groups=8, motion_num_attention_heads=2, motion_max_seq_length=32),
+    },
+    SD15_ID: {
+        "unet": dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, sample_size=64, in_channels=4,
+                     out_channels=4, cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+                     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3),
+        "vae": dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, in_channels=3, out_channels=3,
+                    latent_channels=4, down_block_types=["DownEncoderBlock2D"] * 4,
+                    up_block_types=["UpDecoderBlock2D"] * 4, norm_num_groups=32, sample_size=512,
+                    scaling_factor=0.18215),
+        "text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                     projection_dim=768, hidden_act="quick_gelu", **_TEXT_IDS),
+        "adapter": dict(block_out_channels=(320, 640, 1280, 1280), motion_layers_per_block=2,
+                        motion_mid_block_layers_per_block=1, motion_num_attention_heads=8, motion_norm_num_groups=32,
+                        motion_max_seq_length=32, use_motion_mid_block=True),
+    },
+}
 
 
 def tokenizer_dir() -> Path:
@@ -22,47 +60,30 @@ def tokenizer_dir() -> Path:
     return Path(str(resources.files("cdvideo") / "assets" / "sd15-tokenizer"))
 
 
-def build_components(seed: int = 0) -> dict:
-    """tokenizer, text_encoder, vae, unet, scheduler of a tiny SD1.5-shaped model."""
+def build_components(seed: int = 0, arch: str = TINY_ID) -> dict:
+    """tokenizer, text_encoder, vae, unet, scheduler of a randomly initialised SD1.5-shaped model of `arch`."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    a = ARCHITECTURES[arch]
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir()))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            block_out_channels=BLOCKS, layers_per_block=LAYERS_PER_BLOCK, sample_size=8,
-            in_channels=4, out_channels=4, cross_attention_dim=CROSS_DIM, attention_head_dim=8,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=8,
-        )
-        vae = AutoencoderKL(
-            block_out_channels=(8, 8, 8, 8), in_channels=3, out_channels=3, latent_channels=4,
-            down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-            norm_num_groups=2, sample_size=64,
-        )
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=CROSS_DIM, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=77, projection_dim=CROSS_DIM,
-            bos_token_id=0, eos_token_id=2, pad_token_id=1,  # as SD1.5's config says (eos 2 is wrong there too)
-        ))
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              num_train_timesteps=1000, clip_sample=False,
-                              steps_offset=1)
+        unet = UNet2DConditionModel(**a["unet"])
+        vae = AutoencoderKL(**a["vae"])
+        text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), **a["text"]))
     text_encoder.eval()
     return {"tokenizer": tokenizer, "text_encoder": text_encoder, "vae": vae, "unet": unet,
-            "scheduler": scheduler}
+            "scheduler": DDPMScheduler(**SCHEDULER)}
 
 
-def build_motion_adapter(seed: int = 0):
-    """A tiny diffusers MotionAdapter matching the tiny UNet."""
+def build_motion_adapter(seed: int = 0, arch: str = TINY_ID):
+    """A diffusers MotionAdapter matching the UNet of `arch` (for SD1.5: AnimateDiff v1-5-2's layout)."""
     from diffusers import MotionAdapter
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return MotionAdapter(block_out_channels=BLOCKS, motion_layers_per_block=LAYERS_PER_BLOCK,
-                             motion_norm_num_groups=8, motion_num_attention_heads=2,
-                             motion_max_seq_length=32)
+        return MotionAdapter(**ARCHITECTURES[arch]["adapter"])
 
 
 def save_pretrained(folder: str | Path, seed: int = 0) -> Path:

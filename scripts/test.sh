@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Set up a virtual environment with a CPU build of torch, install cdvideo with its test extra, run the tests.
+# Set up a virtual environment with a CPU build of torch, install cdvideo with its test extra (and Debian's
+# Chromium for the web app's browser test), run the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
+if ! { command -v chromium && command -v chromedriver; } > /dev/null; then
+    SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo "sudo")
+    $SUDO apt-get update -qq > /dev/null && $SUDO apt-get install -y -qq chromium chromium-driver > /dev/null
+fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'

@@ -4,6 +4,7 @@ import pytest
 
 from cdvideo.config import load_train_config
 from cdvideo.errors import CdvideoError
+from cdvideo.toyworld import images_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -19,7 +20,7 @@ def test_every_config_validates_and_names_its_command(path):
     assert first.startswith("# cdvideo ") and str(path.relative_to(ROOT)) in first
     if "/train/" in path.as_posix():
         cfg = load_train_config(path)
-        assert cfg.concepts and (ROOT / cfg.concepts[0].images).is_dir()
+        assert cfg.concepts and (ROOT / images_folder(cfg.concepts[0].images)).is_dir()
 
 
 def test_paper_defaults():

@@ -38,6 +38,26 @@ def test_first_losses_are_pinned(trained):
     assert spl[0] > spl[-1]  # SPL pulls "a photo of a sks dog" toward "a photo of a dog"
 
 
+def test_plain_path_keeps_its_losses_and_the_pool_matches_it_without_augmentation(tmp_path, dog_dir):
+    """The fast paths change no numerics: token rows as their own parameter and SPL on the EOS prefix reproduce
+    0.1.0's losses; without augmentation the latent pool draws the very same photos and noise."""
+    _, plain = run(tmp_path / "plain", dog_dir, "latent_pool=off")
+    assert [round(x["loss"], 4) for x in plain] == pytest.approx(PLAIN_LOSSES, abs=2e-4)
+    _, a = run(tmp_path / "a", dog_dir, "augment=false", "latent_pool=off")
+    _, b = run(tmp_path / "b", dog_dir, "augment=false")
+    assert [x["loss"] for x in b] == pytest.approx([x["loss"] for x in a], abs=1e-5)
+
+
+def test_channels_last_and_bf16_match_the_plain_path(tmp_path, dog_dir):
+    """The memory-format and mixed-precision paths give the plain path's losses, to their precision."""
+    _, plain = run(tmp_path / "p", dog_dir)
+    _, cl = run(tmp_path / "cl", dog_dir, "channels_last=true")
+    assert [x["loss"] for x in cl] == pytest.approx([x["loss"] for x in plain], abs=1e-4)
+    _, bf16 = run(tmp_path / "bf", dog_dir, "mixed_precision=bf16")
+    assert [x["loss"] for x in bf16] == pytest.approx([x["loss"] for x in plain], rel=0.05)
+    assert [x["loss/spl"] for x in bf16] == pytest.approx([x["loss/spl"] for x in plain], abs=1e-6)  # fp32 text
+
+
 def test_only_kv_and_token_rows_change(trained):
     path, _ = trained
     w = weights.load(path)
@@ -165,5 +185,6 @@ def test_local_diffusers_folder_loads(tmp_path, dog_dir):
     assert weights.load(path).base_model == str(folder)
 
 
-FIRST_LOSSES = [1.3207, 1.4414, 1.4054]
+FIRST_LOSSES = [1.3478, 1.3048, 1.2485]  # the default path: a pool of augmented latents encoded once
+PLAIN_LOSSES = [1.3207, 1.4414, 1.4054]  # latent_pool=off: every step augments and encodes (0.1.0's numbers)
 FIRST_SPL = [0.1999, 0.19958, 0.19926]

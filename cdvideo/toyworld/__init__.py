@@ -1,0 +1,48 @@
+"""The miniature world: procedural 64 px scenes and clips with ground-truth labels (`world`, `draw`), personal
+instances (`instances`), a judge that reads labels back (`judge`), and a miniature SD1.5-shaped model pretrained
+on it (`model: toyworld`), shipped as a diffusers folder with a motion adapter folder beside it.
+
+    model: toyworld            # in a training config, or --model toyworld
+    images: toyworld:striped_ball
+
+The model is loaded through the same `from_pretrained` calls as Stable Diffusion 1.5; only its name resolves to
+the folder inside the package. `scripts/toyworld/build.py` rebuilds every shipped weight from a seed.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+MODEL_ID = "toyworld"
+IMAGES_PREFIX = "toyworld:"
+
+
+def assets_dir() -> Path:
+    return Path(str(resources.files("cdvideo.toyworld") / "assets"))
+
+
+def model_dir() -> Path:
+    """The diffusers StableDiffusionPipeline folder of the miniature model."""
+    return assets_dir() / "model"
+
+
+def adapter_dir() -> Path:
+    """The diffusers MotionAdapter folder trained on the world's clips."""
+    return assets_dir() / "adapter"
+
+
+def images_folder(ref: str) -> Path:
+    """`toyworld:<instance>` -> the bundled photo folder of that personal instance; any other string -> a path."""
+    if ref.startswith(IMAGES_PREFIX):
+        from .instances import photos_dir
+        return photos_dir(ref[len(IMAGES_PREFIX):])
+    return Path(ref).expanduser()
+
+
+def drift_phrases() -> list[str]:
+    """The world's adjectives for `cdvideo drift` ('<adjective> ball'): colours, sizes and both together."""
+    from .world import COLOURS, SIZE_WORDS
+
+    sizes = [w for ws in SIZE_WORDS.values() for w in ws]
+    return [*COLOURS, *sizes] + [f"{s} {c}" for s in ("small", "big") for c in COLOURS]

@@ -1,0 +1,188 @@
+"""The miniature world's judge: a small CNN that reads a 64 px frame's labels, as CLIP and DINO measure real
+images. Per frame it classifies class, colour, pattern, pattern colour, background, position and size, and
+regresses the object's centre, extent and angle; a clip's motion is read from those per-frame regressions.
+
+Identity of a personal instance is the probability that the frame shows its appearance, the product of the
+judge's probabilities of its class, colour, pattern and pattern colour. Instances are appearance combinations
+that never occur in pretraining, so the base model prompted with the class word matches one only by chance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .world import BACKGROUNDS, CLASSES, COLOURS, MOTIONS, PATTERNS, POSITIONS, SIZES, Scene, geometry, symmetry
+
+MOTION_FRAMES = 16  # a clip's per-frame readings are resampled to this many frames for the motion head
+HEADS = {"cls": CLASSES, "colour": tuple(COLOURS), "pattern": PATTERNS, "pattern_colour": (*COLOURS, "none"),
+         "background": BACKGROUNDS, "position": tuple(POSITIONS), "size": tuple(SIZES)}
+REGRESSION = ("cx", "cy", "log_extent", "cos", "sin")  # cos/sin of (symmetry order x angle)
+IGNORE = -100
+WEIGHTS_FILE = "judge.safetensors"
+
+
+class Judge(nn.Module):
+    """(B, 3, 64, 64) frames in [-1, 1] -> per-head logits and (B, 5) regressions. Coordinates enter as two
+    extra channels, so position survives the convolutions."""
+
+    def __init__(self, width: int = 32, hidden: int = 256):
+        super().__init__()
+        w = width
+
+        def block(cin, cout, stride):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(8, cout), nn.SiLU())
+
+        self.trunk = nn.Sequential(block(5, w // 2, 2), block(w // 2, w, 1), block(w, w, 2),
+                                   block(w, 2 * w, 1), block(2 * w, 2 * w, 2), nn.Conv2d(2 * w, 16, 1),
+                                   nn.Flatten(), nn.Linear(16 * 8 * 8, hidden), nn.SiLU())
+        self.heads = nn.ModuleDict({k: nn.Linear(hidden, len(v)) for k, v in HEADS.items()})
+        self.regress = nn.Linear(hidden, len(REGRESSION))
+        self.frame_proj = nn.Linear(hidden, 16)
+        self.motion_head = nn.Sequential(nn.Linear(MOTION_FRAMES * (16 + len(REGRESSION)), 128), nn.SiLU(),
+                                         nn.Linear(128, len(MOTIONS)))
+        self.config = {"width": width, "hidden": hidden}
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, hidden) penultimate features of frames (B, 3, 64, 64) in [-1, 1]."""
+        b, _, h, w = x.shape
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        coords = torch.stack([xs, ys]).to(x)[None].expand(b, -1, -1, -1)
+        return self.trunk(torch.cat([x, coords], dim=1))
+
+    def forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        f = self.features(x)
+        return {k: head(f) for k, head in self.heads.items()}, self.regress(f)
+
+    def motion_logits(self, feats: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+        """(B, F, hidden) per-frame features and (B, F, 5) regressions of clips -> (B, len(MOTIONS)) logits."""
+        x = torch.cat([self.frame_proj(resample(feats)), resample(reg)], dim=-1)  # (B, 16, 21)
+        return self.motion_head(x.flatten(1))
+
+
+def resample(seq: torch.Tensor, frames: int = MOTION_FRAMES) -> torch.Tensor:
+    """Linear interpolation of (B, F, D) per-frame values to (B, frames, D)."""
+    if seq.shape[1] == frames:
+        return seq
+    return F.interpolate(seq.transpose(1, 2), size=frames, mode="linear", align_corners=True).transpose(1, 2)
+
+
+# -- Targets and loss (used by the build script; here so that they stay next to the heads) ------------------
+def targets(scene: Scene, num_frames: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Per-frame class targets (IGNORE where undefined), regression targets (F, 5) and their mask (F, 5)."""
+    g = geometry(scene, num_frames)
+    moving = scene.motion not in (None, "still")
+    t = {"cls": CLASSES.index(scene.cls), "colour": HEADS["colour"].index(scene.colour),
+         "pattern": PATTERNS.index(scene.pattern),
+         "pattern_colour": HEADS["pattern_colour"].index(scene.pattern_colour or "none"),
+         "background": BACKGROUNDS.index(scene.background),
+         "position": IGNORE if moving else HEADS["position"].index(scene.position),
+         "size": IGNORE if scene.size is None or scene.motion in ("growing", "shrinking")
+         else HEADS["size"].index(scene.size)}
+    cls_t = {k: np.full(num_frames, v, np.int64) for k, v in t.items()}
+    n = symmetry(scene.cls, scene.pattern)
+    theta = np.deg2rad(g[:, 3]) * n
+    reg = np.stack([g[:, 0] / 64, g[:, 1] / 64, np.log(g[:, 2] / 20), np.cos(theta), np.sin(theta)], axis=1)
+    mask = np.ones_like(reg)
+    if n == 0:
+        mask[:, 3:] = 0
+    return cls_t, reg.astype(np.float32), mask.astype(np.float32)
+
+
+def loss(logits: dict, reg: torch.Tensor, cls_t: dict, reg_t: torch.Tensor, reg_mask: torch.Tensor) -> torch.Tensor:
+    """Sum of the heads' cross-entropies and the masked regression MSE (x10, as its targets are small)."""
+    total = sum(F.cross_entropy(logits[k], cls_t[k], ignore_index=IGNORE) for k in HEADS)
+    return total + 10 * ((reg - reg_t).pow(2) * reg_mask).sum() / reg_mask.sum().clamp_min(1)
+
+
+# -- Loading and reading frames ---------------------------------------------------------------------------
+def weights_path() -> Path:
+    return Path(str(resources.files("cdvideo.toyworld") / "assets" / WEIGHTS_FILE))
+
+
+def load(path: str | Path | None = None) -> Judge:
+    """The shipped judge (or one at `path`), in eval mode."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path) if path else weights_path()
+    with safe_open(str(path), framework="pt") as f:
+        config = json.loads(f.metadata()["config"])
+    judge = Judge(**config)
+    judge.load_state_dict(load_file(str(path)))
+    return judge.eval()
+
+
+def to_tensor(frames) -> torch.Tensor:
+    """PIL images, or uint8 arrays (F, H, W, 3) -> (F, 3, 64, 64) in [-1, 1] (resized to 64 px if needed)."""
+    from PIL import Image
+
+    arrays = []
+    for f in frames:
+        im = f if isinstance(f, Image.Image) else Image.fromarray(np.asarray(f, np.uint8))
+        if im.size != (64, 64):
+            im = im.convert("RGB").resize((64, 64), Image.Resampling.BICUBIC)
+        arrays.append(np.asarray(im.convert("RGB"), np.float32))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+@dataclass
+class Reading:
+    """The judge's reading of one image or clip: per-frame probabilities and regressions; for a clip, the motion
+    probabilities."""
+    probs: dict[str, torch.Tensor]  # head -> (F, K)
+    regression: torch.Tensor  # (F, 5)
+    motion: torch.Tensor | None = None  # (len(MOTIONS),)
+
+    def mean(self, head: str) -> torch.Tensor:
+        return self.probs[head].mean(dim=0)
+
+    def label(self, head: str) -> str:
+        return HEADS[head][int(self.mean(head).argmax())]
+
+
+@torch.no_grad()
+def read(judge: Judge, frames, batch: int = 256) -> Reading:
+    x = to_tensor(frames)
+    feats = torch.cat([judge.features(x[i:i + batch]) for i in range(0, len(x), batch)])
+    reg = judge.regress(feats)
+    probs = {k: head(feats).softmax(-1) for k, head in judge.heads.items()}
+    motion_p = judge.motion_logits(feats[None], reg[None])[0].softmax(-1) if len(x) > 1 else None
+    return Reading(probs, reg, motion_p)
+
+
+# -- Scores ------------------------------------------------------------------------------------------------
+def identity(reading: Reading, appearance: tuple) -> float:
+    """P(class) P(colour) P(pattern) P(pattern colour) of an instance's appearance, averaged over frames."""
+    cls, colour, pattern, pc = appearance
+    p = reading.probs
+    per_frame = (p["cls"][:, CLASSES.index(cls)] * p["colour"][:, HEADS["colour"].index(colour)]
+                 * p["pattern"][:, PATTERNS.index(pattern)]
+                 * p["pattern_colour"][:, HEADS["pattern_colour"].index(pc or "none")])
+    return float(per_frame.mean())
+
+
+def motion(reading: Reading) -> str:
+    """The clip's motion: the motion head's reading of the per-frame features and regressions (centre, extent,
+    angle), trained on rendered clips with independent per-frame noise so that flicker does not read as motion."""
+    return MOTIONS[int(reading.motion.argmax())]
+
+
+def attributes(reading: Reading, clip: bool) -> dict[str, str]:
+    """The judge's labels for an image (or a clip: labels of the mean probabilities, plus its motion)."""
+    out = {k: reading.label(k) for k in HEADS}
+    if clip:
+        out["motion"] = motion(reading)
+    return out
+
+
+def honoured(found: dict[str, str], asked: dict[str, str | None]) -> dict[str, bool]:
+    """For each attribute the prompt asked for (non-None), whether the judge found it."""
+    return {k: found.get(k) == v for k, v in asked.items() if v is not None}

@@ -1,0 +1,206 @@
+"""The miniature world's vocabulary, scenes and captions (numpy only; drawing lives in `draw.py`).
+
+A scene is one object (class, body colour, optional pattern in a second colour) of one of two sizes at one
+of five positions on one of nine backgrounds; a clip adds a motion. Every word the captions use for a class,
+colour, background or motion is one token of the SD1.5 tokenizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Optional
+
+import numpy as np
+
+CLASSES = ("ball", "box", "star", "heart", "ring", "cup", "moon", "tree")
+COLOURS = {  # name -> RGB
+    "red": (215, 40, 40), "orange": (240, 135, 20), "yellow": (240, 215, 40), "green": (40, 165, 60),
+    "blue": (45, 95, 225), "purple": (145, 65, 200), "pink": (240, 130, 185), "white": (240, 240, 240),
+}
+PATTERNS = ("plain", "stripes", "dots", "rim", "spot")
+BACKGROUNDS = ("blue", "green", "gray", "black", "striped", "dotted", "checkered", "grassy", "sandy")
+POSITIONS = {"left": (17, 32), "right": (47, 32), "top": (32, 17), "bottom": (32, 47), "centre": (32, 32)}
+SIZES = {"small": 19.0, "big": 31.0}  # object extent in pixels at 64 x 64
+MOTIONS = ("still", "left", "right", "up", "down", "growing", "shrinking", "spinning")
+RESOLUTION = 64
+NUM_FRAMES = 16
+
+# Object colours that would vanish into a background
+CLASHES = {("blue", "blue"), ("green", "green"), ("green", "grassy"), ("yellow", "sandy"), ("white", "striped")}
+# Rotational symmetry order of each shape (0: a full circle) and of each pattern (0: symmetric under any angle)
+SHAPE_SYMMETRY = {"ball": 0, "box": 4, "star": 5, "heart": 1, "ring": 0, "cup": 1, "moon": 1, "tree": 1}
+PATTERN_SYMMETRY = {"plain": 0, "stripes": 2, "dots": 1, "rim": 0, "spot": 0}
+# Patterns that stay readable on each shape (a rim on thin arms or a spot in a hole would not)
+SHAPE_PATTERNS = {"star": ("plain", "stripes", "dots", "spot"), "ring": ("plain", "stripes", "dots"),
+                  "moon": ("plain", "stripes", "dots", "spot")}
+POSITION_WORDS = {"left": ("on the left",), "right": ("on the right",), "top": ("at the top",),
+                  "bottom": ("at the bottom",), "centre": ("in the centre", "in the middle")}
+MOTION_WORDS = {"left": "moving left", "right": "moving right", "up": "moving up", "down": "moving down",
+                "growing": "growing", "shrinking": "shrinking", "spinning": "spinning"}
+SIZE_WORDS = {"small": ("small", "tiny"), "big": ("big", "large")}
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Ground-truth labels of one image or clip; `seed` fixes jitter and texture phase."""
+    cls: str
+    colour: str
+    pattern: str = "plain"
+    pattern_colour: Optional[str] = None
+    background: str = "gray"
+    position: str = "centre"
+    size: Optional[str] = "big"  # None while growing or shrinking
+    motion: Optional[str] = None  # None for a still image
+    seed: int = 0
+
+    def labels(self) -> dict:
+        return asdict(self)
+
+    @property
+    def appearance(self) -> tuple:
+        """What identifies an object: (class, colour, pattern, pattern colour)."""
+        return (self.cls, self.colour, self.pattern, self.pattern_colour)
+
+
+def symmetry(cls: str, pattern: str) -> int:
+    """Rotational symmetry order of an object (0: looks the same under any rotation)."""
+    s, p = SHAPE_SYMMETRY[cls], PATTERN_SYMMETRY[pattern]
+    if s == 0 or p == 0:
+        return s or p
+    return int(np.gcd(s, p))
+
+
+def can_spin(cls: str, pattern: str) -> bool:
+    """Spinning is visible only for objects that are not rotationally symmetric under small angles."""
+    return symmetry(cls, pattern) != 0
+
+
+def clashes(colour: str, background: str) -> bool:
+    return (colour, background) in CLASHES
+
+
+def sample_scene(rng: np.random.Generator, clip: bool = False, exclude: frozenset = frozenset(),
+                 pattern_p: float = 0.4) -> Scene:
+    """A random scene (clip: with a motion); appearances in `exclude` (the personal instances) never occur."""
+    while True:
+        cls = CLASSES[rng.integers(len(CLASSES))]
+        colour = list(COLOURS)[rng.integers(len(COLOURS))]
+        patterns = SHAPE_PATTERNS.get(cls, PATTERNS)[1:]
+        pattern = "plain" if rng.random() >= pattern_p else patterns[rng.integers(len(patterns))]
+        pc = None
+        if pattern != "plain":
+            others = [c for c in COLOURS if c != colour]
+            pc = others[rng.integers(len(others))]
+        bg = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
+        if clashes(colour, bg) or (cls, colour, pattern, pc) in exclude:
+            continue
+        scene = Scene(cls, colour, pattern, pc, bg, list(POSITIONS)[rng.integers(len(POSITIONS))],
+                      list(SIZES)[rng.integers(len(SIZES))], seed=int(rng.integers(2**31)))
+        return with_motion(scene, rng) if clip else scene
+
+
+def with_motion(scene: Scene, rng: np.random.Generator, motion: str | None = None) -> Scene:
+    """The scene as a clip with `motion` (random among those its object allows)."""
+    allowed = [m for m in MOTIONS if m != "spinning" or can_spin(scene.cls, scene.pattern)]
+    motion = motion or allowed[rng.integers(len(allowed))]
+    if motion not in allowed:
+        raise ValueError(f"a {scene.pattern} {scene.cls} cannot be seen spinning")
+    position, size = scene.position, scene.size
+    if motion in ("left", "right") and position in ("left", "right"):
+        position = "centre"  # moves along its row: top, centre or bottom
+    if motion in ("up", "down") and position in ("top", "bottom"):
+        position = "centre"
+    if motion in ("growing", "shrinking"):
+        size = None
+    return replace(scene, position=position, size=size, motion=motion)
+
+
+# -- Geometry: where the object is, how large and at what angle, in each frame ------------------------------
+def geometry(scene: Scene, num_frames: int = 1) -> np.ndarray:
+    """(F, 4) per-frame centre x, centre y, extent (px) and angle (degrees) of the object."""
+    rng = np.random.default_rng([scene.seed, 1])
+    cx, cy = POSITIONS[scene.position]
+    cx, cy = cx + rng.uniform(-2, 2), cy + rng.uniform(-2, 2)
+    extent = SIZES[scene.size or "big"] * rng.uniform(0.92, 1.08)
+    t = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
+    g = np.tile(np.array([cx, cy, extent, 0.0]), (len(t), 1))
+    start, end = 14 + rng.uniform(-2, 2), 50 + rng.uniform(-2, 2)
+    m = scene.motion
+    if m in ("left", "right"):
+        g[:, 0] = start + (end - start) * (t if m == "right" else 1 - t)
+    elif m in ("up", "down"):
+        g[:, 1] = start + (end - start) * (t if m == "down" else 1 - t)
+    elif m in ("growing", "shrinking"):
+        lo, hi = 12 * rng.uniform(0.95, 1.05), 32 * rng.uniform(0.95, 1.05)
+        g[:, 2] = lo + (hi - lo) * (t if m == "growing" else 1 - t)
+    elif m == "spinning":
+        g[:, 3] = 180.0 * t * (1 if rng.random() < 0.5 else -1)
+    return g
+
+
+# -- Captions ----------------------------------------------------------------------------------------------
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def pattern_phrase(pattern: str, pattern_colour: str | None) -> str:
+    """' with white stripes', ' with a blue rim'...; empty for a plain object."""
+    if pattern == "plain":
+        return ""
+    if pattern in ("stripes", "dots"):
+        return f" with {pattern_colour} {pattern}"
+    return f" with {_article(pattern_colour)} {pattern_colour} {pattern}"
+
+
+def subject_phrase(cls: str, colour: str | None = None, size: str | None = None, pattern: str = "plain",
+                   pattern_colour: str | None = None, prefix: str = "") -> str:
+    """'a small red ball with white dots' (the article agrees with the next word)."""
+    words = " ".join(w for w in (size, colour, cls) if w)
+    return f"{prefix}{_article(words)} {words}{pattern_phrase(pattern, pattern_colour)}"
+
+
+def describe(scene: Scene, rng: np.random.Generator, keep: float = 0.8) -> tuple[str, dict]:
+    """One of several phrasings of the scene, and which attributes it names. Each attribute but the class is
+    named with probability about `keep`."""
+    def named(p: float = keep) -> bool:
+        return bool(rng.random() < p)
+
+    size = scene.size if scene.size and named(keep * 0.7) else None
+    colour = scene.colour if named() else None
+    pattern = scene.pattern if colour and scene.pattern != "plain" and named(0.6) else "plain"
+    prefix = ("", "a photo of ", "an image of ")[rng.choice(3, p=[0.6, 0.3, 0.1])]
+    size_word = SIZE_WORDS[size][rng.integers(2)] if size else None
+    parts = [subject_phrase(scene.cls, colour, size_word, pattern, scene.pattern_colour, prefix)]
+    motion = scene.motion if scene.motion and scene.motion != "still" and named(0.95) else None
+    if motion:
+        parts.append(MOTION_WORDS[motion])
+    position = scene.position if (scene.motion in (None, "still") or named(0.4)) and named() else None
+    if position:
+        words = POSITION_WORDS[position]
+        parts.append(words[rng.integers(len(words))])
+    text = " ".join(parts)
+    background = scene.background if named() else None
+    if background:
+        text = (f"{text} on a {background} background", f"{text}, {background} background",
+                f"{text} in front of a {background} background")[rng.integers(3)]
+    mentioned = {"cls": scene.cls, "colour": colour, "size": size, "position": position, "background": background,
+                 "motion": motion, "pattern": scene.pattern if colour and pattern != "plain" else None,
+                 "pattern_colour": scene.pattern_colour if pattern != "plain" else None}
+    return text, mentioned
+
+
+def caption(scene: Scene, rng: np.random.Generator, keep: float = 0.8) -> str:
+    """A random caption of the scene (see `describe`)."""
+    return describe(scene, rng, keep)[0]
+
+
+def prompt(cls_phrase: str, position: str | None = None, background: str | None = None,
+           motion: str | None = None) -> str:
+    """The canonical phrasing used for evaluation prompts: '<subject> [motion] [position] on a <bg> background'."""
+    parts = [cls_phrase]
+    if motion and motion != "still":
+        parts.append(MOTION_WORDS[motion])
+    if position:
+        parts.append(POSITION_WORDS[position][0])
+    text = " ".join(parts)
+    return f"{text} on a {background} background" if background else text

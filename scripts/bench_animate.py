@@ -1,0 +1,125 @@
+"""`cdvideo animate` against a plain diffusers AnimateDiffPipeline call, side by side, at SD1.5 + AnimateDiff v1-5-2
+size (random weights).
+
+    python scripts/bench_animate.py [--resolution 128] [--num-frames 8] [--steps 4] [--rounds 2]
+
+Both render the same prompt with identical settings (DDIM with AnimateDiff's settings, guidance 7.5, VAE slicing,
+decode chunk 16, CPU noise) and write MP4 + GIF; both are split the same way (load, text, denoise, VAE decode,
+export; text and decode from the pipeline's step callback). Each run is its own process, cdvideo and plain in
+turn, `--rounds` times; the fastest round of each counts. On a GPU both use float16 (`--dtype`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = "a photo of a dog running on the beach"
+
+
+def cdvideo_run(args: argparse.Namespace, out: Path, timer) -> None:
+    from cdvideo.render import Job, Options, animate
+
+    opts = Options(model="sd15-random", output_dir=str(out), formats=["mp4", "gif"], dtype=args.dtype)
+    animate(opts, [Job(prompt=PROMPT, seed=[0], num_frames=args.num_frames, height=args.resolution,
+                       width=args.resolution, num_inference_steps=args.steps, guidance_scale=7.5)], timer)
+
+
+def plain_run(args: argparse.Namespace, out: Path, timer) -> None:
+    """What a diffusers user writes: components, AnimateDiffPipeline, call, export_to_video / export_to_gif."""
+    import torch
+    from diffusers import AnimateDiffPipeline, DDIMScheduler
+    from diffusers.utils import export_to_gif, export_to_video
+
+    from cdvideo import tiny
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if dev.type == "cuda" else torch.float32)
+    with timer("load"):
+        m = tiny.build_components(arch=tiny.SD15_ID)
+        adapter = tiny.build_motion_adapter(arch=tiny.SD15_ID)
+        sched = DDIMScheduler.from_config(m["scheduler"].config, beta_schedule="linear", clip_sample=False,
+                                          timestep_spacing="linspace", steps_offset=1)
+        pipe = AnimateDiffPipeline(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
+                                   unet=m["unet"], motion_adapter=adapter, scheduler=sched).to(dev, dtype)
+        pipe.vae.enable_slicing()
+    with timer.pipeline() as callback:
+        frames = pipe(PROMPT, num_frames=args.num_frames, height=args.resolution, width=args.resolution,
+                      num_inference_steps=args.steps, guidance_scale=7.5, decode_chunk_size=16, output_type="pil",
+                      generator=torch.Generator("cpu").manual_seed(0), callback_on_step_end=callback).frames[0]
+    with timer("export"):
+        export_to_video(frames, str(out / "clip.mp4"), fps=8, macro_block_size=16)
+        export_to_gif(frames, str(out / "clip.gif"), fps=8)
+
+
+def worker(args: argparse.Namespace) -> None:
+    import torch
+
+    from cdvideo.timing import StepTimer
+
+    timer = StepTimer("cuda" if torch.cuda.is_available() else "cpu")
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        (cdvideo_run if args.worker == "cdvideo" else plain_run)(args, Path(d), timer)
+        total = time.perf_counter() - t0
+    split = dict(timer.totals)
+    split["other"] = max(total - sum(split.values()), 0.0)
+    print("RESULT " + json.dumps({"total": total, "split": split}), flush=True)
+
+
+def run_worker(kind: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--resolution", str(args.resolution), "--num-frames",
+           str(args.num_frames), "--steps", str(args.steps)] + (["--dtype", args.dtype] if args.dtype else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        sys.exit(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def report(args: argparse.Namespace) -> None:
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    best: dict[str, dict] = {}
+    for _ in range(args.rounds):
+        for kind in ("cdvideo", "plain"):
+            r = run_worker(kind, args)
+            if kind not in best or r["total"] < best[kind]["total"]:
+                best[kind] = r
+    c, p = best["cdvideo"], best["plain"]
+    print(f"# bench_animate: {device}, torch {torch.__version__}, {args.num_frames} frames {args.resolution} px, "
+          f"{args.steps} steps, guidance 7.5, SD1.5 + v1-5-2 size (random weights), {time.strftime('%Y-%m-%d')}")
+    print(f"{'section':12s} {'cdvideo':>9s} {'plain':>9s} {'ratio':>7s}")
+    for name in ("load", "text", "denoise", "vae_decode", "export", "other"):
+        a, b = c["split"].get(name, 0.0), p["split"].get(name, 0.0)
+        print(f"{name:12s} {a:8.2f}s {b:8.2f}s {a / b if b else float('nan'):6.3f}x")
+    print(f"{'total':12s} {c['total']:8.2f}s {p['total']:8.2f}s {c['total'] / p['total']:6.3f}x")
+    render = lambda r: sum(r["split"].get(k, 0.0) for k in ("text", "denoise", "vae_decode"))  # noqa: E731
+    print(f"{'pipeline':12s} {render(c):8.2f}s {render(p):8.2f}s {render(c) / render(p):6.3f}x  "
+          "(text + denoise + decode)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--resolution", type=int, default=128)
+    p.add_argument("--num-frames", type=int, default=8)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--dtype", help="float16 or bfloat16 (default: float16 on GPU, float32 on CPU)")
+    p.add_argument("--worker", choices=["cdvideo", "plain"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker(args)
+    else:
+        report(args)
+
+
+if __name__ == "__main__":
+    main()

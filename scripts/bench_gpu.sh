@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The GPU targets of docs/benchmarks.md in one run (one H100/H200; about 6 minutes with model building):
+#   bash scripts/bench_gpu.sh 2>&1 | tee bench_gpu.log
+# 1. training at 512 px, batch 2, bf16 autocast (fp32 master K/V and token rows): seconds per step x 500, peak VRAM,
+#    the UNet's FLOP utilisation; compile=true as a second line (it pays only once the graph is warm).
+# 2. a 16-frame 512x512 clip, 25 steps with guidance, bf16, cdvideo animate against a plain AnimateDiffPipeline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python scripts/bench_train.py --resolution 512 --batch-sizes 2 --steps 50 --warmup 5 --rounds 1 -- mixed_precision=bf16
+python scripts/bench_train.py --resolution 512 --batch-sizes 2 --steps 50 --warmup 10 --rounds 1 -- mixed_precision=bf16 compile=true
+python scripts/bench_animate.py --resolution 512 --num-frames 16 --steps 25 --rounds 2 --dtype bfloat16

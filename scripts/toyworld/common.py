@@ -1,0 +1,144 @@
+"""Shared pieces of the miniature world's build: the work folder, seeding, rendered datasets, curves, and the
+architectures of the miniature model (SD1.5's component classes and block types, small widths)."""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from cdvideo.toyworld import draw, world  # noqa: E402
+from cdvideo.toyworld.instances import excluded  # noqa: E402
+
+ASSETS = ROOT / "cdvideo" / "toyworld" / "assets"
+TEXT_WIDTH = 64
+# SD1.5's block layout (cross-attention in the middle levels and the mid block) without attention at the
+# 16 x 16 level, where self-attention over 256 positions would cost 40% of a CPU step
+UNET = dict(block_out_channels=(32, 64, 96, 96), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+            cross_attention_dim=TEXT_WIDTH, attention_head_dim=2, norm_num_groups=8,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
+VAE = dict(block_out_channels=(16, 32, 64), layers_per_block=1, in_channels=3, out_channels=3, latent_channels=4,
+           down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+           norm_num_groups=8, sample_size=64, mid_block_add_attention=False)
+TEXT = dict(hidden_size=TEXT_WIDTH, intermediate_size=4 * TEXT_WIDTH, num_hidden_layers=3, num_attention_heads=4,
+            max_position_embeddings=77, projection_dim=TEXT_WIDTH, hidden_act="quick_gelu",
+            bos_token_id=0, eos_token_id=2, pad_token_id=1)  # SD1.5's config values, eos_token_id=2 included
+ADAPTER = dict(block_out_channels=UNET["block_out_channels"], motion_layers_per_block=1,
+               motion_mid_block_layers_per_block=1, motion_num_attention_heads=2, motion_norm_num_groups=8,
+               motion_max_seq_length=32, use_motion_mid_block=True)
+# DDPM schedule of SD1.5 (image model) and of AnimateDiff's motion training (linear betas)
+SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                   clip_sample=False, steps_offset=1)
+MOTION_SCHEDULE = {**SD_SCHEDULE, "beta_schedule": "linear"}
+
+
+def warmup_cosine(optimizer, steps: int, warmup: int, floor: float = 0.0):
+    """Linear warm-up, then cosine decay to `floor` x the learning rate."""
+    def factor(s: int) -> float:
+        return min(1.0, (s + 1) / warmup) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def seed_everything(seed: int) -> None:
+    """Python, numpy and torch RNGs; deterministic kernels (the build is repeatable for a seed and thread count)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# -- Rendered datasets ------------------------------------------------------------------------------------
+def _render_chunk(scenes: list) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [draw.render_with_alpha(s) for s in scenes]
+    return np.stack([p[0] for p in pairs]), np.stack([(p[1] * 255).round().astype(np.uint8) for p in pairs])
+
+
+def spinning_scene(rng: np.random.Generator, exclude: frozenset = frozenset()) -> world.Scene:
+    """A random clip whose object spins."""
+    while True:
+        scene = world.sample_scene(rng, exclude=exclude)
+        if world.can_spin(scene.cls, scene.pattern):
+            return world.with_motion(scene, rng, "spinning")
+
+
+def render_set(work: Path, name: str, n: int, seed: int, clip: bool | str, exclude: bool = True
+               ) -> tuple[np.ndarray, list]:
+    """n scenes (clips when `clip`; spinning clips when clip='spinning') drawn with `seed`, rendered on all cores;
+    cached in work/name.npy + .json (+ name_alpha.npy: where the objects are)."""
+    arrays, labels = work / f"{name}.npy", work / f"{name}.json"
+    if arrays.is_file() and labels.is_file() and (work / f"{name}_alpha.npy").is_file():
+        scenes = [world.Scene(**d) for d in json.loads(labels.read_text())]
+        if len(scenes) == n:
+            return np.load(arrays, mmap_mode="r"), scenes
+    rng = np.random.default_rng(seed)
+    ex = excluded() if exclude else frozenset()
+    if clip == "spinning":
+        scenes = [spinning_scene(rng, ex) for _ in range(n)]
+    else:
+        scenes = [world.sample_scene(rng, clip=clip, exclude=ex) for _ in range(n)]
+    chunks = [scenes[i:i + 500] for i in range(0, n, 500)]
+    t0 = time.time()
+    with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
+        parts = pool.map(_render_chunk, chunks)
+    data, alpha = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    log(f"rendered {name}: {n} {'clips' if clip else 'images'} in {time.time() - t0:.0f} s")
+    work.mkdir(parents=True, exist_ok=True)
+    np.save(arrays, data if clip else data[:, 0])
+    np.save(work / f"{name}_alpha.npy", alpha if clip else alpha[:, 0])  # object coverage, uint8
+    labels.write_text(json.dumps([s.labels() for s in scenes]))
+    return np.load(arrays, mmap_mode="r"), scenes
+
+
+def to_pixels(batch: np.ndarray) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.array(batch)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+# -- Curves -----------------------------------------------------------------------------------------------
+def optimizer_step(loss, opt, sched=None, clip_params=None, max_norm: float = 1.0) -> None:
+    """One update: backward, gradient-norm clipping when params are given, optimizer and schedule step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_params is not None:
+        torch.nn.utils.clip_grad_norm_(clip_params, max_norm)
+    opt.step()
+    if sched is not None:
+        sched.step()
+
+
+class Curve:
+    """Loss values per step, written to work/curves/<name>.json for the training-curve figure."""
+
+    def __init__(self, work: Path, name: str):
+        self.path, self.values = work / "curves" / f"{name}.json", []
+
+    def add(self, step: int, **values: float) -> None:
+        self.values.append({"step": step, **{k: round(float(v), 5) for k, v in values.items()}})
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.values))
+
+
+def done(work: Path, stage: str) -> bool:
+    return (work / f"{stage}.done").is_file()
+
+
+def mark_done(work: Path, stage: str, info: dict) -> None:
+    (work / f"{stage}.done").write_text(json.dumps(info, indent=1))

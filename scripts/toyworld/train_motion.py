@@ -1,0 +1,69 @@
+"""Stage 5: the motion adapter, as AnimateDiff trains one (Guo et al. ICLR 2024): a diffusers MotionAdapter matching
+the UNet, inserted with UNetMotionModel.from_unet2d; the image model frozen, only the motion modules learn, on
+16-frame clips of encoded renders with AnimateDiff's linear-beta schedule and captions naming the motion."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import ADAPTER, Curve, MOTION_SCHEDULE, log, mark_done, optimizer_step, seed_everything, warmup_cosine
+from train_text import datasets
+from train_unet import captions, latents, load_text, min_snr_weights, sample_latents
+
+from cdvideo.text import encode_prompts
+
+
+def build(work: Path):
+    """UNetMotionModel of the trained (EMA) UNet and a fresh MotionAdapter; only motion modules train."""
+    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+
+    unet = UNet2DConditionModel.from_pretrained(str(work / "unet"))
+    model = UNetMotionModel.from_unet2d(unet, MotionAdapter(**ADAPTER))
+    model.requires_grad_(False)
+    trainable = [p for n, p in model.named_parameters() if "motion_modules." in n]
+    for p in trainable:
+        p.requires_grad_(True)
+    return model.train(), trainable
+
+
+def run(work: Path, seed: int, steps: int = 400, clips_per_batch: int = 4, lr: float = 1e-3) -> dict:
+    from diffusers import AutoencoderKL, DDPMScheduler
+
+    seed_everything(seed)
+    _, _, _, clip_scenes = datasets(work, seed)
+    mean, std = latents(work, "clips")  # (N, F, 4, 16, 16)
+    scale = AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"]
+    tokenizer, text_encoder = load_text(work)
+    sched = DDPMScheduler(**MOTION_SCHEDULE)
+    model, trainable = build(work)
+    log(f"motion modules: {sum(p.numel() for p in trainable) / 1e6:.2f}M parameters")
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-2)
+    lr_sched = warmup_cosine(opt, steps, 50, floor=0.1)
+    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    curve, t0 = Curve(work, "motion"), time.time()
+    for step in range(steps):
+        ci = np.sort(rng.choice(len(clip_scenes), clips_per_batch, replace=False))
+        x0 = sample_latents(mean[ci], std[ci], scale, gen).permute(0, 2, 1, 3, 4)  # (B, 4, F, 16, 16)
+        prompts = captions([clip_scenes[c] for c in ci], rng)
+        with torch.no_grad():
+            cond = encode_prompts(text_encoder, tokenizer, prompts)  # (B, 77, D)
+        cond = cond.repeat_interleave(x0.shape[2], dim=0)  # (B * F, 77, D), one per frame as AnimateDiffPipeline
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=gen)
+        noisy = sched.add_noise(x0, noise, t.view(-1))
+        pred = model(noisy, t, cond).sample
+        w = min_snr_weights(sched.alphas_cumprod, t)
+        loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3, 4))).mean()
+        optimizer_step(loss, opt, lr_sched, trainable)
+        if step % 10 == 0 or step == steps - 1:
+            curve.add(step, loss=loss.item())
+            log(f"motion step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
+    curve.save()
+    model.eval().save_motion_modules(str(work / "motion_adapter"))
+    info = {"steps": steps, "clips_per_batch": clips_per_batch, "seconds": round(time.time() - t0)}
+    mark_done(work, "motion", info)
+    return info

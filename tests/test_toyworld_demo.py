@@ -1,0 +1,91 @@
+"""`cdvideo demo`, personalization measured by the judge, and `cdvideo eval --judge toyworld`."""
+
+import json
+
+import torch
+
+from cdvideo.cli import main
+from cdvideo.config import load_train_config
+from cdvideo.models import load_components
+from cdvideo.pipelines import image_pipeline, load_personalized, make_scheduler
+from cdvideo.toyworld import judge as J
+from cdvideo.toyworld import instances
+from cdvideo.toyworld.demo import TRAIN, train_config
+from cdvideo.train import train
+
+from conftest import ROOT
+
+PROMPTS = ["a photo of a {} on a gray background", "a {} at the top on a black background",
+           "a {} on the left on a blue background", "a {} on the right, dotted background"]
+
+
+def identity(m, inst, subject: str) -> float:
+    """Mean judge identity of the instance over fixed prompts and seeds (still images)."""
+    judge = J.load()
+    pipe = image_pipeline(m, scheduler=make_scheduler("ddim", m["scheduler"].config, False))
+    images = pipe([p.format(subject) for p in PROMPTS for _ in (0, 1)], num_inference_steps=20, guidance_scale=5.0,
+                  generator=torch.Generator().manual_seed(0)).images
+    return sum(J.identity(J.read(judge, [im]), inst.appearance) for im in images) / len(images)
+
+
+def test_short_personalization_raises_identity_above_the_base(tmp_path):
+    """The test that fails if the token or the K/V stop learning."""
+    inst = instances.get("striped_ball")
+    base = identity(load_components("toyworld"), inst, "ball")
+    path = train(train_config(inst, tmp_path / "run", STEPS, 1.0))
+    m, _, _ = load_personalized(None, [str(path)])
+    tuned = identity(m, inst, "sks ball")
+    assert tuned > base + IDENTITY_GAIN, (base, tuned)
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--steps", "8", "--without-spl", "never", "--output-dir", str(tmp_path),
+                 "--prompt", "a sks ball moving right on a blue background"]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "striped_ball"
+    report = json.loads((run / "report.json").read_text())
+    rows = report["rows"]
+    assert set(rows) == {"base model, class word", "ClassDiffusion (SPL 1.0)"}
+    for r in rows.values():
+        assert 0.0 <= r["identity"] <= 1.0 and r["motion"] in (0.0, 1.0) and r["background"] in (0.0, 1.0)
+    assert f"{rows['ClassDiffusion (SPL 1.0)']['identity']:.2f}" in (run / "report.md").read_text()
+    assert list((run / "clips").glob("*.mp4")) and list((run / "clips").glob("*.gif"))
+    assert (run / "drift.png").is_file() and (run / "run" / "weights.safetensors").is_file()
+    gif = next((run / "clips").glob("*.gif"))
+    from PIL import Image
+    assert Image.open(gif).size == (256, 256)  # enlarged for viewing; the raw frames stay 64 px
+    assert Image.open(next((run / "clips").glob("*_frames/0000.png"))).size == (64, 64)
+    assert "identity" in out and str(run / "report.md") in out
+    assert main(["demo", "--steps", "1", "--without-spl", "never", "--output-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "striped_ball-2" / "report.md").is_file()  # a new folder each time
+
+
+def test_eval_with_the_judge_for_clips(tmp_path):
+    w = train(load_train_config(None, [f"output_dir={tmp_path / 'run'}", *[f"{k}={v}" for k, v in TRAIN.items()],
+                                       "model=toyworld", "concepts.0.images=toyworld:striped_ball",
+                                       "concepts.0.class_word=ball", "max_steps=2"]))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a {token} {class_word} moving right on a blue background\n")
+    args = ["eval", "--weights", str(w), "--judge", "toyworld", "--metrics", "none", "--prompts", str(prompts),
+            "--seeds", "0", "--video", "--num-frames", "8", "--num-inference-steps", "2",
+            "--output-dir", str(tmp_path / "eval")]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["overall"]
+    assert set(summary) == {"identity", "composition"}
+    assert 0 <= summary["identity"]["mean"] <= 1 and summary["composition"]["mean"] in (0.0, 0.5, 1.0)
+    assert main(args) == 0  # resumable: a second run finds everything generated and scored
+
+
+def test_shipped_toyworld_config_matches_the_demo():
+    cfg = load_train_config(ROOT / "configs/train/toyworld.yaml")
+    for key, value in TRAIN.items():
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        assert node == value, key
+    assert cfg.model == "toyworld" and cfg.concepts[0].images == "toyworld:striped_ball"
+
+
+# Measured on the shipped model (docs/toyworld.md): see the closing numbers there
+STEPS = 60
+IDENTITY_GAIN = 0.1

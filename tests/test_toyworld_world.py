@@ -1,0 +1,75 @@
+"""The miniature world's generator: deterministic, its words single SD1.5 tokens, its labels true to its pictures."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cdvideo.tiny import tokenizer_dir
+from cdvideo.toyworld import draw, images_folder, instances, world
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import CLIPTokenizer
+    return CLIPTokenizer.from_pretrained(str(tokenizer_dir()))
+
+
+def test_vocabulary_sizes_and_single_tokens(tokenizer):
+    assert len(world.CLASSES) >= 8 and len(world.COLOURS) >= 8 and len(world.BACKGROUNDS) >= 8
+    assert len(world.POSITIONS) == 5 and len(world.SIZES) == 2
+    for word in (*world.CLASSES, *world.COLOURS):
+        assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
+
+
+def test_generator_is_deterministic_and_seeds_differ():
+    a = [world.sample_scene(np.random.default_rng(7), clip=True) for _ in range(2)]
+    assert a[0] == a[1]
+    assert np.array_equal(draw.render(a[0]), draw.render(a[1]))
+    b = world.sample_scene(np.random.default_rng(8), clip=True)
+    assert not np.array_equal(draw.render(a[0]), draw.render(b))
+
+
+def test_clips_move_as_their_labels_say():
+    rng = np.random.default_rng(0)
+    base = world.Scene("box", "red", background="black", position="centre", size="small", seed=3)
+    for motion, axis, sign in (("right", 0, 1), ("left", 0, -1), ("down", 1, 1), ("up", 1, -1)):
+        frames = draw.render(world.with_motion(base, rng, motion))
+        assert frames.shape == (world.NUM_FRAMES, 64, 64, 3)
+        red = [(f[..., 0] > 150) & (f[..., 1] < 90) for f in frames]  # the red object's pixels
+        centres = [np.argwhere(m).mean(axis=0)[::-1] for m in red]  # (x, y)
+        assert sign * (centres[-1][axis] - centres[0][axis]) > 25, motion
+    grow = draw.render(world.with_motion(base, rng, "growing"))
+    assert ((grow[-1, ..., 0] > 150) & (grow[-1, ..., 1] < 90)).sum() > 4 * ((grow[0, ..., 0] > 150)
+                                                                              & (grow[0, ..., 1] < 90)).sum()
+    with pytest.raises(ValueError, match="spinning"):
+        world.with_motion(world.Scene("ball", "red"), rng, "spinning")
+
+
+def test_captions_name_what_the_scene_holds():
+    rng = np.random.default_rng(1)
+    scene = world.Scene("star", "blue", "dots", "white", "striped", "left", "small", "right", seed=1)
+    seen = set()
+    for _ in range(200):
+        text, mentioned = world.describe(scene, rng)
+        assert "star" in text and mentioned["cls"] == "star"
+        for key, value in mentioned.items():
+            if value is not None and key in ("colour", "background"):
+                assert value in text
+        seen.add(text)
+    assert len(seen) > 20  # several phrasings
+    assert world.prompt("a red ball", "left", "green") == "a red ball on the left on a green background"
+
+
+def test_instances_never_occur_in_pretraining_and_photos_are_the_generators():
+    rng = np.random.default_rng(2)
+    banned = instances.excluded()
+    assert len(instances.INSTANCES) >= 6 and sum(i.held_out for i in instances.INSTANCES.values()) == 2
+    assert not any(world.sample_scene(rng, exclude=banned).appearance in banned for _ in range(3000))
+    for inst in instances.INSTANCES.values():
+        folder = images_folder(f"toyworld:{inst.name}")
+        files = sorted(folder.glob("*.png"))
+        assert len(files) == instances.PHOTOS
+        scenes = instances.photo_scenes(inst)
+        assert len({s.background for s in scenes}) == instances.PHOTOS
+        for path, scene in zip(files, scenes):
+            assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), draw.render(scene)[0]), path

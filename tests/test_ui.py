@@ -1,0 +1,157 @@
+"""The web app in a real headless Chromium (Debian's chromium + chromium-driver, driven by selenium): upload photos,
+train, render, download; a video as the subject; two tabs, a reload. Screenshots of each tab go to docs/."""
+
+import shutil
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES, ROOT
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+DOCS = ROOT / "docs"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    from cdvideo.ui.app import build
+
+    root = tmp_path_factory.mktemp("ui")
+    demo = build(root, "tiny")
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                        allowed_paths=[str(root)])
+    yield f"http://127.0.0.1:{port}", root
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not (CHROMIUM and DRIVER):
+        pytest.fail("the browser test needs Debian's chromium and chromium-driver (scripts/test.sh installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1400,2000", f"--user-data-dir={tmp_path_factory.mktemp('chrome')}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    yield driver
+    driver.quit()
+
+
+def wait_text(driver, elem_id: str, text: str, timeout: float = 240) -> str:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout, poll_frequency=0.5).until(
+        lambda d: text in d.find_element(By.ID, elem_id).text or "error" in d.find_element(By.ID, elem_id).text)
+    got = driver.find_element(By.ID, elem_id).text
+    assert text in got, got
+    return got
+
+
+def fill(driver, elem_id: str, value: str, tag: str = "input") -> None:
+    from selenium.webdriver.common.by import By
+
+    box = driver.find_element(By.CSS_SELECTOR, f"#{elem_id} {tag}")
+    box.clear()
+    box.send_keys(value)
+
+
+def upload(driver, elem_id: str, paths: list[Path]) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=file]").send_keys("\n".join(map(str, paths)))
+
+
+def tab(driver, name: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    next(b for b in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if b.text.strip() == name).click()
+
+
+def click(driver, elem_id: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, elem_id).click()
+
+
+def test_train_render_download_in_the_browser(app, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, root = app
+    browser.get(url)
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#train-files input[type=file]"))
+    upload(browser, "train-files", sorted((FIXTURES / "dog").glob("*.jpg")))
+    fill(browser, "train-class", "dog", "textarea")
+    fill(browser, "train-steps", "2")
+    click(browser, "train-start")
+    wait_text(browser, "train-status", "done")
+    DOCS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(DOCS / "ui-train.png"))
+
+    browser.refresh()  # a reload finds the tab's job again
+    wait_text(browser, "train-status", "done", timeout=60)
+    browser.switch_to.new_window("tab")  # another tab sees its own jobs
+    browser.get(url)
+    wait_text(browser, "train-status", "No job yet", timeout=60)
+    browser.close()
+    browser.switch_to.window(browser.window_handles[0])
+
+    weights = next(root.glob("runs/*/weights.safetensors"))
+    tab(browser, "Animate")
+    upload(browser, "anim-upload", [weights])
+    fill(browser, "anim-prompts", "a sks dog running on the beach", "textarea")
+    fill(browser, "anim-steps", "2")
+    click(browser, "anim-render")
+    wait_text(browser, "anim-status", "done")
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#anim-video video[src]"))
+    links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#anim-downloads a[href]")]
+    mp4 = next(h for h in links if ".mp4" in h)
+    with urllib.request.urlopen(mp4, timeout=30) as r:
+        assert b"ftyp" in r.read(64)  # an MP4 came down
+    browser.save_screenshot(str(DOCS / "ui-animate.png"))
+
+    tab(browser, "Drift")
+    box = browser.find_element(By.CSS_SELECTOR, "#drift-files input")
+    box.click()
+    box.send_keys(str(weights))
+    box.send_keys("\n")
+    click(browser, "drift-go")
+    wait_text(browser, "drift-status", "done")
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drift-plot img"))
+    browser.save_screenshot(str(DOCS / "ui-drift.png"))
+    tab(browser, "Compose")
+    browser.save_screenshot(str(DOCS / "ui-compose.png"))
+
+
+def test_a_video_as_the_subject_in_the_browser(app, browser, tmp_path):
+    import numpy as np
+
+    from test_inputs import scene, write_video
+
+    url, root = app
+    write_video(tmp_path / "rex.mp4", [scene(s) for s in range(5) for _ in range(4)])
+    browser.get(url)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#train-files input[type=file]"))
+    upload(browser, "train-files", [tmp_path / "rex.mp4"])
+    fill(browser, "train-steps", "1")
+    click(browser, "train-start")
+    wait_text(browser, "train-status", "done")
+    frames = list(root.glob("runs/*/subject_frames/sks/*.png"))
+    assert len(frames) >= 3 and np.all([f.stat().st_size > 0 for f in frames])
