@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _start_commands(command) -> None:
     """`demo` and `ui`: the ways in."""
-    p = command("demo", help="see cdvideo work in ~3 minutes on a CPU, offline, in the miniature world")
+    p = command("demo", help="see cdvideo work in under 3 minutes on a CPU, offline, in the miniature world")
     from .toyworld.demo import TRAIN
     from .toyworld.instances import DEMO_INSTANCE, INSTANCES
 

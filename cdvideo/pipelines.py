@@ -96,15 +96,14 @@ def load_personalized(model: str | None, weight_files: list[str], scale: float =
     m = load_components(base, revision, variant, dtype=dtype, config=config)
     from .interop.importer import check_key_set
 
-    for other in ws:
+    for other in ws:  # names and shapes first (another architecture says so), then completeness
+        weights.validate(other, m["unet"], m["text_encoder"], m["tokenizer"], base_model=base, force=force)
         check_key_set(other, m["unet"])  # a partial K/V set would be applied half-way
     w = ws[0] if ws else None
     if len(ws) > 1:
         from .compose import compose
 
         tqdm.write(f"composing {len(ws)} weights files on the fly (constrained, as `cdvideo compose`)")
-        for other in ws:
-            weights.validate(other, m["unet"], m["text_encoder"], m["tokenizer"], base_model=base, force=force)
         w = compose(ws, m)
     if w is not None:
         weights.validate(w, m["unet"], m["text_encoder"], m["tokenizer"], base_model=base, force=force)

@@ -26,7 +26,7 @@ PROMPT = "a photo of a dog running on the beach"
 def cdvideo_run(args: argparse.Namespace, out: Path, timer) -> None:
     from cdvideo.render import Job, Options, animate
 
-    opts = Options(model="sd15-random", output_dir=str(out), formats=["mp4", "gif"], dtype=args.dtype)
+    opts = Options(model=args.arch, output_dir=str(out), formats=["mp4", "gif"], dtype=args.dtype)
     animate(opts, [Job(prompt=PROMPT, seed=[0], num_frames=args.num_frames, height=args.resolution,
                        width=args.resolution, num_inference_steps=args.steps, guidance_scale=7.5)], timer)
 
@@ -34,16 +34,17 @@ def cdvideo_run(args: argparse.Namespace, out: Path, timer) -> None:
 def plain_run(args: argparse.Namespace, out: Path, timer) -> None:
     """What a diffusers user writes: components, AnimateDiffPipeline, call, export_to_video / export_to_gif."""
     import torch
-    from diffusers import AnimateDiffPipeline, DDIMScheduler
-    from diffusers.utils import export_to_gif, export_to_video
-
-    from cdvideo import tiny
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if dev.type == "cuda" else torch.float32)
-    with timer("load"):
-        m = tiny.build_components(arch=tiny.SD15_ID)
-        adapter = tiny.build_motion_adapter(arch=tiny.SD15_ID)
+    with timer("load"):  # imports included, as cdvideo's load includes its own
+        from diffusers import AnimateDiffPipeline, DDIMScheduler
+        from diffusers.utils import export_to_gif, export_to_video
+
+        from cdvideo import tiny
+
+        m = tiny.build_components(arch=args.arch)
+        adapter = tiny.build_motion_adapter(arch=args.arch)
         sched = DDIMScheduler.from_config(m["scheduler"].config, beta_schedule="linear", clip_sample=False,
                                           timestep_spacing="linspace", steps_offset=1)
         pipe = AnimateDiffPipeline(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
@@ -75,7 +76,8 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_worker(kind: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--resolution", str(args.resolution), "--num-frames",
-           str(args.num_frames), "--steps", str(args.steps)] + (["--dtype", args.dtype] if args.dtype else [])
+           str(args.num_frames), "--steps", str(args.steps), "--arch", args.arch]
+    cmd += ["--dtype", args.dtype] if args.dtype else []
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -95,7 +97,7 @@ def report(args: argparse.Namespace) -> None:
                 best[kind] = r
     c, p = best["cdvideo"], best["plain"]
     print(f"# bench_animate: {device}, torch {torch.__version__}, {args.num_frames} frames {args.resolution} px, "
-          f"{args.steps} steps, guidance 7.5, SD1.5 + v1-5-2 size (random weights), {time.strftime('%Y-%m-%d')}")
+          f"{args.steps} steps, guidance 7.5, {args.arch} (random weights), {time.strftime('%Y-%m-%d')}")
     print(f"{'section':12s} {'cdvideo':>9s} {'plain':>9s} {'ratio':>7s}")
     for name in ("load", "text", "denoise", "vae_decode", "export", "other"):
         a, b = c["split"].get(name, 0.0), p["split"].get(name, 0.0)
@@ -112,6 +114,7 @@ def main() -> None:
     p.add_argument("--num-frames", type=int, default=8)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--arch", default="sd15-random", choices=["sd15-random", "tiny"], help="tiny: a quick check")
     p.add_argument("--dtype", help="float16 or bfloat16 (default: float16 on GPU, float32 on CPU)")
     p.add_argument("--worker", choices=["cdvideo", "plain"], help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -48,7 +48,7 @@ def unet_forward_flops(unet, batch: int, resolution: int, device, dtype) -> floa
     return float(counter.get_total_flops())
 
 
-def bare(batch: int, resolution: int, steps: int, warmup: int, bf16: bool) -> dict:
+def bare(arch: str, batch: int, resolution: int, steps: int, warmup: int, bf16: bool) -> dict:
     """UNet forward + backward + AdamW on the K/V, random latents and text states."""
     import torch
 
@@ -59,7 +59,7 @@ def bare(batch: int, resolution: int, steps: int, warmup: int, bf16: bool) -> di
     with torch.random.fork_rng():
         torch.manual_seed(0)
         from diffusers import UNet2DConditionModel
-        unet = UNet2DConditionModel(**tiny.ARCHITECTURES[tiny.SD15_ID]["unet"]).to(dev, dtype)
+        unet = UNet2DConditionModel(**tiny.ARCHITECTURES[arch]["unet"]).to(dev, dtype)
     unet.requires_grad_(False)
     kv = [p for n, p in unet.named_parameters() if n in set(weights.cross_attention_names(unet))]
     for p in kv:
@@ -71,7 +71,7 @@ def bare(batch: int, resolution: int, steps: int, warmup: int, bf16: bool) -> di
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         x = torch.randn(batch, 4, h, h, device=dev, dtype=dtype)
-        cond = torch.randn(batch, 77, 768, device=dev, dtype=dtype)
+        cond = torch.randn(batch, 77, unet.config.cross_attention_dim, device=dev, dtype=dtype)
         t = torch.randint(0, 1000, (batch,), device=dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             loss = (unet(x, t, cond).sample.float() - x.float()).pow(2).mean()
@@ -88,7 +88,7 @@ def bare(batch: int, resolution: int, steps: int, warmup: int, bf16: bool) -> di
     return out
 
 
-def train_step(batch: int, resolution: int, steps: int, warmup: int, overrides: list[str]) -> dict:
+def train_step(arch: str, batch: int, resolution: int, steps: int, warmup: int, overrides: list[str]) -> dict:
     """`cdvideo.train.train()` for warmup + steps steps; seconds per step after warmup and the split."""
     import torch
 
@@ -108,7 +108,7 @@ def train_step(batch: int, resolution: int, steps: int, warmup: int, overrides: 
 
     with tempfile.TemporaryDirectory() as out:
         cfg = load_train_config(None, [
-            "model=sd15-random", f"output_dir={out}/run", "concepts.0.images=samples/dog", "concepts.0.class_word=dog",
+            f"model={arch}", f"output_dir={out}/run", "concepts.0.images=samples/dog", "concepts.0.class_word=dog",
             f"resolution={resolution}", f"batch_size={batch}", f"max_steps={warmup + steps}", "checkpoint_every=0",
             "report_to=none", "validation.every=0", *overrides])
         t0 = time.perf_counter()
@@ -128,15 +128,16 @@ def worker(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     bf16 = any(o == "mixed_precision=bf16" for o in args.overrides)
     if args.worker == "bare":
-        result = bare(args.batch_size, args.resolution, args.steps, args.warmup, bf16)
+        result = bare(args.arch, args.batch_size, args.resolution, args.steps, args.warmup, bf16)
     else:
-        result = train_step(args.batch_size, args.resolution, args.steps, args.warmup, args.overrides)
+        result = train_step(args.arch, args.batch_size, args.resolution, args.steps, args.warmup, args.overrides)
     print("RESULT " + json.dumps(result), flush=True)
 
 
 def run_worker(kind: str, batch: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--batch-size", str(batch), "--resolution",
-           str(args.resolution), "--steps", str(args.steps), "--warmup", str(args.warmup), "--", *args.overrides]
+           str(args.resolution), "--steps", str(args.steps), "--warmup", str(args.warmup), "--arch", args.arch,
+           "--", *args.overrides]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -149,7 +150,7 @@ def report(args: argparse.Namespace) -> None:
 
     device = (torch.cuda.get_device_name() if torch.cuda.is_available()
               else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
-    print(f"# bench_train: {device}, torch {torch.__version__}, {args.resolution} px, SD1.5 size (random weights), "
+    print(f"# bench_train: {device}, torch {torch.__version__}, {args.resolution} px, {args.arch} (random weights), "
           f"{time.strftime('%Y-%m-%d')}; overrides: {' '.join(args.overrides) or 'none'}")
     for batch in args.batch_sizes:
         best: dict[str, dict] = {}
@@ -187,6 +188,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--arch", default="sd15-random", choices=["sd15-random", "tiny"], help="tiny: a quick check")
     p.add_argument("--worker", choices=["bare", "train"], help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="key=value for the train config")
     args = p.parse_args()

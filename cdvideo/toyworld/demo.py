@@ -28,8 +28,11 @@ PROMPTS = ("a {token} {class_word} moving right on a blue background",
            "a {token} {class_word} moving up on a checkered background")
 BUDGET_S = 180  # the run without SPL is skipped (mode 'auto') when it would end later than this
 # Training settings of the miniature world (configs/train/toyworld.yaml holds the same; a test keeps them equal)
+# No scale augmentation: the 5 photos already vary position and size, and at 64 px shrinking or zooming them breaks
+# the look (a tenth of a photo's pixels hold the pattern)
 TRAIN = {"resolution": 64, "batch_size": 4, "max_steps": 120, "optimizer.learning_rate": 1e-3,
-         "optimizer.scale_lr": False, "checkpoint_every": 0, "validation.every": 0, "report_to": "none"}
+         "optimizer.scale_lr": False, "augment": False, "checkpoint_every": 0, "validation.every": 0,
+         "report_to": "none"}
 RENDER = {"num_inference_steps": 20, "guidance_scale": 5.0}
 
 
@@ -165,9 +168,10 @@ def write_report(out: Path, report: dict) -> list[Path]:
     text = (f"# cdvideo demo: {report['instance']} ({report['looks']})\n\n"
             f"Prompts ({report['token']} = the personal {report['class_word']}; before: the class word alone):\n\n"
             + "".join(f"- {p}\n" for p in report["prompts"])
-            + "\nRead by the miniature world's judge: identity = probability that a clip shows the instance's "
-              "look; background, position, motion = share of clips showing the prompted one; composition = "
-              "their mean.\n\n" + table(report) + f"\n\n{report['seconds']:.0f} s in all.\n")
+            + "\nRead by the miniature world's judge: identity = expected share of the instance's traits "
+              "(class, colour, pattern, pattern colour) a clip shows; background, position, motion = share of "
+              "clips showing the prompted one; composition = their mean.\n\n" + table(report)
+            + f"\n\n{report['seconds']:.0f} s in all.\n")
     write_text_atomic(out / "report.md", text)
     write_text_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
     return [out / "report.md", out / "report.json"]

@@ -2,9 +2,9 @@
 images. Per frame it classifies class, colour, pattern, pattern colour, background, position and size, and
 regresses the object's centre, extent and angle; a clip's motion is read from those per-frame regressions.
 
-Identity of a personal instance is the probability that the frame shows its appearance, the product of the
-judge's probabilities of its class, colour, pattern and pattern colour. Instances are appearance combinations
-that never occur in pretraining, so the base model prompted with the class word matches one only by chance.
+Identity of a personal instance is the expected share of its four traits (class, colour, pattern, pattern colour)
+that a frame shows: the mean of the judge's probabilities of them. Instances are trait combinations that never
+occur in pretraining, so the base model prompted with the class word shows the class and the rest by chance only.
 """
 
 from __future__ import annotations
@@ -160,12 +160,13 @@ def read(judge: Judge, frames, batch: int = 256) -> Reading:
 
 # -- Scores ------------------------------------------------------------------------------------------------
 def identity(reading: Reading, appearance: tuple) -> float:
-    """P(class) P(colour) P(pattern) P(pattern colour) of an instance's appearance, averaged over frames."""
+    """Expected share of an instance's four traits (class, colour, pattern, pattern colour) that the frames show:
+    the mean of the judge's probabilities of them, averaged over frames."""
     cls, colour, pattern, pc = appearance
     p = reading.probs
-    per_frame = (p["cls"][:, CLASSES.index(cls)] * p["colour"][:, HEADS["colour"].index(colour)]
-                 * p["pattern"][:, PATTERNS.index(pattern)]
-                 * p["pattern_colour"][:, HEADS["pattern_colour"].index(pc or "none")])
+    per_frame = (p["cls"][:, CLASSES.index(cls)] + p["colour"][:, HEADS["colour"].index(colour)]
+                 + p["pattern"][:, PATTERNS.index(pattern)]
+                 + p["pattern_colour"][:, HEADS["pattern_colour"].index(pc or "none")]) / 4
     return float(per_frame.mean())
 
 

@@ -22,7 +22,7 @@ class EvalPrompt:
 
 @dataclass
 class Scores:
-    """Rates over a set of samples: attribute -> fraction honoured; identity -> mean probability."""
+    """Rates over a set of samples: attribute -> fraction honoured; identity -> mean identity (judge.identity)."""
     honoured: dict[str, float] = field(default_factory=dict)
     identity: float | None = None
     n: int = 0

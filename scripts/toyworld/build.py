@@ -1,6 +1,6 @@
 """Rebuild the miniature world's shipped weights: judge, text encoder, VAE, UNet, motion adapter.
 
-    python scripts/toyworld/build.py                 # every stage, about an hour on 2 CPU cores
+    python scripts/toyworld/build.py                 # every stage, about 85 minutes on 2 CPU cores
     python scripts/toyworld/build.py --stage unet    # one stage (the earlier ones must have run)
 
 Deterministic for a seed and a thread count: every stage seeds its own RNGs and uses only its inputs.
@@ -53,7 +53,7 @@ def run_stage(stage: str, work: Path, seed: int, scale: float) -> None:
         train_unet.run(work, seed, steps=steps(2800))
     elif stage == "motion":
         import train_motion
-        train_motion.run(work, seed, steps=steps(400))
+        train_motion.run(work, seed, steps=steps(1200))
     elif stage == "export":
         import export
         export.run(work)

@@ -6,9 +6,9 @@
 Each run is `cdvideo train` with the demo's settings (configs/train/toyworld.yaml) on one instance's 5 photos; only
 the SPL weight and the seed change (plus `spl.pooling=official` at weight 1, the public code's pooling). A fixed set
 of compositional prompts is then rendered (images, and clips through the shipped motion adapter) and read by the
-judge: identity (probability of the instance's look), composition (share of the prompted backgrounds, positions,
-motions and second objects shown), and the token's text-space drift (`cdvideo drift`'s cosine distance from the
-class centroid). Also one joint two-concept run and one composed pair (constrained vs average).
+judge: identity (expected share of the instance's four traits shown), composition (share of the prompted
+backgrounds, positions, motions and second objects shown), and the token's text-space drift (`cdvideo drift`'s
+cosine distance from the class centroid). Also one joint two-concept run and one composed pair (constrained vs average).
 Writes docs/toyworld/ablation.csv, ablation.md, ablation.json and ablation.png.
 """
 
@@ -202,7 +202,7 @@ def write_outputs(rows: list[dict], summary: list[dict], multi: list[dict], base
     for inst, mk in markers.items():
         ax.scatter([], [], color="white", edgecolors="black", marker=mk, label=inst)
     ax.set_xlabel("composition (prompted background, position, motion, second object shown)")
-    ax.set_ylabel("identity (judge: probability of the instance's look)")
+    ax.set_ylabel("identity (judge: share of the instance's traits shown)")
     ax.set_title("SPL ablation in the miniature world (one point per run)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

@@ -18,11 +18,16 @@ from cdvideo.text import encode_prompts
 
 
 def build(work: Path):
-    """UNetMotionModel of the trained (EMA) UNet and a fresh MotionAdapter; only motion modules train."""
+    """UNetMotionModel of the trained (EMA) UNet and a fresh MotionAdapter; only the motion modules train."""
     from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
     unet = UNet2DConditionModel.from_pretrained(str(work / "unet"))
-    model = UNetMotionModel.from_unet2d(unet, MotionAdapter(**ADAPTER))
+    adapter = MotionAdapter(**ADAPTER)
+    for name, module in adapter.named_modules():  # zero-initialised outputs, as AnimateDiff's: the model starts as
+        if name.endswith("proj_out"):             # the image model (diffusers draws them at random)
+            torch.nn.init.zeros_(module.weight)
+            torch.nn.init.zeros_(module.bias)
+    model = UNetMotionModel.from_unet2d(unet, adapter)
     model.requires_grad_(False)
     trainable = [p for n, p in model.named_parameters() if "motion_modules." in n]
     for p in trainable:
@@ -30,7 +35,7 @@ def build(work: Path):
     return model.train(), trainable
 
 
-def run(work: Path, seed: int, steps: int = 400, clips_per_batch: int = 4, lr: float = 1e-3) -> dict:
+def run(work: Path, seed: int, steps: int = 1200, clips_per_batch: int = 4, lr: float = 1e-3) -> dict:
     from diffusers import AutoencoderKL, DDPMScheduler
 
     seed_everything(seed)
