@@ -44,8 +44,8 @@ def slug(text: str, max_len: int = 48) -> str:
 def reserve_stem(folder: Path, stem: str, suffixes: tuple[str, ...], claim: str = ".json") -> str:
     """`stem`, or `stem-2`, `stem-3`... so that no `stem+suffix` in `folder` exists, taken atomically: `stem+claim`
     is created with O_EXCL, so two processes writing the same prompt and seed into one folder never pick the same
-    name. The caller writes `stem+claim`
-    last (an atomic replace of the empty placeholder), or removes it on failure."""
+    name. The caller writes `stem+claim` last (an atomic replace of the empty placeholder), or removes it on
+    failure."""
     folder.mkdir(parents=True, exist_ok=True)
     candidate, n = stem, 1
     while True:

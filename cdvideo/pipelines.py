@@ -91,7 +91,12 @@ def load_personalized(model: str | None, weight_files: list[str], scale: float =
 
     ws = [load_any(p) for p in weight_files]
     base = model or (ws[0].base_model if ws and ws[0].base_model else weights.DEFAULT_BASE)
-    force = any([check_base(w, base, force) for w in ws]) or force  # before loading gigabytes
+    base_hash = None  # a one-file base is hashed once, however many weights files record its sha256
+    if Path(base).is_file() and any(w.metadata.get("base_sha256") for w in ws):
+        from .export import sha256
+
+        base_hash = sha256(base)
+    force = any([check_base(w, base, force, base_hash) for w in ws]) or force  # before loading gigabytes
     config = model_config or (ws[0].metadata.get("base_config") if ws else None)
     m = load_components(base, revision, variant, dtype=dtype, config=config)
     from .interop.importer import check_key_set
@@ -111,14 +116,15 @@ def load_personalized(model: str | None, weight_files: list[str], scale: float =
     return m, w, base
 
 
-def check_base(w: weights.PersonalWeights, base: str, force: bool) -> bool:
-    """The weights were trained on this base: the same id, or for a one-file base the same content (sha256, then
-    True: the id may differ, the file having moved). Else an error, unless `force`."""
+def check_base(w: weights.PersonalWeights, base: str, force: bool, base_hash: str | None = None) -> bool:
+    """The weights were trained on this base: the same id, or for a one-file base the same content (its sha256, given
+    as `base_hash` when already computed; then True: the id may differ, the file having moved). Else an error,
+    unless `force`."""
     recorded = w.metadata.get("base_sha256")
     if recorded and Path(base).is_file():
         from .export import sha256
 
-        actual = sha256(base)
+        actual = base_hash or sha256(base)
         if actual != recorded and not force:
             raise CdvideoError(f"{w.path}: trained on a base with sha256 {recorded[:12]}..., but {base} has sha256 "
                                f"{actual[:12]}...; pass --force to use it on a same-shaped fine-tune")
