@@ -81,15 +81,12 @@ def _render(args: argparse.Namespace, video: bool) -> None:
         opts, jobs = render.from_sidecar(read_sidecar(args.sidecar), args.output_dir)
     else:
         defaults = {} if video else {"num_inference_steps": 100, "guidance_scale": 6.0}
-        preset = (args.preset or args.adapter) if video else None
-        if preset:
-            from .interop.presets import PRESETS
+        preset = render.active_preset(args.preset, args.adapter) if video else None
+        if preset:  # the steps and guidance the adapter was distilled for, unless given
+            from .interop import presets
 
-            if preset in PRESETS:  # the steps and guidance the adapter was distilled for, unless given
-                defaults.update(num_inference_steps=PRESETS[preset].num_inference_steps,
-                                guidance_scale=PRESETS[preset].guidance_scale)
-            elif args.preset:
-                raise CdvideoError(f"--preset {args.preset}: choose from {', '.join(PRESETS)}")
+            p = presets.get(preset)  # an unknown --preset is an error naming the choices
+            defaults.update(num_inference_steps=p.num_inference_steps, guidance_scale=p.guidance_scale)
         defaults.update({k: getattr(args, k) for k in JOB_KEYS if getattr(args, k, None) is not None})
         jobs = render.load_jobs(args.prompt, args.prompts, defaults)
         opts = render.Options(

@@ -172,7 +172,8 @@ def animate(opts: Options, jobs: list[Job], timer=NO_TIMER, progress=None) -> li
         adapter = load_adapter(adapter_name, dtype)
     base = {**_base_record(opts, w, model, dev, dtype), "kind": "video", "adapter": adapter_name,
             "free_init": opts.free_init, "motion_lora": opts.motion_lora, "decode_chunk_size": opts.decode_chunk_size,
-            "upscale": opts.upscale, "preset": active_preset(opts), "model_config": opts.model_config}
+            "upscale": opts.upscale, "preset": active_preset(opts.preset, opts.adapter),
+            "model_config": opts.model_config}
     written: list[Path] = []
     pipe, pipe_key = None, None
     counter = StepCounter(sum(j.num_inference_steps * len(j.seed) for j in jobs), progress)
@@ -226,17 +227,17 @@ def _place(pipe, opts: Options, dev) -> None:
         pipe.to(dev)  # components were loaded in the right dtype already
 
 
-def active_preset(opts: Options) -> str | None:
+def active_preset(preset: str | None, adapter: str | None) -> str | None:
     """The few-step preset in force: --preset, or the one an --adapter registry name implies."""
     from .interop.presets import PRESETS
 
-    return opts.preset or (opts.adapter if opts.adapter in PRESETS else None)
+    return preset or (adapter if adapter in PRESETS else None)
 
 
 def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool):
     from .interop import presets
 
-    name = active_preset(opts)
+    name = active_preset(opts.preset, opts.adapter)
     if name:
         p = presets.get(name)
         sched = make_scheduler(p.scheduler, m["scheduler"].config, animatediff=True, **p.scheduler_kwargs)
