@@ -62,6 +62,16 @@ def encode_prompts(text_encoder, tokenizer, prompts: Sequence[str]) -> torch.Ten
     return text_encoder(ids).last_hidden_state
 
 
+def encode_distinct(text_encoder, tokenizer, prompts: Sequence[str]) -> torch.Tensor:
+    """encode_prompts through the encoder once per distinct prompt, rows repeated: (B, 77, D), same values and
+    gradients (a batch of one concept repeats its prompt)."""
+    distinct = list(dict.fromkeys(prompts))
+    cond = encode_prompts(text_encoder, tokenizer, distinct)
+    if len(distinct) == len(prompts):
+        return cond
+    return cond[torch.tensor([distinct.index(p) for p in prompts], device=cond.device)]
+
+
 def add_tokens(tokenizer, text_encoder, tokens: Sequence[str], initializers: Sequence[str]) -> list[int]:
     """Add each token to the tokenizer, its embedding row set to the mean embedding of its initializer words."""
     for tok in tokens:

@@ -29,7 +29,7 @@ from .latents import LatentPool
 from .latents import sample as sample_latents
 from .losses import diffusion_target, masked_mse, semantic_preservation_loss
 from .models import load_components
-from .text import add_tokens, encode_prompts, eos_features, splice_token_rows, unsplice
+from .text import add_tokens, encode_distinct, eos_features, splice_token_rows, unsplice
 from .timing import NO_TIMER
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ def step_loss(cfg: TrainConfig, models: dict, step: int, rng: np.random.Generato
     if cfg.channels_last:
         noisy = noisy.contiguous(memory_format=torch.channels_last)
     with timer("text"):
-        cond = encode_prompts(text_encoder, tokenizer, prompts)  # (B, 77, D)
+        cond = encode_distinct(text_encoder, tokenizer, prompts)  # (B, 77, D), each distinct prompt encoded once
     timer.mark_backward(cond, "text_backward")
     with timer("unet_forward"), acc.autocast():
         pred = unet(noisy.to(wdtype), t, cond.to(wdtype)).sample.float()  # (B, 4, H/8, W/8)

@@ -4,9 +4,9 @@ size (random weights).
     python scripts/bench_animate.py [--resolution 128] [--num-frames 8] [--steps 4] [--rounds 2]
 
 Both render the same prompt with identical settings (DDIM with AnimateDiff's settings, guidance 7.5, VAE slicing,
-decode chunk 16, CPU noise) and write MP4 + GIF; both are split the same way (load, text, denoise, VAE decode,
-export; text and decode from the pipeline's step callback). Each run is its own process, cdvideo and plain in
-turn, `--rounds` times; the fastest round of each counts. On a GPU both use float16 (`--dtype`).
+decode chunk 16, CPU noise) and write MP4 + GIF (`--formats`); both are split the same way (load, text, denoise,
+VAE decode, export; text and decode from the pipeline's step callback). Each run is its own process, cdvideo and
+plain in turn, `--rounds` times; the fastest round of each counts. On a GPU both use float16 (`--dtype`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ PROMPT = "a photo of a dog running on the beach"
 def cdvideo_run(args: argparse.Namespace, out: Path, timer) -> None:
     from cdvideo.render import Job, Options, animate
 
-    opts = Options(model=args.arch, output_dir=str(out), formats=["mp4", "gif"], dtype=args.dtype)
+    opts = Options(model=args.arch, output_dir=str(out), formats=args.formats.split(","), dtype=args.dtype)
     animate(opts, [Job(prompt=PROMPT, seed=[0], num_frames=args.num_frames, height=args.resolution,
                        width=args.resolution, num_inference_steps=args.steps, guidance_scale=7.5)], timer)
 
@@ -55,8 +55,10 @@ def plain_run(args: argparse.Namespace, out: Path, timer) -> None:
                       num_inference_steps=args.steps, guidance_scale=7.5, decode_chunk_size=16, output_type="pil",
                       generator=torch.Generator("cpu").manual_seed(0), callback_on_step_end=callback).frames[0]
     with timer("export"):
-        export_to_video(frames, str(out / "clip.mp4"), fps=8, macro_block_size=16)
-        export_to_gif(frames, str(out / "clip.gif"), fps=8)
+        if "mp4" in args.formats.split(","):
+            export_to_video(frames, str(out / "clip.mp4"), fps=8, macro_block_size=16)
+        if "gif" in args.formats.split(","):
+            export_to_gif(frames, str(out / "clip.gif"), fps=8)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -76,7 +78,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_worker(kind: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--resolution", str(args.resolution), "--num-frames",
-           str(args.num_frames), "--steps", str(args.steps), "--arch", args.arch]
+           str(args.num_frames), "--steps", str(args.steps), "--arch", args.arch, "--formats", args.formats]
     cmd += ["--dtype", args.dtype] if args.dtype else []
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -115,6 +117,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--arch", default="sd15-random", choices=["sd15-random", "tiny"], help="tiny: a quick check")
+    p.add_argument("--formats", default="mp4,gif", help="what both export: mp4,gif (gif alone where no ffmpeg)")
     p.add_argument("--dtype", help="float16 or bfloat16 (default: float16 on GPU, float32 on CPU)")
     p.add_argument("--worker", choices=["cdvideo", "plain"], help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -8,4 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python scripts/bench_train.py --resolution 512 --batch-sizes 2 --steps 50 --warmup 5 --rounds 1 -- mixed_precision=bf16
 python scripts/bench_train.py --resolution 512 --batch-sizes 2 --steps 50 --warmup 10 --rounds 1 -- mixed_precision=bf16 compile=true
-python scripts/bench_animate.py --resolution 512 --num-frames 16 --steps 25 --rounds 2 --dtype bfloat16
+formats=gif; python -c "import imageio_ffmpeg" 2>/dev/null && formats=mp4,gif  # MP4 needs imageio-ffmpeg's binary
+python scripts/bench_animate.py --resolution 512 --num-frames 16 --steps 25 --rounds 2 --dtype bfloat16 --formats $formats

@@ -36,14 +36,16 @@ def peak_memory_gb() -> dict:
 
 
 def unet_forward_flops(unet, batch: int, resolution: int, device, dtype) -> float:
-    """FLOPs of one UNet forward at this batch and resolution, counted by torch's FlopCounterMode."""
+    """FLOPs of one UNet forward at this batch and resolution (under the step's autocast), by FlopCounterMode."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     h = resolution // 8
     x = torch.randn(batch, 4, h, h, device=device, dtype=dtype)
     cond = torch.randn(batch, 77, unet.config.cross_attention_dim, device=device, dtype=dtype)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    bf16 = dtype == torch.bfloat16  # the fp32 master K/V need the step's autocast, as in the timed steps
+    with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16), \
+            FlopCounterMode(display=False) as counter:
         unet(x, torch.tensor([500] * batch, device=device), cond)
     return float(counter.get_total_flops())
 
@@ -83,8 +85,7 @@ def bare(arch: str, batch: int, resolution: int, steps: int, warmup: int, bf16: 
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     out = {"sec_per_step": sum(times) / len(times), **peak_memory_gb()}
-    if dev.type == "cuda":
-        out["unet_forward_flops"] = unet_forward_flops(unet, batch, resolution, dev, dtype)
+    out["unet_forward_flops"] = unet_forward_flops(unet, batch, resolution, dev, dtype)  # after the peak reading
     return out
 
 
@@ -170,14 +171,20 @@ def report(args: argparse.Namespace) -> None:
         print("split of one train step:")
         for name, sec in sorted(t["split"].items(), key=lambda kv: -kv[1]):
             print(f"  {name:22s} {sec:7.3f} s  {100 * sec / t['sec_per_step']:5.1f}%")
-        if "unet_forward_flops" in b:
-            gpu = next((k for k in GPU_PEAK_TFLOPS if k in device), None)
-            # forward + backward: the backward computes input gradients through every layer (~1x forward) and
-            # weight gradients only for the K/V (negligible): ~2x the forward's FLOPs
-            achieved = 2 * b["unet_forward_flops"] / b["sec_per_step"] / 1e12
-            util = f", {100 * achieved / GPU_PEAK_TFLOPS[gpu]:.1f}% of {gpu} bf16 peak" if gpu else ""
-            print(f"UNet: {b['unet_forward_flops'] / 1e12:.2f} TFLOP per forward; "
-                  f"bare step {achieved:.1f} TFLOP/s{util}")
+        print(flop_line(b["unet_forward_flops"], b["sec_per_step"], t["sec_per_step"], device))
+
+
+def flop_line(forward_flops: float, bare_s: float, train_s: float, device: str) -> str:
+    """Achieved UNet TFLOP/s of both steps, and the share of the GPU's dense bf16 peak where it is known."""
+    # forward + backward: the backward computes input gradients through every layer (~1x forward) and weight
+    # gradients only for the K/V (negligible): ~2x the forward's FLOPs
+    gpu = next((k for k in GPU_PEAK_TFLOPS if k in device), None)
+    parts = []
+    for name, sec in (("bare", bare_s), ("train", train_s)):
+        achieved = 2 * forward_flops / sec / 1e12
+        parts.append(f"{name} step {achieved:.2f} TFLOP/s"
+                     + (f" ({100 * achieved / GPU_PEAK_TFLOPS[gpu]:.1f}% of {gpu} bf16 peak)" if gpu else ""))
+    return f"UNet: {forward_flops / 1e12:.3f} TFLOP per forward; " + "; ".join(parts)
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ from transformers import CLIPTokenizer
 
 from cdvideo import tiny
 from cdvideo.errors import CdvideoError
-from cdvideo.text import add_tokens, eos_features, eos_index, official_index, splice_token_rows, tokenize, unsplice
+from cdvideo.text import (add_tokens, encode_distinct, encode_prompts, eos_features, eos_index, official_index,
+                          splice_token_rows, tokenize, unsplice)
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +70,18 @@ def test_spliced_token_rows_train_alone_and_merge_back():
     unsplice(te)
     assert type(te.get_input_embeddings()).__name__ == "Embedding"
     assert torch.equal(te.get_input_embeddings().weight[ids], spliced.rows.detach())
+
+
+def test_repeated_prompts_are_encoded_once_with_the_same_values_and_gradients():
+    c = tiny.build_components()
+    tok, te = c["tokenizer"], c["text_encoder"]
+    spliced = splice_token_rows(te, add_tokens(tok, te, ["sks"], ["dog"]))
+    prompts = ["a photo of a sks dog", "a photo of a dog", "a photo of a sks dog"]
+    grads = []
+    for encode in (encode_prompts, encode_distinct):
+        cond = encode(te, tok, prompts)
+        (cond * torch.linspace(0, 1, cond.numel()).view_as(cond)).sum().backward()
+        grads.append((cond.detach(), spliced.rows.grad.clone()))
+        spliced.rows.grad = None
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-4)  # summed in another order

@@ -86,7 +86,7 @@ def test_shipped_toyworld_config_matches_the_demo():
     assert cfg.model == "toyworld" and cfg.concepts[0].images == "toyworld:striped_ball"
 
 
-# Measured on the shipped model with these prompts and seeds: base 0.25; after 120 steps (the demo's) 0.46, after 60
-# steps 0.33. The threshold leaves half the measured gain as margin.
+# Measured on the shipped model with these prompts and seeds: base 0.33; after 120 steps (the demo's) 0.44, after 60
+# steps 0.43. The threshold leaves half the measured gain as margin.
 STEPS = 120
-IDENTITY_GAIN = 0.1
+IDENTITY_GAIN = 0.05

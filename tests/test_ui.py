@@ -1,6 +1,8 @@
 """The web app in a real headless Chromium (Debian's chromium + chromium-driver, driven by selenium): upload photos,
-train, render, download; a video as the subject; two tabs, a reload. Screenshots of each tab go to docs/."""
+train, render, download; a video as the subject; two tabs, a reload. Screenshots of each tab go to the test's
+temporary folder, or to docs/ with CDVIDEO_SCREENSHOTS=docs (to refresh the committed ones)."""
 
+import os
 import shutil
 import socket
 import urllib.request
@@ -11,7 +13,7 @@ import pytest
 from conftest import FIXTURES, ROOT
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-DOCS = ROOT / "docs"
+SHOTS = os.environ.get("CDVIDEO_SCREENSHOTS")
 
 
 def free_port() -> int:
@@ -88,7 +90,7 @@ def click(driver, elem_id: str) -> None:
     driver.find_element(By.ID, elem_id).click()
 
 
-def test_train_render_download_in_the_browser(app, browser):
+def test_train_render_download_in_the_browser(app, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -100,8 +102,9 @@ def test_train_render_download_in_the_browser(app, browser):
     fill(browser, "train-steps", "2")
     click(browser, "train-start")
     wait_text(browser, "train-status", "done")
-    DOCS.mkdir(exist_ok=True)
-    browser.save_screenshot(str(DOCS / "ui-train.png"))
+    shots = ROOT / SHOTS if SHOTS else tmp_path
+    shots.mkdir(exist_ok=True)
+    browser.save_screenshot(str(shots / "ui-train.png"))
 
     browser.refresh()  # a reload finds the tab's job again
     wait_text(browser, "train-status", "done", timeout=60)
@@ -123,7 +126,7 @@ def test_train_render_download_in_the_browser(app, browser):
     mp4 = next(h for h in links if ".mp4" in h)
     with urllib.request.urlopen(mp4, timeout=30) as r:
         assert b"ftyp" in r.read(64)  # an MP4 came down
-    browser.save_screenshot(str(DOCS / "ui-animate.png"))
+    browser.save_screenshot(str(shots / "ui-animate.png"))
 
     tab(browser, "Drift")
     box = browser.find_element(By.CSS_SELECTOR, "#drift-files input")
@@ -133,9 +136,9 @@ def test_train_render_download_in_the_browser(app, browser):
     click(browser, "drift-go")
     wait_text(browser, "drift-status", "done")
     WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drift-plot img"))
-    browser.save_screenshot(str(DOCS / "ui-drift.png"))
+    browser.save_screenshot(str(shots / "ui-drift.png"))
     tab(browser, "Compose")
-    browser.save_screenshot(str(DOCS / "ui-compose.png"))
+    browser.save_screenshot(str(shots / "ui-compose.png"))
 
 
 def test_a_video_as_the_subject_in_the_browser(app, browser, tmp_path):

@@ -14,7 +14,7 @@ from common import ADAPTER, Curve, MOTION_SCHEDULE, log, mark_done, optimizer_st
 from train_text import datasets
 from train_unet import captions, latents, load_text, min_snr_weights, sample_latents
 
-from cdvideo.text import encode_prompts
+from cdvideo.text import tokenize
 
 
 def build(work: Path):
@@ -35,40 +35,49 @@ def build(work: Path):
     return model.train(), trainable
 
 
-def run(work: Path, seed: int, steps: int = 1200, clips_per_batch: int = 4, lr: float = 1e-3) -> dict:
+def batch_at(step: int, seed: int, data: dict, clips_per_batch: int, tokenizer) -> dict:
+    """The step's clips, a pure function of (seed, step): noised latents and token ids (CPU)."""
+    rng, gen = np.random.default_rng([seed, step]), torch.Generator().manual_seed(seed * 1_000_003 + step)
+    mean, std = data["latents"]  # (N, F, 4, 16, 16)
+    ci = np.sort(rng.choice(len(data["clip_scenes"]), clips_per_batch, replace=False))
+    x0 = sample_latents(mean[ci], std[ci], data["scale"], gen).permute(0, 2, 1, 3, 4)  # (B, 4, F, 16, 16)
+    ids = tokenize(tokenizer, captions([data["clip_scenes"][c] for c in ci], rng))  # (B, 77)
+    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.randint(0, data["sched"].config.num_train_timesteps, (len(x0),), generator=gen)
+    return dict(noisy=data["sched"].add_noise(x0, noise, t.view(-1)), noise=noise, t=t,
+                w=min_snr_weights(data["sched"].alphas_cumprod, t), ids=ids)
+
+
+def run(work: Path, seed: int, steps: int = 1200, clips_per_batch: int = 4, lr: float = 1e-3,
+        device: str = "cpu") -> dict:
     from diffusers import AutoencoderKL, DDPMScheduler
 
     seed_everything(seed)
     _, _, _, clip_scenes = datasets(work, seed)
-    mean, std = latents(work, "clips")  # (N, F, 4, 16, 16)
-    scale = AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"]
     tokenizer, text_encoder = load_text(work)
-    sched = DDPMScheduler(**MOTION_SCHEDULE)
+    text_encoder.to(device)
+    data = dict(clip_scenes=clip_scenes, latents=latents(work, "clips"), sched=DDPMScheduler(**MOTION_SCHEDULE),
+                scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"])
     model, trainable = build(work)
+    model.to(device)
     log(f"motion modules: {sum(p.numel() for p in trainable) / 1e6:.2f}M parameters")
     opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-2)
     lr_sched = warmup_cosine(opt, steps, 50, floor=0.1)
-    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     curve, t0 = Curve(work, "motion"), time.time()
     for step in range(steps):
-        ci = np.sort(rng.choice(len(clip_scenes), clips_per_batch, replace=False))
-        x0 = sample_latents(mean[ci], std[ci], scale, gen).permute(0, 2, 1, 3, 4)  # (B, 4, F, 16, 16)
-        prompts = captions([clip_scenes[c] for c in ci], rng)
+        b = {k: v.to(device) for k, v in batch_at(step, seed, data, clips_per_batch, tokenizer).items()}
         with torch.no_grad():
-            cond = encode_prompts(text_encoder, tokenizer, prompts)  # (B, 77, D)
-        cond = cond.repeat_interleave(x0.shape[2], dim=0)  # (B * F, 77, D), one per frame as AnimateDiffPipeline
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=gen)
-        noisy = sched.add_noise(x0, noise, t.view(-1))
-        pred = model(noisy, t, cond).sample
-        w = min_snr_weights(sched.alphas_cumprod, t)
-        loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3, 4))).mean()
+            cond = text_encoder(b["ids"]).last_hidden_state  # (B, 77, D)
+        cond = cond.repeat_interleave(b["noisy"].shape[2], dim=0)  # (B * F, 77, D), one per frame as the pipeline
+        pred = model(b["noisy"], b["t"], cond).sample
+        loss = (b["w"] * (pred - b["noise"]).pow(2).mean(dim=(1, 2, 3, 4))).mean()
         optimizer_step(loss, opt, lr_sched, trainable)
         if step % 10 == 0 or step == steps - 1:
             curve.add(step, loss=loss.item())
             log(f"motion step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
     curve.save()
-    model.eval().save_motion_modules(str(work / "motion_adapter"))
-    info = {"steps": steps, "clips_per_batch": clips_per_batch, "seconds": round(time.time() - t0)}
+    model.cpu().eval().save_motion_modules(str(work / "motion_adapter"))
+    info = {"steps": steps, "clips_per_batch": clips_per_batch, "device": device,
+            "seconds": round(time.time() - t0)}
     mark_done(work, "motion", info)
     return info

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from common import Curve, SD_SCHEDULE, UNET, log, mark_done, optimizer_step, seed_everything, warmup_cosine
 from train_text import datasets
 
-from cdvideo.text import encode_prompts
+from cdvideo.text import tokenize
 from cdvideo.toyworld.world import caption
 
 DROP = 0.1  # caption dropout for classifier-free guidance
@@ -63,78 +64,84 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         self.step += 1
         d = min(self.decay, (1 + self.step) / (10 + self.step))
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.mul_(d).add_(p.detach(), alpha=1 - d)
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - d)
 
 
-def run(work: Path, seed: int, steps: int = 2800, batch: int = 64, lr: float = 1e-3) -> dict:
+def batch_at(step: int, seed: int, data: dict, batch: int, tokenizer) -> dict:
+    """The step's batch, a pure function of (seed, step): stills and clip frames, noised, with token ids (CPU)."""
+    rng, gen = np.random.default_rng([seed, step]), torch.Generator().manual_seed(seed * 1_000_003 + step)
+    scenes, clip_scenes, (im_mean, im_std), (cl_mean, cl_std) = data["scenes"], data["clip_scenes"], *data["latents"]
+    n_clip = batch // 4  # a quarter of each batch are clip frames
+    ii = np.sort(rng.choice(len(scenes), batch - n_clip, replace=False))
+    ci, fi = rng.integers(len(clip_scenes), size=n_clip), rng.integers(cl_mean.shape[1], size=n_clip)
+    mean = np.concatenate([im_mean[ii], np.stack([cl_mean[c, f] for c, f in zip(ci, fi)])])
+    std = np.concatenate([im_std[ii], np.stack([cl_std[c, f] for c, f in zip(ci, fi)])])
+    x0 = sample_latents(mean, std, data["scale"], gen)  # (B, 4, 16, 16)
+    prompts = captions([scenes[i] for i in ii] + [clip_scenes[c] for c in ci], rng)
+    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.randint(0, data["sched"].config.num_train_timesteps, (len(x0),), generator=gen)
+    return dict(noisy=data["sched"].add_noise(x0, noise, t), noise=noise, t=t,
+                w=min_snr_weights(data["sched"].alphas_cumprod, t), ids=tokenize(tokenizer, prompts))
+
+
+def run(work: Path, seed: int, steps: int = 2800, batch: int = 64, lr: float = 1e-3, device: str = "cpu") -> dict:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     seed_everything(seed)
     _, scenes, _, clip_scenes = datasets(work, seed)
-    (im_mean, im_std), (cl_mean, cl_std) = latents(work, "images"), latents(work, "clips")
-    scale = AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"]
     tokenizer, text_encoder = load_text(work)
-    sched = DDPMScheduler(**SD_SCHEDULE)
-    unet = UNet2DConditionModel(**UNET).train().to(memory_format=torch.channels_last)  # ~1.1x on CPU
+    text_encoder.to(device)
+    data = dict(scenes=scenes, clip_scenes=clip_scenes, latents=(latents(work, "images"), latents(work, "clips")),
+                scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"],
+                sched=DDPMScheduler(**SD_SCHEDULE))
+    unet = UNet2DConditionModel(**UNET).train().to(device, memory_format=torch.channels_last)  # ~1.1x on CPU
     ema = EMA(unet)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
     lr_sched = warmup_cosine(opt, steps, 100, floor=0.2)
-    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    n_clip = batch // 4
     curve, t0 = Curve(work, "unet"), time.time()
     state = dict(unet=unet, ema=ema.model, opt=opt, lr_sched=lr_sched)
-    start, ema.step = resume(work / "unet.ckpt", state, rng, gen, curve)
-    for step in range(start, steps):
-        # -- batch: stills and clip frames, their latents and captions
-        ii = np.sort(rng.choice(len(scenes), batch - n_clip, replace=False))
-        ci, fi = rng.integers(len(clip_scenes), size=n_clip), rng.integers(cl_mean.shape[1], size=n_clip)
-        mean = np.concatenate([im_mean[ii], np.stack([cl_mean[c, f] for c, f in zip(ci, fi)])])
-        std = np.concatenate([im_std[ii], np.stack([cl_std[c, f] for c, f in zip(ci, fi)])])
-        x0 = sample_latents(mean, std, scale, gen)  # (B, 4, 16, 16)
-        prompts = captions([scenes[i] for i in ii] + [clip_scenes[c] for c in ci], rng)
-        with torch.no_grad():
-            cond = encode_prompts(text_encoder, tokenizer, prompts)  # (B, 77, D)
-        # -- noise, prediction, weighted loss
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=gen)
-        pred = unet(sched.add_noise(x0, noise, t).contiguous(memory_format=torch.channels_last), t, cond).sample
-        w = min_snr_weights(sched.alphas_cumprod, t)
-        loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        optimizer_step(loss, opt, lr_sched, unet.parameters())
-        ema.update(unet)
-        if step % 25 == 0 or step == steps - 1:
-            curve.add(step, loss=loss.item())
-            log(f"unet step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
-        if (step + 1) % CKPT_EVERY == 0 and step + 1 < steps:
-            checkpoint(work / "unet.ckpt", step + 1, state, rng, gen, curve, ema.step)
+    start, ema.step = resume(work / "unet.ckpt", state, curve)
+    with ThreadPoolExecutor(1) as pool:  # the next batch is drawn while this one trains
+        pending = pool.submit(batch_at, start, seed, data, batch, tokenizer)
+        for step in range(start, steps):
+            b = {k: v.to(device) for k, v in pending.result().items()}
+            if step + 1 < steps:
+                pending = pool.submit(batch_at, step + 1, seed, data, batch, tokenizer)
+            with torch.no_grad():
+                cond = text_encoder(b["ids"]).last_hidden_state  # (B, 77, D)
+            # -- prediction, min-SNR-weighted epsilon loss, update, EMA
+            pred = unet(b["noisy"].contiguous(memory_format=torch.channels_last), b["t"], cond).sample
+            loss = (b["w"] * (pred - b["noise"]).pow(2).mean(dim=(1, 2, 3))).mean()
+            optimizer_step(loss, opt, lr_sched, unet.parameters())
+            ema.update(unet)
+            if step % 25 == 0 or step == steps - 1:
+                curve.add(step, loss=loss.item())
+                log(f"unet step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
+            if (step + 1) % CKPT_EVERY == 0 and step + 1 < steps:
+                checkpoint(work / "unet.ckpt", step + 1, state, curve, ema.step)
     curve.save()
-    ema.model.save_pretrained(str(work / "unet"))
-    info = {"steps": steps, "batch": batch, "seconds": round(time.time() - t0)}
+    ema.model.cpu().save_pretrained(str(work / "unet"))
+    info = {"steps": steps, "batch": batch, "device": device, "seconds": round(time.time() - t0)}
     mark_done(work, "unet", info)
     (work / "unet.ckpt").unlink(missing_ok=True)
     return info
 
 
-def checkpoint(path: Path, step: int, state: dict, rng, gen, curve, ema_step: int) -> None:
-    """Everything the loop needs to continue bitwise where it stopped, written atomically."""
+def checkpoint(path: Path, step: int, state: dict, curve, ema_step: int) -> None:
+    """Everything the loop needs to continue bitwise where it stopped (batches are functions of the step)."""
     blob = {k: v.state_dict() for k, v in state.items()}
-    blob.update(step=step, ema_step=ema_step, rng=rng.bit_generator.state, gen=gen.get_state(),
-                torch_rng=torch.get_rng_state(), curve=curve.values)
+    blob.update(step=step, ema_step=ema_step, curve=curve.values)
     torch.save(blob, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
 
 
-def resume(path: Path, state: dict, rng, gen, curve) -> tuple[int, int]:
+def resume(path: Path, state: dict, curve) -> tuple[int, int]:
     """Load a checkpoint left by an interrupted run; returns the loop step and EMA step to go on from."""
     if not path.is_file():
         return 0, 0
-    blob = torch.load(path, weights_only=False)
+    blob = torch.load(path, weights_only=False, map_location="cpu")
     for k, v in state.items():
         v.load_state_dict(blob[k])
-    rng.bit_generator.state = blob["rng"]
-    gen.set_state(blob["gen"])
-    torch.set_rng_state(blob["torch_rng"])
     curve.values = blob["curve"]
     log(f"unet: resumed at step {blob['step']} from {path}")
     return blob["step"], blob["ema_step"]

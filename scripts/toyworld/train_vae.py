@@ -84,14 +84,15 @@ def run(work: Path, seed: int, steps: int = 1600, batch: int = 16, lr: float = 2
 
 
 @torch.no_grad()
-def encode_all(vae, images: np.ndarray, clips: np.ndarray, work: Path) -> dict:
+def encode_all(vae, images: np.ndarray, clips: np.ndarray, work: Path, device: str = "cpu") -> dict:
     """Latent means and stds (float16) of every still and clip frame, and the scaling factor 1 / std(latents)."""
     def encode(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         means, stds = [], []
         for i in range(0, len(frames), 256):
-            d = vae.encode(to_pixels(frames[i:i + 256]).contiguous(memory_format=torch.channels_last)).latent_dist
-            means.append(d.mean.half().numpy())
-            stds.append(d.std.half().numpy())
+            x = to_pixels(frames[i:i + 256]).to(device).contiguous(memory_format=torch.channels_last)
+            d = vae.to(device).encode(x).latent_dist
+            means.append(d.mean.half().cpu().numpy())
+            stds.append(d.std.half().cpu().numpy())
         return np.concatenate(means), np.concatenate(stds)
 
     t0 = time.time()
@@ -106,3 +107,14 @@ def encode_all(vae, images: np.ndarray, clips: np.ndarray, work: Path) -> dict:
     log(f"encoded {len(mean)} images and {len(cm)} clip frames in {time.time() - t0:.0f} s; "
         f"scaling factor {scale:.4f}, posterior std {float(std.astype(np.float32).mean()):.4f}")
     return {"scaling_factor": round(scale, 5)}
+
+
+def reencode(work: Path, seed: int, device: str) -> dict:
+    """Encode the renders again with the trained VAE (work/vae), e.g. on another machine that rendered them anew."""
+    from diffusers import AutoencoderKL
+
+    images, _, clips, _ = datasets(work, seed)
+    vae = AutoencoderKL.from_pretrained(str(work / "vae")).eval()
+    stats = encode_all(vae, images, clips, work, device)
+    log(f"the VAE's recorded scaling factor stays {vae.config.scaling_factor:.5f}")
+    return stats

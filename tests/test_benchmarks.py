@@ -1,0 +1,16 @@
+"""The benchmark scripts' own code paths (their timings are printed, never asserted)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import bench_train  # noqa: E402
+
+
+def test_bare_step_in_bf16_counts_the_unets_flops():
+    """The reference step of the GPU run (bf16 autocast, fp32 master K/V) also counts the UNet's FLOPs."""
+    r = bench_train.bare("tiny", batch=1, resolution=64, steps=1, warmup=0, bf16=True)
+    assert r["sec_per_step"] > 0 and r["unet_forward_flops"] > 1e6
+    line = bench_train.flop_line(r["unet_forward_flops"], 0.5, 0.55, "NVIDIA H200")
+    assert "% of H200 bf16 peak" in line and line.count("TFLOP/s") == 2
