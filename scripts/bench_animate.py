@@ -54,10 +54,11 @@ def plain_run(args: argparse.Namespace, out: Path, timer) -> None:
         frames = pipe(PROMPT, num_frames=args.num_frames, height=args.resolution, width=args.resolution,
                       num_inference_steps=args.steps, guidance_scale=7.5, decode_chunk_size=16, output_type="pil",
                       generator=torch.Generator("cpu").manual_seed(0), callback_on_step_end=callback).frames[0]
+    formats = args.formats.split(",")
     with timer("export"):
-        if "mp4" in args.formats.split(","):
+        if "mp4" in formats:
             export_to_video(frames, str(out / "clip.mp4"), fps=8, macro_block_size=16)
-        if "gif" in args.formats.split(","):
+        if "gif" in formats:
             export_to_gif(frames, str(out / "clip.gif"), fps=8)
 
 

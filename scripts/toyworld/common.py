@@ -59,6 +59,11 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def step_rngs(seed: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
+    """The numpy and torch generators of one training step: a batch is a pure function of (seed, step)."""
+    return np.random.default_rng([seed, step]), torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import ADAPTER, Curve, MOTION_SCHEDULE, log, mark_done, optimizer_step, seed_everything, warmup_cosine
+from common import (ADAPTER, Curve, MOTION_SCHEDULE, log, mark_done, optimizer_step, seed_everything, step_rngs,
+                    warmup_cosine)
 from train_text import datasets
 from train_unet import captions, latents, load_text, min_snr_weights, sample_latents
 
@@ -37,7 +38,7 @@ def build(work: Path):
 
 def batch_at(step: int, seed: int, data: dict, clips_per_batch: int, tokenizer) -> dict:
     """The step's clips, a pure function of (seed, step): noised latents and token ids (CPU)."""
-    rng, gen = np.random.default_rng([seed, step]), torch.Generator().manual_seed(seed * 1_000_003 + step)
+    rng, gen = step_rngs(seed, step)
     mean, std = data["latents"]  # (N, F, 4, 16, 16)
     ci = np.sort(rng.choice(len(data["clip_scenes"]), clips_per_batch, replace=False))
     x0 = sample_latents(mean[ci], std[ci], data["scale"], gen).permute(0, 2, 1, 3, 4)  # (B, 4, F, 16, 16)

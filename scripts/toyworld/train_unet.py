@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import Curve, SD_SCHEDULE, UNET, log, mark_done, optimizer_step, seed_everything, warmup_cosine
+from common import (Curve, SD_SCHEDULE, UNET, log, mark_done, optimizer_step, seed_everything, step_rngs,
+                    warmup_cosine)
 from train_text import datasets
 
 from cdvideo.text import tokenize
@@ -69,7 +70,7 @@ class EMA:
 
 def batch_at(step: int, seed: int, data: dict, batch: int, tokenizer) -> dict:
     """The step's batch, a pure function of (seed, step): stills and clip frames, noised, with token ids (CPU)."""
-    rng, gen = np.random.default_rng([seed, step]), torch.Generator().manual_seed(seed * 1_000_003 + step)
+    rng, gen = step_rngs(seed, step)
     scenes, clip_scenes, (im_mean, im_std), (cl_mean, cl_std) = data["scenes"], data["clip_scenes"], *data["latents"]
     n_clip = batch // 4  # a quarter of each batch are clip frames
     ii = np.sort(rng.choice(len(scenes), batch - n_clip, replace=False))

@@ -86,11 +86,13 @@ def run(work: Path, seed: int, steps: int = 1600, batch: int = 16, lr: float = 2
 @torch.no_grad()
 def encode_all(vae, images: np.ndarray, clips: np.ndarray, work: Path, device: str = "cpu") -> dict:
     """Latent means and stds (float16) of every still and clip frame, and the scaling factor 1 / std(latents)."""
+    vae = vae.to(device)
+
     def encode(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         means, stds = [], []
         for i in range(0, len(frames), 256):
             x = to_pixels(frames[i:i + 256]).to(device).contiguous(memory_format=torch.channels_last)
-            d = vae.to(device).encode(x).latent_dist
+            d = vae.encode(x).latent_dist
             means.append(d.mean.half().cpu().numpy())
             stds.append(d.std.half().cpu().numpy())
         return np.concatenate(means), np.concatenate(stds)
