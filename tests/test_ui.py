@@ -33,6 +33,7 @@ def app(tmp_path_factory):
                         allowed_paths=[str(root)])
     yield f"http://127.0.0.1:{port}", root
     demo.close()
+    demo.mgr.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +102,13 @@ def test_train_render_download_in_the_browser(app, browser, tmp_path):
     fill(browser, "train-class", "dog", "textarea")
     fill(browser, "train-steps", "2")
     click(browser, "train-start")
-    wait_text(browser, "train-status", "done")
+    wait_text(browser, "train-status", "2 steps: done")
     shots = ROOT / SHOTS if SHOTS else tmp_path
     shots.mkdir(exist_ok=True)
     browser.save_screenshot(str(shots / "ui-train.png"))
 
     browser.refresh()  # a reload finds the tab's job again
-    wait_text(browser, "train-status", "done", timeout=60)
+    wait_text(browser, "train-status", "2 steps: done", timeout=60)
     browser.switch_to.new_window("tab")  # another tab sees its own jobs
     browser.get(url)
     wait_text(browser, "train-status", "No job yet", timeout=60)
@@ -154,7 +155,29 @@ def test_a_video_as_the_subject_in_the_browser(app, browser, tmp_path):
     WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#train-files input[type=file]"))
     upload(browser, "train-files", [tmp_path / "rex.mp4"])
     fill(browser, "train-steps", "1")
-    click(browser, "train-start")
-    wait_text(browser, "train-status", "done")
+    click(browser, "train-start")  # this tab still shows the first test's job, "2 steps: done", until the new one
+    wait_text(browser, "train-status", "1 step: done")
     frames = list(root.glob("runs/*/subject_frames/sks/*.png"))
     assert len(frames) >= 3 and np.all([f.stat().st_size > 0 for f in frames])
+
+
+def test_a_stopping_server_cancels_its_jobs_and_saves_them(tmp_path):
+    import json
+    import threading
+
+    from cdvideo.ui.jobs import JobManager
+
+    mgr, started = JobManager(tmp_path), threading.Event()
+
+    def slow(job, m):  # a job that checks its Cancel between steps, as training does
+        started.set()
+        while True:
+            m.check(job)
+            threading.Event().wait(0.05)
+    running = mgr.submit("tab", "train", "slow", slow)
+    queued = mgr.submit("tab", "train", "next", lambda j, m: [])
+    assert started.wait(10)
+    mgr.shutdown(timeout=10)
+    saved = {j: json.loads((tmp_path / "jobs" / f"{j}.json").read_text())["status"] for j in (running.id, queued.id)}
+    assert saved == {running.id: "cancelled", queued.id: "cancelled"}
+    assert JobManager(tmp_path).for_owner("tab")[0].status == "cancelled"  # a restart finds them so

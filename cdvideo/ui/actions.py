@@ -61,8 +61,9 @@ def start_training(mgr: JobManager, owner: str, files: list[str], class_word: st
         f"concepts.0.token={token}", f"max_steps={int(steps)}", f"spl.weight={spl_weight}",
         f"resolution={native_size(model)}", f"validation.every={every}", f"checkpoint_every={every}",
         "validation.prompts=['a photo of a {token} {class_word}']", "report_to=none"])
-    return mgr.submit(owner, "train", f"{token} {class_word}, {int(steps)} steps", lambda j, m: _train(cfg, j, m),
-                      {"run": str(run_dir)})
+    n = int(steps)
+    return mgr.submit(owner, "train", f"{token} {class_word}, {n} step{'s' * (n != 1)}",
+                      lambda j, m: _train(cfg, j, m), {"run": str(run_dir)})
 
 
 def resume_training(mgr: JobManager, owner: str) -> Job:

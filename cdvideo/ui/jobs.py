@@ -4,6 +4,7 @@ tab that submitted it, with its state (status, progress, files, one-line error) 
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import queue
@@ -54,12 +55,15 @@ class JobManager:
         self._cancel: set[str] = set()
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
+        self._idle = threading.Event()
+        self._idle.set()
         for path in sorted((self.root / "jobs").glob("*.json")):
             job = Job(**json.loads(path.read_text()))
             if job.active:  # the server stopped while it ran
                 job.status, job.message = "cancelled", "stopped when the server stopped; Resume continues a run"
             self.jobs[job.id] = job
         threading.Thread(target=self._work, daemon=True, name="cdvideo-jobs").start()
+        atexit.register(self.shutdown)
 
     def submit(self, owner: str, kind: str, title: str, fn: Callable[["Job", "JobManager"], list[str]],
                params: dict | None = None) -> Job:
@@ -79,11 +83,12 @@ class JobManager:
         job = self.jobs.get(job_id)
         if job is None or job.owner != owner:
             return
-        if job.status == "queued":
-            job.status, job.finished = "cancelled", time.time()
-            self.save(job)
-        elif job.status == "running":
-            self._cancel.add(job_id)
+        with self._lock:
+            if job.status == "queued":
+                job.status, job.finished = "cancelled", time.time()
+                self.save(job)
+            elif job.status == "running":
+                self._cancel.add(job_id)
 
     def check(self, job: Job) -> None:
         """Called by a job between steps: raise Cancelled if its Cancel was pressed."""
@@ -99,13 +104,28 @@ class JobManager:
     def save(self, job: Job) -> None:
         write_text_atomic(self.root / "jobs" / f"{job.id}.json", json.dumps(asdict(job), indent=1))
 
+    def shutdown(self, timeout: float = 60) -> None:
+        """Cancel every queued and running job and wait (up to `timeout` s) for the running one to stop at its next
+        step, so the server exits with its jobs saved as cancelled (Resume continues a run), never mid-step."""
+        with self._lock:
+            for job in self.jobs.values():
+                if job.status == "queued":
+                    job.status, job.finished = "cancelled", time.time()
+                    job.message = "stopped when the server stopped"
+                    self.save(job)
+                elif job.status == "running":
+                    self._cancel.add(job.id)
+        self._idle.wait(timeout)
+
     def _work(self) -> None:
         while True:
             job_id, fn = self._queue.get()
             job = self.jobs[job_id]
-            if job.status != "queued":
-                continue
-            job.status = "running"
+            with self._lock:  # shutdown() sees it either queued or running
+                if job.status != "queued":
+                    continue
+                self._idle.clear()
+                job.status = "running"
             self.save(job)
             try:
                 job.files = [str(p) for p in fn(job, self)]
@@ -123,3 +143,4 @@ class JobManager:
                 job.finished = time.time()
                 self._cancel.discard(job.id)
                 self.save(job)
+                self._idle.set()
