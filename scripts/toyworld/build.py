@@ -1,6 +1,6 @@
 """Rebuild the miniature world's shipped weights: judge, text encoder, VAE, UNet, motion adapter.
 
-    python scripts/toyworld/build.py                 # every stage, about 92 minutes on 2 CPU cores
+    python scripts/toyworld/build.py                 # every stage, about 137 minutes on 2 CPU cores
     python scripts/toyworld/build.py --stage unet    # one stage (the earlier ones must have run)
     python scripts/toyworld/build.py --stage latents,unet --device cuda   # the shipped UNet: one GPU, ~5 minutes
 
@@ -25,9 +25,9 @@ from pathlib import Path
 import common
 
 STAGES = ("judge", "text", "vae", "unet", "motion", "export", "report")
-# steps (and batch) per stage; "cpu" is the 2-core build, "cuda" feeds the UNet 2.9x and the motion modules 6.7x the
+# steps (and batch) per stage; "cpu" is the 2-core build, "cuda" feeds the UNet 2.9x and the motion modules 2x the
 # samples in a few GPU minutes
-PROFILES = {"cpu": dict(judge=1600, text=500, vae=1600, unet=(2800, 64), motion=(1200, 4)),
+PROFILES = {"cpu": dict(judge=1600, text=500, vae=1600, unet=(2800, 64), motion=(4000, 4)),
             "cuda": dict(judge=1600, text=500, vae=1600, unet=(2000, 256), motion=(2000, 16))}
 
 

@@ -131,11 +131,16 @@ def clips(m: dict, judge: J.Judge) -> dict:
         samples.append(frames)
     res = scoring.score(judge, samples, prompts)
     log("clips: " + ", ".join(f"{k} {v:.2f}" for k, v in res.honoured.items()))
+    read = [J.attributes(J.read(judge, frames), clip=True)["motion"] for frames in samples]
+    by_motion: dict[str, list] = {}  # prompted motion -> what the judge read in each of its clips
+    for p, r in zip(prompts, read):
+        by_motion.setdefault(p.asked["motion"], []).append(r)
+    log("motion read: " + "; ".join(f"{m}: {', '.join(map(str, r))}" for m, r in by_motion.items()))
     for k, (p, frames) in enumerate(zip(prompts[:6], samples[:6])):
         big = [f.resize((256, 256), Image.Resampling.NEAREST) for f in frames]
         export_to_gif(big, str(DOCS / f"clip_{k}_{p.asked['motion']}.gif"), fps=8)
     grid([np.asarray(f) for frames in samples[:6] for f in frames[::3]], 6).save(DOCS / "clips.png")
-    return {"honoured": res.honoured, "prompts": [p.text for p in prompts[:6]]}
+    return {"honoured": res.honoured, "motion_read": by_motion, "prompts": [p.text for p in prompts[:6]]}
 
 
 def curves(work: Path) -> None:
