@@ -79,6 +79,27 @@ def upload(driver, elem_id: str, paths: list[Path]) -> None:
     driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=file]").send_keys("\n".join(map(str, paths)))
 
 
+def choose(driver, elem_id: str, value: str, tries: int = 5) -> None:
+    """Type `value` into a multiselect picker and press Enter until its chip shows. The picker refreshes its
+    choices when it gets focus, and an Enter that lands before that refresh selects nothing."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    name = Path(value).parent.name
+    for _ in range(tries):
+        box = driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input")
+        box.click()
+        box.send_keys(value)
+        box.send_keys("\n")
+        try:
+            WebDriverWait(driver, 5).until(lambda d: name in d.find_element(By.ID, elem_id).text)
+            return
+        except TimeoutException:
+            box.clear()
+    raise AssertionError(f"{value} never showed as chosen in #{elem_id}")
+
+
 def tab(driver, name: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -130,10 +151,7 @@ def test_train_render_download_in_the_browser(app, browser, tmp_path):
     browser.save_screenshot(str(shots / "ui-animate.png"))
 
     tab(browser, "Drift")
-    box = browser.find_element(By.CSS_SELECTOR, "#drift-files input")
-    box.click()
-    box.send_keys(str(weights))
-    box.send_keys("\n")
+    choose(browser, "drift-files", str(weights))
     click(browser, "drift-go")
     wait_text(browser, "drift-status", "done")
     WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drift-plot img"))
