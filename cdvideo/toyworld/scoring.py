@@ -26,6 +26,7 @@ class Scores:
     honoured: dict[str, float] = field(default_factory=dict)
     identity: float | None = None
     n: int = 0
+    found: list[dict[str, str]] = field(default_factory=list)  # per sample: what the judge read
 
 
 def image_prompts(n: int = 48, seed: int = 0) -> list[EvalPrompt]:
@@ -85,13 +86,14 @@ def composition(honoured: dict[str, bool]) -> float:
 def score(judge: J.Judge, samples: list, prompts: list[EvalPrompt]) -> Scores:
     """Judge every sample (a list of frames: one for an image) against its prompt."""
     hits: dict[str, list[bool]] = {}
-    ids = []
+    ids, founds = [], []
     for frames, p in zip(samples, prompts):
         reading = J.read(judge, frames)
         found = J.attributes(reading, clip=len(frames) > 1)
+        founds.append(found)
         for k, ok in J.honoured(found, p.asked).items():
             hits.setdefault(k, []).append(ok)
         if p.appearance is not None:
             ids.append(J.identity(reading, p.appearance))
     return Scores({k: float(np.mean(v)) for k, v in hits.items()}, float(np.mean(ids)) if ids else None,
-                  len(samples))
+                  len(samples), founds)

@@ -84,11 +84,7 @@ class JobManager:
         if job is None or job.owner != owner:
             return
         with self._lock:
-            if job.status == "queued":
-                job.status, job.finished = "cancelled", time.time()
-                self.save(job)
-            elif job.status == "running":
-                self._cancel.add(job_id)
+            self._stop(job)
 
     def check(self, job: Job) -> None:
         """Called by a job between steps: raise Cancelled if its Cancel was pressed."""
@@ -109,13 +105,16 @@ class JobManager:
         step, so the server exits with its jobs saved as cancelled (Resume continues a run), never mid-step."""
         with self._lock:
             for job in self.jobs.values():
-                if job.status == "queued":
-                    job.status, job.finished = "cancelled", time.time()
-                    job.message = "stopped when the server stopped"
-                    self.save(job)
-                elif job.status == "running":
-                    self._cancel.add(job.id)
+                self._stop(job, "stopped when the server stopped")
         self._idle.wait(timeout)
+
+    def _stop(self, job: Job, message: str = "") -> None:
+        """(Under the lock.) A queued job is cancelled at once; a running one is asked to stop at its next step."""
+        if job.status == "queued":
+            job.status, job.finished, job.message = "cancelled", time.time(), message
+            self.save(job)
+        elif job.status == "running":
+            self._cancel.add(job.id)
 
     def _work(self) -> None:
         while True:

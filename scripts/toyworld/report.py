@@ -131,10 +131,9 @@ def clips(m: dict, judge: J.Judge) -> dict:
         samples.append(frames)
     res = scoring.score(judge, samples, prompts)
     log("clips: " + ", ".join(f"{k} {v:.2f}" for k, v in res.honoured.items()))
-    read = [J.attributes(J.read(judge, frames), clip=True)["motion"] for frames in samples]
     by_motion: dict[str, list] = {}  # prompted motion -> what the judge read in each of its clips
-    for p, r in zip(prompts, read):
-        by_motion.setdefault(p.asked["motion"], []).append(r)
+    for p, found in zip(prompts, res.found):
+        by_motion.setdefault(p.asked["motion"], []).append(found["motion"])
     log("motion read: " + "; ".join(f"{m}: {', '.join(map(str, r))}" for m, r in by_motion.items()))
     for k, (p, frames) in enumerate(zip(prompts[:6], samples[:6])):
         big = [f.resize((256, 256), Image.Resampling.NEAREST) for f in frames]

@@ -13,7 +13,7 @@ import torch
 from common import (ADAPTER, Curve, MOTION_SCHEDULE, log, mark_done, optimizer_step, seed_everything, step_rngs,
                     warmup_cosine)
 from train_text import datasets
-from train_unet import captions, latents, load_text, min_snr_weights, sample_latents
+from train_unet import captions, latents, load_text, noised, sample_latents
 
 from cdvideo.text import tokenize
 
@@ -43,10 +43,7 @@ def batch_at(step: int, seed: int, data: dict, clips_per_batch: int, tokenizer) 
     ci = np.sort(rng.choice(len(data["clip_scenes"]), clips_per_batch, replace=False))
     x0 = sample_latents(mean[ci], std[ci], data["scale"], gen).permute(0, 2, 1, 3, 4)  # (B, 4, F, 16, 16)
     ids = tokenize(tokenizer, captions([data["clip_scenes"][c] for c in ci], rng))  # (B, 77)
-    noise = torch.randn(x0.shape, generator=gen)
-    t = torch.randint(0, data["sched"].config.num_train_timesteps, (len(x0),), generator=gen)
-    return dict(noisy=data["sched"].add_noise(x0, noise, t.view(-1)), noise=noise, t=t,
-                w=min_snr_weights(data["sched"].alphas_cumprod, t), ids=ids)
+    return dict(noised(x0, data["sched"], gen), ids=ids)
 
 
 def run(work: Path, seed: int, steps: int = 1200, clips_per_batch: int = 4, lr: float = 1e-3,

@@ -32,6 +32,13 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float 
     return snr.clamp(max=gamma) / snr
 
 
+def noised(x0: torch.Tensor, sched, gen: torch.Generator) -> dict:
+    """Noise and timesteps drawn from `gen`, the noised latents and their min-SNR weights (epsilon targets)."""
+    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=gen)
+    return dict(noisy=sched.add_noise(x0, noise, t), noise=noise, t=t, w=min_snr_weights(sched.alphas_cumprod, t))
+
+
 def load_text(work: Path):
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -78,11 +85,8 @@ def batch_at(step: int, seed: int, data: dict, batch: int, tokenizer) -> dict:
     mean = np.concatenate([im_mean[ii], np.stack([cl_mean[c, f] for c, f in zip(ci, fi)])])
     std = np.concatenate([im_std[ii], np.stack([cl_std[c, f] for c, f in zip(ci, fi)])])
     x0 = sample_latents(mean, std, data["scale"], gen)  # (B, 4, 16, 16)
-    prompts = captions([scenes[i] for i in ii] + [clip_scenes[c] for c in ci], rng)
-    noise = torch.randn(x0.shape, generator=gen)
-    t = torch.randint(0, data["sched"].config.num_train_timesteps, (len(x0),), generator=gen)
-    return dict(noisy=data["sched"].add_noise(x0, noise, t), noise=noise, t=t,
-                w=min_snr_weights(data["sched"].alphas_cumprod, t), ids=tokenize(tokenizer, prompts))
+    ids = tokenize(tokenizer, captions([scenes[i] for i in ii] + [clip_scenes[c] for c in ci], rng))  # (B, 77)
+    return dict(noised(x0, data["sched"], gen), ids=ids)
 
 
 def run(work: Path, seed: int, steps: int = 2800, batch: int = 64, lr: float = 1e-3, device: str = "cpu") -> dict:
