@@ -26,7 +26,7 @@ import common
 
 STAGES = ("judge", "text", "vae", "unet", "motion", "export", "report")
 # steps (and batch) per stage; "cpu" is the 2-core build, "cuda" feeds the UNet 2.9x and the motion modules 2x the
-# samples in a few GPU minutes
+# samples in a few GPU minutes (motion: steps, clips per step)
 PROFILES = {"cpu": dict(judge=1600, text=500, vae=1600, unet=(2800, 64), motion=(4000, 4)),
             "cuda": dict(judge=1600, text=500, vae=1600, unet=(2000, 256), motion=(2000, 16))}
 
@@ -38,7 +38,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps (0.05 for a smoke run)")
     p.add_argument("--device", default="cpu", choices=sorted(PROFILES), help="where the UNet and motion stages train")
+    p.add_argument("--motion-rounds", default=None, metavar="STEPS[:WEIGHTING],...",
+                   help="motion stage: its warm-restart rounds, each steps and loss weighting (min-snr or "
+                   "high-noise); default the profile's one min-snr round; goes on after saved rounds it begins with")
     args = p.parse_args()
+    try:
+        rounds = common.parse_rounds(args.motion_rounds or str(PROFILES[args.device]["motion"][0]))
+    except ValueError as e:
+        p.error(f"--motion-rounds {args.motion_rounds}: {e}")
     stages = STAGES if args.stage == "all" else tuple(args.stage.split(","))
     unknown = sorted(set(stages) - set(STAGES) - {"latents"})
     if unknown:
@@ -50,11 +57,12 @@ def main() -> None:
     t0 = time.time()
     for stage in stages:
         common.log(f"== stage {stage} ({args.device} profile)")
-        run_stage(stage, work, args.seed, args.scale, args.device)
+        run_stage(stage, work, args.seed, args.scale, args.device, rounds)
     common.log(f"done in {(time.time() - t0) / 60:.1f} min")
 
 
-def run_stage(stage: str, work: Path, seed: int, scale: float, device: str = "cpu") -> None:
+def run_stage(stage: str, work: Path, seed: int, scale: float, device: str = "cpu",
+              rounds: list[tuple[int, str]] | None = None) -> None:
     steps = lambda n: max(2, int(n * scale))  # noqa: E731
     profile = PROFILES[device]
     if stage == "judge":
@@ -74,7 +82,8 @@ def run_stage(stage: str, work: Path, seed: int, scale: float, device: str = "cp
         train_unet.run(work, seed, steps=steps(profile["unet"][0]), batch=profile["unet"][1], device=device)
     elif stage == "motion":
         import train_motion
-        train_motion.run(work, seed, steps=steps(profile["motion"][0]), clips_per_batch=profile["motion"][1],
+        rounds = rounds or [(profile["motion"][0], "min-snr")]
+        train_motion.run(work, seed, [(steps(n), w) for n, w in rounds], clips_per_batch=profile["motion"][1],
                          device=device)
     elif stage == "export":
         import export

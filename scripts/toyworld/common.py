@@ -51,6 +51,20 @@ def warmup_cosine(optimizer, steps: int, warmup: int, floor: float = 0.0):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+MOTION_WEIGHTINGS = ("min-snr", "high-noise")  # of the motion stage's epsilon loss (train_motion.high_noise_weights)
+
+
+def parse_rounds(spec: str) -> list[tuple[int, str]]:
+    """'4000,1500:high-noise' -> [(4000, 'min-snr'), (1500, 'high-noise')]: the motion stage's rounds."""
+    rounds = []
+    for part in spec.split(","):
+        steps, _, weighting = part.strip().partition(":")
+        if not steps.isdigit() or int(steps) < 1 or (weighting or "min-snr") not in MOTION_WEIGHTINGS:
+            raise ValueError(f"{part!r} is not STEPS[:min-snr|high-noise], e.g. 4000 or 1500:high-noise")
+        rounds.append((int(steps), weighting or "min-snr"))
+    return rounds
+
+
 def seed_everything(seed: int) -> None:
     """Python, numpy and torch RNGs; deterministic kernels (the build is repeatable for a seed and thread count)."""
     random.seed(seed)

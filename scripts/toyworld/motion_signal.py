@@ -1,24 +1,34 @@
 """Do the motion words reach the UNet's features, where the motion modules read the prompt?
 
-    python scripts/toyworld/motion_signal.py     # under a minute on 2 CPU cores
+    python scripts/toyworld/motion_signal.py                     # about a minute on 2 CPU cores
+    python scripts/toyworld/motion_signal.py --adapter .toyworld-build/motion_adapter   # another adapter's test
 
 One noisy latent, prompts that differ only in their motion words, and prompts that differ only in their colour
 word, through the shipped UNet. It prints how far each block's output spreads across the prompts of each group:
-the RMS distance from the group mean, over the norm of the mean. docs/toyworld.md quotes the numbers.
+the RMS distance from the group mean, over the norm of the mean; then the same for pairs of opposite motions
+against a pair of colours. Last, the caption test: fresh rendered clips, noised, denoised by the UNet with the
+shipped motion adapter under their own motion word, the opposite one, and none; if the model used the words, its
+own word would give the lowest loss. docs/toyworld.md quotes the numbers.
 """
 
 from __future__ import annotations
 
+import argparse
+
+import numpy as np
 import torch
 
-from common import ROOT  # noqa: F401  (puts the repository on sys.path)
+from common import MOTION_SCHEDULE, ROOT  # noqa: F401  (ROOT puts the repository on sys.path)
 
 from cdvideo.models import load_components
+from cdvideo.pipelines import load_adapter
 from cdvideo.text import encode_prompts
-from cdvideo.toyworld import MODEL_ID
+from cdvideo.toyworld import MODEL_ID, draw, world
 
 MOTIONS = ["moving left", "moving right", "moving up", "moving down", "growing", "shrinking"]
 COLOURS = ["red", "blue", "yellow", "white", "pink", "black"]
+PAIRS = {"left/right": ("moving left", "moving right"), "up/down": ("moving up", "moving down"),
+         "growing/shrinking": ("growing", "shrinking"), "red/blue (colours)": ("red ball", "blue ball")}
 
 
 def spread(f: torch.Tensor) -> float:
@@ -41,7 +51,42 @@ def block_outputs(m: dict, prompts: list[str], x: torch.Tensor, t: int) -> dict[
     return out
 
 
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "growing": "shrinking",
+            "shrinking": "growing"}
+
+
+@torch.no_grad()
+def caption_test(m: dict, adapter, per_motion: int = 4, seed: int = 777) -> None:
+    """Denoising loss of fresh clips under their own motion word, the opposite one, and none, by timestep."""
+    from diffusers import DDPMScheduler, UNetMotionModel
+
+    model = UNetMotionModel.from_unet2d(m["unet"], adapter).eval()
+    sched, vae, rng = DDPMScheduler(**MOTION_SCHEDULE), m["vae"], np.random.default_rng(seed)
+    scenes = [world.with_motion(world.sample_scene(rng), rng, mo) for mo in OPPOSITE for _ in range(per_motion)]
+    for t in (100, 300, 500, 700, 900):
+        losses = {"own": [], "opposite": [], "none": []}
+        for k, sc in enumerate(scenes):
+            frames = torch.from_numpy(draw.render(sc)).permute(0, 3, 1, 2).float() / 127.5 - 1  # (F, 3, 64, 64)
+            x0 = vae.encode(frames).latent_dist.mean * vae.config.scaling_factor  # (F, 4, 16, 16)
+            x0 = x0.permute(1, 0, 2, 3)[None]  # (1, 4, F, 16, 16)
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + k))
+            noisy = sched.add_noise(x0, noise, torch.tensor([t]))
+            subject = world.subject_phrase(sc.cls, sc.colour)
+            for name, mo in (("own", sc.motion), ("opposite", OPPOSITE[sc.motion]), ("none", None)):
+                cond = encode_prompts(m["text_encoder"], m["tokenizer"], [world.prompt(subject, None, sc.background,
+                                                                                        mo)])  # (1, 77, D)
+                pred = model(noisy, torch.tensor(t), cond.repeat_interleave(x0.shape[2], 0)).sample
+                losses[name].append((pred - noise).pow(2).mean().item())
+        own, opp = np.array(losses["own"]), np.array(losses["opposite"])
+        print(f"caption test t={t}: loss own {own.mean():.4f}  opposite {opp.mean():.4f}  "
+              f"none {np.mean(losses['none']):.4f}  own < opposite in {np.mean(own < opp):.0%} of "
+              f"{len(own)} clips")
+
+
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--adapter", default=MODEL_ID, help="the motion adapter of the caption test (default: shipped)")
+    args = p.parse_args()
     m = load_components(MODEL_ID)
     x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))  # (1, 4, 16, 16)
     groups = {"motion words": [f"a red ball {w} on a green background" for w in MOTIONS],
@@ -51,6 +96,13 @@ def main() -> None:
         for block in outs["motion words"]:
             print(f"t={t} {block:6s} " + "  ".join(f"spread across {name} {spread(o[block]):.3f}"
                                                    for name, o in outs.items()))
+    for t in (200, 600):
+        for name, (a, b) in PAIRS.items():
+            pair = [f"a {w} on a green background" if "ball" in w else f"a red ball {w} on a green background"
+                    for w in (a, b)]
+            o = block_outputs(m, pair, x, t)
+            print(f"t={t} {name:18s} " + "  ".join(f"{block} {spread(f):.3f}" for block, f in o.items()))
+    caption_test(m, load_adapter(args.adapter, torch.float32))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,16 @@
 """Stage 5: the motion adapter, as AnimateDiff trains one (Guo et al. ICLR 2024): a diffusers MotionAdapter matching
 the UNet, inserted with UNetMotionModel.from_unet2d; the image model frozen, only the motion modules learn, on
-16-frame clips of encoded renders with AnimateDiff's linear-beta schedule and captions naming the motion."""
+16-frame clips of encoded renders with AnimateDiff's linear-beta schedule and captions naming the motion.
+
+Training runs in rounds, each (steps, loss weighting): a warm-up cosine with a fresh AdamW (a warm restart, SGDR,
+Loshchilov & Hutter ICLR 2017), ending with the motion modules saved to work/motion.round/. A stopped build, or
+a later one whose rounds begin with the saved ones, goes on from there; batches are functions of (seed, step), so
+the run that went on is the run that did not stop."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -18,8 +25,9 @@ from train_unet import captions, latents, load_text, noised, sample_latents
 from cdvideo.text import tokenize
 
 
-def build(work: Path):
-    """UNetMotionModel of the trained (EMA) UNet and a fresh MotionAdapter; only the motion modules train."""
+def build(work: Path, adapter_dir: Path | None = None):
+    """UNetMotionModel of the trained (EMA) UNet and a MotionAdapter (fresh, or a saved round's); only the motion
+    modules train."""
     from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
     unet = UNet2DConditionModel.from_pretrained(str(work / "unet"))
@@ -28,12 +36,22 @@ def build(work: Path):
         if name.endswith("proj_out"):             # the image model (diffusers draws them at random)
             torch.nn.init.zeros_(module.weight)
             torch.nn.init.zeros_(module.bias)
+    if adapter_dir is not None:
+        adapter = MotionAdapter.from_pretrained(str(adapter_dir))
     model = UNetMotionModel.from_unet2d(unet, adapter)
     model.requires_grad_(False)
     trainable = [p for n, p in model.named_parameters() if "motion_modules." in n]
     for p in trainable:
         p.requires_grad_(True)
     return model.train(), trainable
+
+
+def high_noise_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, min_snr_w: torch.Tensor,
+                       cap: float = 10.0) -> torch.Tensor:
+    """max(min-SNR weight, min(1 / SNR, cap)): the epsilon loss in x0 units where noise is high (1 / SNR is the
+    x0 error per unit of epsilon error, Salimans & Ho ICLR 2022), where a clip's trajectory is decided."""
+    a = alphas_cumprod[t]
+    return torch.maximum(min_snr_w, ((1 - a) / a).clamp(max=cap))
 
 
 def batch_at(step: int, seed: int, data: dict, clips_per_batch: int, tokenizer) -> dict:
@@ -46,7 +64,7 @@ def batch_at(step: int, seed: int, data: dict, clips_per_batch: int, tokenizer) 
     return dict(noised(x0, data["sched"], gen), ids=ids)
 
 
-def run(work: Path, seed: int, steps: int = 1200, clips_per_batch: int = 4, lr: float = 1e-3,
+def run(work: Path, seed: int, rounds: list[tuple[int, str]], clips_per_batch: int = 4, lr: float = 1e-3,
         device: str = "cpu") -> dict:
     from diffusers import AutoencoderKL, DDPMScheduler
 
@@ -56,26 +74,70 @@ def run(work: Path, seed: int, steps: int = 1200, clips_per_batch: int = 4, lr: 
     text_encoder.to(device)
     data = dict(clip_scenes=clip_scenes, latents=latents(work, "clips"), sched=DDPMScheduler(**MOTION_SCHEDULE),
                 scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"])
-    model, trainable = build(work)
+    plan = {"seed": seed, "clips_per_batch": clips_per_batch, "lr": lr, "device": device}
+    rounds = [(int(n), w) for n, w in rounds]
+    done, curve = resume(work, plan, rounds)
+    model, trainable = build(work, work / "motion.round" if done else None)
     model.to(device)
     log(f"motion modules: {sum(p.numel() for p in trainable) / 1e6:.2f}M parameters")
-    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-2)
-    lr_sched = warmup_cosine(opt, steps, 50, floor=0.1)
-    curve, t0 = Curve(work, "motion"), time.time()
-    for step in range(steps):
-        b = {k: v.to(device) for k, v in batch_at(step, seed, data, clips_per_batch, tokenizer).items()}
+    t0, steps = time.time(), sum(n for n, _ in rounds)
+    for k in range(done, len(rounds)):
+        r0 = sum(n for n, _ in rounds[:k])
+        train_round(model, trainable, data, text_encoder, tokenizer, curve, dict(plan, steps=steps), r0, *rounds[k])
+        save_round(work, model, plan, rounds[:k + 1], curve)
+    curve.save()
+    model.cpu().eval().save_motion_modules(str(work / "motion_adapter"))
+    info = {"steps": steps, "rounds": rounds, "clips_per_batch": clips_per_batch, "device": device,
+            "seconds": round(time.time() - t0), "went_on_after_rounds": done}
+    mark_done(work, "motion", info)
+    return info
+
+
+def train_round(model, trainable, data: dict, text_encoder, tokenizer, curve: Curve, plan: dict, r0: int, n: int,
+                weighting: str = "min-snr") -> None:
+    """Steps r0 .. r0 + n: a fresh AdamW and a warm-up cosine over the round; the epsilon loss weighted by
+    min-SNR, or `high_noise_weights`."""
+    steps, device = plan["steps"], plan["device"]
+    opt = torch.optim.AdamW(trainable, lr=plan["lr"], weight_decay=1e-2)
+    lr_sched = warmup_cosine(opt, n, 50, floor=0.1)
+    t0 = time.time()
+    for step in range(r0, r0 + n):
+        b = {k: v.to(device) for k, v in batch_at(step, plan["seed"], data, plan["clips_per_batch"], tokenizer).items()}
+        if weighting == "high-noise":
+            b["w"] = high_noise_weights(data["sched"].alphas_cumprod.to(device), b["t"], b["w"])
         with torch.no_grad():
             cond = text_encoder(b["ids"]).last_hidden_state  # (B, 77, D)
         cond = cond.repeat_interleave(b["noisy"].shape[2], dim=0)  # (B * F, 77, D), one per frame as the pipeline
-        pred = model(b["noisy"], b["t"], cond).sample
+        pred = model(b["noisy"], b["t"], cond).sample  # (B, 4, F, 16, 16)
         loss = (b["w"] * (pred - b["noise"]).pow(2).mean(dim=(1, 2, 3, 4))).mean()
         optimizer_step(loss, opt, lr_sched, trainable)
-        if step % 10 == 0 or step == steps - 1:
+        if step % 10 == 0 or step == r0 + n - 1:
             curve.add(step, loss=loss.item())
             log(f"motion step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
-    curve.save()
-    model.cpu().eval().save_motion_modules(str(work / "motion_adapter"))
-    info = {"steps": steps, "clips_per_batch": clips_per_batch, "device": device,
-            "seconds": round(time.time() - t0)}
-    mark_done(work, "motion", info)
-    return info
+
+
+def save_round(work: Path, model, plan: dict, rounds: list[tuple[int, str]], curve: Curve) -> None:
+    """The motion modules after the given rounds, with the plan and curve so far (written whole, then renamed)."""
+    tmp = work / "motion.round.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_motion_modules(str(tmp))
+    (tmp / "round.json").write_text(json.dumps({"plan": plan, "rounds": rounds, "curve": curve.values}))
+    shutil.rmtree(work / "motion.round", ignore_errors=True)
+    tmp.replace(work / "motion.round")
+    log(f"motion: saved after rounds {rounds}")
+
+
+def resume(work: Path, plan: dict, rounds: list[tuple[int, str]]) -> tuple[int, Curve]:
+    """How many of `rounds` the saved state has done (0 unless its plan is this one and its rounds begin
+    `rounds`), and the curve up to there."""
+    curve, saved = Curve(work, "motion"), work / "motion.round" / "round.json"
+    if not saved.is_file():
+        return 0, curve
+    blob = json.loads(saved.read_text())
+    done = [tuple(r) for r in blob["rounds"]]
+    if blob["plan"] != plan or done != rounds[:len(done)]:
+        log(f"motion: the saved rounds {done} of {blob['plan']} do not begin {rounds} of {plan}; starting over")
+        return 0, curve
+    curve.values = blob["curve"]
+    log(f"motion: going on after rounds {done} ({saved.parent})")
+    return len(done), curve
