@@ -109,7 +109,7 @@ def prompt_file(tmp_path):
 
 
 # Thresholds: measured on the shipped model with these exact prompts and seeds (class 0.91, background 0.94 at
-# guidance 5; clips: background 1.0, motion 0.5 (4 of 8; chance is 1 in 7), consecutive-frame difference 0.13
+# guidance 5; clips: background 1.0, motion 0.5 (4 of 8; chance is 1 in 7), consecutive-frame difference 0.11
 # of the difference between clips), set lower so that thread counts do not matter and a broken model, adapter or
 # loader fails. docs/toyworld.md has the larger evaluation.
 CLASS_MIN = 0.75

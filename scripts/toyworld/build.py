@@ -1,6 +1,6 @@
 """Rebuild the miniature world's shipped weights: judge, text encoder, VAE, UNet, motion adapter.
 
-    python scripts/toyworld/build.py                 # every stage, about 137 minutes on 2 CPU cores
+    python scripts/toyworld/build.py                 # every stage, about 164 minutes on 2 CPU cores
     python scripts/toyworld/build.py --stage unet    # one stage (the earlier ones must have run)
     python scripts/toyworld/build.py --stage latents,unet --device cuda   # the shipped UNet: one GPU, ~5 minutes
 
@@ -26,9 +26,9 @@ import common
 
 STAGES = ("judge", "text", "vae", "unet", "motion", "export", "report")
 # steps (and batch) per stage; "cpu" is the 2-core build, "cuda" feeds the UNet 2.9x and the motion modules 2x the
-# samples in a few GPU minutes (motion: steps, clips per step)
-PROFILES = {"cpu": dict(judge=1600, text=500, vae=1600, unet=(2800, 64), motion=(4000, 4)),
-            "cuda": dict(judge=1600, text=500, vae=1600, unet=(2000, 256), motion=(2000, 16))}
+# samples in a few GPU minutes. motion: its rounds (STEPS[:WEIGHTING], see train_motion), clips per step
+PROFILES = {"cpu": dict(judge=1600, text=500, vae=1600, unet=(2800, 64), motion=("4000,1500:high-noise", 4)),
+            "cuda": dict(judge=1600, text=500, vae=1600, unet=(2000, 256), motion=("2000,750:high-noise", 16))}
 
 
 def main() -> None:
@@ -40,10 +40,10 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=sorted(PROFILES), help="where the UNet and motion stages train")
     p.add_argument("--motion-rounds", default=None, metavar="STEPS[:WEIGHTING],...",
                    help="motion stage: its warm-restart rounds, each steps and loss weighting (min-snr or "
-                   "high-noise); default the profile's one min-snr round; goes on after saved rounds it begins with")
+                   "high-noise); default the profile's; goes on after the saved rounds it begins with")
     args = p.parse_args()
     try:
-        rounds = common.parse_rounds(args.motion_rounds or str(PROFILES[args.device]["motion"][0]))
+        rounds = common.parse_rounds(args.motion_rounds or PROFILES[args.device]["motion"][0])
     except ValueError as e:
         p.error(f"--motion-rounds {args.motion_rounds}: {e}")
     stages = STAGES if args.stage == "all" else tuple(args.stage.split(","))
@@ -82,7 +82,7 @@ def run_stage(stage: str, work: Path, seed: int, scale: float, device: str = "cp
         train_unet.run(work, seed, steps=steps(profile["unet"][0]), batch=profile["unet"][1], device=device)
     elif stage == "motion":
         import train_motion
-        rounds = rounds or [(profile["motion"][0], "min-snr")]
+        rounds = rounds or common.parse_rounds(profile["motion"][0])
         train_motion.run(work, seed, [(steps(n), w) for n, w in rounds], clips_per_batch=profile["motion"][1],
                          device=device)
     elif stage == "export":

@@ -59,7 +59,7 @@ def pair_shown(judge, image: Image.Image, appearance: tuple, other: tuple[str, s
 
 
 @torch.no_grad()
-def score(weights_file: Path | None, subject: str, appearance: tuple, judge) -> dict:
+def score(weights_file: Path | None, subject: str, appearance: tuple, judge, adapter: str = "toyworld") -> dict:
     """Identity and composition over the fixed prompts (images, the pair prompt and clips)."""
     from cdvideo.pipelines import image_pipeline, load_adapter, load_personalized, make_scheduler, video_pipeline
 
@@ -76,7 +76,7 @@ def score(weights_file: Path | None, subject: str, appearance: tuple, judge) -> 
     pairs = pipe([PAIR_PROMPT.format(s=subject)] * len(SEEDS), num_inference_steps=20, guidance_scale=5.0,
                  generator=torch.Generator().manual_seed(1)).images
     pair = [pair_shown(judge, im, appearance, ("star", "red")) for im in pairs]
-    vpipe = video_pipeline(m, load_adapter("toyworld", torch.float32),
+    vpipe = video_pipeline(m, load_adapter(adapter, torch.float32),
                            make_scheduler("ddim", m["scheduler"].config, animatediff=True))
     vpipe.set_progress_bar_config(disable=True)
     clip_comp, clip_id = [], []
@@ -114,7 +114,7 @@ def train_run(inst: Instance, out: Path, spl: float, seed: int, pooling: str = "
     return train(load_train_config(None, [f"{k}={v}" for k, v in overrides.items()]))
 
 
-def multi_concept(work: Path, judge, seed: int = 0) -> list[dict]:
+def multi_concept(work: Path, judge, adapter: str, seed: int = 0) -> list[dict]:
     """A joint run of two instances (sks ball + zwx star) and the composed pair of their separate runs."""
     from cdvideo.config import load_train_config
     from cdvideo.toyworld.demo import TRAIN
@@ -136,7 +136,7 @@ def multi_concept(work: Path, judge, seed: int = 0) -> list[dict]:
     for label, file in [("joint", joint)] + [(f"composed {method}", _composed(work, single_a, single_b, method))
                                            for method in ("constrained", "average")]:
         for inst, tok in ((a, "sks"), (b, "zwx")):
-            r = score(file, f"{tok} {inst.cls}", inst.appearance, judge)
+            r = score(file, f"{tok} {inst.cls}", inst.appearance, judge, adapter)
             rows.append({"run": label, "instance": inst.name, **r})
     return rows
 
@@ -216,23 +216,26 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--work", default=str(ROOT / ".toyworld-build" / "ablation"))
     p.add_argument("--no-multi", action="store_true", help="skip the joint and composed runs")
+    p.add_argument("--adapter", default="toyworld", help="the motion adapter the clips render through (a folder: "
+                   "e.g. one rebuilt with build.py --motion-rounds)")
     args = p.parse_args()
     work, judge, t0 = Path(args.work), J.load(), time.time()
     settings = [(f"spl {w:g}", w, "eos") for w in WEIGHTS] + [("spl 1 official", 1.0, "official")]
     rows, base = [], []
     for name in args.instances:
         inst = INSTANCES[name]
-        base.append({"instance": name, **score(None, inst.cls, inst.appearance, judge)})
+        base.append({"instance": name, **score(None, inst.cls, inst.appearance, judge, args.adapter)})
         for label, weight, pooling in settings:
             for seed in args.seeds:
                 tag = f"{name}-spl{weight}{'-official' if pooling == 'official' else ''}-s{seed}"
                 path = train_run(inst, work / tag, weight, seed, pooling)
                 r = {"instance": name, "held_out": inst.held_out, "setting": label, "seed": seed,
-                     **score(path, f"sks {inst.cls}", inst.appearance, judge), "drift": drift_distance(path)}
+                     **score(path, f"sks {inst.cls}", inst.appearance, judge, args.adapter),
+                     "drift": drift_distance(path)}
                 rows.append(r)
                 print(f"[{time.time() - t0:6.0f} s] {tag}: identity {r['identity']:.3f} composition "
                       f"{r['composition']:.3f} drift {r['drift']:.3f}", flush=True)
-    multi = [] if args.no_multi else multi_concept(work, judge)
+    multi = [] if args.no_multi else multi_concept(work, judge, args.adapter)
     write_outputs(rows, summarize(rows), multi, base)
     print(f"wrote {DOCS}/ablation.* in {(time.time() - t0) / 60:.1f} min")
 
