@@ -43,7 +43,7 @@ def main() -> None:
                    "high-noise); default the profile's; goes on after the saved rounds it begins with")
     args = p.parse_args()
     try:
-        rounds = common.parse_rounds(args.motion_rounds or PROFILES[args.device]["motion"][0])
+        rounds = common.parse_rounds(args.motion_rounds) if args.motion_rounds else None  # None: the profile's
     except ValueError as e:
         p.error(f"--motion-rounds {args.motion_rounds}: {e}")
     stages = STAGES if args.stage == "all" else tuple(args.stage.split(","))

@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 import torch
 
-from common import MOTION_SCHEDULE, ROOT  # noqa: F401  (ROOT puts the repository on sys.path)
+from common import MOTION_SCHEDULE, ROOT, to_pixels  # noqa: F401  (ROOT puts the repository on sys.path)
 
 from cdvideo.models import load_components
 from cdvideo.pipelines import load_adapter
@@ -63,18 +63,20 @@ def caption_test(m: dict, adapter, per_motion: int = 4, seed: int = 777) -> None
     model = UNetMotionModel.from_unet2d(m["unet"], adapter).eval()
     sched, vae, rng = DDPMScheduler(**MOTION_SCHEDULE), m["vae"], np.random.default_rng(seed)
     scenes = [world.with_motion(world.sample_scene(rng), rng, mo) for mo in OPPOSITE for _ in range(per_motion)]
+    clips = []  # per scene: its latents (1, 4, F, 16, 16), its noise, and the prompt states of each caption
+    for k, sc in enumerate(scenes):
+        x0 = vae.encode(to_pixels(draw.render(sc))).latent_dist.mean * vae.config.scaling_factor  # (F, 4, 16, 16)
+        x0 = x0.permute(1, 0, 2, 3)[None]  # (1, 4, F, 16, 16)
+        subject = world.subject_phrase(sc.cls, sc.colour)
+        conds = {name: encode_prompts(m["text_encoder"], m["tokenizer"], [world.prompt(subject, None, sc.background,
+                                                                                        mo)])  # (1, 77, D)
+                 for name, mo in (("own", sc.motion), ("opposite", OPPOSITE[sc.motion]), ("none", None))}
+        clips.append((x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + k)), conds))
     for t in (100, 300, 500, 700, 900):
         losses = {"own": [], "opposite": [], "none": []}
-        for k, sc in enumerate(scenes):
-            frames = torch.from_numpy(draw.render(sc)).permute(0, 3, 1, 2).float() / 127.5 - 1  # (F, 3, 64, 64)
-            x0 = vae.encode(frames).latent_dist.mean * vae.config.scaling_factor  # (F, 4, 16, 16)
-            x0 = x0.permute(1, 0, 2, 3)[None]  # (1, 4, F, 16, 16)
-            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + k))
+        for x0, noise, conds in clips:
             noisy = sched.add_noise(x0, noise, torch.tensor([t]))
-            subject = world.subject_phrase(sc.cls, sc.colour)
-            for name, mo in (("own", sc.motion), ("opposite", OPPOSITE[sc.motion]), ("none", None)):
-                cond = encode_prompts(m["text_encoder"], m["tokenizer"], [world.prompt(subject, None, sc.background,
-                                                                                        mo)])  # (1, 77, D)
+            for name, cond in conds.items():
                 pred = model(noisy, torch.tensor(t), cond.repeat_interleave(x0.shape[2], 0)).sample
                 losses[name].append((pred - noise).pow(2).mean().item())
         own, opp = np.array(losses["own"]), np.array(losses["opposite"])

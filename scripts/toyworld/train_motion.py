@@ -100,11 +100,11 @@ def train_round(model, trainable, data: dict, text_encoder, tokenizer, curve: Cu
     steps, device = plan["steps"], plan["device"]
     opt = torch.optim.AdamW(trainable, lr=plan["lr"], weight_decay=1e-2)
     lr_sched = warmup_cosine(opt, n, 50, floor=0.1)
-    t0 = time.time()
+    t0, alphas_cumprod = time.time(), data["sched"].alphas_cumprod.to(device)
     for step in range(r0, r0 + n):
         b = {k: v.to(device) for k, v in batch_at(step, plan["seed"], data, plan["clips_per_batch"], tokenizer).items()}
         if weighting == "high-noise":
-            b["w"] = high_noise_weights(data["sched"].alphas_cumprod.to(device), b["t"], b["w"])
+            b["w"] = high_noise_weights(alphas_cumprod, b["t"], b["w"])
         with torch.no_grad():
             cond = text_encoder(b["ids"]).last_hidden_state  # (B, 77, D)
         cond = cond.repeat_interleave(b["noisy"].shape[2], dim=0)  # (B * F, 77, D), one per frame as the pipeline
