@@ -112,6 +112,7 @@ def _import(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    from .files import file_stem
     from .interop.exporter import USAGE, export_weights
 
     written, report = export_weights(args.weights, args.format, args.output, args.rank, args.single_file, args.model,
@@ -121,7 +122,9 @@ def _export(args: argparse.Namespace) -> None:
     if "total_error" in report:
         print(f"rank {report['rank']}: total relative error {report['total_error']:.3e}")
     print("wrote " + ", ".join(map(str, written)))
-    print(USAGE[args.format].format(token=report["tokens"][0], lora=written[0].name, stem=written[0].stem))
+    for token in report["tokens"]:  # what to type in each tool's prompt (a file name must be valid everywhere)
+        print(USAGE[args.format].format(token=token, emb=file_stem(token), lora=written[0].name,
+                                        stem=written[0].stem))
 
 
 def _compose(args: argparse.Namespace) -> None:
@@ -168,12 +171,17 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _ui(args: argparse.Namespace) -> None:
+    from .ui.access import check_serving, credentials
+
+    creds = credentials(args.auth, args.auth_file)  # checked before gradio loads: a refusal is instant
+    warning = check_serving(args.host, args.share, creds, args.no_auth)
     try:
         from .ui.app import serve
     except ImportError as e:
         raise CdvideoError(f"the web app needs gradio ({e.name} is missing): pip install 'cdvideo[ui]'") from None
-
-    serve(args.host, args.port, args.share, args.root, args.model)
+    if warning:
+        print(warning, file=sys.stderr)
+    serve(args.host, args.port, args.share, args.root, args.model, creds, args.allow_dir, args.max_file_size)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,6 +247,14 @@ def _start_commands(command) -> None:
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     p.add_argument("--root", default="runs/ui", help="folder for the app's runs, clips and job records")
     p.add_argument("--model", help="default base (toyworld when bundled, else tiny)")
+    p.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
+                   help="sign-in (repeat for several users); needed beyond 127.0.0.1 and with --share")
+    p.add_argument("--auth-file", metavar="FILE", help="sign-in from a file, one user:password a line "
+                   "(or the CDVIDEO_UI_AUTH variable: user:password,user2:password2)")
+    p.add_argument("--no-auth", action="store_true", help="serve the network without sign-in (a warning says so)")
+    p.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
+                   help="a folder whose weights files the pickers may read, besides --root (repeatable)")
+    p.add_argument("--max-file-size", default="200mb", help="largest upload (default 200mb)")
     p.set_defaults(func=_ui)
 
 

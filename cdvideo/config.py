@@ -7,11 +7,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
 
 from .errors import CdvideoError
+from .files import check_name
 
 
 @dataclass
@@ -127,8 +128,14 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     return cls(**kwargs)
 
 
+class CommandLineText(str):
+    """A `key=value` override's value as typed: read by the schema's type, never as a YAML comment."""
+
+
 def _coerce(tp: Any, value: Any, path: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if isinstance(value, CommandLineText):
+        value = _from_command_line(tp, origin, args, value, path)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -162,6 +169,21 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     return _scalar(tp, value, path)
 
 
+def _from_command_line(tp: Any, origin: Any, args: tuple, text: CommandLineText, path: str) -> Any:
+    """Text for a text field (a path stays a string: `Rex #2`, `on`, `2024`), YAML for numbers, booleans, lists."""
+    if origin in (Union, types.UnionType):
+        if type(None) in args and text in ("null", "~", ""):
+            return None
+        if str in args or any(typing.get_origin(a) is Literal and text in typing.get_args(a) for a in args):
+            return str(text)
+    elif tp is str or (origin is Literal and text in args):
+        return str(text)
+    try:
+        return yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        raise CdvideoError(f"{path}: {str(text)!r} is not a valid value") from None
+
+
 def _scalar(tp: type, value: Any, path: str) -> Any:
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -178,11 +200,15 @@ def _scalar(tp: type, value: Any, path: str) -> Any:
 
 
 def apply_override(data: dict, override: str) -> None:
-    """Set `a.b.0.c=value` in nested `data`; the value is parsed as YAML."""
+    """Set `a.b.0.c=value` in nested `data`; the value is read by the schema's type when the config is built."""
     if "=" not in override:
         raise CdvideoError(f"override {override!r} is not key=value")
     key, raw = override.split("=", 1)
-    value = yaml.safe_load(raw) if raw else ""
+    set_value(data, key, CommandLineText(raw))
+
+
+def set_value(data: dict, key: str, value: Any) -> None:
+    """Set the typed `value` at the dotted `key` (`concepts.0.images`) in nested `data`."""
     parts = key.strip().split(".")
     node: Any = data
     for i, part in enumerate(parts[:-1]):
@@ -209,8 +235,10 @@ def _list_slot(node: list, part: str, key: str, nxt: str) -> Any:
     return node[int(part)]
 
 
-def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    """Read a YAML config (or none), apply overrides, validate against the schema."""
+def load_train_config(path: str | Path | None, overrides: list[str] = (),
+                      values: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config (or none), apply command-line `key=value` overrides, then typed `values` by dotted key
+    (what programmatic callers pass), and validate against the schema."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -224,6 +252,8 @@ def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> Tra
             raise CdvideoError(f"{path}: expected a mapping of keys at the top level")
     for ov in overrides:
         apply_override(data, ov)
+    for key, value in (values or {}).items():
+        set_value(data, key, value)
     try:
         cfg = from_dict(TrainConfig, data)
     except CdvideoError as e:
@@ -246,6 +276,8 @@ def check_train_config(cfg: TrainConfig) -> None:
             raise CdvideoError(f"concepts.{i}.class_word: give the subject's class, e.g. dog")
         if not c.token.strip() or " " in c.token:
             raise CdvideoError(f"concepts.{i}.token: {c.token!r} must be one word, e.g. sks or <new1>")
+        check_name(c.token, f"concepts.{i}.token")  # it names files (exports, embeddings)
+        check_name(c.class_word, f"concepts.{i}.class_word", spaces=True)
         if c.token in (c.class_word, c.initializer):
             raise CdvideoError(f"concepts.{i}.token: {c.token!r} must differ from the class word; use e.g. sks")
         if c.token in seen:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -14,19 +13,6 @@ from .errors import CdvideoError
 from .files import atomic_path, reserve_stem, write_text_atomic
 
 VIDEO_FORMATS = ("mp4", "gif", "webp", "png")
-
-
-def sha256(path: str | Path) -> str:
-    """Of a file's bytes; of a folder (a Custom Diffusion folder given as --weights): of its files' names and bytes."""
-    h = hashlib.sha256()
-    path = Path(path)
-    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
-        if path.is_dir():
-            h.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def check_formats(formats: list[str]) -> None:

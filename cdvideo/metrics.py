@@ -46,3 +46,16 @@ def summarize(values: Sequence[float]) -> dict:
     if len(t) == 0:
         return {"mean": None, "std": None, "n": 0}
     return {"mean": float(t.mean()), "std": float(t.std(unbiased=False)), "n": len(t)}
+
+
+def bootstrap_ci(values: Sequence[float], level: float = 0.95, resamples: int = 10_000,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): percentile bootstrap interval of the mean (Efron & Tibshirani 1993, ch. 13); for paired
+    differences pass the per-pair differences."""
+    t = torch.tensor([v for v in values if v == v], dtype=torch.float64)
+    if len(t) == 0:
+        return float("nan"), float("nan"), float("nan")
+    g = torch.Generator().manual_seed(seed)
+    means = t[torch.randint(len(t), (resamples, len(t)), generator=g)].mean(dim=1)
+    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+    return float(t.mean()), lo, hi

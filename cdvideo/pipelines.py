@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from . import tiny, toyworld, weights
 from .errors import CdvideoError
-from .files import atomic_path
+from .files import atomic_path, sha256_file
 from .models import load_components, load_error
 
 ADAPTERS = {
@@ -93,9 +93,8 @@ def load_personalized(model: str | None, weight_files: list[str], scale: float =
     base = model or (ws[0].base_model if ws and ws[0].base_model else weights.DEFAULT_BASE)
     base_hash = None  # a one-file base is hashed once, however many weights files record its sha256
     if Path(base).is_file() and any(w.metadata.get("base_sha256") for w in ws):
-        from .export import sha256
 
-        base_hash = sha256(base)
+        base_hash = sha256_file(base)
     force = any([check_base(w, base, force, base_hash) for w in ws]) or force  # before loading gigabytes
     config = model_config or (ws[0].metadata.get("base_config") if ws else None)
     m = load_components(base, revision, variant, dtype=dtype, config=config)
@@ -122,9 +121,8 @@ def check_base(w: weights.PersonalWeights, base: str, force: bool, base_hash: st
     unless `force`."""
     recorded = w.metadata.get("base_sha256")
     if recorded and Path(base).is_file():
-        from .export import sha256
 
-        actual = base_hash or sha256(base)
+        actual = base_hash or sha256_file(base)
         if actual != recorded and not force:
             raise CdvideoError(f"{w.path}: trained on a base with sha256 {recorded[:12]}..., but {base} has sha256 "
                                f"{actual[:12]}...; pass --force to use it on a same-shaped fine-tune")

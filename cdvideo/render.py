@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 from . import __version__
 from .config import from_dict
 from .errors import CdvideoError
-from .export import check_formats, sha256, write_clip, write_images
-from .files import slug, text_lines
+from .export import check_formats, write_clip, write_images
+from .files import sha256_file, slug, text_lines
 from .timing import NO_TIMER
 from .pipelines import (default_adapter, image_pipeline, load_adapter, load_personalized, make_scheduler,
                         pick_device, video_pipeline)
@@ -138,7 +138,7 @@ def token_hint(job: Job, tokens: list[str], class_words: list[str]) -> None:
 
 
 def weights_record(files: list[str]) -> list[dict]:
-    return [{"path": str(Path(f).resolve()), "sha256": sha256(f)} for f in files]
+    return [{"path": str(Path(f).resolve()), "sha256": sha256_file(f)} for f in files]
 
 
 def _base_record(opts: Options, w, model: str, dev: torch.device, dtype: torch.dtype) -> dict:
@@ -318,7 +318,7 @@ def sample(opts: Options, jobs: list[Job]) -> list[Path]:
 def from_sidecar(record: dict, output_dir: str) -> tuple[Options, list[Job]]:
     """Options and the one job that regenerate a clip or image from its sidecar JSON."""
     for wrec in record.get("weights", []):
-        if not Path(wrec["path"]).is_file() or sha256(wrec["path"]) != wrec["sha256"]:
+        if not Path(wrec["path"]).is_file() or sha256_file(wrec["path"]) != wrec["sha256"]:
             raise CdvideoError(f"weights file {wrec['path']} is missing or changed since the clip was rendered")
     opts = Options(weights=[r["path"] for r in record.get("weights", [])], model=record["base_model"],
                    revision=record.get("revision"), variant=record.get("variant"), adapter=record.get("adapter"),

@@ -24,7 +24,7 @@ from . import checkpoint, weights
 from .config import TrainConfig, to_dict
 from .data import Concept, load_folder, sample_batch
 from .errors import CdvideoError
-from .files import atomic_path, write_text_atomic
+from .files import atomic_path, sha256_file, write_text_atomic
 from .latents import LatentPool
 from .latents import sample as sample_latents
 from .losses import diffusion_target, masked_mse, semantic_preservation_loss
@@ -377,8 +377,7 @@ def base_record(cfg: TrainConfig) -> dict:
 
     if not is_single_file(cfg.model):
         return {}
-    from .export import sha256
-    return {"base_sha256": sha256(cfg.model), "base_config": cfg.model_config or "sd15"}
+    return {"base_sha256": sha256_file(cfg.model), "base_config": cfg.model_config or "sd15"}
 
 
 def nan_error(cfg: TrainConfig, step: int, loss: float) -> CdvideoError:

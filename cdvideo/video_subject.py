@@ -19,6 +19,30 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+def probe(path: str | Path) -> tuple[float, int, int]:
+    """(seconds, width, height) read from the container's header by ffmpeg, before any frame is decoded."""
+    import imageio_ffmpeg
+
+    frames = imageio_ffmpeg.read_frames(str(path))
+    try:
+        meta = next(frames)
+    except (RuntimeError, OSError, StopIteration):
+        raise CdvideoError(f"{Path(path).name}: not a readable video (mp4, mov, webm, mkv)") from None
+    finally:
+        frames.close()
+    width, height = meta.get("size") or (0, 0)
+    return float(meta.get("duration") or 0.0), int(width), int(height)
+
+
+def check_video(path: str | Path, max_seconds: float, max_side: int) -> None:
+    """A one-line error if the video is longer or larger than the limits (checked before it is decoded)."""
+    seconds, width, height = probe(path)
+    if seconds > max_seconds:
+        raise CdvideoError(f"{Path(path).name}: {seconds:.1f} s long; give a clip of at most {max_seconds:g} s")
+    if max(width, height) > max_side:
+        raise CdvideoError(f"{Path(path).name}: {width}x{height}; give a video of at most {max_side} px a side")
+
+
 def sharpness(gray: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian of a grayscale image (Pech-Pacheco et al. 2000): low when blurred."""
     g = gray.astype(np.float64)

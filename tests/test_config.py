@@ -71,3 +71,24 @@ def test_missing_and_broken_files(tmp_path):
     empty.write_text("# nothing\n")
     with pytest.raises(CdvideoError, match="at least one concept"):
         load_train_config(empty)
+
+
+@pytest.mark.parametrize("folder", ["Rex #2", "on", "null", "2024", "no"])
+def test_a_path_and_a_class_word_stay_text_on_the_command_line(folder):
+    """`key=value` reads numbers, booleans and lists as YAML, but a text field keeps what was typed."""
+    cfg = load_train_config(None, [f"concepts.0.images={folder}", "concepts.0.class_word=no", "max_steps=7",
+                                   "overwrite=true", "validation.seeds=[1, 2]", "spl.weight=1e-3"])
+    assert cfg.concepts[0].images == folder and cfg.concepts[0].class_word == "no"
+    assert (cfg.max_steps, cfg.overwrite, cfg.validation.seeds, cfg.spl.weight) == (7, True, [1, 2], 1e-3)
+    typed = load_train_config(None, values={"concepts.0.images": folder, "concepts.0.class_word": "on",
+                                            "max_steps": 3})  # what programmatic callers pass: no parsing
+    assert (typed.concepts[0].images, typed.concepts[0].class_word, typed.max_steps) == (folder, "on", 3)
+    with pytest.raises(CdvideoError, match="max_steps: expected int, got 'many'"):
+        load_train_config(None, [f"concepts.0.images={folder}", "concepts.0.class_word=dog", "max_steps=many"])
+
+
+@pytest.mark.parametrize("key, value", [("concepts.0.token", "../x"), ("concepts.0.class_word", "a/../../b"),
+                                        ("concepts.0.token", ".sks")])
+def test_names_that_would_escape_a_folder_are_refused(key, value):
+    with pytest.raises(CdvideoError, match=key.replace(".", r"\.")):
+        load_train_config(None, values={"concepts.0.images": "x", "concepts.0.class_word": "dog", key: value})

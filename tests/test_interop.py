@@ -234,3 +234,43 @@ def test_malformed_inputs_are_clear_errors_and_write_nothing(tmp_path, perturbed
     assert main(["import", str(tmp_path / "evil.bin"), "-o", str(tmp_path / "y.safetensors"), "--model", "tiny"]) == 2
     assert "refused" in capsys.readouterr().err
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "y.safetensors").exists()
+
+
+def test_export_names_that_comfyui_and_a1111_list(tmp_path, capsys):
+    """`-o NAME` gets `.safetensors`; a token that is no valid file name on Windows gets a safe one; metadata
+    names files and hashes, never a local path; each file still loads with diffusers' own loaders."""
+    from conftest import make_weights
+
+    from cdvideo.files import sha256_file
+
+    src = make_weights(tmp_path / "src" / "rex.safetensors", token="<new1>")
+    w = weights.load(src)
+    for out, expected in ((tmp_path / "a" / "mylora", tmp_path / "a" / "mylora.safetensors"),
+                          (tmp_path / "b" / "mylora.safetensors", tmp_path / "b" / "mylora.safetensors")):
+        assert main(["export", str(src), "--format", "lora", "--rank", "full", "-o", str(out)]) == 0
+        assert sorted(p.name for p in expected.parent.iterdir()) == sorted([expected.name, "new1.safetensors"])
+        printed = capsys.readouterr().out
+        assert "embedding:new1" in printed and "token='<new1>'" in printed
+        from safetensors import safe_open
+
+        for f in (expected, expected.with_name("new1.safetensors")):
+            with safe_open(str(f), "pt") as fh:
+                meta = fh.metadata()
+            assert str(tmp_path) not in json.dumps(meta), meta  # no absolute path travels with a shared file
+            assert meta["source"] == "rex.safetensors" and meta["source_sha256"] == sha256_file(src)
+        pipe = diffusers_pipe()
+        pipe.load_lora_weights(str(expected))
+        pipe.load_textual_inversion(str(expected.with_name("new1.safetensors")), token="<new1>")
+        pipe.fuse_lora()
+        fused = dict(pipe.unet.named_parameters())
+        name = next(iter(w.unet))
+        got = fused.get(name, fused.get(name.replace(".weight", ".base_layer.weight")))
+        assert torch.allclose(got, w.unet[name], atol=1e-4)
+        row = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids("<new1>")]
+        assert torch.allclose(row, w.embeddings[0], atol=1e-6)
+    one = tmp_path / "one" / "model"
+    assert main(["export", str(src), "--format", "full", "--single-file", "-o", str(one)]) == 0
+    assert sorted(p.name for p in one.parent.iterdir()) == ["model.safetensors", "new1.safetensors"]
+    assert main(["export", str(src), "--format", "diffusers", "-o", str(tmp_path / "cd")]) == 0
+    assert (tmp_path / "cd" / "new1.safetensors").is_file()
+    assert str(tmp_path) not in (tmp_path / "cd" / "cdvideo_export.json").read_text()

@@ -18,25 +18,48 @@ from pathlib import Path
 
 from .. import __version__, weights
 from ..errors import CdvideoError
-from ..files import atomic_path, write_text_atomic
+from ..files import atomic_path, file_stem, sha256_file, write_text_atomic
 from . import formats, lora
 from .importer import check_key_set, load_any
 
 FORMATS = ("diffusers", "lora", "full")
-USAGE = {"lora": "ComfyUI: load {lora} with a LoRA loader and write embedding:{token} in the prompt; A1111: put "
-                 "{token}.safetensors in embeddings/, {lora} in models/Lora/ and prompt '<lora:{stem}:1> ... {token} "
-                 "...'",
+USAGE = {"lora": "ComfyUI: load {lora} with a LoRA loader and write embedding:{emb} in the prompt; A1111: put "
+                 "{emb}.safetensors in embeddings/, {lora} in models/Lora/ and prompt '<lora:{stem}:1> ... {emb} ...'; "
+                 "diffusers: pipe.load_lora_weights('{lora}'), pipe.load_textual_inversion('{emb}.safetensors', "
+                 "token='{token}')",
          "diffusers": "pipe.unet.load_attn_procs(folder, weight_name='pytorch_custom_diffusion_weights.bin', "
-                      "_pipeline=pipe); pipe.load_textual_inversion(folder, weight_name='{token}.safetensors') "
-                      "(diffusers 0.42 installs the processors only when given _pipeline)",
-         "full": "StableDiffusionPipeline.from_pretrained(folder), or from_single_file + load_textual_inversion"}
+                      "_pipeline=pipe); pipe.load_textual_inversion(folder, weight_name='{emb}.safetensors') "
+                      "(diffusers 0.42 installs the processors only when given _pipeline); prompt with {token}",
+         "full": "StableDiffusionPipeline.from_pretrained(folder) and prompt with {token}, or from_single_file + "
+                 "load_textual_inversion('{emb}.safetensors', token='{token}'); ComfyUI/A1111: embedding:{emb} / {emb}"}
+SUFFIX = ".safetensors"  # what ComfyUI and AUTOMATIC1111 list in their model folders
 
 
 def record(w: weights.PersonalWeights, base: str, fmt: str) -> dict[str, str]:
-    """String metadata every export carries."""
-    return {"cdvideo_version": __version__, "base_model": base, "tokens": json.dumps(w.tokens),
+    """String metadata every export carries: names and hashes, never a local path (a shared file carries it)."""
+    return {"cdvideo_version": __version__, "base_model": public_name(base), "tokens": json.dumps(w.tokens),
             "class_words": json.dumps(w.class_words), "exported_as": fmt,
-            "source": str(w.path.resolve()) if w.path else ""}
+            "source": w.path.name if w.path else "", "source_sha256": sha256_file(w.path) if w.path else ""}
+
+
+def public_name(base: str) -> str:
+    """A hub id as it is; a local folder or file by its name only."""
+    return Path(base).name if Path(base).expanduser().exists() else base
+
+
+def with_suffix(output: str) -> Path:
+    """`-o NAME` -> NAME.safetensors (kept when given)."""
+    out = Path(output)
+    return out if out.suffix.lower() == SUFFIX else out.with_name(out.name + SUFFIX)
+
+
+def embedding_paths(out: Path, tokens: list[str]) -> list[Path]:
+    """One A1111/ComfyUI embedding beside `out` per token, named so every system accepts it (`<new1>` -> new1)."""
+    paths = [out.with_name(f"{file_stem(t)}{SUFFIX}") for t in tokens]
+    if len(set(paths)) < len(paths) or out in paths:
+        raise CdvideoError(f"tokens {', '.join(tokens)}: their embedding file names clash in {out.parent}; rename a "
+                           "token with cdvideo compose --rename or choose another -o")
+    return paths
 
 
 def _free(path: Path, overwrite: bool) -> None:
@@ -89,6 +112,8 @@ def export_weights(src: str, fmt: str, output: str, rank: str = "32", single_fil
             write_text_atomic(d / "cdvideo_export.json", json.dumps(meta, indent=1))))
         return written, {"tokens": w.tokens}
     m, base = load_base(w, model, model_config)
+    if fmt == "lora" or single_file:
+        out = with_suffix(output)
     if fmt == "lora":
         written, report = export_lora(w, m, base, out, rank, overwrite)
     else:
@@ -110,7 +135,7 @@ def export_lora(w, m: dict, base: str, out: Path, rank: str, overwrite: bool) ->
             "ss_network_alpha": str(alpha), "ss_base_model_version": "sd_v1", "ss_v2": "False",
             "ss_output_name": out.stem, "ss_sd_model_name": Path(base).name,
             "ss_training_comment": "ClassDiffusion K/V exported by cdvideo (truncated SVD of W - W0)"}
-    embeddings = [out.with_name(f"{t}.safetensors") for t in w.tokens]
+    embeddings = embedding_paths(out, w.tokens)
     for p in [out, *embeddings]:
         _free(p, overwrite)
     with atomic_path(out) as tmp:
@@ -130,14 +155,12 @@ def export_full(w, m: dict, base: str, out: Path, single_file: bool, overwrite: 
 
         from .ldm import to_ldm
 
-        if out.suffix != ".safetensors":
-            raise CdvideoError(f"-o {out}: a one-file checkpoint is a .safetensors file")
         weights.apply(w, m["unet"], m["text_encoder"], m["tokenizer"])
         state = to_ldm(m["unet"], m["vae"], m["text_encoder"])
         emb_key = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
         n_base = len(m["tokenizer"]) - len(w.tokens)
         state[emb_key] = state[emb_key][:n_base].contiguous()  # the base vocabulary; tokens go beside
-        embeddings = [out.with_name(f"{t}.safetensors") for t in w.tokens]
+        embeddings = embedding_paths(out, w.tokens)
         for p in [out, *embeddings]:
             _free(p, overwrite)
         with atomic_path(out) as tmp:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CdvideoError
+from ..files import file_stem
 from .files import read_tensors
 
 CD_WEIGHTS = ("pytorch_custom_diffusion_weights.safetensors", "pytorch_custom_diffusion_weights.bin")
@@ -98,10 +99,10 @@ def write_custom_diffusion(folder: Path, unet: dict[str, torch.Tensor], tokens: 
         state[f"{layer[:-1]}1.processor"] = {}
     torch.save(state, folder / CD_WEIGHTS[1])  # tensors and empty dicts only: readable with weights_only=True
     written = [folder / CD_WEIGHTS[1]]
-    for token, row in zip(tokens, rows):
-        save_file({token: row.detach().float().contiguous()}, str(folder / f"{token}.safetensors"),
+    for token, row in zip(tokens, rows):  # the key holds the token; the file name is valid on every system
+        save_file({token: row.detach().float().contiguous()}, str(folder / f"{file_stem(token)}.safetensors"),
                   metadata={**metadata, "format": "pt"})
-        written.append(folder / f"{token}.safetensors")
+        written.append(folder / f"{file_stem(token)}.safetensors")
     return written
 
 

@@ -159,14 +159,16 @@ def read(judge: Judge, frames, batch: int = 256) -> Reading:
 
 
 # -- Scores ------------------------------------------------------------------------------------------------
-def identity(reading: Reading, appearance: tuple) -> float:
-    """Expected share of an instance's four traits (class, colour, pattern, pattern colour) that the frames show:
-    the mean of the judge's probabilities of them, averaged over frames."""
-    cls, colour, pattern, pc = appearance
+TRAITS = ("cls", "colour", "pattern", "pattern_colour")  # an instance's appearance, in this order
+
+
+def identity(reading: Reading, appearance: tuple, traits: tuple[str, ...] = TRAITS) -> float:
+    """Expected share of an instance's traits (class, colour, pattern, pattern colour; or those in `traits`, e.g.
+    all but the colour a prompt changes) that the frames show: the mean of the judge's probabilities of them,
+    averaged over frames."""
     p = reading.probs
-    per_frame = (p["cls"][:, CLASSES.index(cls)] + p["colour"][:, HEADS["colour"].index(colour)]
-                 + p["pattern"][:, PATTERNS.index(pattern)]
-                 + p["pattern_colour"][:, HEADS["pattern_colour"].index(pc or "none")]) / 4
+    wanted = dict(zip(TRAITS, appearance))
+    per_frame = sum(p[t][:, HEADS[t].index(wanted[t] or "none")] for t in traits) / len(traits)
     return float(per_frame.mean())
 
 

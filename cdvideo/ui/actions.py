@@ -1,14 +1,18 @@
-"""What the web app's buttons do, as plain functions over a JobManager: each builds its inputs with the CLI's own
-functions (config loading, prompt jobs, compose, drift), so every check and message is the CLI's."""
+"""What the web app's buttons do, as plain functions over a JobManager and the calling `Client`: each checks every
+value that becomes a path before anything touches disk, then builds its inputs with the CLI's own functions (config
+loading, prompt jobs, compose, drift), so every check and message is the CLI's."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import time
 from pathlib import Path
 
 from ..errors import CdvideoError
+from ..files import check_name, file_stem
+from .access import MAX_VIDEO_SECONDS, MAX_VIDEO_SIDE, Client
 from .jobs import Cancelled, Job, JobManager
 
 NATIVE = {"toyworld": 64, "tiny": 64}  # built-in bases' image size; others are SD1.5-sized (512)
@@ -20,60 +24,78 @@ def native_size(model: str) -> int:
 
 
 def runs(root: Path) -> list[str]:
-    """Weights files of finished runs (newest first), for the pickers."""
+    """Weights files of finished runs in a client's folder (newest first), for the pickers."""
     files = list((root / "runs").glob("*/weights.safetensors")) + list((root / "runs").glob("*.safetensors"))
     return [str(p) for p in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
 def stamp(prefix: str) -> str:
-    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
+    """`prefix-<date>-<time>-<random>`: two submissions in the same millisecond never share a name."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def subject_input(files: list[str], dest: Path) -> str:
-    """Copy 3-10 photos (or one video) into the run's inputs/; the `images:` value for the config."""
-    from ..video_subject import is_video
+def subject_input(files: list[str], dest: Path) -> tuple[str, list[tuple[Path, Path]]]:
+    """Check 3-10 photos (or one video: its length and size read before decoding); the `images:` value for the
+    config and the copies to make into the run's inputs/ (made only once the whole config has been checked)."""
+    from ..video_subject import check_video, is_video
 
     files = [Path(f) for f in files or []]
     videos = [f for f in files if is_video(f)]
     if videos:
         if len(files) != 1:
             raise CdvideoError("drop either one video or 3-10 photos, not both")
-        dest.mkdir(parents=True, exist_ok=True)
-        return str(shutil.copy(videos[0], dest / videos[0].name))
+        check_video(videos[0], MAX_VIDEO_SECONDS, MAX_VIDEO_SIDE)
+        target = dest / f"{file_stem(videos[0].stem)}{videos[0].suffix.lower()}"
+        return str(target), [(videos[0], target)]
     photos = [f for f in files if f.suffix.lower() in PHOTO_SUFFIXES]
     if not 3 <= len(photos) <= 10 or len(photos) != len(files):
         raise CdvideoError(f"drop 3-10 photos (jpg, png, webp, gif) or one video; got {len(files)} file(s)")
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in photos:
-        shutil.copy(f, dest / f.name)
-    return str(dest)
+    copies = [(f, dest / f"{k:02d}-{file_stem(f.stem)}{f.suffix.lower()}") for k, f in enumerate(photos)]
+    return str(dest), copies
 
 
-def start_training(mgr: JobManager, owner: str, files: list[str], class_word: str, token: str, steps: int,
+def base_ref(client: Client, model: str, key: str = "base model") -> str:
+    """A built-in name or hub id as it is; a local folder or file only inside the client's readable folders."""
+    model = (model or "").strip()
+    if model in NATIVE:
+        return model
+    if model and (Path(model).expanduser().exists() or model.startswith((".", "/", "~")) or "\\" in model):
+        return client.readable_path(model, key)
+    return model
+
+
+def start_training(mgr: JobManager, client: Client, files: list[str], class_word: str, token: str, steps: int,
                    spl_weight: float, model: str) -> Job:
     from ..config import load_train_config
 
-    run_dir = mgr.root / "runs" / stamp(f"{token or 'sks'}-{class_word or 'subject'}")
-    images = subject_input(files, run_dir / "inputs")
-    every = max(int(steps) // 4, 1)
-    cfg = load_train_config(None, [
-        f"model={model}", f"output_dir={run_dir}", f"concepts.0.images={images}", f"concepts.0.class_word={class_word}",
-        f"concepts.0.token={token}", f"max_steps={int(steps)}", f"spl.weight={spl_weight}",
-        f"resolution={native_size(model)}", f"validation.every={every}", f"checkpoint_every={every}",
-        "validation.prompts=['a photo of a {token} {class_word}']", "report_to=none"])
+    check_name(token or "", "token")
+    check_name(class_word or "", "class word", spaces=True)
+    model = base_ref(client, model)
+    run_dir = client.folder / "runs" / stamp(f"{file_stem(token)}-{file_stem(class_word)}")
+    images, copies = subject_input(files, run_dir / "inputs")
     n = int(steps)
-    return mgr.submit(owner, "train", f"{token} {class_word}, {n} step{'s' * (n != 1)}",
+    every = max(n // 4, 1)
+    cfg = load_train_config(None, values={
+        "model": model, "output_dir": str(run_dir), "concepts.0.images": images,
+        "concepts.0.class_word": class_word, "concepts.0.token": token, "max_steps": n,
+        "spl.weight": float(spl_weight), "resolution": native_size(model), "validation.every": every,
+        "checkpoint_every": every, "validation.prompts": ["a photo of a {token} {class_word}"],
+        "report_to": "none"})
+    for src, dst in copies:  # every value is checked: only now does the run's folder appear
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    return mgr.submit(client.owner, "train", f"{token} {class_word}, {n} step{'s' * (n != 1)}",
                       lambda j, m: _train(cfg, j, m), {"run": str(run_dir)})
 
 
-def resume_training(mgr: JobManager, owner: str) -> Job:
+def resume_training(mgr: JobManager, client: Client) -> Job:
     from ..config import load_train_config
 
-    last = next((j for j in mgr.for_owner(owner, "train") if j.status == "cancelled"), None)
+    last = next((j for j in mgr.for_owner(client.owner, "train") if j.status == "cancelled"), None)
     if last is None:
         raise CdvideoError("no cancelled training run to resume")
-    cfg = load_train_config(Path(last.params["run"]) / "config.yaml", ["resume=latest"])
-    return mgr.submit(owner, "train", last.title + " (resumed)", lambda j, m: _train(cfg, j, m), last.params)
+    cfg = load_train_config(Path(last.params["run"]) / "config.yaml", values={"resume": "latest"})
+    return mgr.submit(client.owner, "train", last.title + " (resumed)", lambda j, m: _train(cfg, j, m), last.params)
 
 
 def _train(cfg, job: Job, mgr: JobManager) -> list[Path]:
@@ -95,8 +117,10 @@ def _train(cfg, job: Job, mgr: JobManager) -> list[Path]:
         raise Cancelled from None
 
 
-def start_render(mgr: JobManager, owner: str, weights: str | None, prompts: str, num_frames: int, size: int,
-                 steps: int, guidance: float, seeds: str, adapter: str, scale: float, model: str) -> Job:
+def start_render(mgr: JobManager, client: Client, weights: str | None, prompts: str, num_frames: int, size: int,
+                 steps: int, guidance: float, seeds: str, adapter: str, scale: float, model: str,
+                 uploaded: str | None = None) -> Job:
+    """Clips of `prompts`; `weights` is a picked path (checked), `uploaded` a file Gradio received (used first)."""
     from ..config import from_dict
     from ..render import Job as RenderJob
     from ..render import Options, check_job
@@ -111,12 +135,13 @@ def start_render(mgr: JobManager, owner: str, weights: str | None, prompts: str,
     jobs = [from_dict(RenderJob, {"prompt": p, "seed": seed_list, "num_frames": int(num_frames),
                                   "height": int(size), "width": int(size), "num_inference_steps": int(steps),
                                   "guidance_scale": float(guidance)}) for p in lines]
-    opts = Options(weights=[weights] if weights else [], model=model or None, adapter=adapter or None,
-                   output_dir=str(mgr.root / "outputs"), formats=["mp4", "gif"], scale=float(scale),
-                   upscale=4 if int(size) <= 128 else 1)
+    weights = uploaded or (client.readable_path(weights, "weights file") if weights else None)
+    opts = Options(weights=[weights] if weights else [], model=base_ref(client, model) or None,
+                   adapter=base_ref(client, adapter, "adapter") or None, output_dir=str(client.folder / "outputs"),
+                   formats=["mp4", "gif"], scale=float(scale), upscale=4 if int(size) <= 128 else 1)
     for j in jobs:
         check_job(j, video=True, formats=tuple(opts.formats))
-    return mgr.submit(owner, "animate", f"{lines[0][:60]}" + (f" (+{len(lines) - 1})" if len(lines) > 1 else ""),
+    return mgr.submit(client.owner, "animate", f"{lines[0][:60]}" + (f" (+{len(lines) - 1})" if len(lines) > 1 else ""),
                       lambda job, m: _render(opts, jobs, job, m))
 
 
@@ -130,24 +155,26 @@ def _render(opts, jobs, job: Job, mgr: JobManager) -> list[Path]:
     return animate(opts, jobs, progress=progress)
 
 
-def start_compose(mgr: JobManager, owner: str, files: list[str], method: str, renames: str) -> Job:
+def start_compose(mgr: JobManager, client: Client, files: list[str], method: str, renames: str) -> Job:
     from ..compose import compose_files
 
     if not files or len(files) < 2:
         raise CdvideoError("choose at least two weights files to compose")
-    out = mgr.root / "runs" / f"{stamp('composed')}.safetensors"
+    files = [client.readable_path(f, "weights file") for f in files]
+    out = client.folder / "runs" / f"{stamp('composed')}.safetensors"
     rename = [r.strip() for r in (renames or "").split(",") if r.strip()]
-    return mgr.submit(owner, "compose", f"{method}: {len(files)} files",
+    return mgr.submit(client.owner, "compose", f"{method}: {len(files)} files",
                       lambda j, m: [compose_files(list(files), str(out), method, rename, None, False)])
 
 
-def start_drift(mgr: JobManager, owner: str, files: list[str]) -> Job:
+def start_drift(mgr: JobManager, client: Client, files: list[str]) -> Job:
     from ..drift_report import drift
 
     if not files:
         raise CdvideoError("choose at least one weights file")
-    out = mgr.root / "drift" / stamp("drift")
-    return mgr.submit(owner, "drift", f"drift of {len(files)} run(s)", lambda j, m: drift(list(files), str(out)))
+    files = [client.readable_path(f, "weights file") for f in files]
+    out = client.folder / "drift" / stamp("drift")
+    return mgr.submit(client.owner, "drift", f"drift of {len(files)} run(s)", lambda j, m: drift(list(files), str(out)))
 
 
 def clips(root: Path, limit: int = 24) -> list[tuple[str, dict]]:

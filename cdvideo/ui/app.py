@@ -1,6 +1,7 @@
 """`cdvideo ui`: the web app (Gradio Blocks). Train, Animate, Compose and Drift tabs over the same functions as the
-CLI (`actions`), jobs one at a time in a worker (`jobs`). Each browser tab gets an id kept in its sessionStorage, so a
-reload finds its jobs again and two tabs see their own."""
+CLI (`actions`), jobs one at a time in a worker (`jobs`). Signed in (`--auth`), a user owns its jobs and folder,
+read from the server's session, never from the page; without sign-in (loopback only) each browser tab gets an id kept
+in its sessionStorage, so a reload finds its jobs again and two tabs see their own."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import gradio as gr
 
 from ..errors import CdvideoError
 from . import actions
+from .access import MAX_FILE_SIZE, Access, Client
 from .jobs import Job, JobManager
 
 CLIENT_JS = """() => { let id = sessionStorage.getItem('cdvideo-client');
@@ -20,14 +22,33 @@ CLIENT_JS = """() => { let id = sessionStorage.getItem('cdvideo-client');
 ADAPTERS = ["", "toyworld", "tiny", "v1-5-2", "v1-5-3", "animatelcm", "lightning-4"]
 
 
-def guarded(fn):
-    """Run a button's action; a user mistake becomes the CLI's one-line message in the page, never a trace."""
-    def wrapper(*args):
+def handler(access: Access, fn):
+    """A Gradio handler `(tab id, *inputs, request)` that calls `fn(client, *inputs)`: the client is the signed-in
+    user from the server's session (else the tab); a user mistake becomes the CLI's one-line message in the page."""
+    def wrapper(tab: str, *args):
+        *inputs, request = args
+        client = access.client(tab, getattr(request, "username", None))
         try:
-            return fn(*args)
+            return fn(client, *inputs)
         except CdvideoError as e:
             raise gr.Error(str(e), print_exception=False) from None
     return wrapper
+
+
+def with_request(n_inputs: int, fn):
+    """`fn` with a signature of `n_inputs` plain inputs and a trailing `gr.Request`, as Gradio reads it."""
+    import inspect
+
+    params = [inspect.Parameter(f"x{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
+    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
+    fn.__signature__ = inspect.Signature(params)
+    fn.__annotations__ = {"request": gr.Request}
+    return fn
+
+
+def on(event, access: Access, fn, inputs: list, outputs, **kw):
+    """`event(...)` wired to `handler(access, fn)`: inputs start with the tab id."""
+    return event(with_request(len(inputs), handler(access, fn)), inputs, outputs, **kw)
 
 
 def status_md(job: Job | None) -> str:
@@ -46,12 +67,12 @@ def status_md(job: Job | None) -> str:
     return line
 
 
-def latest(mgr: JobManager, owner: str, kind: str) -> Job | None:
-    jobs = mgr.for_owner(owner, kind) if owner else []
+def latest(mgr: JobManager, client: Client, kind: str) -> Job | None:
+    jobs = mgr.for_owner(client.owner, kind) if client.owner else []
     return jobs[0] if jobs else None
 
 
-def train_tab(mgr: JobManager, client, model: str) -> tuple:
+def train_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
     with gr.Row():
         files = gr.File(label="3-10 photos or one short video of the subject", file_count="multiple",
                         elem_id="train-files")
@@ -73,9 +94,10 @@ def train_tab(mgr: JobManager, client, model: str) -> tuple:
     weights = gr.File(label="weights file", elem_id="train-weights")
     def go(c, f, w, t, n, spl_weight, b):
         return status_md(actions.start_training(mgr, c, f, w, t, n, spl_weight, b))
-    start.click(guarded(go), [client, files, class_word, token, steps, spl, base], status)
-    cancel.click(lambda c: _cancel(mgr, c, "train"), client, status)
-    resume.click(guarded(lambda c: status_md(actions.resume_training(mgr, c))), client, status)
+    on(start.click, access, go, [client, files, class_word, token, steps, spl, base], status, api_name="train")
+    on(cancel.click, access, lambda c: _cancel(mgr, c, "train"), [client], status, api_name="cancel_train")
+    on(resume.click, access, lambda c: status_md(actions.resume_training(mgr, c)), [client], status,
+       api_name="resume_train")
 
     def refresh(c):
         job = latest(mgr, c, "train")
@@ -86,11 +108,11 @@ def train_tab(mgr: JobManager, client, model: str) -> tuple:
     return refresh, [status, gallery, weights]
 
 
-def animate_tab(mgr: JobManager, client, model: str) -> tuple:
+def animate_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
     size = actions.native_size(model)
     with gr.Row():
         with gr.Column():
-            weights = gr.Dropdown(actions.runs(mgr.root), label="weights file (runs folder)", allow_custom_value=True,
+            weights = gr.Dropdown([], label="weights file (runs folder)", allow_custom_value=True,
                                   elem_id="anim-weights")
             upload = gr.File(label="or upload a weights file", file_types=[".safetensors"], elem_id="anim-upload")
             refresh_runs = gr.Button("Refresh list", size="sm", elem_id="anim-refresh")
@@ -120,15 +142,20 @@ def animate_tab(mgr: JobManager, client, model: str) -> tuple:
                          elem_id="anim-gallery")
 
     def go(c, w, u, p, fr, sz, st, g, sd, ad, sc, b):
-        return status_md(actions.start_render(mgr, c, u or w or None, p, fr, sz, st, g, sd, ad, sc, b))
-    render.click(guarded(go), [client, weights, upload, prompts, frames, side, steps, guidance, seeds, adapter, scale,
-                               base], status)
-    cancel.click(lambda c: _cancel(mgr, c, "animate"), client, status)
-    refresh_runs.click(lambda: gr.update(choices=actions.runs(mgr.root)), None, weights)
-    def show(evt: gr.SelectData):
-        found = actions.clips(mgr.root)
+        return status_md(actions.start_render(mgr, c, w or None, p, fr, sz, st, g, sd, ad, sc, b, uploaded=u))
+    on(render.click, access, go, [client, weights, upload, prompts, frames, side, steps, guidance, seeds, adapter,
+                                  scale, base], status, api_name="render")
+    on(cancel.click, access, lambda c: _cancel(mgr, c, "animate"), [client], status, api_name="cancel_render")
+    for event in (refresh_runs.click, weights.focus):
+        on(event, access, lambda c: gr.update(choices=actions.runs(c.folder)), [client], weights)
+
+    def show(c: Client, evt: gr.SelectData):
+        found = actions.clips(c.folder)
         return found[evt.index][1] if evt.index is not None and evt.index < len(found) else {}
-    earlier.select(show, None, settings)
+
+    def select(tab: str, evt: gr.SelectData, request: gr.Request):
+        return show(access.client(tab, getattr(request, "username", None)), evt)
+    earlier.select(select, [client], settings)
 
     def refresh(c):
         job = latest(mgr, c, "animate")
@@ -137,28 +164,31 @@ def animate_tab(mgr: JobManager, client, model: str) -> tuple:
         gif_f = next((f for f in out if f.endswith(".gif")), None)
         side_f = next((f for f in out if f.endswith(".json")), None)
         meta = json.loads(Path(side_f).read_text()) if side_f else None
-        return status_md(job), mp4, gif_f, out or None, meta, [g for g, _ in actions.clips(mgr.root)]
+        return status_md(job), mp4, gif_f, out or None, meta, [g for g, _ in actions.clips(c.folder)]
     return refresh, [status, video, gif, files, settings, earlier]
 
 
-def compose_drift_tabs(mgr: JobManager, client) -> tuple:
+def compose_drift_tabs(mgr: JobManager, access: Access, client) -> tuple:
     with gr.Tab("Compose"):
-        c_files = gr.Dropdown(actions.runs(mgr.root), multiselect=True, label="weights files", elem_id="comp-files")
+        c_files = gr.Dropdown([], multiselect=True, allow_custom_value=True, label="weights files",
+                              elem_id="comp-files")
         method = gr.Radio(["constrained", "average"], value="constrained", label="method", elem_id="comp-method")
         renames = gr.Textbox(label="renames, e.g. b:sks=zwx (comma separated)", elem_id="comp-renames")
         c_go = gr.Button("Compose", variant="primary", elem_id="comp-go")
         c_status = gr.Markdown("No job yet.", elem_id="comp-status")
         c_out = gr.File(label="composed weights", elem_id="comp-out")
     with gr.Tab("Drift"):
-        d_files = gr.Dropdown(actions.runs(mgr.root), multiselect=True, label="weights files", elem_id="drift-files")
+        d_files = gr.Dropdown([], multiselect=True, allow_custom_value=True, label="weights files",
+                              elem_id="drift-files")
         d_go = gr.Button("Plot drift", variant="primary", elem_id="drift-go")
         d_status = gr.Markdown("No job yet.", elem_id="drift-status")
         d_plot = gr.Image(label="drift", elem_id="drift-plot")
     for dd in (c_files, d_files):
-        dd.focus(lambda: gr.update(choices=actions.runs(mgr.root)), None, dd)
-    c_go.click(guarded(lambda c, f, m, r: status_md(actions.start_compose(mgr, c, f, m, r))),
-               [client, c_files, method, renames], c_status)
-    d_go.click(guarded(lambda c, f: status_md(actions.start_drift(mgr, c, f))), [client, d_files], d_status)
+        on(dd.focus, access, lambda c: gr.update(choices=actions.runs(c.folder)), [client], dd)
+    on(c_go.click, access, lambda c, f, m, r: status_md(actions.start_compose(mgr, c, f, m, r)),
+       [client, c_files, method, renames], c_status, api_name="compose")
+    on(d_go.click, access, lambda c, f: status_md(actions.start_drift(mgr, c, f)), [client, d_files], d_status,
+       api_name="drift")
 
     def refresh(c):
         cj, dj = latest(mgr, c, "compose"), latest(mgr, c, "drift")
@@ -168,50 +198,67 @@ def compose_drift_tabs(mgr: JobManager, client) -> tuple:
     return refresh, [c_status, c_out, d_status, d_plot]
 
 
-def _cancel(mgr: JobManager, owner: str, kind: str) -> str:
-    job = latest(mgr, owner, kind)
+def _cancel(mgr: JobManager, client: Client, kind: str) -> str:
+    job = latest(mgr, client, kind)
     if job is None or not job.active:
         return status_md(job)
-    mgr.cancel(job.id, owner)
+    mgr.cancel(job.id, client.owner)
     return status_md(job) + "\n\ncancelling..."
 
 
-def build(root: str | Path = "runs/ui", model: str = "toyworld"):
-    """The Gradio Blocks app over a JobManager rooted at `root`."""
-    mgr = JobManager(Path(root))
+def jobs_json(mgr: JobManager, client: Client) -> list[dict]:
+    """The caller's own jobs, newest first (the `/jobs` API: what a script polls)."""
+    return [{"id": j.id, "kind": j.kind, "title": j.title, "status": j.status, "progress": j.progress,
+             "message": j.message, "created": j.created} for j in mgr.for_owner(client.owner)]
+
+
+def build(root: str | Path = "runs/ui", model: str = "toyworld", allow_dirs: list[str] = ()):
+    """The Gradio Blocks app over a JobManager rooted at `root`; pickers may also read the `allow_dirs`."""
+    mgr, access = JobManager(Path(root)), Access(Path(root), allow_dirs)
     with gr.Blocks(title="cdvideo") as demo:
         gr.Markdown("# cdvideo\nClassDiffusion personalization, rendered as video with AnimateDiff.")
         client = gr.Textbox(visible=False, elem_id="client-id")
         with gr.Tab("Train"):
-            train_refresh, train_out = train_tab(mgr, client, model)
+            train_refresh, train_out = train_tab(mgr, access, client, model)
         with gr.Tab("Animate"):
-            anim_refresh, anim_out = animate_tab(mgr, client, model)
-        other_refresh, other_out = compose_drift_tabs(mgr, client)
-        sent: dict[str, list] = {}
+            anim_refresh, anim_out = animate_tab(mgr, access, client, model)
+        other_refresh, other_out = compose_drift_tabs(mgr, access, client)
+        sent: dict[tuple, list] = {}
         outputs = [*train_out, *anim_out, *other_out]
 
-        def tick(c):  # send only what changed since this tab's last tick (no flicker, selections kept)
+        def tick(c: Client):  # send only what changed since this tab's last tick (no flicker, selections kept)
             new = [*train_refresh(c), *anim_refresh(c), *other_refresh(c)]
-            old = sent.get(c, [object()] * len(new))
-            sent[c] = new
+            old = sent.get((c.owner, c.tab), [object()] * len(new))
+            sent[(c.owner, c.tab)] = new
             return tuple(v if v != o else gr.skip() for v, o in zip(new, old))
 
-        def reload(c):  # a (re)loaded page shows everything afresh
-            sent.pop(c, None)
+        def reload(c: Client):  # a (re)loaded page shows everything afresh
+            sent.pop((c.owner, c.tab), None)
             return tick(c)
-        demo.load(None, None, client, js=CLIENT_JS).then(reload, client, outputs)
-        gr.Timer(1.0).tick(tick, client, outputs, show_progress="hidden")
+        loaded = demo.load(None, None, client, js=CLIENT_JS)
+        on(loaded.then, access, reload, [client], outputs)
+        on(gr.Timer(1.0).tick, access, tick, [client], outputs, show_progress="hidden")
+        status = gr.JSON(visible=False)
+        on(demo.load, access, lambda c: jobs_json(mgr, c), [client], status, api_name="jobs")
     demo.mgr = mgr
     return demo
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, root: str = "runs/ui",
-          model: str | None = None) -> None:
-    """`cdvideo ui`: serve until interrupted."""
+          model: str | None = None, auth: list[tuple[str, str]] | None = None, allow_dirs: list[str] = (),
+          max_file_size: str = MAX_FILE_SIZE) -> None:
+    """`cdvideo ui`: serve until interrupted (sign-in when `auth` holds credentials; checked by the caller)."""
     from .. import toyworld
 
     default = model or ("toyworld" if (toyworld.model_dir() / "model_index.json").is_file() else "tiny")
-    demo = build(root, default)
-    print(f"cdvideo ui on http://{host}:{port} (jobs and outputs in {root}); Ctrl+C stops it")
-    demo.queue(default_concurrency_limit=4).launch(server_name=host, server_port=port, share=share,
-                                                    allowed_paths=[str(Path(root).resolve())], quiet=True)
+    demo = build(root, default, allow_dirs)
+    who = f"sign-in for {len(auth)} user(s)" if auth else "no sign-in"
+    print(f"cdvideo ui on http://{host}:{port} ({who}; jobs and outputs in {root}); Ctrl+C stops it")
+    demo.queue(default_concurrency_limit=4).launch(
+        server_name=host, server_port=port, share=share, auth=list(auth) if auth else None,
+        allowed_paths=[str(Path(root).resolve()), *map(str, access_dirs(allow_dirs))], max_file_size=max_file_size,
+        quiet=True)
+
+
+def access_dirs(allow_dirs: list[str]) -> list[Path]:
+    return [Path(d).expanduser().resolve() for d in allow_dirs]

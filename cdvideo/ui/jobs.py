@@ -38,6 +38,7 @@ class Job:
     files: list[str] = field(default_factory=list)
     params: dict = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    started: float | None = None
     finished: float | None = None
 
     @property
@@ -67,11 +68,11 @@ class JobManager:
 
     def submit(self, owner: str, kind: str, title: str, fn: Callable[["Job", "JobManager"], list[str]],
                params: dict | None = None) -> Job:
-        job = Job(id=uuid.uuid4().hex[:12], owner=owner, kind=kind, title=title, params=params or {})
-        with self._lock:
+        with self._lock:  # created and queued together: the queue's order is the order of `created`
+            job = Job(id=uuid.uuid4().hex[:12], owner=owner, kind=kind, title=title, params=params or {})
             self.jobs[job.id] = job
+            self._queue.put((job.id, fn))
         self.save(job)
-        self._queue.put((job.id, fn))
         return job
 
     def for_owner(self, owner: str, kind: str | None = None) -> list[Job]:
@@ -124,7 +125,7 @@ class JobManager:
                 if job.status != "queued":
                     continue
                 self._idle.clear()
-                job.status = "running"
+                job.status, job.started = "running", time.time()
             self.save(job)
             try:
                 job.files = [str(p) for p in fn(job, self)]

@@ -1,0 +1,198 @@
+"""The web app served as a person would serve it (`cdvideo ui` in its own process, on 127.0.0.1): sign-in beyond
+loopback, users kept apart, paths checked before anything touches disk, and fifty jobs from five users at once."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import make_weights
+
+ENV = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"}
+USERS = {f"user{i}": f"pw-{i}-secret" for i in range(5)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("where", [["--host", "0.0.0.0"], ["--host", "192.168.1.20"], ["--share"]])
+def test_serving_beyond_loopback_needs_sign_in(where, tmp_path, capsys):
+    from cdvideo.cli import main
+
+    assert main(["ui", *where, "--port", str(free_port()), "--root", str(tmp_path / "root")]) == 2
+    err = capsys.readouterr().err
+    assert "needs sign-in" in err and "--auth user:password" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "root").exists()  # refused before anything was made
+    bad = tmp_path / "creds.txt"
+    bad.write_text("alice-without-a-password\n")
+    assert main(["ui", *where, "--auth-file", str(bad), "--root", str(tmp_path / "root")]) == 2
+    assert "entry 1: expected user:password" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`cdvideo ui --auth ...` in its own process; yields (url, root, allowed folder, its output so far)."""
+    base = tmp_path_factory.mktemp("serve")
+    root, allowed = base / "root", base / "allowed"
+    make_weights(allowed / "a.safetensors")
+    make_weights(allowed / "b.safetensors", token="zwx", seed=2)
+    creds = base / "creds.txt"
+    creds.write_text("".join(f"{u}:{p}\n" for u, p in USERS.items()))
+    port = free_port()
+    log = open(base / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "cdvideo", "ui", "--host", "127.0.0.1", "--port", str(port),
+                             "--root", str(root), "--model", "tiny", "--auth-file", str(creds), "--allow-dir",
+                             str(allowed)], stdout=log, stderr=subprocess.STDOUT, env=ENV)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/config", timeout=2)
+        except urllib.error.HTTPError:
+            break  # it answers (refusing: no sign-in yet)
+        except OSError:
+            time.sleep(0.5)
+        else:
+            break
+    else:
+        proc.kill()
+        pytest.fail("cdvideo ui did not start: " + (base / "server.log").read_text()[-2000:])
+    yield url, root, allowed, base / "server.log"
+    proc.terminate()
+    proc.wait(60)
+
+
+def signed_in(url: str, user: str):
+    from gradio_client import Client
+
+    return Client(url, auth=(user, USERS[user]), verbose=False)
+
+
+def test_sign_in_is_required_and_each_user_sees_only_their_jobs(server):
+    from gradio_client import Client
+    from gradio_client.exceptions import AuthenticationError
+
+    url, root, allowed, log = server
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url + "/config", timeout=10)
+    assert refused.value.code == 401
+    with pytest.raises(AuthenticationError):
+        Client(url, auth=("user0", "wrong password"), verbose=False)
+    alice, bob = signed_in(url, "user0"), signed_in(url, "user1")
+    assert "drift of 1 run(s)" in alice.predict("tab-a", [str(allowed / "a.safetensors")], api_name="/drift")
+    mine = alice.predict("tab-a", api_name="/jobs")
+    assert [j["kind"] for j in mine] == ["drift"]
+    assert bob.predict("tab-a", api_name="/jobs") == []  # the same tab id: the owner comes from the session
+    assert "No job yet" in bob.predict("tab-a", api_name="/cancel_train")
+    out = log.read_text()
+    assert all(p not in out for p in USERS.values()), "a password was printed"
+
+
+def _refused(client, text: str, *args, api_name: str) -> None:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as e:
+        client.predict(*args, api_name=api_name)
+    assert text in str(e.value), str(e.value)
+
+
+def listing(*folders: Path) -> dict:
+    return {str(f): sorted(os.listdir(f)) for f in folders}
+
+
+def test_paths_are_checked_before_anything_touches_disk(server, tmp_path):
+    url, root, allowed, _ = server
+    outside = tmp_path / "outside.safetensors"
+    make_weights(outside)
+    (allowed / "link.safetensors").symlink_to(outside)
+    before = listing(root.parent, Path(tempfile.gettempdir()), tmp_path)
+    c = signed_in(url, "user2")
+    train = ["tab", [], "ball", "sks", 1, 1.0, "tiny"]
+    _refused(c, "token: '../x': '/' is not allowed", *train[:3], "../x", *train[4:], api_name="/train")
+    _refused(c, "class word: 'a/../../b'", *train[:2], "a/../../b", *train[3:], api_name="/train")
+    escape = "x/" + "../" * 12 + tempfile.gettempdir().lstrip("/") + "/escape"
+    _refused(c, "is not allowed", *train[:2], escape, *train[3:], api_name="/train")
+    for picked in (str(outside), "/etc/passwd", str(allowed / "link.safetensors"), str(root / "../outside")):
+        _refused(c, "is outside the app's folders", "tab", [picked], api_name="/drift")
+    _refused(c, "is outside the app's folders", "tab", [str(allowed / "a.safetensors"), str(outside)], "average", "",
+             api_name="/compose")
+    _refused(c, "base model", *train[:6], str(tmp_path), api_name="/train")
+    assert listing(root.parent, Path(tempfile.gettempdir()), tmp_path) == before
+    assert c.predict("tab", api_name="/jobs") == []
+
+
+def test_fifty_submissions_from_five_users_are_served_one_at_a_time_in_order(server):
+    url, root, allowed, _ = server
+    clients = {u: signed_in(url, u) for u in USERS}
+    files = [str(allowed / "a.safetensors"), str(allowed / "b.safetensors")]
+    errors: list = []
+
+    def submit(user: str) -> None:
+        try:
+            for _ in range(10):
+                clients[user].predict("tab", files, "average", "", api_name="/compose")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=submit, args=(u,)) for u in USERS if u not in ("user0", "user2")]
+    threads += [threading.Thread(target=submit, args=(u,)) for u in ("user0", "user2")]
+    for t in threads:
+        t.start()
+    latencies = []
+    while any(t.is_alive() for t in threads):
+        t0 = time.time()
+        clients["user3"].predict("tab", api_name="/jobs")
+        latencies.append(time.time() - t0)
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        jobs = {u: [j for j in c.predict("tab", api_name="/jobs") if j["kind"] == "compose"]
+                for u, c in clients.items()}
+        if all(len(v) == 10 and all(j["status"] == "done" for j in v) for v in jobs.values()):
+            break
+        t0 = time.time()
+        clients["user4"].predict("tab", api_name="/jobs")
+        latencies.append(time.time() - t0)
+        time.sleep(0.2)
+    assert {u: len(v) for u, v in jobs.items()} == {u: 10 for u in USERS}  # each sees its own ten
+    assert all(j["status"] == "done" for v in jobs.values() for j in v), jobs
+    records = sorted((json.loads(p.read_text()) for p in (root / "jobs").glob("*.json")), key=lambda j: j["created"])
+    records = [r for r in records if r["kind"] == "compose"]
+    assert len(records) == 50
+    for a, b in zip(records, records[1:]):  # in order of submission, never two at once
+        assert a["started"] <= b["started"] and a["finished"] <= b["started"] + 1e-3
+    assert max(latencies) < 1.0, f"a status request took {max(latencies):.2f} s"
+
+
+def test_a_video_subject_is_checked_for_length_and_size_before_decoding(tmp_path):
+    from test_inputs import scene, write_video
+
+    from cdvideo.errors import CdvideoError
+    from cdvideo.ui.actions import subject_input
+
+    clip = tmp_path / "rex.mp4"
+    write_video(clip, [scene(s) for s in range(5) for _ in range(4)])  # 20 frames at 8 fps, 128 px
+    from cdvideo.video_subject import check_video
+
+    check_video(clip, 10, 4096)
+    with pytest.raises(CdvideoError, match=r"rex.mp4: 2.5 s long; give a clip of at most 1 s"):
+        check_video(clip, 1, 4096)
+    with pytest.raises(CdvideoError, match=r"rex.mp4: 128x128; give a video of at most 64 px a side"):
+        check_video(clip, 10, 64)
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    with pytest.raises(CdvideoError, match="junk.mp4: not a readable video"):
+        subject_input([str(tmp_path / "junk.mp4")], tmp_path / "run" / "inputs")
+    assert not (tmp_path / "run").exists()
