@@ -24,7 +24,7 @@ PROMPT = "a photo of a dog running on the beach"
 
 
 def cdvideo_run(args: argparse.Namespace, out: Path, timer) -> None:
-    from cdvideo.render import Job, Options, animate
+    from cdvideo.tasks.render import Job, Options, animate
 
     opts = Options(model=args.arch, output_dir=str(out), formats=args.formats.split(","), dtype=args.dtype)
     animate(opts, [Job(prompt=PROMPT, seed=[0], num_frames=args.num_frames, height=args.resolution,
@@ -41,7 +41,7 @@ def plain_run(args: argparse.Namespace, out: Path, timer) -> None:
         from diffusers import AnimateDiffPipeline, DDIMScheduler
         from diffusers.utils import export_to_gif, export_to_video
 
-        from cdvideo import tiny
+        from cdvideo.models import architectures as tiny
 
         m = tiny.build_components(arch=args.arch)
         adapter = tiny.build_motion_adapter(arch=args.arch)
@@ -65,7 +65,7 @@ def plain_run(args: argparse.Namespace, out: Path, timer) -> None:
 def worker(args: argparse.Namespace) -> None:
     import torch
 
-    from cdvideo.timing import StepTimer
+    from cdvideo.tasks.timing import StepTimer
 
     timer = StepTimer("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as d:

@@ -54,7 +54,8 @@ def bare(arch: str, batch: int, resolution: int, steps: int, warmup: int, bf16: 
     """UNet forward + backward + AdamW on the K/V, random latents and text states."""
     import torch
 
-    from cdvideo import tiny, weights
+    from cdvideo.data import weights
+    from cdvideo.models import architectures as tiny
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if bf16 else torch.float32
@@ -93,9 +94,9 @@ def train_step(arch: str, batch: int, resolution: int, steps: int, warmup: int, 
     """`cdvideo.train.train()` for warmup + steps steps; seconds per step after warmup and the split."""
     import torch
 
-    from cdvideo.config import load_train_config
-    from cdvideo.timing import StepTimer
-    from cdvideo.train import train
+    from cdvideo.data.config import load_train_config
+    from cdvideo.tasks.timing import StepTimer
+    from cdvideo.tasks.train import train
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     timer, stamps = StepTimer(dev), []

@@ -27,7 +27,8 @@ def make_weights(path: Path, token: str = "sks", class_word: str = "dog", seed: 
     """A weights file for the tiny base whose K/V and token row differ clearly from the base."""
     import torch
 
-    from cdvideo import tiny, weights
+    from cdvideo.data import weights
+    from cdvideo.models import architectures as tiny
 
     base = tiny.build_components()
     gen = torch.Generator().manual_seed(seed)

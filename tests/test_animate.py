@@ -7,9 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cdvideo import weights
-from cdvideo.cli import main
-from cdvideo.pipelines import load_adapter, load_personalized, make_scheduler, video_pipeline
+from cdvideo.apps.cli import main
+from cdvideo.data import weights
+from cdvideo.pipelines.registry import load_adapter, make_scheduler
+from cdvideo.pipelines.personalized import load_personalized
+from cdvideo.pipelines.build import video_pipeline
 
 FAST = ["--height", "64", "--width", "64", "--num-inference-steps", "2", "--seed", "7"]
 
@@ -157,7 +159,7 @@ def test_prompt_without_token_warns(tmp_path, perturbed_weights, caplog):
 
 
 def test_force_uses_weights_on_a_same_shaped_base(tmp_path, perturbed_weights):
-    from cdvideo import tiny
+    from cdvideo.models import architectures as tiny
     folder = tiny.save_pretrained(tmp_path / "community-finetune")
     args = ["sample", "--weights", str(perturbed_weights), "--model", str(folder), "--prompt", "a sks dog",
             "--output-dir", str(tmp_path / "o"), *FAST]

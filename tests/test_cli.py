@@ -1,9 +1,9 @@
 import subprocess
 import sys
 
-from cdvideo.cli import main
-
 from conftest import ROOT, tiny_overrides
+
+from cdvideo.apps.cli import main
 
 
 def test_train_command_writes_weights(tmp_path, dog_dir, capsys):
@@ -41,5 +41,5 @@ def test_two_process_training(tmp_path, dog_dir):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("wrote") == 1 and "lr=4.00e-05" in proc.stderr  # lr scaled by 2 processes
-    from cdvideo import weights
+    from cdvideo.data import weights
     assert weights.load(tmp_path / "ddp" / "weights.safetensors").tokens == ["sks"]

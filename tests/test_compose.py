@@ -1,14 +1,15 @@
 import pytest
 import torch
-
-from cdvideo import tiny, weights
-from cdvideo.cli import main
-from cdvideo.compose import _captions, _target_features, compose, constrained_merge, reg_captions
-from cdvideo.config import load_train_config
-from cdvideo.text import encode_prompts, set_token_rows
-from cdvideo.train import train
-
 from conftest import FIXTURES, make_weights, tiny_overrides
+
+from cdvideo.apps.cli import main
+from cdvideo.data import weights
+from cdvideo.data.config import load_train_config
+from cdvideo.math.compose import constrained_merge
+from cdvideo.models import architectures as tiny
+from cdvideo.models.merge import _captions, _target_features, compose, reg_captions
+from cdvideo.models.text import encode_prompts, set_token_rows
+from cdvideo.tasks.train import train
 
 
 def test_constrained_merge_math():

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from cdvideo.config import load_train_config
+from cdvideo.data.builtins import images_folder
+from cdvideo.data.config import load_train_config
 from cdvideo.errors import CdvideoError
-from cdvideo.toyworld import images_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))

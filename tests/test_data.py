@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cdvideo.data import augment, load_folder, load_image, sample_batch, Concept, to_rgb
+from cdvideo.data.photos import Concept, augment, load_folder, load_image, sample_batch, to_rgb
 from cdvideo.errors import CdvideoError
 
 

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from cdvideo.cli import main
-from cdvideo.drift import cosine_distance, drift_figures, fit_pca_2d, normalize, percentile, project
+from cdvideo.apps.cli import main
+from cdvideo.math.drift import cosine_distance, drift_figures, fit_pca_2d, normalize, percentile, project
 
 
 def cloud(seed=0, n=20, d=8):

@@ -3,14 +3,13 @@ import json
 
 import pytest
 import torch
+from conftest import FIXTURES
 from PIL import Image
 
-from cdvideo import extractors
-from cdvideo.cli import main
-from cdvideo.evaluate import dreambench_prompts
-from cdvideo.metrics import max_query_cosine, mean_cosine_to_set, paired_cosine, strip_tokens, temporal_consistency
-
-from conftest import FIXTURES
+from cdvideo.apps.cli import main
+from cdvideo.math.metrics import max_query_cosine, mean_cosine_to_set, paired_cosine, strip_tokens, temporal_consistency
+from cdvideo.models import extractors
+from cdvideo.tasks.evaluate import dreambench_prompts
 
 FAST = ["--height", "64", "--width", "64", "--num-inference-steps", "2"]
 TINY = ["--clip-model", "tiny", "--dino-model", "tiny", "--blip-model", "tiny"]
@@ -86,7 +85,7 @@ def test_eval_generated_writes_tables_and_resumes(tmp_path, perturbed_weights, c
     assert summary["samples"] == 3 and summary["overall"]["clip_t"]["n"] == 3
     assert "| **overall** | 3 |" in (out / "summary.md").read_text()
 
-    from cdvideo import evaluate
+    from cdvideo.tasks import evaluate
     monkeypatch.setattr(evaluate.Scorer, "score", lambda *a: pytest.fail("a finished sample was scored again"))
     assert main(args) == 0
 
@@ -102,7 +101,7 @@ def test_eval_generates_dreambench_samples_and_skips_finished_ones(tmp_path, per
     assert len(list((out / "generated").glob("*.json"))) == 2
     assert json.loads((out / "summary.json").read_text())["samples"] == 2
 
-    from cdvideo import render
+    from cdvideo.tasks import render
     monkeypatch.setattr(render, "sample", lambda *a: pytest.fail("finished samples were generated again"))
     assert main(args) == 0
 

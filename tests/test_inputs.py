@@ -6,15 +6,14 @@ import os
 
 import numpy as np
 import pytest
+from conftest import tiny_overrides
 from PIL import Image
 
-from cdvideo.cli import main
-from cdvideo.data import MAX_SIDE, load_folder
+from cdvideo.apps.cli import main
+from cdvideo.data.clips import write_clip
+from cdvideo.data.photos import MAX_SIDE, load_folder
+from cdvideo.data.video import frames_from_video, select_frames
 from cdvideo.errors import CdvideoError
-from cdvideo.export import write_clip
-from cdvideo.video_subject import frames_from_video, select_frames
-
-from conftest import tiny_overrides
 
 
 def scene(seed: int, blur: bool = False) -> np.ndarray:

@@ -8,11 +8,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from cdvideo import tiny, weights
-from cdvideo.cli import main
-from cdvideo.interop.bases import config_folder
-from cdvideo.interop.importer import import_weights
-from cdvideo.pipelines import image_pipeline, load_personalized, make_scheduler
+from cdvideo.apps.cli import main
+from cdvideo.data import weights
+from cdvideo.models import architectures as tiny
+from cdvideo.models.single_file import config_folder
+from cdvideo.pipelines.build import image_pipeline
+from cdvideo.pipelines.personalized import load_personalized
+from cdvideo.pipelines.registry import make_scheduler
+from cdvideo.tasks.importer import import_weights
 
 PROMPT = "a photo of a sks dog"
 
@@ -143,7 +146,7 @@ def test_lora_export_exact_at_full_rank_and_loaded_by_diffusers(tmp_path, pertur
 def test_single_file_base_and_motion_module_render_as_their_folders(tmp_path, perturbed_weights):
     from safetensors.torch import save_file
 
-    from cdvideo.interop.ldm import to_ldm
+    from cdvideo.data.ldm import to_ldm
 
     c = tiny.build_components()
     base = tmp_path / "tiny-base.safetensors"
@@ -175,8 +178,8 @@ def _original_motion_key(k: str) -> str:
 def test_few_step_preset_with_a_local_adapter_file_keeps_the_subject(tmp_path, perturbed_weights):
     from safetensors.torch import save_file
 
-    from cdvideo.render import Options, _video_pipe
-    from cdvideo.pipelines import load_adapter
+    from cdvideo.pipelines.registry import load_adapter
+    from cdvideo.tasks.render import Options, _video_pipe
 
     save_file(tiny.build_motion_adapter().state_dict(), str(tmp_path / "lightning_tiny.safetensors"))
     assert main(["animate", "--weights", str(perturbed_weights), "--prompt", PROMPT, "--adapter",
@@ -241,7 +244,7 @@ def test_export_names_that_comfyui_and_a1111_list(tmp_path, capsys):
     names files and hashes, never a local path; each file still loads with diffusers' own loaders."""
     from conftest import make_weights
 
-    from cdvideo.files import sha256_file
+    from cdvideo.data.files import sha256_file
 
     src = make_weights(tmp_path / "src" / "rex.safetensors", token="<new1>")
     w = weights.load(src)

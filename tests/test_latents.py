@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 import torch
-
-from cdvideo import tiny
-from cdvideo.config import load_train_config
-from cdvideo.data import Concept, augment, load_folder
-from cdvideo.latents import LatentPool, pool_size
-
 from conftest import tiny_overrides
+
+from cdvideo.data.config import load_train_config
+from cdvideo.data.photos import Concept, augment, load_folder
+from cdvideo.models import architectures as tiny
+from cdvideo.tasks.latents import LatentPool, pool_size
 
 
 def test_pool_sizes():

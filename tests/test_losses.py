@@ -1,6 +1,6 @@
 import torch
 
-from cdvideo.losses import diffusion_target, masked_mse, semantic_preservation_loss, velocity
+from cdvideo.math.losses import diffusion_target, masked_mse, semantic_preservation_loss, velocity
 
 
 def test_spl_identical_orthogonal_opposite():

@@ -3,17 +3,18 @@
 import json
 
 import torch
-
-from cdvideo.cli import main
-from cdvideo.config import load_train_config
-from cdvideo.models import load_components
-from cdvideo.pipelines import image_pipeline, load_personalized, make_scheduler
-from cdvideo.toyworld import judge as J
-from cdvideo.toyworld import instances
-from cdvideo.toyworld.demo import TRAIN, train_config
-from cdvideo.train import train
-
 from conftest import ROOT
+
+from cdvideo.apps.cli import main
+from cdvideo.apps.demo import TRAIN, train_config
+from cdvideo.data.config import load_train_config
+from cdvideo.models.loading import load_components
+from cdvideo.pipelines.build import image_pipeline
+from cdvideo.pipelines.personalized import load_personalized
+from cdvideo.pipelines.registry import make_scheduler
+from cdvideo.tasks.train import train
+from cdvideo.toyworld import instances
+from cdvideo.toyworld import judge as J
 
 PROMPTS = ["a photo of a {} on a gray background", "a {} at the top on a black background",
            "a {} on the left on a blue background", "a {} on the right, dotted background"]

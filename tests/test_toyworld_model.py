@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from cdvideo.cli import main
-from cdvideo.models import load_components
-from cdvideo.pipelines import image_pipeline, load_adapter, make_scheduler, video_pipeline
-from cdvideo.toyworld import MODEL_ID, draw, judge as J, model_dir, scoring, world
+from cdvideo.apps.cli import main
+from cdvideo.models.loading import load_components
+from cdvideo.pipelines.build import image_pipeline, video_pipeline
+from cdvideo.pipelines.registry import load_adapter, make_scheduler
+from cdvideo.toyworld import MODEL_ID, draw, model_dir, scoring, world
+from cdvideo.toyworld import judge as J
 
 FRESH_SEED = 12345  # no build stage renders with this seed
 

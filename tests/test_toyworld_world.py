@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cdvideo.tiny import tokenizer_dir
-from cdvideo.toyworld import draw, images_folder, instances, world
+from cdvideo.data.builtins import images_folder
+from cdvideo.models.architectures import tokenizer_dir
+from cdvideo.toyworld import draw, instances, world
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,14 @@
 import pytest
 import torch
-
-from cdvideo import checkpoint, tiny, weights
-from cdvideo.config import load_train_config
-from cdvideo.errors import CdvideoError
-from cdvideo.text import add_tokens
-from cdvideo.train import train
-
 from conftest import tiny_overrides
+
+from cdvideo.data import checkpoint, weights
+from cdvideo.data.config import load_train_config
+from cdvideo.errors import CdvideoError
+from cdvideo.models import architectures as tiny
+from cdvideo.models import personalize
+from cdvideo.models.text import add_tokens
+from cdvideo.tasks.train import train
 
 
 def run(out, images, *extra, on_step=None):
@@ -63,7 +64,7 @@ def test_only_kv_and_token_rows_change(trained):
     w = weights.load(path)
     base = tiny.build_components()
     tuned = tiny.build_components()
-    ids = weights.apply(w, tuned["unet"], tuned["text_encoder"], tuned["tokenizer"])
+    ids = personalize.apply(w, tuned["unet"], tuned["text_encoder"], tuned["tokenizer"])
     add_tokens(base["tokenizer"], base["text_encoder"], ["sks"], ["dog"])
 
     kv = set(weights.cross_attention_names(base["unet"], "kv"))
@@ -91,8 +92,8 @@ def test_file_metadata_and_reload_reproduces_outputs(trained):
     assert w.base_model == "tiny" and w.class_words == ["dog"] and w.metadata["config"]["max_steps"] == 3
     a, b = tiny.build_components(), tiny.build_components()
     weights.validate(w, a["unet"], a["text_encoder"], a["tokenizer"], base_model="tiny")
-    weights.apply(w, a["unet"], a["text_encoder"], a["tokenizer"])
-    weights.apply(w, b["unet"], b["text_encoder"], b["tokenizer"])
+    personalize.apply(w, a["unet"], a["text_encoder"], a["tokenizer"])
+    personalize.apply(w, b["unet"], b["text_encoder"], b["tokenizer"])
     ids = a["tokenizer"](["a photo of a sks dog"], padding="max_length", return_tensors="pt").input_ids
     x, t = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([10])
     with torch.no_grad():
@@ -109,7 +110,7 @@ def test_weights_file_reproduces_the_trained_models_images(tmp_path, dog_dir):
     import numpy as np
     from PIL import Image
 
-    from cdvideo.cli import main
+    from cdvideo.apps.cli import main
 
     path, _ = run(tmp_path / "run", dog_dir, "validation.every=3", "validation.num_inference_steps=3",
                   "validation.prompts=[a photo of a sks dog]", "validation.seeds=[5]")

@@ -9,7 +9,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, ROOT
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -24,7 +23,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    from cdvideo.ui.app import build
+    from cdvideo.apps.ui.app import build
 
     root = tmp_path_factory.mktemp("ui")
     demo = build(root, "tiny")
@@ -162,7 +161,6 @@ def test_train_render_download_in_the_browser(app, browser, tmp_path):
 
 def test_a_video_as_the_subject_in_the_browser(app, browser, tmp_path):
     import numpy as np
-
     from test_inputs import scene, write_video
 
     url, root = app
@@ -183,7 +181,7 @@ def test_a_stopping_server_cancels_its_jobs_and_saves_them(tmp_path):
     import json
     import threading
 
-    from cdvideo.ui.jobs import JobManager
+    from cdvideo.apps.ui.jobs import JobManager
 
     mgr, started = JobManager(tmp_path), threading.Event()
 

@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import make_weights
 
 ENV = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"}
@@ -29,7 +28,7 @@ def free_port() -> int:
 
 @pytest.mark.parametrize("where", [["--host", "0.0.0.0"], ["--host", "192.168.1.20"], ["--share"]])
 def test_serving_beyond_loopback_needs_sign_in(where, tmp_path, capsys):
-    from cdvideo.cli import main
+    from cdvideo.apps.cli import main
 
     assert main(["ui", *where, "--port", str(free_port()), "--root", str(tmp_path / "root")]) == 2
     err = capsys.readouterr().err
@@ -180,12 +179,12 @@ def test_fifty_submissions_from_five_users_are_served_one_at_a_time_in_order(ser
 def test_a_video_subject_is_checked_for_length_and_size_before_decoding(tmp_path):
     from test_inputs import scene, write_video
 
+    from cdvideo.apps.ui.actions import subject_input
     from cdvideo.errors import CdvideoError
-    from cdvideo.ui.actions import subject_input
 
     clip = tmp_path / "rex.mp4"
     write_video(clip, [scene(s) for s in range(5) for _ in range(4)])  # 20 frames at 8 fps, 128 px
-    from cdvideo.video_subject import check_video
+    from cdvideo.data.video import check_video
 
     check_video(clip, 10, 4096)
     with pytest.raises(CdvideoError, match=r"rex.mp4: 2.5 s long; give a clip of at most 1 s"):

@@ -15,7 +15,6 @@ from importlib import resources
 from pathlib import Path
 
 MODEL_ID = "toyworld"
-IMAGES_PREFIX = "toyworld:"
 
 
 def assets_dir() -> Path:
@@ -32,17 +31,9 @@ def adapter_dir() -> Path:
     return assets_dir() / "adapter"
 
 
-def images_folder(ref: str) -> Path:
-    """`toyworld:<instance>` -> the bundled photo folder of that personal instance; any other string -> a path."""
-    if ref.startswith(IMAGES_PREFIX):
-        from .instances import photos_dir
-        return photos_dir(ref[len(IMAGES_PREFIX):])
-    return Path(ref).expanduser()
-
-
 def drift_phrases() -> list[str]:
     """The world's adjectives for `cdvideo drift` ('<adjective> ball'): colours, sizes and both together."""
-    from .world import COLOURS, SIZE_WORDS
+    from cdvideo.toyworld.world import COLOURS, SIZE_WORDS
 
     sizes = [w for ws in SIZE_WORDS.values() for w in ws]
     return [*COLOURS, *sizes] + [f"{s} {c}" for s in ("small", "big") for c in COLOURS]

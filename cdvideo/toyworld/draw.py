@@ -11,7 +11,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .world import COLOURS, NUM_FRAMES, RESOLUTION, Scene, geometry
+from cdvideo.toyworld.world import COLOURS, NUM_FRAMES, RESOLUTION, Scene, geometry
 
 SS = 4  # supersampling factor
 TRUNK = (110, 70, 35)

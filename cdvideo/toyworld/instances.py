@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .world import BACKGROUNDS, Scene, clashes
+from cdvideo.toyworld.world import BACKGROUNDS, Scene, clashes
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Instance:
         return (self.cls, self.colour, self.pattern, self.pattern_colour)
 
     def describe(self) -> str:
-        from .world import pattern_phrase
+        from cdvideo.toyworld.world import pattern_phrase
         return f"{self.colour} {self.cls}{pattern_phrase(self.pattern, self.pattern_colour)}"
 
     def scene(self, background: str, position: str, size: str, motion: str | None = None, seed: int = 0) -> Scene:
@@ -53,7 +53,7 @@ def excluded() -> frozenset:
 
 
 def get(name: str) -> Instance:
-    from ..errors import CdvideoError
+    from cdvideo.errors import CdvideoError
 
     if name not in INSTANCES:
         raise CdvideoError(f"unknown toyworld instance {name!r}; choose from {', '.join(INSTANCES)}")
@@ -77,7 +77,7 @@ def write_photos(root: str | Path) -> list[Path]:
     """Render every instance's photos as PNGs into root/<name>/NN.png (the bundled folders)."""
     from PIL import Image
 
-    from .draw import render
+    from cdvideo.toyworld.draw import render
 
     written = []
     for inst in INSTANCES.values():

@@ -19,7 +19,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .world import BACKGROUNDS, CLASSES, COLOURS, MOTIONS, PATTERNS, POSITIONS, SIZES, Scene, geometry, symmetry
+from cdvideo.toyworld.world import (
+    BACKGROUNDS,
+    CLASSES,
+    COLOURS,
+    MOTIONS,
+    PATTERNS,
+    POSITIONS,
+    SIZES,
+    Scene,
+    geometry,
+    symmetry,
+)
 
 MOTION_FRAMES = 16  # a clip's per-frame readings are resampled to this many frames for the motion head
 HEADS = {"cls": CLASSES, "colour": tuple(COLOURS), "pattern": PATTERNS, "pattern_colour": (*COLOURS, "none"),

@@ -7,9 +7,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import judge as J
-from .world import (BACKGROUNDS, CLASSES, COLOURS, MOTION_WORDS, MOTIONS, POSITION_WORDS, POSITIONS, clashes, prompt,
-                    subject_phrase)
+from cdvideo.toyworld import judge as J
+from cdvideo.toyworld.world import (
+    BACKGROUNDS,
+    CLASSES,
+    COLOURS,
+    MOTION_WORDS,
+    MOTIONS,
+    POSITION_WORDS,
+    POSITIONS,
+    clashes,
+    prompt,
+    subject_phrase,
+)
 
 
 @dataclass
@@ -97,3 +107,50 @@ def score(judge: J.Judge, samples: list, prompts: list[EvalPrompt]) -> Scores:
             ids.append(J.identity(reading, p.appearance))
     return Scores({k: float(np.mean(v)) for k, v in hits.items()}, float(np.mean(ids)) if ids else None,
                   len(samples), founds)
+
+
+KINDS = ("background", "position", "property", "motion")  # the prompt kinds of DreamBench the world can show
+MOTION_DIRECTIONS = ("left", "right", "up", "down")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One evaluation sample of a personal subject: its kind, prompt, the attribute it asks for, render seed."""
+    kind: str
+    text: str
+    asked: dict
+    seed: int
+
+
+def eval_set(colour: str, subject: str, still_seeds: int, clip_seeds: int) -> list[Sample]:
+    """The fixed samples of a subject of body `colour`: 8 backgrounds, 5 positions and the 7 other colours (stills,
+    `still_seeds` each) and 4 motions (clips, `clip_seeds` each)."""
+    bgs = [b for b in BACKGROUNDS if not clashes(colour, b)][:8]
+    out = [Sample("background", f"a {subject} on a {b} background", {"background": b}, s)
+           for b in bgs for s in range(still_seeds)]
+    out += [Sample("position", f"a {subject} {words[0]}", {"position": p}, s)
+            for p, words in POSITION_WORDS.items() for s in range(still_seeds)]
+    out += [Sample("property", f"{'an' if c[0] in 'aeiou' else 'a'} {c} {subject}", {"colour": c}, s)
+            for c in COLOURS if c != colour for s in range(still_seeds)]
+    out += [Sample("motion", f"a {subject} {MOTION_WORDS[m]}", {"motion": m}, s)
+            for m in MOTION_DIRECTIONS for s in range(clip_seeds)]
+    return out
+
+
+def score_samples(judge: J.Judge, appearance: tuple, samples: list[Sample], frames: list[list]) -> dict:
+    """Per sample: whether the prompted attribute shows (`hit`) and identity (for a property change, the share of
+    the traits other than the colour); per kind and overall: their means (composition: the mean over kinds)."""
+    per = []
+    for s, f in zip(samples, frames):
+        reading = J.read(judge, f)
+        found = J.attributes(reading, clip=s.kind == "motion")
+        traits = tuple(t for t in J.TRAITS if t != "colour") if s.kind == "property" else J.TRAITS
+        per.append({"kind": s.kind, "hit": float(all(J.honoured(found, s.asked).values())),
+                    "identity": J.identity(reading, appearance, traits)})
+    kinds = [k for k in KINDS if any(p["kind"] == k for p in per)]
+    out = {f"composition_{k}": float(np.mean([p["hit"] for p in per if p["kind"] == k])) for k in kinds}
+    out |= {f"identity_{k}": float(np.mean([p["identity"] for p in per if p["kind"] == k])) for k in kinds}
+    out["composition"] = float(np.mean([out[f"composition_{k}"] for k in kinds]))
+    out["identity"] = float(np.mean([out[f"identity_{k}"] for k in kinds]))
+    out["samples"] = per
+    return out

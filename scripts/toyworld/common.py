@@ -8,19 +8,16 @@ import math
 import multiprocessing
 import os
 import random
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cdvideo.toyworld import draw, world
+from cdvideo.toyworld.instances import excluded
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from cdvideo.toyworld import draw, world  # noqa: E402
-from cdvideo.toyworld.instances import excluded  # noqa: E402
-
 ASSETS = ROOT / "cdvideo" / "toyworld" / "assets"
 TEXT_WIDTH = 64
 # SD1.5's block layout (cross-attention in the middle levels and the mid block) without attention at the

@@ -8,10 +8,9 @@ import shutil
 from pathlib import Path
 
 import torch
-
 from common import ASSETS, SD_SCHEDULE, log
 
-from cdvideo.tiny import tokenizer_dir
+from cdvideo.models.architectures import tokenizer_dir
 from cdvideo.toyworld.instances import write_photos
 
 

@@ -17,12 +17,11 @@ import argparse
 
 import numpy as np
 import torch
+from common import MOTION_SCHEDULE, to_pixels
 
-from common import MOTION_SCHEDULE, ROOT, to_pixels  # noqa: F401  (ROOT puts the repository on sys.path)
-
-from cdvideo.models import load_components
-from cdvideo.pipelines import load_adapter
-from cdvideo.text import encode_prompts
+from cdvideo.models.loading import load_components
+from cdvideo.models.text import encode_prompts
+from cdvideo.pipelines.registry import load_adapter
 from cdvideo.toyworld import MODEL_ID, draw, world
 
 MOTIONS = ["moving left", "moving right", "moving up", "moving down", "growing", "shrinking"]

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import ROOT, log
 from PIL import Image
 
-from common import ROOT, log
-
-from cdvideo.models import load_components
-from cdvideo.pipelines import image_pipeline, load_adapter, make_scheduler, video_pipeline
-from cdvideo.text import eos_features
-from cdvideo.toyworld import MODEL_ID, draw, instances, judge as J, scoring, world
+from cdvideo.models.loading import load_components
+from cdvideo.models.text import eos_features
+from cdvideo.pipelines.build import image_pipeline, video_pipeline
+from cdvideo.pipelines.registry import load_adapter, make_scheduler
+from cdvideo.toyworld import MODEL_ID, draw, instances, scoring, world
+from cdvideo.toyworld import judge as J
 
 DOCS = ROOT / "docs" / "toyworld"
 GUIDANCE = (1.0, 3.0, 5.0, 7.5)

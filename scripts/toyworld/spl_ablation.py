@@ -18,7 +18,6 @@ import argparse
 import csv
 import io
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -26,13 +25,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cdvideo.toyworld import judge as J
+from cdvideo.toyworld.instances import INSTANCES, Instance
+from cdvideo.toyworld.scoring import asked_in, composition
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from cdvideo.toyworld import judge as J  # noqa: E402
-from cdvideo.toyworld.instances import INSTANCES, Instance  # noqa: E402
-from cdvideo.toyworld.scoring import asked_in, composition  # noqa: E402
-
 DOCS = ROOT / "docs" / "toyworld"
 WEIGHTS = (0.0, 0.1, 1.0, 10.0)
 DEFAULT_INSTANCES = ("striped_ball", "spotted_star", "dotted_heart", "striped_cup")  # 2 tuned on, 2 held out
@@ -61,7 +58,9 @@ def pair_shown(judge, image: Image.Image, appearance: tuple, other: tuple[str, s
 @torch.no_grad()
 def score(weights_file: Path | None, subject: str, appearance: tuple, judge, adapter: str = "toyworld") -> dict:
     """Identity and composition over the fixed prompts (images, the pair prompt and clips)."""
-    from cdvideo.pipelines import image_pipeline, load_adapter, load_personalized, make_scheduler, video_pipeline
+    from cdvideo.pipelines.build import image_pipeline, video_pipeline
+    from cdvideo.pipelines.registry import load_adapter, make_scheduler
+    from cdvideo.pipelines.personalized import load_personalized
 
     m, _, _ = load_personalized("toyworld", [str(weights_file)] if weights_file else [])
     pipe = image_pipeline(m, scheduler=make_scheduler("ddim", m["scheduler"].config, False))
@@ -95,16 +94,16 @@ def score(weights_file: Path | None, subject: str, appearance: tuple, judge, ada
 
 
 def drift_distance(weights_file: Path) -> float:
-    from cdvideo.drift_report import compute, load_source
+    from cdvideo.tasks.drift import compute, load_source
     from cdvideo.toyworld import drift_phrases
 
     return compute([load_source(weights_file)], drift_phrases())["runs"][0]["after"]["distance"]
 
 
 def train_run(inst: Instance, out: Path, spl: float, seed: int, pooling: str = "eos") -> Path:
-    from cdvideo.config import load_train_config
-    from cdvideo.toyworld.demo import TRAIN
-    from cdvideo.train import train
+    from cdvideo.apps.demo import TRAIN
+    from cdvideo.data.config import load_train_config
+    from cdvideo.tasks.train import train
 
     if (out / "weights.safetensors").is_file():
         return out / "weights.safetensors"
@@ -116,9 +115,9 @@ def train_run(inst: Instance, out: Path, spl: float, seed: int, pooling: str = "
 
 def multi_concept(work: Path, judge, adapter: str, seed: int = 0) -> list[dict]:
     """A joint run of two instances (sks ball + zwx star) and the composed pair of their separate runs."""
-    from cdvideo.config import load_train_config
-    from cdvideo.toyworld.demo import TRAIN
-    from cdvideo.train import train
+    from cdvideo.apps.demo import TRAIN
+    from cdvideo.data.config import load_train_config
+    from cdvideo.tasks.train import train
 
     a, b = INSTANCES["striped_ball"], INSTANCES["spotted_star"]
     joint = work / "joint" / "weights.safetensors"
@@ -142,7 +141,7 @@ def multi_concept(work: Path, judge, adapter: str, seed: int = 0) -> list[dict]:
 
 
 def _composed(work: Path, fa: Path, fb: Path, method: str) -> Path:
-    from cdvideo.compose import compose_files
+    from cdvideo.tasks.compose import compose_files
 
     out = work / f"composed-{method}.safetensors"
     if not out.is_file():

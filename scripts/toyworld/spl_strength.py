@@ -19,21 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cdvideo.config import load_train_config
-from cdvideo.drift_report import compute, load_source
-from cdvideo.pipelines import image_pipeline, load_adapter, load_personalized, make_scheduler, video_pipeline
+from cdvideo.apps.demo import TRAIN, render_samples
+from cdvideo.data.config import load_train_config
+from cdvideo.tasks.drift import compute, load_source
+from cdvideo.tasks.train import train
 from cdvideo.toyworld import drift_phrases
 from cdvideo.toyworld import judge as J
-from cdvideo.toyworld.demo import TRAIN
 from cdvideo.toyworld.instances import INSTANCES, Instance
-from cdvideo.toyworld.world import BACKGROUNDS, COLOURS, MOTION_WORDS, POSITION_WORDS, clashes
-from cdvideo.train import train
+from cdvideo.toyworld.scoring import KINDS, Sample, eval_set, score_samples
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "toyworld"
@@ -42,67 +40,15 @@ STRENGTHS = {"1e-3 x 120": (1e-3, 120), "3e-3 x 120": (3e-3, 120), "3e-3 x 240":
              "6e-3 x 240": (6e-3, 240)}  # the demo's setting first (1e-2 x 240 collapses with and without SPL)
 STRONGEST = "6e-3 x 240"
 EXTRA = ((0.1, "eos"), (10.0, "eos"), (1.0, "official"))  # at the strongest setting only
-KINDS = ("background", "position", "property", "motion")
-MOTIONS = ("left", "right", "up", "down")
-RENDER = {"num_inference_steps": 20, "guidance_scale": 5.0}
-
-
-@dataclass(frozen=True)
-class Sample:
-    kind: str
-    text: str
-    asked: dict  # attribute -> prompted value
-    seed: int
-
-
-def eval_set(inst: Instance, subject: str, still_seeds: int, clip_seeds: int, offset: int = 0) -> list[Sample]:
-    """The fixed samples of one instance: 8 backgrounds, 5 positions, the 7 other colours (stills) and 4 motions."""
-    bgs = [b for b in BACKGROUNDS if not clashes(inst.colour, b)][:8]
-    out = [Sample("background", f"a {subject} on a {b} background", {"background": b}, s)
-           for b in bgs for s in range(still_seeds)]
-    out += [Sample("position", f"a {subject} {words[0]}", {"position": p}, s)
-            for p, words in POSITION_WORDS.items() for s in range(still_seeds)]
-    out += [Sample("property", f"{_article(c)} {c} {subject}", {"colour": c}, s)
-            for c in COLOURS if c != inst.colour for s in range(still_seeds)]
-    out += [Sample("motion", f"a {subject} {MOTION_WORDS[m]}", {"motion": m}, s) for m in MOTIONS
-            for s in range(clip_seeds)]
-    return [Sample(x.kind, x.text, x.asked, x.seed + offset) for x in out]
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
+NOISE_SETTING = (1e-2, 240)  # where the scorer's noise was measured (--noise)
 
 
 @torch.no_grad()
-def score(weights_file: Path | None, inst: Instance, subject: str, samples: list[Sample], judge) -> dict:
+def score(weights_file: Path | None, inst: Instance, subject: str, samples: list, judge) -> dict:
     """Per kind: composition (share of samples showing the prompted attribute) and identity (property change: the
-    share of the traits other than colour); plus their means over kinds."""
-    m, _, _ = load_personalized("toyworld", [str(weights_file)] if weights_file else [])
-    stills = [s for s in samples if s.kind != "motion"]
-    pipe = image_pipeline(m, scheduler=make_scheduler("ddim", m["scheduler"].config, False))
-    pipe.set_progress_bar_config(disable=True)
-    images = []
-    for i in range(0, len(stills), 64):
-        batch = stills[i:i + 64]
-        images += pipe([s.text for s in batch], generator=[torch.Generator().manual_seed(s.seed) for s in batch],
-                       **RENDER).images
-    vpipe = video_pipeline(m, load_adapter("toyworld", torch.float32),
-                           make_scheduler("ddim", m["scheduler"].config, animatediff=True))
-    vpipe.set_progress_bar_config(disable=True)
-    clips = [vpipe(s.text, num_frames=16, output_type="pil", generator=torch.Generator().manual_seed(s.seed),
-                   **RENDER).frames[0] for s in samples if s.kind == "motion"]
-    hits: dict[str, list[float]] = {k: [] for k in KINDS}
-    ids: dict[str, list[float]] = {k: [] for k in KINDS}
-    for s, frames in zip(stills + [s for s in samples if s.kind == "motion"], [[im] for im in images] + clips):
-        reading = J.read(judge, frames)
-        found = J.attributes(reading, clip=s.kind == "motion")
-        hits[s.kind].append(float(all(J.honoured(found, s.asked).values())))
-        traits = tuple(t for t in J.TRAITS if t != "colour") if s.kind == "property" else J.TRAITS
-        ids[s.kind].append(J.identity(reading, inst.appearance, traits))
-    out = {f"composition_{k}": float(np.mean(hits[k])) for k in KINDS}
-    out |= {f"identity_{k}": float(np.mean(ids[k])) for k in KINDS}
-    out["composition"] = float(np.mean([out[f"composition_{k}"] for k in KINDS]))
-    out["identity"] = float(np.mean([out[f"identity_{k}"] for k in KINDS]))
+    share of the traits other than colour); plus their means over kinds (the demo's rendering and scoring)."""
+    out = score_samples(judge, inst.appearance, samples, render_samples(weights_file, samples))
+    out.pop("samples")
     return out
 
 
@@ -154,7 +100,7 @@ def run_ablation(args, judge) -> None:
     for name in args.instances:  # the base model, prompted with the class word, once per instance
         if f"{name}-base" not in done:
             inst = INSTANCES[name]
-            r = score(None, inst, inst.cls, eval_set(inst, inst.cls, args.still_seeds, args.clip_seeds), judge)
+            r = score(None, inst, inst.cls, eval_set(inst.colour, inst.cls, args.still_seeds, args.clip_seeds), judge)
             append_row({"tag": f"{name}-base", "instance": name, "held_out": inst.held_out, "setting": "base", **r})
     for name, seed, strength, weight, pooling in plan(args.instances, args.seeds):
         t = tag(name, seed, strength, weight, pooling)
@@ -162,7 +108,7 @@ def run_ablation(args, judge) -> None:
             continue
         inst, (lr, steps) = INSTANCES[name], STRENGTHS[strength]
         path = train_run(inst, work / t, lr, steps, weight, seed, pooling)
-        r = score(path, inst, f"sks {inst.cls}", eval_set(inst, f"sks {inst.cls}", args.still_seeds,
+        r = score(path, inst, f"sks {inst.cls}", eval_set(inst.colour, f"sks {inst.cls}", args.still_seeds,
                                                           args.clip_seeds), judge)
         row = {"tag": t, "instance": name, "held_out": inst.held_out, "seed": seed, "strength": strength,
                "spl": weight, "pooling": pooling, **r, "drift": drift_distance(path)}
@@ -172,14 +118,15 @@ def run_ablation(args, judge) -> None:
 
 
 def measure_noise(args, judge) -> None:
-    """The scorer's noise: the same weights scored with other render seeds (offsets), per metric."""
-    inst = INSTANCES["striped_ball"]
-    lr, steps = STRENGTHS[STRONGEST]
+    """The scorer's noise: the same weights (striped_ball, seed 0, lr 1e-2 x 240 steps) scored again with other
+    render seeds (+100, +200, ...), per metric."""
+    inst, (lr, steps) = INSTANCES["striped_ball"], NOISE_SETTING
     for weight in (0.0, 1.0):
-        path = train_run(inst, Path(args.work) / tag(inst.name, 0, STRONGEST, weight, "eos"), lr, steps, weight, 0,
-                         "eos")
-        scores = [score(path, inst, "sks ball", eval_set(inst, "sks ball", args.still_seeds, args.clip_seeds,
-                                                         offset=100 * k), judge) for k in range(args.noise_repeats)]
+        path = train_run(inst, Path(args.work) / f"{inst.name}-lr{lr:g}-n{steps}-spl{weight:g}-s0", lr, steps,
+                         weight, 0, "eos")
+        base = eval_set(inst.colour, "sks ball", args.still_seeds, args.clip_seeds)
+        scores = [score(path, inst, "sks ball", [Sample(x.kind, x.text, x.asked, x.seed + 100 * k) for x in base],
+                        judge) for k in range(args.noise_repeats)]
         for key in ("identity", "composition", *(f"composition_{k}" for k in KINDS)):
             v = np.array([s[key] for s in scores])
             print(f"spl {weight:g} {key:22s} mean {v.mean():.3f} sd over render seeds {v.std(ddof=1):.3f}")

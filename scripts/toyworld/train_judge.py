@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from common import Curve, log, mark_done, optimizer_step, render_set, seed_everything, to_pixels, warmup_cosine
 
 from cdvideo.toyworld import judge as J

@@ -16,13 +16,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from common import (ADAPTER, Curve, MOTION_SCHEDULE, log, mark_done, optimizer_step, seed_everything, step_rngs,
-                    warmup_cosine)
+from common import (
+    ADAPTER,
+    MOTION_SCHEDULE,
+    Curve,
+    log,
+    mark_done,
+    optimizer_step,
+    seed_everything,
+    step_rngs,
+    warmup_cosine,
+)
 from train_text import datasets
 from train_unet import captions, latents, load_text, noised, sample_latents
 
-from cdvideo.text import tokenize
+from cdvideo.models.text import tokenize
 
 
 def build(work: Path, adapter_dir: Path | None = None):

@@ -13,11 +13,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from common import TEXT, Curve, log, mark_done, optimizer_step, render_set, seed_everything, to_pixels, warmup_cosine
 
-from common import Curve, TEXT, log, mark_done, optimizer_step, render_set, seed_everything, to_pixels, warmup_cosine
-
-from cdvideo.text import eos_index
-from cdvideo.tiny import tokenizer_dir
+from cdvideo.models.architectures import tokenizer_dir
+from cdvideo.models.text import eos_index
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.world import MOTIONS, NUM_FRAMES, describe
 

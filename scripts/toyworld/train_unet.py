@@ -12,12 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from common import (Curve, SD_SCHEDULE, UNET, log, mark_done, optimizer_step, seed_everything, step_rngs,
-                    warmup_cosine)
+from common import SD_SCHEDULE, UNET, Curve, log, mark_done, optimizer_step, seed_everything, step_rngs, warmup_cosine
 from train_text import datasets
 
-from cdvideo.text import tokenize
+from cdvideo.models.text import tokenize
 from cdvideo.toyworld.world import caption
 
 DROP = 0.1  # caption dropout for classifier-free guidance
@@ -42,7 +40,7 @@ def noised(x0: torch.Tensor, sched, gen: torch.Generator) -> dict:
 def load_text(work: Path):
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from cdvideo.tiny import tokenizer_dir
+    from cdvideo.models.architectures import tokenizer_dir
 
     text_encoder = CLIPTextModel.from_pretrained(str(work / "text_encoder")).eval().requires_grad_(False)
     return CLIPTokenizer.from_pretrained(str(tokenizer_dir())), text_encoder

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from common import Curve, VAE, log, mark_done, optimizer_step, seed_everything, to_pixels, warmup_cosine
+from common import VAE, Curve, log, mark_done, optimizer_step, seed_everything, to_pixels, warmup_cosine
 from train_text import datasets
 
 KL_WEIGHT = 1e-6

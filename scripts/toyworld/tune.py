@@ -20,9 +20,9 @@ GRID = [(lr, steps) for lr in (3e-4, 1e-3, 3e-3) for steps in (60, 120)]
 
 
 def run(inst, out: Path, lr: float, steps: int) -> Path:
-    from cdvideo.config import load_train_config
-    from cdvideo.toyworld.demo import TRAIN
-    from cdvideo.train import train
+    from cdvideo.apps.demo import TRAIN
+    from cdvideo.data.config import load_train_config
+    from cdvideo.tasks.train import train
 
     if (out / "weights.safetensors").is_file():
         return out / "weights.safetensors"

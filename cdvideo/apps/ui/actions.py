@@ -1,0 +1,187 @@
+"""What the web app's buttons do, as plain functions over a JobManager and the calling `Client`: each checks every
+value that becomes a path before anything touches disk, then builds its inputs with the CLI's own functions (config
+loading, prompt jobs, compose, drift), so every check and message is the CLI's."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+from cdvideo.apps.ui.access import MAX_VIDEO_SECONDS, MAX_VIDEO_SIDE, Client
+from cdvideo.apps.ui.jobs import Cancelled, Job, JobManager
+from cdvideo.data import builtins
+from cdvideo.data.files import check_name, file_stem
+from cdvideo.errors import CdvideoError
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def native_size(model: str) -> int:
+    """A bundled base's image size (64 for toyworld and tiny); SD1.5's 512 for others."""
+    return builtins.native_size(model)
+
+
+def runs(root: Path) -> list[str]:
+    """Weights files of finished runs in a client's folder (newest first), for the pickers."""
+    files = list((root / "runs").glob("*/weights.safetensors")) + list((root / "runs").glob("*.safetensors"))
+    return [str(p) for p in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def stamp(prefix: str) -> str:
+    """`prefix-<date>-<time>-<random>`: two submissions in the same millisecond never share a name."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def subject_input(files: list[str], dest: Path) -> tuple[str, list[tuple[Path, Path]]]:
+    """Check 3-10 photos (or one video: its length and size read before decoding); the `images:` value for the
+    config and the copies to make into the run's inputs/ (made only once the whole config has been checked)."""
+    from cdvideo.data.video import check_video, is_video
+
+    files = [Path(f) for f in files or []]
+    videos = [f for f in files if is_video(f)]
+    if videos:
+        if len(files) != 1:
+            raise CdvideoError("drop either one video or 3-10 photos, not both")
+        check_video(videos[0], MAX_VIDEO_SECONDS, MAX_VIDEO_SIDE)
+        target = dest / f"{file_stem(videos[0].stem)}{videos[0].suffix.lower()}"
+        return str(target), [(videos[0], target)]
+    photos = [f for f in files if f.suffix.lower() in PHOTO_SUFFIXES]
+    if not 3 <= len(photos) <= 10 or len(photos) != len(files):
+        raise CdvideoError(f"drop 3-10 photos (jpg, png, webp, gif) or one video; got {len(files)} file(s)")
+    copies = [(f, dest / f"{k:02d}-{file_stem(f.stem)}{f.suffix.lower()}") for k, f in enumerate(photos)]
+    return str(dest), copies
+
+
+def base_ref(client: Client, model: str, key: str = "base model") -> str:
+    """A built-in name or hub id as it is; a local folder or file only inside the client's readable folders."""
+    model = (model or "").strip()
+    if builtins.get(model):
+        return model
+    if model and (Path(model).expanduser().exists() or model.startswith((".", "/", "~")) or "\\" in model):
+        return client.readable_path(model, key)
+    return model
+
+
+def start_training(mgr: JobManager, client: Client, files: list[str], class_word: str, token: str, steps: int,
+                   spl_weight: float, model: str) -> Job:
+    from cdvideo.data.config import load_train_config
+
+    check_name(token or "", "token")
+    check_name(class_word or "", "class word", spaces=True)
+    model = base_ref(client, model)
+    run_dir = client.folder / "runs" / stamp(f"{file_stem(token)}-{file_stem(class_word)}")
+    images, copies = subject_input(files, run_dir / "inputs")
+    n = int(steps)
+    every = max(n // 4, 1)
+    cfg = load_train_config(None, values={
+        "model": model, "output_dir": str(run_dir), "concepts.0.images": images,
+        "concepts.0.class_word": class_word, "concepts.0.token": token, "max_steps": n,
+        "spl.weight": float(spl_weight), "resolution": native_size(model), "validation.every": every,
+        "checkpoint_every": every, "validation.prompts": ["a photo of a {token} {class_word}"],
+        "report_to": "none"})
+    for src, dst in copies:  # every value is checked: only now does the run's folder appear
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    return mgr.submit(client.owner, "train", f"{token} {class_word}, {n} step{'s' * (n != 1)}",
+                      lambda j, m: _train(cfg, j, m), {"run": str(run_dir)})
+
+
+def resume_training(mgr: JobManager, client: Client) -> Job:
+    from cdvideo.data.config import load_train_config
+
+    last = next((j for j in mgr.for_owner(client.owner, "train") if j.status == "cancelled"), None)
+    if last is None:
+        raise CdvideoError("no cancelled training run to resume")
+    cfg = load_train_config(Path(last.params["run"]) / "config.yaml", values={"resume": "latest"})
+    return mgr.submit(client.owner, "train", last.title + " (resumed)", lambda j, m: _train(cfg, j, m), last.params)
+
+
+def _train(cfg, job: Job, mgr: JobManager) -> list[Path]:
+    from cdvideo.tasks.train import TrainingStopped, train
+
+    t0, first = time.time(), None
+
+    def on_step(step: int, logs) -> None:
+        nonlocal first
+        first = first or step
+        per = (time.time() - t0) / max(step - first + 1, 1)
+        mgr.update(job, step=step, total=cfg.max_steps, loss=logs["loss"], spl=logs["loss/spl"],
+                   eta=round(per * (cfg.max_steps - step)))
+
+    try:
+        return [train(cfg, on_step=on_step, should_stop=lambda: mgr.cancelled(job))]
+    except TrainingStopped as e:
+        job.message = f"cancelled at step {e.step}; Resume continues from {e.folder.name}"
+        raise Cancelled from None
+
+
+def start_render(mgr: JobManager, client: Client, weights: str | None, prompts: str, num_frames: int, size: int,
+                 steps: int, guidance: float, seeds: str, adapter: str, scale: float, model: str,
+                 uploaded: str | None = None) -> Job:
+    """Clips of `prompts`; `weights` is a picked path (checked), `uploaded` a file Gradio received (used first)."""
+    from cdvideo.data.config import from_dict
+    from cdvideo.tasks.render import Job as RenderJob
+    from cdvideo.tasks.render import Options, check_job
+
+    try:
+        seed_list = [int(s) for s in seeds.replace(",", " ").split()] or [0]
+    except ValueError:
+        raise CdvideoError(f"seeds {seeds!r}: whole numbers separated by spaces, e.g. 0 1 2") from None
+    lines = [p.strip() for p in (prompts or "").splitlines() if p.strip()]
+    if not lines:
+        raise CdvideoError("an empty prompt; write what the clip should show (one prompt per line)")
+    jobs = [from_dict(RenderJob, {"prompt": p, "seed": seed_list, "num_frames": int(num_frames),
+                                  "height": int(size), "width": int(size), "num_inference_steps": int(steps),
+                                  "guidance_scale": float(guidance)}) for p in lines]
+    weights = uploaded or (client.readable_path(weights, "weights file") if weights else None)
+    opts = Options(weights=[weights] if weights else [], model=base_ref(client, model) or None,
+                   adapter=base_ref(client, adapter, "adapter") or None, output_dir=str(client.folder / "outputs"),
+                   formats=["mp4", "gif"], scale=float(scale), upscale=4 if int(size) <= 128 else 1)
+    for j in jobs:
+        check_job(j, video=True, formats=tuple(opts.formats))
+    return mgr.submit(client.owner, "animate", f"{lines[0][:60]}" + (f" (+{len(lines) - 1})" if len(lines) > 1 else ""),
+                      lambda job, m: _render(opts, jobs, job, m))
+
+
+def _render(opts, jobs, job: Job, mgr: JobManager) -> list[Path]:
+    from cdvideo.tasks.render import animate
+
+    def progress(done: int, total: int) -> None:
+        mgr.check(job)
+        mgr.update(job, step=done, total=total)
+
+    return animate(opts, jobs, progress=progress)
+
+
+def start_compose(mgr: JobManager, client: Client, files: list[str], method: str, renames: str) -> Job:
+    from cdvideo.tasks.compose import compose_files
+
+    if not files or len(files) < 2:
+        raise CdvideoError("choose at least two weights files to compose")
+    files = [client.readable_path(f, "weights file") for f in files]
+    out = client.folder / "runs" / f"{stamp('composed')}.safetensors"
+    rename = [r.strip() for r in (renames or "").split(",") if r.strip()]
+    return mgr.submit(client.owner, "compose", f"{method}: {len(files)} files",
+                      lambda j, m: [compose_files(list(files), str(out), method, rename, None, False)])
+
+
+def start_drift(mgr: JobManager, client: Client, files: list[str]) -> Job:
+    from cdvideo.tasks.drift import drift
+
+    if not files:
+        raise CdvideoError("choose at least one weights file")
+    files = [client.readable_path(f, "weights file") for f in files]
+    out = client.folder / "drift" / stamp("drift")
+    return mgr.submit(client.owner, "drift", f"drift of {len(files)} run(s)", lambda j, m: drift(list(files), str(out)))
+
+
+def clips(root: Path, limit: int = 24) -> list[tuple[str, dict]]:
+    """Earlier clips (GIF) with their sidecar settings, newest first."""
+    out = []
+    for gif in sorted((root / "outputs").glob("*.gif"), key=lambda p: p.stat().st_mtime, reverse=True)[:limit]:
+        side = gif.with_suffix(".json")
+        out.append((str(gif), json.loads(side.read_text()) if side.is_file() and side.stat().st_size else {}))
+    return out

@@ -1,0 +1,87 @@
+"""Bundled bases behind one registry: each registers itself through the `cdvideo.builtins` entry point group
+(`tiny` from `cdvideo.models.architectures`, the miniature world from `cdvideo.toyworld.plugin`), so that no core
+module imports the packages that bring them. A base gives its model (a diffusers folder, or components built in
+code), its motion adapter, native size, the phrases `cdvideo drift` compares against, and its bundled photos
+(`<name>:<instance>` as a concept's `images:`). Judges for `cdvideo eval --judge` register the same way
+(`cdvideo.scorers`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from cdvideo.errors import CdvideoError
+
+BASES_GROUP, SCORERS_GROUP = "cdvideo.builtins", "cdvideo.scorers"
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    native_size: int  # image size it was trained at (px)
+    model_dir: Callable[[], Path] | None = None  # a diffusers StableDiffusionPipeline folder ...
+    build: Callable[[], dict] | None = None  # ... or components built in code
+    adapter_dir: Callable[[], Path] | None = None  # a diffusers MotionAdapter folder ...
+    build_adapter: Callable[[], Any] | None = None  # ... or one built in code
+    drift_phrases: Callable[[], list[str]] | None = None  # '<phrase> <class word>' neighbours for `cdvideo drift`
+    photos: Callable[[str], Path] | None = None  # instance name -> its bundled photo folder
+    rebuild: str = ""  # how to make a missing model folder
+
+
+class Scorer(Protocol):
+    """A judge for `cdvideo eval --judge NAME`: columns read off generated frames."""
+    metrics: tuple[str, ...]
+
+    def reference(self, photos: list) -> Any: ...  # what it reads off the subject's photos
+
+    def score(self, frames: list, prompt: str, reference: Any | None) -> dict[str, float]: ...
+
+
+_bases: dict[str, Builtin] = {}
+_scorers: dict[str, Callable[[], Scorer]] = {}
+
+
+def _discover() -> None:
+    """Read the entry points once (installed packages register there; `pip install -e .` writes them)."""
+    if _bases:
+        return
+    for ep in entry_points(group=BASES_GROUP):
+        spec = ep.load()()
+        _bases[spec["name"]] = Builtin(**spec)
+    for ep in entry_points(group=SCORERS_GROUP):
+        _scorers[ep.name] = ep.load()
+
+
+def get(name: str | None) -> Builtin | None:
+    """The bundled base called `name`, or None (a hub id, folder or file)."""
+    _discover()
+    return _bases.get(name) if name else None
+
+
+def names() -> list[str]:
+    _discover()
+    return sorted(_bases)
+
+
+def scorer(name: str) -> Scorer:
+    _discover()
+    if name not in _scorers:
+        raise CdvideoError(f"--judge {name}: choose from {', '.join(sorted(_scorers)) or 'none installed'}")
+    return _scorers[name]()
+
+
+def native_size(model: str | None, default: int = 512) -> int:
+    """A bundled base's image size; SD1.5's (512) for any other model."""
+    b = get(model)
+    return b.native_size if b else default
+
+
+def images_folder(ref: str) -> Path:
+    """`<base>:<instance>` -> a bundled base's photo folder (e.g. `toyworld:striped_ball`); anything else -> a path."""
+    name, sep, instance = ref.partition(":")
+    b = get(name) if sep else None
+    if b is not None and b.photos is not None:
+        return b.photos(instance)
+    return Path(ref).expanduser()

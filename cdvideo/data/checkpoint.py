@@ -1,0 +1,76 @@
+"""Full training state on disk: trainable tensors, optimizer, LR schedule, RNG states, step."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+from cdvideo.errors import CdvideoError
+
+STATE_FILE = "state.pt"
+
+
+def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
+    return Path(output_dir) / "checkpoints" / f"step_{step:06d}"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.name.startswith("step_") and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def resolve_resume(output_dir: str | Path, resume: str) -> Path:
+    """The checkpoint folder meant by `resume` ("latest" or a folder)."""
+    if resume != "latest":
+        path = Path(resume)
+        if not (path / STATE_FILE).is_file():
+            raise CdvideoError(f"resume: {path} holds no {STATE_FILE}; give a folder under <output_dir>/checkpoints")
+        return path
+    found = list_checkpoints(output_dir)
+    if not found:
+        raise CdvideoError(f"resume=latest: no checkpoint in {Path(output_dir) / 'checkpoints'}; "
+                           "drop `resume` to start a new run")
+    return found[-1]
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(output_dir: str | Path, step: int, state: dict, keep: int | None = None) -> Path:
+    """Write `state` into checkpoints/step_N atomically (temporary folder, then rename); prune old ones."""
+    final = checkpoint_dir(output_dir, step)
+    tmp = final.with_name(f".{final.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if keep:
+        for old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old)
+    return final
+
+
+def load(folder: str | Path) -> dict:
+    return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)

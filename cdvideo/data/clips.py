@@ -1,0 +1,126 @@
+"""Writing clips and images: MP4 (H.264), GIF, WebP, PNG frames, grids, and the sidecar JSON. All atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+from cdvideo.data.files import atomic_path, reserve_stem, write_text_atomic
+from cdvideo.errors import CdvideoError
+
+VIDEO_FORMATS = ("mp4", "gif", "webp", "png")
+
+
+def check_formats(formats: list[str]) -> None:
+    unknown = [f for f in formats if f not in VIDEO_FORMATS]
+    if unknown or not formats:
+        raise CdvideoError(f"--format {','.join(formats)}: choose from {', '.join(VIDEO_FORMATS)}")
+
+
+def upscaled(frames: list[Image.Image], factor: int) -> list[Image.Image]:
+    """Frames enlarged `factor` times with nearest-neighbour sampling (crisp pixels), for viewing small clips."""
+    if factor == 1:
+        return frames
+    return [f.resize((f.width * factor, f.height * factor), Image.Resampling.NEAREST) for f in frames]
+
+
+def write_clip(frames: list[Image.Image], folder: Path, stem: str, fps: int, formats: list[str],
+               sidecar: dict, upscale: int = 1) -> list[Path]:
+    """Write one clip in each format plus `stem.json`; the stem gets a suffix if any name is taken (reserved
+    atomically, so concurrent renders keep every clip). MP4, GIF and WebP are enlarged `upscale` times for
+    viewing; PNG frames stay raw."""
+    stem = reserve_stem(folder, stem, (".mp4", ".gif", ".webp", ".json", "_frames"))
+    try:
+        return _write_clip_files(frames, folder, stem, fps, formats, sidecar, upscale)
+    except BaseException:
+        (folder / f"{stem}.json").unlink(missing_ok=True)  # release the name
+        raise
+
+
+def _write_clip_files(frames, folder: Path, stem: str, fps: int, formats: list[str], sidecar: dict,
+                      upscale: int) -> list[Path]:
+    from diffusers.utils import export_to_gif, export_to_video
+
+    written = []
+    raw, frames = frames, upscaled(frames, upscale)
+    for fmt in formats:
+        if fmt == "png":
+            written.append(_write_frames(raw, folder / f"{stem}_frames"))
+            continue
+        path = folder / f"{stem}.{fmt}"
+        with atomic_path(path) as tmp:
+            if fmt == "mp4":
+                export_to_video(frames, str(tmp), fps=fps, macro_block_size=16)
+            elif fmt == "gif":
+                export_to_gif(frames, str(tmp), fps=fps)
+            else:
+                frames[0].save(tmp, format="WEBP", save_all=True, append_images=frames[1:],
+                               duration=1000 // fps, loop=0, lossless=False, quality=90)
+        written.append(path)
+    written.append(write_sidecar(folder / f"{stem}.json", sidecar))
+    return written
+
+
+def _write_frames(frames: list[Image.Image], folder: Path) -> Path:
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for i, frame in enumerate(frames):
+        frame.save(tmp / f"{i:04d}.png")
+    os.replace(tmp, folder)
+    return folder
+
+
+def write_images(images: list[Image.Image], folder: Path, stem: str, sidecar: dict, grid: bool) -> list[Path]:
+    """Write `stem_i.png` per image (and `stem_grid.png`), plus `stem.json` (the name reserved atomically)."""
+    stem = reserve_stem(folder, stem, (".json", "_0.png", "_grid.png"))
+    try:
+        return _write_image_files(images, folder, stem, sidecar, grid)
+    except BaseException:
+        (folder / f"{stem}.json").unlink(missing_ok=True)
+        raise
+
+
+def _write_image_files(images, folder: Path, stem: str, sidecar: dict, grid: bool) -> list[Path]:
+    written = []
+    for i, image in enumerate(images):
+        with atomic_path(folder / f"{stem}_{i}.png") as tmp:
+            image.save(tmp, format="PNG")
+        written.append(folder / f"{stem}_{i}.png")
+    if grid and len(images) > 1:
+        with atomic_path(folder / f"{stem}_grid.png") as tmp:
+            make_grid(images).save(tmp, format="PNG")
+        written.append(folder / f"{stem}_grid.png")
+    written.append(write_sidecar(folder / f"{stem}.json", sidecar))
+    return written
+
+
+def make_grid(images: list[Image.Image]) -> Image.Image:
+    """Images side by side in rows of at most 4."""
+    cols = min(4, len(images))
+    rows = -(-len(images) // cols)
+    w, h = images[0].size
+    grid = Image.new("RGB", (cols * w, rows * h))
+    for i, image in enumerate(images):
+        grid.paste(image, ((i % cols) * w, (i // cols) * h))
+    return grid
+
+
+def write_sidecar(path: Path, data: dict) -> Path:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_sidecar(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CdvideoError(f"sidecar {path} not found") from None
+    except json.JSONDecodeError as e:
+        raise CdvideoError(f"sidecar {path}: not JSON ({e})") from None

@@ -1,0 +1,306 @@
+"""Typed training configuration: dataclasses, YAML files and `key=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional, Union
+
+import yaml
+
+from cdvideo.data.files import check_name
+from cdvideo.errors import CdvideoError
+
+
+@dataclass
+class ConceptConfig:
+    images: str = ""  # folder of 3-10 photos of the subject, or a video file (mp4, mov, webm, mkv)
+    video_frames: int = 8  # frames picked from a video: sharp and as different from each other as possible
+    class_word: str = ""  # e.g. dog
+    token: str = "sks"  # new token added to the tokenizer
+    initializer: Optional[str] = None  # word(s) whose embedding initialises the token; default class_word
+
+
+@dataclass
+class SPLConfig:
+    weight: float = 1.0  # lambda of the semantic preservation loss (paper: 1.0)
+    personal_template: str = "a photo of a {token} {class_word}"
+    class_template: str = "a photo of a {class_word}"
+    pooling: Literal["eos", "official"] = "eos"  # official = argmax(token id), as the reference code
+
+
+@dataclass
+class PriorConfig:
+    enabled: bool = False
+    class_images: Optional[str] = None  # folder per class word; default <output_dir>/class_images/<class_word>
+    num_class_images: int = 200
+    prompt: str = "a photo of a {class_word}"
+    weight: float = 1.0
+    num_inference_steps: int = 50
+    guidance_scale: float = 6.0
+
+
+@dataclass
+class OptimizerConfig:
+    learning_rate: float = 1e-5  # paper text prints 1e-6; public scripts use 1e-5 scaled by batch size
+    scale_lr: bool = True  # lr *= batch_size * gradient_accumulation_steps * num_processes
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-2
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    use_8bit_adam: bool = False
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
+    lr_warmup_steps: int = 0
+
+
+@dataclass
+class ValidationConfig:
+    every: int = 0  # steps between validations; 0 disables
+    prompts: list[str] = field(default_factory=lambda: ["a photo of a {token} {class_word}"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    num_inference_steps: int = 25
+    guidance_scale: float = 6.0
+
+
+@dataclass
+class TrainConfig:
+    model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # hub id, folder, one-file checkpoint, toyworld, tiny
+    model_config: Optional[str] = None  # how to read a one-file checkpoint: sd15 (default), tiny, or a folder
+    revision: Optional[str] = None
+    variant: Optional[str] = None
+    output_dir: str = "runs/dog"
+    overwrite: bool = False
+    concepts: list[ConceptConfig] = field(default_factory=list)
+    instance_template: str = "photo of a {token} {class_word}"
+    resolution: int = 512
+    augment: bool = True  # Custom Diffusion scale augmentation; false = center-crop resize
+    flip: bool = True  # random horizontal flip (p=0.5)
+    params: Literal["kv", "crossattn"] = "kv"  # kv: attn2.to_k/to_v; crossattn: also to_q/to_out
+    spl: SPLConfig = field(default_factory=SPLConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    max_steps: int = 500
+    batch_size: int = 2
+    gradient_accumulation_steps: int = 1
+    seed: int = 42
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    latent_pool: Union[Literal["auto", "off"], int] = "auto"  # VAE latents encoded once (see cdvideo/latents.py)
+    log_every: int = 10  # steps between loss syncs (progress bar, logs, NaN check): no host-device sync per step
+    compile: bool = False  # torch.compile the UNet
+    channels_last: bool = False  # UNet in channels-last memory format
+    checkpoint_every: int = 250  # 0 disables
+    checkpoints_total_limit: Optional[int] = 2
+    resume: Optional[str] = None  # "latest" or a checkpoint folder
+    save_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    report_to: Literal["tensorboard", "none"] = "tensorboard"
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain YAML/JSON-able data."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass `cls` from `data`, naming the key of any unknown field or wrong type."""
+    if not isinstance(data, dict):
+        raise CdvideoError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise CdvideoError(f"unknown key '{path}' (known: {', '.join(sorted(names))})")
+        kwargs[key] = _coerce(hints[key], value, path)
+    return cls(**kwargs)
+
+
+class CommandLineText(str):
+    """A `key=value` override's value as typed: read by the schema's type, never as a YAML comment."""
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if isinstance(value, CommandLineText):
+        value = _from_command_line(tp, origin, args, value, path)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        error = None
+        for alternative in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(alternative, value, path)
+            except CdvideoError as e:
+                error = error or e
+        raise error
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise CdvideoError(f"{path}: expected a mapping, got {value!r}")
+        return {_coerce(args[0], k, f"{path}.{k}"): _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin is Literal:
+        if value is False and ("no" in args or "off" in args):  # YAML 1.1 reads a bare `no`/`off` as false
+            value = "no" if "no" in args else "off"
+        if value not in args:
+            raise CdvideoError(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise CdvideoError(f"{path}: expected a list, got {value!r}")
+        if origin is tuple:
+            if len(value) != len(args):
+                raise CdvideoError(f"{path}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(a, v, f"{path}.{i}") for i, (a, v) in enumerate(zip(args, value)))
+        return [_coerce(args[0], v, f"{path}.{i}") for i, v in enumerate(value)]
+    return _scalar(tp, value, path)
+
+
+def _from_command_line(tp: Any, origin: Any, args: tuple, text: CommandLineText, path: str) -> Any:
+    """Text for a text field (a path stays a string: `Rex #2`, `on`, `2024`), YAML for numbers, booleans, lists."""
+    if origin in (Union, types.UnionType):
+        if type(None) in args and text in ("null", "~", ""):
+            return None
+        if str in args or any(typing.get_origin(a) is Literal and text in typing.get_args(a) for a in args):
+            return str(text)
+    elif tp is str or (origin is Literal and text in args):
+        return str(text)
+    try:
+        return yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        raise CdvideoError(f"{path}: {str(text)!r} is not a valid value") from None
+
+
+def _scalar(tp: type, value: Any, path: str) -> Any:
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-5" as a string
+            return float(value)
+        except ValueError:
+            pass
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise CdvideoError(f"{path}: expected {tp.__name__}, got {value!r}")
+
+
+def apply_override(data: dict, override: str) -> None:
+    """Set `a.b.0.c=value` in nested `data`; the value is read by the schema's type when the config is built."""
+    if "=" not in override:
+        raise CdvideoError(f"override {override!r} is not key=value")
+    key, raw = override.split("=", 1)
+    set_value(data, key, CommandLineText(raw))
+
+
+def set_value(data: dict, key: str, value: Any) -> None:
+    """Set the typed `value` at the dotted `key` (`concepts.0.images`) in nested `data`."""
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        nxt = parts[i + 1]
+        if isinstance(node, list):
+            node = _list_slot(node, part, key, nxt)
+        else:
+            node = node.setdefault(part, [] if nxt.isdigit() else {})
+    last = parts[-1]
+    if isinstance(node, list):
+        idx = int(last) if last.isdigit() else -1
+        if not 0 <= idx <= len(node):
+            raise CdvideoError(f"override {key}: index {last} out of range")
+        node[idx:idx + 1] = [value]
+    else:
+        node[last] = value
+
+
+def _list_slot(node: list, part: str, key: str, nxt: str) -> Any:
+    if not part.isdigit() or int(part) > len(node):
+        raise CdvideoError(f"override {key}: '{part}' is not a valid list index")
+    if int(part) == len(node):
+        node.append([] if nxt.isdigit() else {})
+    return node[int(part)]
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] = (),
+                      values: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config (or none), apply command-line `key=value` overrides, then typed `values` by dotted key
+    (what programmatic callers pass), and validate against the schema."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise CdvideoError(f"config file {path} not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise CdvideoError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise CdvideoError(f"{path}: expected a mapping of keys at the top level")
+    for ov in overrides:
+        apply_override(data, ov)
+    for key, value in (values or {}).items():
+        set_value(data, key, value)
+    try:
+        cfg = from_dict(TrainConfig, data)
+    except CdvideoError as e:
+        raise CdvideoError(f"{path}: {e}" if path else str(e)) from None
+    check_train_config(cfg)
+    return cfg
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Checks across fields that types alone cannot express."""
+    if not cfg.concepts:
+        raise CdvideoError("concepts: at least one concept (images, class_word, token) is required")
+    seen: set[str] = set()
+    for i, c in enumerate(cfg.concepts):
+        if not c.images:
+            raise CdvideoError(f"concepts.{i}.images: give the folder of photos (or a video file)")
+        if c.video_frames < 3:
+            raise CdvideoError(f"concepts.{i}.video_frames: {c.video_frames}; pick at least 3 frames")
+        if not c.class_word.strip():
+            raise CdvideoError(f"concepts.{i}.class_word: give the subject's class, e.g. dog")
+        if not c.token.strip() or " " in c.token:
+            raise CdvideoError(f"concepts.{i}.token: {c.token!r} must be one word, e.g. sks or <new1>")
+        check_name(c.token, f"concepts.{i}.token")  # it names files (exports, embeddings)
+        check_name(c.class_word, f"concepts.{i}.class_word", spaces=True)
+        if c.token in (c.class_word, c.initializer):
+            raise CdvideoError(f"concepts.{i}.token: {c.token!r} must differ from the class word; use e.g. sks")
+        if c.token in seen:
+            raise CdvideoError(f"concepts.{i}.token: {c.token!r} is used by two concepts")
+        seen.add(c.token)
+    for key, tpl, need, banned in [
+        ("instance_template", cfg.instance_template, ("{token}", "{class_word}"), ()),
+        ("spl.personal_template", cfg.spl.personal_template, ("{token}", "{class_word}"), ()),
+        ("spl.class_template", cfg.spl.class_template, ("{class_word}",), ("{token}",)),
+        ("prior.prompt", cfg.prior.prompt, ("{class_word}",), ("{token}",)),
+    ]:
+        for n in need:
+            if n not in tpl:
+                raise CdvideoError(f"{key}: template {tpl!r} lacks {n}")
+        for b in banned:
+            if b in tpl:
+                raise CdvideoError(f"{key}: template {tpl!r} must not contain {b}")
+    if cfg.resolution < 64 or cfg.resolution % 8:
+        raise CdvideoError(f"resolution: {cfg.resolution} must be a multiple of 8, at least 64")
+    if isinstance(cfg.latent_pool, int) and cfg.latent_pool < 1:
+        raise CdvideoError(f"latent_pool: {cfg.latent_pool}; give a number of variants per concept, auto or off")
+    for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every"):
+        if getattr(cfg, key) < 1:
+            raise CdvideoError(f"{key}: must be at least 1")
+    if cfg.resume not in (None, "latest") and not Path(cfg.resume).is_dir():
+        raise CdvideoError(f"resume: {cfg.resume} is neither 'latest' nor a checkpoint folder")

@@ -1,0 +1,164 @@
+"""Subject photos: loading, conversion to RGB, Custom Diffusion scale augmentation, loss masks, batches."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cdvideo.data.builtins import images_folder
+from cdvideo.data.video import frames_from_video, is_video
+from cdvideo.errors import CdvideoError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}  # a GIF: its first frame
+MIN_SIZE = 64
+MAX_SIDE = 2048  # photos are downscaled to this on load, so a folder of 40 MP photos stays small in memory
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB: 16-bit scaled down, transparency composited on white."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        arr = arr / 257.0 if arr.max() > 255 else arr
+        image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(canvas, rgba)
+    return image.convert("RGB")
+
+
+def load_image(path: Path, max_side: int = MAX_SIDE) -> Image.Image:
+    """Open an image file (a GIF's first frame), decoded at reduced size when it is large (JPEG draft mode, else
+    downscaled right after decoding), EXIF orientation applied, as RGB; a clear error if corrupt or too large."""
+    try:
+        with Image.open(path) as im:
+            if im.format == "JPEG" and max(im.size) > max_side:
+                im.draft("RGB", (max_side, max_side))  # the decoder skips detail: a 40 MP photo never lands whole
+            im.load()
+            image = ImageOps.exif_transpose(im)
+            if max(image.size) > max_side:
+                image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            return to_rgb(image)
+    except Image.DecompressionBombError as e:
+        raise CdvideoError(f"{path}: {e.args[0].split('could be')[0].strip()} is beyond PIL's safety limit; "
+                           f"downscale it (at most {Image.MAX_IMAGE_PIXELS * 2 // 10**6} MP) or remove it") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise CdvideoError(f"{path}: cannot be read as an image ({e}); remove or replace the file") from None
+
+
+def load_folder(folder: str | Path, min_size: int = MIN_SIZE, video_frames: int = 8) -> list[Image.Image]:
+    """All images of a folder (jpg/png/webp/gif...), sorted by name; other files are skipped with a warning.
+    `<base>:<instance>` names a bundled base's photos (`toyworld:striped_ball`); a video file gives its
+    `video_frames` sharpest, most distinct frames."""
+    folder = images_folder(str(folder))
+    if folder.is_file() and is_video(folder):
+        return frames_from_video(folder, video_frames)
+    if not folder.is_dir():
+        raise CdvideoError(f"image folder {folder} not found; set the concept's `images:` to a folder of photos")
+    images = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            log.warning("skipping %s: not an image file", path)
+            continue
+        image = load_image(path)
+        if min(image.size) < min_size:
+            raise CdvideoError(
+                f"{path}: {image.size[0]}x{image.size[1]} px is smaller than {min_size} px; use a larger photo"
+            )
+        images.append(image)
+    if not images:
+        raise CdvideoError(f"image folder {folder} holds no images (jpg, png, webp); add 3-10 photos")
+    return images
+
+
+def center_square(image: Image.Image) -> Image.Image:
+    w, h = image.size
+    s = min(w, h)
+    return image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+
+
+def pixel_array(image: Image.Image, size: int) -> np.ndarray:
+    """(size, size, 3) float32 in [-1, 1]."""
+    arr = np.asarray(image.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
+    return arr / 127.5 - 1.0
+
+
+def _box_mask(top: int, left: int, size: int, res: int, factor: int) -> np.ndarray:
+    """Latent-resolution mask of a pasted square, shrunk by one latent cell on each side."""
+    h = res // factor
+    mask = np.zeros((h, h), dtype=np.float32)
+    y0, y1 = top // factor + 1, (top + size) // factor - 1
+    x0, x1 = left // factor + 1, (left + size) // factor - 1
+    if y1 <= y0 or x1 <= x0:  # too small to shrink: the cells it covers whole, else its centre cell
+        y0, y1 = -(-top // factor), (top + size) // factor
+        x0, x1 = -(-left // factor), (left + size) // factor
+        if y1 <= y0 or x1 <= x0:
+            y0, x0 = (top + size // 2) // factor, (left + size // 2) // factor
+            y1, x1 = y0 + 1, x0 + 1
+    mask[y0:y1, x0:x1] = 1.0
+    return mask
+
+
+def augment(image: Image.Image, res: int, factor: int, rng: np.random.Generator,
+            scale: bool = True, flip: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
+    """Custom Diffusion scale augmentation: (pixels (res, res, 3), mask (res/f, res/f), prompt prefix)."""
+    image = center_square(image)
+    if flip and rng.random() < 0.5:
+        image = ImageOps.mirror(image)
+    full_mask = np.ones((res // factor, res // factor), dtype=np.float32)
+    if not scale:
+        return pixel_array(image, res), full_mask, ""
+    if rng.random() < 0.66:  # shrink and paste on a zero canvas
+        size = int(rng.integers(res // 3, res + 1))
+        size = min(size + size % 2, res)
+        top, left = int(rng.integers(0, res - size + 1)), int(rng.integers(0, res - size + 1))
+        canvas = np.zeros((res, res, 3), dtype=np.float32)
+        canvas[top:top + size, left:left + size] = pixel_array(image, size)
+        prefix = str(rng.choice(["a far away ", "very small "])) if size < 0.6 * res else ""
+        return canvas, _box_mask(top, left, size, res, factor), prefix
+    size = int(rng.integers(int(1.2 * res), int(1.4 * res) + 1))  # zoom in and random-crop
+    top, left = int(rng.integers(0, size - res + 1)), int(rng.integers(0, size - res + 1))
+    crop = pixel_array(image, size)[top:top + res, left:left + res]
+    return crop, full_mask, str(rng.choice(["zoomed in ", "close up "]))
+
+
+@dataclass
+class Concept:
+    token: str
+    class_word: str
+    images: list[Image.Image]
+    prompt: str  # instance prompt, e.g. "photo of a sks dog"
+    class_images: list[Image.Image] | None = None
+    class_prompt: str = ""
+
+
+def sample_batch(concepts: list[Concept], batch_size: int, step: int, rng: np.random.Generator, res: int,
+                 factor: int, scale: bool, flip: bool) -> dict:
+    """One batch, concepts drawn in turn so that each gets an equal share of the steps."""
+    pixels, masks, prompts, cls_pixels, cls_prompts = [], [], [], [], []
+    for i in range(batch_size):
+        c = concepts[(step * batch_size + i) % len(concepts)]
+        px, mask, prefix = augment(c.images[int(rng.integers(len(c.images)))], res, factor, rng, scale, flip)
+        pixels.append(px)
+        masks.append(mask)
+        prompts.append(prefix + c.prompt)
+        if c.class_images:
+            cls = center_square(c.class_images[int(rng.integers(len(c.class_images)))])
+            cls_pixels.append(pixel_array(cls, res))
+            cls_prompts.append(c.class_prompt)
+    batch = {
+        "pixels": torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2),  # (B, 3, H, W)
+        "mask": torch.from_numpy(np.stack(masks))[:, None],  # (B, 1, h, w)
+        "prompts": prompts,
+    }
+    if cls_pixels:
+        batch["class_pixels"] = torch.from_numpy(np.stack(cls_pixels)).permute(0, 3, 1, 2)
+        batch["class_prompts"] = cls_prompts
+    return batch

@@ -1,0 +1,32 @@
+"""Pipelines composed from loaded components: diffusers' StableDiffusionPipeline and AnimateDiffPipeline, never
+subclassed."""
+
+from __future__ import annotations
+
+
+
+
+def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", base: str = "base"):
+    """diffusers' AnimateDiffPipeline over the (personalized) 2D UNet; it builds the UNetMotionModel."""
+    from diffusers import AnimateDiffPipeline
+
+    from cdvideo.models.single_file import check_adapter_fits
+
+    check_adapter_fits(adapter, m["unet"], adapter_name, base)
+    pipe = AnimateDiffPipeline(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
+                               unet=m["unet"], motion_adapter=adapter, scheduler=scheduler)
+    return pipe
+
+
+def image_pipeline(m: dict, unet=None, text_encoder=None, scheduler=None):
+    """A StableDiffusionPipeline over components `m`, with optional replacements; no safety checker."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=m["vae"], text_encoder=text_encoder or m["text_encoder"], tokenizer=m["tokenizer"],
+        unet=unet or m["unet"],
+        scheduler=scheduler or DPMSolverMultistepScheduler.from_config(m["scheduler"].config),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

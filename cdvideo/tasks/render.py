@@ -1,0 +1,336 @@
+"""`cdvideo animate` and `cdvideo sample`: prompts -> clips or images on disk, each with its sidecar JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from cdvideo import __version__
+from cdvideo.data.clips import check_formats, write_clip, write_images
+from cdvideo.data.config import from_dict
+from cdvideo.data.files import sha256_file, slug, text_lines
+from cdvideo.errors import CdvideoError
+from cdvideo.pipelines.registry import default_adapter, load_adapter, make_scheduler, pick_device
+from cdvideo.pipelines.build import image_pipeline, video_pipeline
+from cdvideo.pipelines.personalized import load_personalized
+from cdvideo.tasks.timing import NO_TIMER
+
+log = logging.getLogger(__name__)
+FREE_NOISE = {"context_length": 16, "context_stride": 4}
+MAX_FRAMES = 512  # FreeNoise holds the latents of every frame at once
+
+
+@dataclass
+class Job:
+    """One prompt's settings, with diffusers' argument names."""
+    prompt: Union[str, dict[int, str]] = ""
+    negative_prompt: Optional[str] = None
+    seed: list[int] = field(default_factory=lambda: [42])
+    num_frames: int = 16
+    height: Optional[int] = None  # None: the model's native size (512 for SD1.5, 64 for toyworld)
+    width: Optional[int] = None
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    num_videos_per_prompt: int = 1
+    num_images_per_prompt: int = 1  # sample only
+    fps: int = 8
+
+
+@dataclass
+class Options:
+    """Settings shared by all prompts of one command."""
+    weights: list[str] = field(default_factory=list)
+    model: Optional[str] = None
+    revision: Optional[str] = None
+    variant: Optional[str] = None
+    adapter: Optional[str] = None
+    scheduler: str = "ddim"
+    scale: float = 1.0
+    force: bool = False
+    output_dir: str = "outputs"
+    formats: list[str] = field(default_factory=lambda: ["mp4", "gif"])
+    device: Optional[str] = None
+    dtype: Optional[str] = None
+    cpu_offload: bool = False
+    free_init: bool = False
+    motion_lora: Optional[str] = None
+    decode_chunk_size: int = 16
+    grid: bool = True
+    upscale: int = 1  # MP4/GIF/WebP enlarged this many times (nearest) for viewing; PNG frames stay raw
+    preset: Optional[str] = None  # few-step adapter preset (scheduler, LoRA); implied by --adapter lightning-4 etc.
+    lcm_lora: Optional[str] = None  # a local AnimateLCM LoRA file for --preset animatelcm
+    model_config: Optional[str] = None  # how to read a one-file base (sd15, tiny or a folder)
+
+
+def load_jobs(prompt: str | None, prompt_file: str | None, defaults: dict) -> list[Job]:
+    """Jobs from --prompt, or a YAML list of mappings / a text file with one prompt per line."""
+    if (prompt is None) == (prompt_file is None):
+        raise CdvideoError("give either --prompt or --prompts FILE")
+    if prompt is not None:
+        return [from_dict(Job, {**defaults, "prompt": prompt})]
+    path = Path(prompt_file)
+    if not path.is_file():
+        raise CdvideoError(f"prompt file {path} not found")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            entries = yaml.safe_load(path.read_text()) or []
+        except yaml.YAMLError as e:
+            raise CdvideoError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(entries, list):
+            raise CdvideoError(f"{path}: expected a list of prompt entries")
+        entries = [e if isinstance(e, dict) else {"prompt": e} for e in entries]
+    else:
+        entries = [{"prompt": line} for line in text_lines(path.read_text())]
+    try:
+        jobs = [from_dict(Job, {**defaults, **_seed_list(e)}, f"entry {i}") for i, e in enumerate(entries)]
+    except CdvideoError as e:
+        raise CdvideoError(f"{path}: {e}") from None
+    if not jobs:
+        raise CdvideoError(f"{path}: holds no prompts")
+    return jobs
+
+
+def _seed_list(entry: dict) -> dict:
+    seed = entry.get("seed")
+    return {**entry, "seed": [seed]} if isinstance(seed, int) else entry
+
+
+def check_job(job: Job, video: bool, formats: tuple[str, ...] = (), context: int = 16) -> None:
+    """Sizes, frame counts and prompt schedules that the pipelines and encoders can take."""
+    if job.height is not None and job.width is not None:  # unset: the model's native size (`native_size`)
+        if job.height % 8 or job.width % 8 or min(job.height, job.width) < 64:
+            raise CdvideoError(f"height/width {job.height}x{job.width}: use multiples of 8, at least 64")
+        if "mp4" in formats and (job.height % 16 or job.width % 16):
+            raise CdvideoError(f"height/width {job.height}x{job.width}: MP4 (H.264) needs multiples of 16, "
+                               f"e.g. {job.height // 16 * 16}x{job.width // 16 * 16}")
+    if not job.prompt:
+        raise CdvideoError("an empty prompt; write what the clip should show")
+    if video:
+        if not 1 <= job.num_frames <= MAX_FRAMES:
+            raise CdvideoError(f"num_frames {job.num_frames}: the adapter renders {context} frames at once and "
+                               f"FreeNoise extends that to at most {MAX_FRAMES}")
+        if isinstance(job.prompt, dict) and any(not 0 <= k < job.num_frames for k in job.prompt):
+            raise CdvideoError(f"prompt schedule frames {sorted(job.prompt)} must lie in [0, {job.num_frames})")
+    elif isinstance(job.prompt, dict):
+        raise CdvideoError("a per-frame prompt schedule is for `cdvideo animate` only")
+
+
+def native_size(jobs: list[Job], m: dict) -> None:
+    """Fill unset height/width with the size the model was trained at (UNet sample size x VAE factor)."""
+    size = m["unet"].config.sample_size * 2 ** (len(m["vae"].config.block_out_channels) - 1)
+    for job in jobs:
+        job.height, job.width = job.height or size, job.width or size
+
+
+def token_hint(job: Job, tokens: list[str], class_words: list[str]) -> None:
+    """Warn when the prompt does not use the personal token(s) of the weights."""
+    texts = job.prompt.values() if isinstance(job.prompt, dict) else [job.prompt]
+    if tokens and not any(t in text for text in texts for t in tokens):
+        example = f"{tokens[0]} {class_words[0]}" if class_words else tokens[0]
+        log.warning("prompt %r does not use the token(s) %s of the weights; write e.g. '%s ...' to show "
+                    "the personal subject", next(iter(texts)), ", ".join(tokens), example)
+
+
+def weights_record(files: list[str]) -> list[dict]:
+    return [{"path": str(Path(f).resolve()), "sha256": sha256_file(f)} for f in files]
+
+
+def _base_record(opts: Options, w, model: str, dev: torch.device, dtype: torch.dtype) -> dict:
+    return {"cdvideo_version": __version__, "base_model": model, "revision": opts.revision,
+            "variant": opts.variant, "weights": weights_record(opts.weights), "scale": opts.scale,
+            "tokens": w.tokens if w else [], "scheduler": opts.scheduler, "device": dev.type,
+            "dtype": str(dtype).split(".")[-1], "versions": {"torch": torch.__version__, **_lib_versions()}}
+
+
+def _lib_versions() -> dict:
+    import diffusers
+    import transformers
+    return {"diffusers": diffusers.__version__, "transformers": transformers.__version__}
+
+
+def animate(opts: Options, jobs: list[Job], timer=NO_TIMER, progress=None) -> list[Path]:
+    """Render every job's clips through AnimateDiff; returns the files written. One pipeline serves every job
+    (rebuilt only when FreeNoise switches on or off). `timer` splits the time, for benchmarks; `progress(done,
+    total)` is called after every denoising step (the web app's progress bar)."""
+    check_formats(opts.formats)
+    if not 1 <= opts.upscale <= 16:
+        raise CdvideoError(f"--upscale {opts.upscale}: use 1 (none) to 16")
+    for job in jobs:
+        check_job(job, video=True, formats=tuple(opts.formats))
+    dev, dtype = pick_device(opts.device, opts.dtype)
+    with timer("load"):
+        m, w, model = load_personalized(opts.model, opts.weights, opts.scale, opts.force, opts.revision,
+                                        opts.variant, dtype, opts.model_config)
+        native_size(jobs, m)
+        adapter_name = opts.adapter or default_adapter(model)
+        adapter = load_adapter(adapter_name, dtype)
+    base = {**_base_record(opts, w, model, dev, dtype), "kind": "video", "adapter": adapter_name,
+            "free_init": opts.free_init, "motion_lora": opts.motion_lora, "decode_chunk_size": opts.decode_chunk_size,
+            "upscale": opts.upscale, "preset": active_preset(opts.preset, opts.adapter),
+            "model_config": opts.model_config}
+    written: list[Path] = []
+    pipe, pipe_key = None, None
+    counter = StepCounter(sum(j.num_inference_steps * len(j.seed) for j in jobs), progress)
+    for job in tqdm(jobs, desc="prompts", disable=len(jobs) < 2):
+        if w is not None:
+            token_hint(job, w.tokens, w.class_words)
+        free_noise = job.num_frames > FREE_NOISE["context_length"] or isinstance(job.prompt, dict)
+        if pipe is None or pipe_key != free_noise:  # FreeNoise changes the UNet's blocks: build afresh
+            pipe = None  # release the old pipeline before building the next (peak memory)
+            with timer("load"):
+                pipe = _video_pipe(m, adapter, opts, dev, free_noise)
+            pipe_key = free_noise
+        for seed in job.seed:
+            with timer.pipeline() as callback:
+                frames = _render_clip(pipe, job, seed, opts, counter.chain(callback))
+            for k, video in enumerate(frames):
+                record = {**base, **_job_record(job), "seed": seed, "video_index": k,
+                          "free_noise": FREE_NOISE if free_noise else None}
+                stem = f"{slug(_first_prompt(job))}_s{seed}" + (f"_v{k}" if len(frames) > 1 else "")
+                with timer("export"):
+                    written += write_clip(video, Path(opts.output_dir), stem, job.fps, opts.formats, record,
+                                          opts.upscale)
+    return written
+
+
+class StepCounter:
+    """A pipeline step callback reporting (done, total) denoising steps, chained with another callback."""
+
+    def __init__(self, total: int, report=None):
+        self.done, self.total, self.report = 0, total, report
+
+    def chain(self, other=None):
+        if self.report is None:
+            return other
+
+        def callback(pipe, i, t, kwargs):
+            self.done += 1
+            self.report(self.done, self.total)
+            return other(pipe, i, t, kwargs) if other else kwargs
+
+        return callback
+
+
+def _place(pipe, opts: Options, dev) -> None:
+    """Model CPU offload on GPU when asked; else the whole pipeline on the device."""
+    if opts.cpu_offload and dev.type != "cuda":
+        log.warning("--cpu-offload works on a CUDA device only; running on %s without it", dev)
+    if opts.cpu_offload and dev.type == "cuda":
+        pipe.enable_model_cpu_offload(device=dev)
+    else:
+        pipe.to(dev)  # components were loaded in the right dtype already
+
+
+def active_preset(preset: str | None, adapter: str | None) -> str | None:
+    """The few-step preset in force: --preset, or the one an --adapter registry name implies."""
+    from cdvideo.pipelines.presets import PRESETS
+
+    return preset or (adapter if adapter in PRESETS else None)
+
+
+def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool):
+    from cdvideo.pipelines import presets
+
+    name = active_preset(opts.preset, opts.adapter)
+    if name:
+        p = presets.get(name)
+        sched = make_scheduler(p.scheduler, m["scheduler"].config, animatediff=True, **p.scheduler_kwargs)
+    else:
+        sched = make_scheduler(opts.scheduler, m["scheduler"].config, animatediff=True)
+    pipe = video_pipeline(m, adapter, sched, opts.adapter or "adapter", opts.model or "base")
+    lora = presets.lora_file(name, opts.lcm_lora) if name else None
+    if lora:
+        try:
+            pipe.load_lora_weights(lora[0], adapter_name="lcm")
+            pipe.set_adapters(["lcm"], [lora[1]])
+        except (ImportError, ValueError, OSError) as e:
+            raise CdvideoError(f"LCM LoRA {lora[0]}: {str(e).splitlines()[0]} "
+                               "(needs peft: pip install 'cdvideo[lora]')") from None
+    if opts.motion_lora:
+        try:
+            pipe.load_lora_weights(opts.motion_lora, adapter_name="motion")
+        except (ImportError, ValueError, OSError) as e:
+            raise CdvideoError(f"motion LoRA {opts.motion_lora}: {str(e).splitlines()[0]} "
+                               "(needs peft: pip install 'cdvideo[lora]')") from None
+    if free_noise:
+        pipe.enable_free_noise(**FREE_NOISE)
+    if opts.free_init:
+        pipe.enable_free_init(num_iters=3, use_fast_sampling=False)
+    pipe.vae.enable_slicing()
+    _place(pipe, opts, dev)
+    return pipe
+
+
+def _render_clip(pipe, job: Job, seed: int, opts: Options, callback=None) -> list[list]:
+    gen = torch.Generator("cpu").manual_seed(seed)  # CPU noise: the same clip on any device
+    out = pipe(prompt=job.prompt, negative_prompt=job.negative_prompt, num_frames=job.num_frames,
+               height=job.height, width=job.width, num_inference_steps=job.num_inference_steps,
+               guidance_scale=job.guidance_scale, num_videos_per_prompt=job.num_videos_per_prompt,
+               generator=gen, decode_chunk_size=opts.decode_chunk_size, output_type="pil",
+               callback_on_step_end=callback)
+    return out.frames
+
+
+def _job_record(job: Job) -> dict:
+    d = dataclasses.asdict(job)
+    d.pop("seed")
+    if isinstance(job.prompt, dict):
+        d["prompt"] = {str(k): v for k, v in job.prompt.items()}
+    return d
+
+
+def _first_prompt(job: Job) -> str:
+    return job.prompt if isinstance(job.prompt, str) else job.prompt[min(job.prompt)]
+
+
+def sample(opts: Options, jobs: list[Job]) -> list[Path]:
+    """Still images through StableDiffusionPipeline; `num_images_per_prompt` images per seed, in a grid."""
+    for job in jobs:
+        check_job(job, video=False)
+    dev, dtype = pick_device(opts.device, opts.dtype)
+    m, w, model = load_personalized(opts.model, opts.weights, opts.scale, opts.force, opts.revision, opts.variant,
+                                    dtype, opts.model_config)
+    native_size(jobs, m)
+    pipe = image_pipeline(m, scheduler=make_scheduler(opts.scheduler, m["scheduler"].config, animatediff=False))
+    pipe.set_progress_bar_config(disable=False)
+    _place(pipe, opts, dev)
+    base = {**_base_record(opts, w, model, dev, dtype), "kind": "image"}
+    written: list[Path] = []
+    for job in tqdm(jobs, desc="prompts", disable=len(jobs) < 2):
+        if w is not None:
+            token_hint(job, w.tokens, w.class_words)
+        for seed in job.seed:
+            gen = torch.Generator("cpu").manual_seed(seed)
+            images = pipe(job.prompt, negative_prompt=job.negative_prompt, height=job.height, width=job.width,
+                          num_inference_steps=job.num_inference_steps, guidance_scale=job.guidance_scale,
+                          num_images_per_prompt=job.num_images_per_prompt, generator=gen).images
+            record = {**base, **_job_record(job), "seed": seed}
+            written += write_images(images, Path(opts.output_dir), f"{slug(job.prompt)}_s{seed}", record, opts.grid)
+    return written
+
+
+def from_sidecar(record: dict, output_dir: str) -> tuple[Options, list[Job]]:
+    """Options and the one job that regenerate a clip or image from its sidecar JSON."""
+    for wrec in record.get("weights", []):
+        if not Path(wrec["path"]).is_file() or sha256_file(wrec["path"]) != wrec["sha256"]:
+            raise CdvideoError(f"weights file {wrec['path']} is missing or changed since the clip was rendered")
+    opts = Options(weights=[r["path"] for r in record.get("weights", [])], model=record["base_model"],
+                   revision=record.get("revision"), variant=record.get("variant"), adapter=record.get("adapter"),
+                   scheduler=record["scheduler"], scale=record["scale"], force=True, output_dir=output_dir,
+                   device=record["device"], dtype=record["dtype"], free_init=record.get("free_init", False),
+                   motion_lora=record.get("motion_lora"), decode_chunk_size=record.get("decode_chunk_size", 16),
+                   upscale=record.get("upscale", 1), preset=record.get("preset"),
+                   model_config=record.get("model_config"))
+    keys = {f.name for f in dataclasses.fields(Job)}
+    job_data: dict[str, Any] = {k: v for k, v in record.items() if k in keys}
+    if isinstance(job_data.get("prompt"), dict):
+        job_data["prompt"] = {int(k): v for k, v in job_data["prompt"].items()}
+    job_data["seed"] = [record["seed"]]
+    return opts, [from_dict(Job, job_data)]
