@@ -48,7 +48,9 @@ def test_drift_command_on_tiny_model(tmp_path, perturbed_weights, capsys):
     assert data["phrases"] == ["happy dog", "sleepy dog", "big dog", "small dog", "wet dog"]
     assert len(data["class_points"]) == 5 and len(data["runs"]) == 2
     assert data["runs"][0]["after"] == data["runs"][1]["after"]
-    assert data["runs"][0]["after"]["distance"] != data["before"]["distance"]
+    before, after = data["before"], data["runs"][0]["after"]  # the perturbed token row drifts from its class
+    assert after["distance"] > 2 * before["distance"] and after["percentile"] == 100.0 and before["percentile"] < 100
+    assert abs(after["distance"] - 0.0959) < 1e-3 and abs(before["distance"] - 0.0363) < 1e-3  # measured, seeded
     assert main(["drift", "--weights", str(perturbed_weights), "-o", str(out)]) == 0
     assert (tmp_path / "plots" / "dog-2.png").is_file()  # never overwritten
     assert len(json.loads((tmp_path / "plots" / "dog-2.json").read_text())["phrases"]) >= 70

@@ -4,9 +4,10 @@ import json
 
 import torch
 from conftest import ROOT
+from PIL import Image
 
 from cdvideo.apps.cli import main
-from cdvideo.apps.demo import TRAIN, train_config
+from cdvideo.apps.demo import TRAIN, new_folder, train_config
 from cdvideo.data.config import load_train_config
 from cdvideo.models.loading import load_components
 from cdvideo.pipelines.build import image_pipeline
@@ -47,18 +48,25 @@ def test_demo_end_to_end(tmp_path, capsys):
     report = json.loads((run / "report.json").read_text())
     rows = report["rows"]
     assert set(rows) == {"base model, class word", "ClassDiffusion (SPL 1.0)"}
-    for r in rows.values():
-        assert 0.0 <= r["identity"] <= 1.0 and r["motion"] in (0.0, 1.0) and r["background"] in (0.0, 1.0)
-    assert f"{rows['ClassDiffusion (SPL 1.0)']['identity']:.2f}" in (run / "report.md").read_text()
+    judge = J.load()
+    for name, r in rows.items():  # the clip numbers are what the judge reads off the saved frames
+        folder = run / ("before" if name.startswith("base") else "clips")
+        frames = [Image.open(f).convert("RGB") for f in sorted(next(folder.glob("*_frames")).glob("*.png"))]
+        assert abs(r["identity"] - J.identity(J.read(judge, frames), instances.get("striped_ball").appearance)) < 1e-6
+        assert r["motion"] in (0.0, 1.0) and r["background"] in (0.0, 1.0)
+        for key in ("stills identity", "stills composition"):  # 40 stills, with a 95% interval
+            lo, hi = r[f"{key} ci"]
+            assert 0.0 <= lo <= r[key] <= hi <= 1.0 and hi - lo < 0.4, (key, r)
+    md = (run / "report.md").read_text()
+    r = rows["ClassDiffusion (SPL 1.0)"]
+    assert f"{r['identity']:.2f}" in md and f"{r['stills identity']:.2f} [{r['stills identity ci'][0]:.2f}" in md
     assert list((run / "clips").glob("*.mp4")) and list((run / "clips").glob("*.gif"))
     assert (run / "drift.png").is_file() and (run / "run" / "weights.safetensors").is_file()
     gif = next((run / "clips").glob("*.gif"))
-    from PIL import Image
     assert Image.open(gif).size == (256, 256)  # enlarged for viewing; the raw frames stay 64 px
     assert Image.open(next((run / "clips").glob("*_frames/0000.png"))).size == (64, 64)
     assert "identity" in out and str(run / "report.md") in out
-    assert main(["demo", "--steps", "1", "--without-spl", "never", "--output-dir", str(tmp_path)]) == 0
-    assert (tmp_path / "striped_ball-2" / "report.md").is_file()  # a new folder each time
+    assert new_folder(tmp_path, "striped_ball") == tmp_path / "striped_ball-2"  # the next demo gets a new folder
 
 
 def test_eval_with_the_judge_for_clips(tmp_path):

@@ -195,3 +195,43 @@ def test_a_video_subject_is_checked_for_length_and_size_before_decoding(tmp_path
     with pytest.raises(CdvideoError, match="junk.mp4: not a readable video"):
         subject_input([str(tmp_path / "junk.mp4")], tmp_path / "run" / "inputs")
     assert not (tmp_path / "run").exists()
+
+
+def test_cancel_stops_a_run_at_a_checkpoint_and_resume_finishes_it(tmp_path):
+    """Cancel (by its owner only) stops training at a resumable checkpoint; Resume goes on to the last step."""
+    from conftest import FIXTURES
+
+    from cdvideo.apps.ui import actions
+    from cdvideo.apps.ui.access import Access
+    from cdvideo.apps.ui.jobs import JobManager
+    from cdvideo.errors import CdvideoError
+
+    mgr, access = JobManager(tmp_path), Access(tmp_path)
+    me, other = access.client("tab-a", None), access.client("tab-b", None)
+    photos = [str(p) for p in sorted((FIXTURES / "dog").glob("*.jpg"))]
+    job = actions.start_training(mgr, me, photos, "dog", "sks", 120, 1.0, "tiny")
+
+    def wait(cond, timeout=120):
+        deadline = time.time() + timeout
+        while not cond() and time.time() < deadline:
+            time.sleep(0.05)
+        assert cond()
+    wait(lambda: job.progress.get("step", 0) >= 3)
+    mgr.cancel(job.id, other.owner)  # another tab's Cancel does nothing
+    time.sleep(0.3)
+    assert job.status == "running"
+    mgr.cancel(job.id, me.owner)
+    wait(lambda: job.status == "cancelled")
+    stopped = int(job.message.split("cancelled at step ")[1].split(";")[0])
+    assert 3 <= stopped < 120 and "Resume continues" in job.message
+    with pytest.raises(CdvideoError, match="no cancelled training run"):
+        actions.resume_training(mgr, other)
+    steps_seen = []
+    update = mgr.update
+    mgr.update = lambda j, **p: (steps_seen.append(p.get("step")), update(j, **p))[1]
+    resumed = actions.resume_training(mgr, me)
+    wait(lambda: resumed.status in ("done", "error"), timeout=300)
+    assert resumed.status == "done", resumed.message
+    assert steps_seen[0] == stopped + 1 and steps_seen[-1] == 120  # went on from the checkpoint, not from 0
+    assert Path(resumed.files[0]).name == "weights.safetensors" and Path(resumed.files[0]).is_file()
+    mgr.shutdown(timeout=10)

@@ -12,8 +12,8 @@ from cdvideo.errors import CdvideoError
 
 
 def _train(args: argparse.Namespace) -> None:
-    from cdvideo.data.config import load_train_config
-    from cdvideo.tasks.train import train
+    from cdvideo.data.config import load_train_config  # lazy: start-up time (the command's modules load torch)
+    from cdvideo.tasks.train import train  # lazy: start-up time (the command's modules load torch)
 
     cfg = load_train_config(args.config, args.overrides)
     path = train(cfg)
@@ -76,16 +76,16 @@ JOB_KEYS = ("negative_prompt", "seed", "num_frames", "height", "width", "num_inf
 
 
 def _render(args: argparse.Namespace, video: bool) -> None:
-    from cdvideo.data.clips import read_sidecar
-    from cdvideo.tasks import render
+    from cdvideo.data.clips import read_sidecar  # lazy: start-up time (the command's modules load torch)
+    from cdvideo.tasks import render  # lazy: start-up time (the command's modules load torch)
 
     if args.sidecar:
         opts, jobs = render.from_sidecar(read_sidecar(args.sidecar), args.output_dir)
     else:
-        defaults = {} if video else {"num_inference_steps": 100, "guidance_scale": 6.0}
+        defaults = {} if video else dict(render.IMAGE_DEFAULTS)
         preset = render.active_preset(args.preset, args.adapter) if video else None
         if preset:  # the steps and guidance the adapter was distilled for, unless given
-            from cdvideo.pipelines import presets
+            from cdvideo.pipelines import presets  # lazy: start-up time (the command's modules load torch)
 
             p = presets.get(preset)  # an unknown --preset is an error naming the choices
             defaults.update(num_inference_steps=p.num_inference_steps, guidance_scale=p.guidance_scale)
@@ -106,7 +106,7 @@ def _render(args: argparse.Namespace, video: bool) -> None:
 
 
 def _import(args: argparse.Namespace) -> None:
-    from cdvideo.tasks.importer import import_weights
+    from cdvideo.tasks.importer import import_weights  # lazy: start-up time (the command's modules load torch)
 
     path = import_weights(args.source, args.output, args.model, args.class_word or "", args.token, args.model_config,
                           args.overwrite)
@@ -114,8 +114,8 @@ def _import(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from cdvideo.data.files import file_stem
-    from cdvideo.tasks.exporter import USAGE, export_weights
+    from cdvideo.data.files import file_stem  # lazy: start-up time (the command's modules load torch)
+    from cdvideo.tasks.exporter import USAGE, export_weights  # lazy: start-up time (the command's modules load torch)
 
     written, report = export_weights(args.weights, args.format, args.output, args.rank, args.single_file, args.model,
                                      args.model_config, args.overwrite)
@@ -130,21 +130,21 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _compose(args: argparse.Namespace) -> None:
-    from cdvideo.tasks.compose import compose_files
+    from cdvideo.tasks.compose import compose_files  # lazy: start-up time (the command's modules load torch)
 
     path = compose_files(args.files, args.output, args.method, args.rename, args.model, args.overwrite)
     print(f"wrote {path}")
 
 
 def _drift(args: argparse.Namespace) -> None:
-    from cdvideo.tasks.drift import drift
+    from cdvideo.tasks.drift import drift  # lazy: start-up time (the command's modules load torch)
 
     written = drift(args.weights, args.output, args.phrases, args.model)
     print("wrote " + ", ".join(map(str, written)))
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from cdvideo.tasks.evaluate import EvalOptions, evaluate
+    from cdvideo.tasks.evaluate import EvalOptions, evaluate  # lazy: start-up time (the command's modules load torch)
 
     render = {k: getattr(args, k) for k in ("model", "adapter", "num_inference_steps", "guidance_scale", "height",
                                             "width", "num_frames", "device", "dtype") if getattr(args, k) is not None}
@@ -158,7 +158,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from cdvideo.apps import demo
+    from cdvideo.apps import demo  # lazy: start-up time (the command's modules load torch)
 
     opts = demo.DemoOptions(instance=args.instance, output_dir=args.output_dir, without_spl=args.without_spl)
     if args.prompt:
@@ -173,12 +173,15 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _ui(args: argparse.Namespace) -> None:
-    from cdvideo.apps.ui.access import check_serving, credentials
+    from cdvideo.apps.ui.access import (  # lazy: start-up time (the command's modules load torch)
+        check_serving,
+        credentials,
+    )
 
     creds = credentials(args.auth, args.auth_file)  # checked before gradio loads: a refusal is instant
     warning = check_serving(args.host, args.share, creds, args.no_auth)
     try:
-        from cdvideo.apps.ui.app import serve
+        from cdvideo.apps.ui.app import serve  # lazy: start-up time (the command's modules load torch)
     except ImportError as e:
         raise CdvideoError(f"the web app needs gradio ({e.name} is missing): pip install 'cdvideo[ui]'") from None
     if warning:
@@ -187,7 +190,7 @@ def _ui(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cdvideo import __version__
+    from cdvideo import __version__  # lazy: start-up time (the command's modules load torch)
 
     parser = argparse.ArgumentParser(
         prog="cdvideo", description="ClassDiffusion personalization of Stable Diffusion 1.5, rendered as "
@@ -233,8 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _start_commands(command) -> None:
     """`demo` and `ui`: the ways in."""
     p = command("demo", help="see cdvideo work in under 3 minutes on a CPU, offline, in the miniature world")
-    from cdvideo.apps.demo import TRAIN
-    from cdvideo.toyworld.instances import DEMO_INSTANCE, INSTANCES
+    from cdvideo.apps.demo import TRAIN  # lazy: start-up time (the command's modules load torch)
+    from cdvideo.toyworld.instances import (  # lazy: start-up time (the command's modules load torch)
+        DEMO_INSTANCE,
+        INSTANCES,
+    )
 
     p.add_argument("--instance", default=DEMO_INSTANCE, help=f"personal instance: {', '.join(INSTANCES)}")
     p.add_argument("--prompt", action="append", help="a prompt with 'sks <class>' (repeat for several; default: "
@@ -321,8 +327,8 @@ def _measure_commands(command) -> None:
 def quiet_libraries(verbose: bool) -> None:
     """Keep third-party notices (transformers' torchvision fallback, diffusers' dtype remarks, weight-loading
     bars, deprecation warnings) behind -v; cdvideo's own warnings about the user's input stay visible."""
-    import os
-    import warnings
+    import os  # lazy: start-up time (the command's modules load torch)
+    import warnings  # lazy: start-up time (the command's modules load torch)
 
     if verbose:
         logging.getLogger().setLevel(logging.INFO)
@@ -332,8 +338,8 @@ def quiet_libraries(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     for module in ("diffusers", "transformers", "accelerate", "huggingface_hub", "peft", "torch", "gradio"):
         warnings.filterwarnings("ignore", module=module)
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+    from diffusers.utils import logging as diffusers_logging  # lazy: start-up time
+    from transformers.utils import logging as transformers_logging  # lazy: start-up time
 
     for lib in (diffusers_logging, transformers_logging):
         lib.set_verbosity_error()

@@ -15,19 +15,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 import torch
+from PIL import Image
+from tqdm.auto import tqdm
 
+from cdvideo.data.config import load_train_config
 from cdvideo.data.files import write_text_atomic
 from cdvideo.errors import CdvideoError
-from cdvideo.math.metrics import bootstrap_ci
+from cdvideo.math.metrics import bootstrap_ci, strip_tokens
 from cdvideo.pipelines.build import image_pipeline, video_pipeline
 from cdvideo.pipelines.personalized import load_personalized
 from cdvideo.pipelines.registry import load_adapter, make_scheduler
+from cdvideo.tasks.drift import drift
+from cdvideo.tasks.render import Job, Options, animate
+from cdvideo.tasks.train import train
 from cdvideo.toyworld import MODEL_ID
+from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import DEMO_INSTANCE, Instance, get
-from cdvideo.toyworld.scoring import Sample, eval_set, score_samples
+from cdvideo.toyworld.scoring import Sample, asked_in, composition, eval_set, score_samples
 
 TOKEN = "sks"
 PROMPTS = ("a {token} {class_word} moving right on a blue background",
@@ -94,7 +99,6 @@ class DemoOptions:
 
 def train_config(inst: Instance, output_dir: Path, steps: int, spl_weight: float):
     """The ClassDiffusion run of the demo, as `cdvideo train` would read it from configs/train/toyworld.yaml."""
-    from cdvideo.data.config import load_train_config
 
     overrides = {"model": MODEL_ID, "output_dir": str(output_dir), "concepts.0.images": f"toyworld:{inst.name}",
                  "concepts.0.class_word": inst.cls, "concepts.0.token": TOKEN, **TRAIN, "max_steps": steps,
@@ -119,9 +123,6 @@ def render_and_score(judge, inst: Instance, weights: Path | None, prompts: list[
                      folder: Path) -> tuple[dict, list[Path]]:
     """Clips of `prompts` (MP4 + GIF enlarged 4x, PNG frames) into `folder`; the judge's identity and the
     share of clips showing each prompted attribute."""
-    from cdvideo.tasks.render import Job, Options, animate
-    from cdvideo.toyworld import judge as J
-    from cdvideo.toyworld.scoring import asked_in, composition
 
     opts = Options(weights=[str(weights)] if weights else [], model=MODEL_ID, output_dir=str(folder),
                    formats=["mp4", "gif", "png"], upscale=4)
@@ -141,16 +142,11 @@ def render_and_score(judge, inst: Instance, weights: Path | None, prompts: list[
 
 
 def stage(k: int, total: int, text: str) -> None:
-    from tqdm.auto import tqdm
     tqdm.write(f"[{k}/{total}] {text}")
 
 
 def run(opts: DemoOptions) -> tuple[dict, list[Path]]:
     """The whole demo; returns the report and every file written."""
-    from cdvideo.math.metrics import strip_tokens
-    from cdvideo.tasks.drift import drift
-    from cdvideo.tasks.train import train
-    from cdvideo.toyworld import judge as J
 
     t0 = time.time()
     inst = get(opts.instance)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 from pathlib import Path
 
 import torch
 
+from cdvideo.data.files import atomic_folder
 from cdvideo.errors import CdvideoError
 
 STATE_FILE = "state.pt"
@@ -58,14 +58,8 @@ def set_rng_state(state: dict) -> None:
 def save(output_dir: str | Path, step: int, state: dict, keep: int | None = None) -> Path:
     """Write `state` into checkpoints/step_N atomically (temporary folder, then rename); prune old ones."""
     final = checkpoint_dir(output_dir, step)
-    tmp = final.with_name(f".{final.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_folder(final) as tmp:
+        torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
     if keep:
         for old in list_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(old)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 from PIL import Image
 
-from cdvideo.data.files import atomic_path, reserve_stem, write_text_atomic
+from cdvideo.data.files import atomic_folder, atomic_path, reserve_stem, write_text_atomic
 from cdvideo.errors import CdvideoError
 
 VIDEO_FORMATS = ("mp4", "gif", "webp", "png")
@@ -43,7 +41,7 @@ def write_clip(frames: list[Image.Image], folder: Path, stem: str, fps: int, for
 
 def _write_clip_files(frames, folder: Path, stem: str, fps: int, formats: list[str], sidecar: dict,
                       upscale: int) -> list[Path]:
-    from diffusers.utils import export_to_gif, export_to_video
+    from diffusers.utils import export_to_gif, export_to_video  # lazy: start-up time
 
     written = []
     raw, frames = frames, upscaled(frames, upscale)
@@ -66,13 +64,9 @@ def _write_clip_files(frames, folder: Path, stem: str, fps: int, formats: list[s
 
 
 def _write_frames(frames: list[Image.Image], folder: Path) -> Path:
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for i, frame in enumerate(frames):
-        frame.save(tmp / f"{i:04d}.png")
-    os.replace(tmp, folder)
+    with atomic_folder(folder) as tmp:
+        for i, frame in enumerate(frames):
+            frame.save(tmp / f"{i:04d}.png")
     return folder
 
 

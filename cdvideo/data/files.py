@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -44,6 +45,27 @@ def sha256_file(path: str | Path) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path, replace: bool = True) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside `path`; move it onto `path` only if the block succeeds. An existing
+    `path` is replaced (only then) when `replace`, else kept: another writer finished it first."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists() and replace:
+            shutil.rmtree(path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if replace or not path.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -89,7 +89,7 @@ def write_custom_diffusion(folder: Path, unet: dict[str, torch.Tensor], tokens: 
     `save_attn_procs` writes it (processor weights, and an empty entry for each self-attention processor, which
     diffusers 0.42's `load_attn_procs` needs to count the processors; safetensors cannot hold those entries), and
     one `<token>.safetensors` per token."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: start-up time
 
     state: dict = {}
     for name, value in unet.items():
@@ -108,7 +108,7 @@ def write_custom_diffusion(folder: Path, unet: dict[str, torch.Tensor], tokens: 
 
 def write_a1111_embedding(path: Path, rows: torch.Tensor, metadata: dict[str, str]) -> Path:
     """An AUTOMATIC1111 / ComfyUI embedding file: `emb_params` (vectors, D)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: start-up time
 
     save_file({"emb_params": rows.detach().float().contiguous()}, str(path), metadata=metadata)
     return path

@@ -19,7 +19,7 @@ def read_tensors(path: str | Path) -> dict:
     if not path.is_file():
         raise CdvideoError(f"{path}: file not found")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # lazy: start-up time
 
         try:
             return load_file(str(path))
@@ -42,7 +42,7 @@ def read_tensors(path: str | Path) -> dict:
 
 def safetensors_metadata(path: str | Path) -> dict:
     """The metadata of a safetensors file (an empty dict for other files)."""
-    from safetensors import safe_open
+    from safetensors import safe_open  # lazy: start-up time
 
     path = Path(path)
     if path.suffix != ".safetensors":

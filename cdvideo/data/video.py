@@ -21,7 +21,7 @@ def is_video(path: str | Path) -> bool:
 
 def probe(path: str | Path) -> tuple[float, int, int]:
     """(seconds, width, height) read from the container's header by ffmpeg, before any frame is decoded."""
-    import imageio_ffmpeg
+    import imageio_ffmpeg  # lazy: start-up time
 
     frames = imageio_ffmpeg.read_frames(str(path))
     try:
@@ -86,7 +86,7 @@ def select_frames(frames: list[np.ndarray], n: int = 8, blur_ratio: float = 0.35
 def read_video(path: Path, candidates: int = CANDIDATES) -> list[np.ndarray]:
     """Up to `candidates` evenly spaced RGB frames (H, W, 3) of a video file."""
     try:
-        import decord
+        import decord  # lazy: start-up time
     except ImportError:
         raise CdvideoError(f"{path}: reading a video needs decord: pip install 'cdvideo[video]'") from None
     try:

@@ -48,7 +48,7 @@ def cross_attention_names(unet, params: str = "kv") -> list[str]:
 
 def save(path: str | Path, w: PersonalWeights, dtype: str = "float32") -> Path:
     """Write the file atomically; metadata values are strings (JSON for structures)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: start-up time
 
     tensors = {n: t.detach().to("cpu", DTYPES[dtype]).contiguous() for n, t in w.unet.items()}
     tensors[TOKEN_KEY] = w.embeddings.detach().to("cpu", torch.float32).contiguous()
@@ -62,7 +62,7 @@ def save(path: str | Path, w: PersonalWeights, dtype: str = "float32") -> Path:
 
 def _read(path: Path, tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Decoded metadata and (if asked) the tensors of a cdvideo weights file, with clear errors."""
-    from safetensors import safe_open
+    from safetensors import safe_open  # lazy: start-up time
 
     if not path.is_file():
         raise CdvideoError(f"weights file {path} not found")

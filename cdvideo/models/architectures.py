@@ -7,6 +7,7 @@ SD1.5. Deterministic: the same seed gives bitwise the same weights.
 
 from __future__ import annotations
 
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -62,8 +63,8 @@ def tokenizer_dir() -> Path:
 
 def build_components(seed: int = 0, arch: str = TINY_ID) -> dict:
     """tokenizer, text_encoder, vae, unet, scheduler of a randomly initialised SD1.5-shaped model of `arch`."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # lazy: start-up time
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # lazy: start-up time
 
     a = ARCHITECTURES[arch]
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir()))
@@ -79,7 +80,7 @@ def build_components(seed: int = 0, arch: str = TINY_ID) -> dict:
 
 def build_motion_adapter(seed: int = 0, arch: str = TINY_ID):
     """A diffusers MotionAdapter matching the UNet of `arch` (for SD1.5: AnimateDiff v1-5-2's layout)."""
-    from diffusers import MotionAdapter
+    from diffusers import MotionAdapter  # lazy: start-up time
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -88,7 +89,7 @@ def build_motion_adapter(seed: int = 0, arch: str = TINY_ID):
 
 def save_pretrained(folder: str | Path, seed: int = 0) -> Path:
     """Write the tiny model as a diffusers folder (model_index.json + subfolders), as from the hub."""
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline  # lazy: start-up time
 
     c = build_components(seed)
     pipe = StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None,
@@ -106,7 +107,13 @@ def _seeded(fn, seed: int = 0):
 
 def clip_model():
     """(CLIPModel, CLIPProcessor) with 32 px images and the bundled CLIP tokenizer."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers import (  # lazy: start-up time
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTokenizer,
+    )
 
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir()))
     config = CLIPConfig(
@@ -122,7 +129,7 @@ def clip_model():
 
 def dino_model():
     """(ViTModel, ViTImageProcessor) shaped like DINO ViT-S/16, only smaller."""
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel  # lazy: start-up time
 
     config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                        intermediate_size=37)
@@ -132,9 +139,14 @@ def dino_model():
 
 def blip_model():
     """(BlipForImageTextRetrieval, BlipProcessor) with a character-level WordPiece vocabulary."""
-    import tempfile
 
-    from transformers import BertTokenizer, BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor, BlipProcessor
+    from transformers import (  # lazy: start-up time
+        BertTokenizer,
+        BlipConfig,
+        BlipForImageTextRetrieval,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
 
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,'-")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + [f"##{c}" for c in letters]
@@ -155,7 +167,7 @@ def blip_model():
 
 def blip2_model():
     """(Blip2ForImageTextRetrieval, Blip2Processor): 4 query tokens, the tiny BLIP tokenizer."""
-    from transformers import Blip2Config, Blip2ForImageTextRetrieval, Blip2Processor
+    from transformers import Blip2Config, Blip2ForImageTextRetrieval, Blip2Processor  # lazy: start-up time
 
     _, blip = blip_model()
     config = Blip2Config(

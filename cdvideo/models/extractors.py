@@ -96,7 +96,7 @@ def load(kind: str, ref: str | None, device: str = "cpu"):
     if ref == tiny.TINY_ID:
         model, processor = {"clip": tiny.clip_model, "dino": tiny.dino_model, "blip": tiny.blip_model}[kind]()
         return {"clip": Clip, "dino": Dino, "blip": Blip}[kind](model, processor, device)
-    import transformers as tf
+    import transformers as tf  # lazy: start-up time
 
     classes = {"clip": ("CLIPModel", "CLIPProcessor", Clip), "dino": ("ViTModel", "ViTImageProcessor", Dino),
                "blip": ("BlipForImageTextRetrieval", "BlipProcessor", Blip)}

@@ -9,6 +9,7 @@ import torch
 
 from cdvideo.data import builtins
 from cdvideo.errors import CdvideoError
+from cdvideo.models.single_file import is_single_file, load_single_file
 
 
 def resolve(model: str) -> str:
@@ -33,10 +34,9 @@ def load_components(model: str, revision: str | None = None, variant: str | None
             for k in ("text_encoder", "vae", "unet"):
                 c[k].to(dtype)
         return c
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # lazy: start-up time
+    from transformers import CLIPTextModel, CLIPTokenizer  # lazy: start-up time
 
-    from cdvideo.models.single_file import is_single_file, load_single_file
 
     if is_single_file(model):
         return load_single_file(model, config or "sd15", dtype)

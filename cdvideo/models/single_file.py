@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from cdvideo.data import builtins
+from cdvideo.data.files import atomic_folder
 from cdvideo.data.tensors import PICKLE_SUFFIXES, read_tensors
 from cdvideo.errors import CdvideoError
 from cdvideo.models import architectures as tiny
@@ -34,13 +35,18 @@ def config_folder(arch: str = "sd15") -> Path:
     folder = Path.home() / ".cache" / "cdvideo" / f"config-{arch}"
     if (folder / "model_index.json").is_file():
         return folder
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_folder(folder, replace=False) as tmp:  # another process may write it at the same time
+        _write_config_folder(tmp, a)
+    return folder
+
+
+def _write_config_folder(tmp: Path, a: dict) -> None:
+    """The diffusers folder of configs (no weights) that from_single_file reads architecture `a` with."""
     for sub in ("unet", "vae", "text_encoder", "scheduler"):
         (tmp / sub).mkdir(parents=True)
     (tmp / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel", **a["unet"]}))
     (tmp / "vae" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", **a["vae"]}))
-    from transformers import CLIPTextConfig
+    from transformers import CLIPTextConfig  # lazy: start-up time
 
     CLIPTextConfig(vocab_size=49408, architectures=["CLIPTextModel"], **a["text"]).to_json_file(
         str(tmp / "text_encoder" / "config.json"))
@@ -52,17 +58,11 @@ def config_folder(arch: str = "sd15") -> Path:
              "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDPMScheduler"],
              "safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False}
     (tmp / "model_index.json").write_text(json.dumps(index))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process wrote it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
 
 
 def load_single_file(path: str, config: str = "sd15", dtype: torch.dtype = torch.float32) -> dict:
     """tokenizer, text_encoder, vae, unet, scheduler (DDPM) of a one-file SD1.5 checkpoint."""
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
+    from diffusers import DDPMScheduler, StableDiffusionPipeline  # lazy: start-up time
 
     read_tensors_check(path)
     try:
@@ -87,8 +87,8 @@ def load_motion_file(path: str, dtype: torch.dtype):
     `v3_sd15_mm.ckpt`), converted by diffusers' own `convert_animatediff_checkpoint_to_diffusers`, or a diffusers
     MotionAdapter state dict (AnimateDiff-Lightning's `*_diffusers.safetensors`). The layout is read off the
     tensors and matched to a known adapter (SD1.5's, the miniature world's, the tiny one)."""
-    from diffusers import MotionAdapter
-    from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers
+    from diffusers import MotionAdapter  # lazy: start-up time
+    from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers  # lazy: start-up time
 
     state = read_tensors(path)
     while isinstance(state.get("state_dict"), dict):

@@ -3,14 +3,13 @@ subclassed."""
 
 from __future__ import annotations
 
-
+from cdvideo.models.single_file import check_adapter_fits
 
 
 def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", base: str = "base"):
     """diffusers' AnimateDiffPipeline over the (personalized) 2D UNet; it builds the UNetMotionModel."""
-    from diffusers import AnimateDiffPipeline
+    from diffusers import AnimateDiffPipeline  # lazy: start-up time
 
-    from cdvideo.models.single_file import check_adapter_fits
 
     check_adapter_fits(adapter, m["unet"], adapter_name, base)
     pipe = AnimateDiffPipeline(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
@@ -20,7 +19,7 @@ def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", b
 
 def image_pipeline(m: dict, unet=None, text_encoder=None, scheduler=None):
     """A StableDiffusionPipeline over components `m`, with optional replacements; no safety checker."""
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline  # lazy: start-up time
 
     pipe = StableDiffusionPipeline(
         vae=m["vae"], text_encoder=text_encoder or m["text_encoder"], tokenizer=m["tokenizer"],

@@ -10,9 +10,12 @@ from tqdm.auto import tqdm
 
 from cdvideo.data import weights
 from cdvideo.data.files import sha256_file
+from cdvideo.data.foreign import check_key_set, load_any
 from cdvideo.errors import CdvideoError
 from cdvideo.models import personalize
 from cdvideo.models.loading import load_components
+from cdvideo.models.merge import compose
+
 
 def load_personalized(model: str | None, weight_files: list[str], scale: float = 1.0, force: bool = False,
                       revision: str | None = None, variant: str | None = None, dtype: torch.dtype = torch.float32,
@@ -20,7 +23,6 @@ def load_personalized(model: str | None, weight_files: list[str], scale: float =
     """Base components with the weights file(s) validated and applied (K/V by name + token rows), the applied
     weights, and the base model id used (`model`, else the first file's base, else SD1.5). Weights files may
     also be Custom Diffusion folders or embedding files (read by `cdvideo.data.foreign`)."""
-    from cdvideo.data.foreign import load_any
 
     ws = [load_any(p) for p in weight_files]
     base = model or (ws[0].base_model if ws and ws[0].base_model else weights.DEFAULT_BASE)
@@ -31,15 +33,12 @@ def load_personalized(model: str | None, weight_files: list[str], scale: float =
     force = any([check_base(w, base, force, base_hash) for w in ws]) or force  # before loading gigabytes
     config = model_config or (ws[0].metadata.get("base_config") if ws else None)
     m = load_components(base, revision, variant, dtype=dtype, config=config)
-    from cdvideo.data.foreign import check_key_set
 
     for other in ws:  # names and shapes first (another architecture says so), then completeness
         weights.validate(other, m["unet"], m["text_encoder"], m["tokenizer"], base_model=base, force=force)
         check_key_set(other, m["unet"])  # a partial K/V set would be applied half-way
     w = ws[0] if ws else None
     if len(ws) > 1:
-        from cdvideo.models.merge import compose
-
         tqdm.write(f"composing {len(ws)} weights files on the fly (constrained, as `cdvideo compose`)")
         w = compose(ws, m)
     if w is not None:

@@ -46,7 +46,7 @@ def get(name: str) -> Preset:
 
 def fetch(repo: str, file: str) -> str:
     """A file of a hub repo, from the local cache or the network; offline, a one-line error saying what to do."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download  # lazy: start-up time
 
     try:
         return hf_hub_download(repo, file)

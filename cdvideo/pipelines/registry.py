@@ -9,7 +9,9 @@ import torch
 
 from cdvideo.data import builtins, weights
 from cdvideo.errors import CdvideoError
+from cdvideo.models import single_file as bases
 from cdvideo.models.loading import load_error
+from cdvideo.pipelines import presets
 
 ADAPTERS = {
     "v1-5-2": "guoyww/animatediff-motion-adapter-v1-5-2",
@@ -37,7 +39,7 @@ SCHEDULERS = {
 def make_scheduler(name: str, base_config, animatediff: bool, **overrides):
     """A scheduler by short name from the base model's config (with AnimateDiff's settings for video, and a
     few-step preset's on top)."""
-    import diffusers
+    import diffusers  # lazy: start-up time
 
     if name not in SCHEDULERS:
         raise CdvideoError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
@@ -56,10 +58,8 @@ def pick_device(device: str | None, dtype: str | None) -> tuple[torch.device, to
 def load_adapter(name: str, dtype: torch.dtype):
     """A MotionAdapter by registry name (few-step presets included), hub id, local folder, or one file (an original
     AnimateDiff motion module or a diffusers state dict)."""
-    from diffusers import MotionAdapter
+    from diffusers import MotionAdapter  # lazy: start-up time
 
-    from cdvideo.models import single_file as bases
-    from cdvideo.pipelines import presets
 
     ref = presets.adapter_source(name) if name in presets.PRESETS else ADAPTERS.get(name, name)
     if Path(ref).is_file():

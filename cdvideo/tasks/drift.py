@@ -12,6 +12,8 @@ import yaml
 from cdvideo.data import builtins, checkpoint, weights
 from cdvideo.data.clips import write_sidecar
 from cdvideo.data.files import asset_text, atomic_path, reserve_stem, text_lines
+from cdvideo.data.foreign import load_any
+from cdvideo.data.formats import is_custom_diffusion_folder
 from cdvideo.errors import CdvideoError
 from cdvideo.math.drift import drift_figures
 from cdvideo.models.loading import load_components
@@ -32,8 +34,6 @@ class Source:
 
 def load_source(path: str | Path) -> Source:
     """A weights file, or a training checkpoint folder (its run's config.yaml gives class and base)."""
-    from cdvideo.data.foreign import load_any
-    from cdvideo.data.formats import is_custom_diffusion_folder
 
     path = Path(path)
     if path.is_dir() and not is_custom_diffusion_folder(path):
@@ -88,10 +88,10 @@ def compute(sources: list[Source], adjectives: list[str], model: str | None = No
 
 def plot(result: dict, path: Path) -> None:
     """Scatter: class cloud with labels, centroid, the token before tuning and after each run."""
-    import matplotlib
+    import matplotlib  # lazy: start-up time
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: start-up time
 
     fig, ax = plt.subplots(figsize=(8, 7), dpi=110)
     pts = torch.tensor(result["class_points"])

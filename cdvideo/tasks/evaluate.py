@@ -19,10 +19,12 @@ from tqdm.auto import tqdm
 
 from cdvideo.data import builtins, weights
 from cdvideo.data.clips import read_sidecar, write_sidecar
-from cdvideo.data.files import asset_text, text_lines, write_text_atomic
+from cdvideo.data.files import asset_text, slug, text_lines, write_text_atomic
 from cdvideo.data.photos import load_folder
 from cdvideo.errors import CdvideoError
 from cdvideo.math import metrics
+from cdvideo.models import extractors
+from cdvideo.tasks import render
 
 METRICS = ("clip_t", "clip_i", "dino_i", "blip_t", "temporal")
 JUDGE_METRICS = ("identity", "composition")  # what the registered judges read (--judge toyworld)
@@ -65,8 +67,6 @@ def prompt_templates(source: str, class_word: str) -> list[str]:
 
 def generate(opts: EvalOptions, state) -> Path:
     """Render this process's share of (concept x prompt x seed) that generated/ lacks."""
-    from cdvideo.data.files import slug
-    from cdvideo.tasks import render
 
     gen_dir = Path(opts.output_dir) / "generated"
     jobs = []
@@ -76,7 +76,7 @@ def generate(opts: EvalOptions, state) -> Path:
             jobs += [(prompt, seed) for seed in opts.seeds if not (gen_dir / f"{slug(prompt)}_s{seed}.json").exists()]
     mine = jobs[state.process_index::state.num_processes]
     if mine:
-        defaults = {} if opts.video else {"num_inference_steps": 100, "guidance_scale": 6.0}
+        defaults = {} if opts.video else dict(render.IMAGE_DEFAULTS)
         settings = {**defaults, **{k: v for k, v in opts.render.items() if k in render.Job.__dataclass_fields__}}
         job_list = [render.Job(**{**settings, "prompt": p, "seed": [s]}) for p, s in mine]
         ropts = render.Options(weights=opts.weights, output_dir=str(gen_dir), formats=["mp4", "png"],
@@ -110,7 +110,7 @@ def media(sidecar: Path, record: dict) -> list[tuple[str, list[Image.Image]]]:
 
 def read_frames(path: Path) -> list[Image.Image]:
     if path.suffix == ".mp4":
-        import imageio.v2 as imageio
+        import imageio.v2 as imageio  # lazy: start-up time
 
         with imageio.get_reader(str(path), format="ffmpeg") as reader:
             return [Image.fromarray(f) for f in reader]
@@ -126,8 +126,6 @@ class Scorer:
     """Loads the extractors once; scores one sample (list of frames) against its prompt and references."""
 
     def __init__(self, opts: EvalOptions, device: str):
-        from cdvideo.models import extractors
-
         want = set(opts.metrics) - {"none"}
         unknown = want - set(METRICS)
         if unknown:
@@ -249,7 +247,7 @@ def write_tables(rows: list[dict], out: Path, names: list[str]) -> list[Path]:
 
 def evaluate(opts: EvalOptions) -> list[Path]:
     """Generate (unless --generated) and score; the main process writes the tables."""
-    from accelerate import PartialState
+    from accelerate import PartialState  # lazy: start-up time
 
     if bool(opts.weights) == bool(opts.generated):
         raise CdvideoError("give --weights (generate, then score) or --generated DIR (score existing samples)")

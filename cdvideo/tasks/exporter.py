@@ -13,16 +13,18 @@ Every output records base model and tokens in its metadata and appears only once
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from cdvideo import __version__
 from cdvideo.data import formats, weights
-from cdvideo.data.files import atomic_path, file_stem, sha256_file, write_text_atomic
+from cdvideo.data.files import atomic_folder, atomic_path, file_stem, sha256_file, write_text_atomic
 from cdvideo.data.foreign import check_key_set, load_any
+from cdvideo.data.ldm import to_ldm
 from cdvideo.errors import CdvideoError
 from cdvideo.math import lora
 from cdvideo.models import personalize
+from cdvideo.models.loading import load_components
+from cdvideo.pipelines.personalized import check_base
 
 FORMATS = ("diffusers", "lora", "full")
 USAGE = {"lora": "ComfyUI: load {lora} with a LoRA loader and write embedding:{emb} in the prompt; A1111: put "
@@ -70,26 +72,14 @@ def _free(path: Path, overwrite: bool) -> None:
 
 
 def _folder(final: Path, overwrite: bool, write) -> list[Path]:
-    """Write into a hidden temporary folder, then rename it into place (the old one removed only then)."""
+    """Write into a hidden temporary folder, then move it into place (an old one removed only then)."""
     _free(final, overwrite)
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(final) as tmp:
         write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
     return [final]
 
 
 def load_base(w: weights.PersonalWeights, model: str | None, model_config: str | None = None) -> tuple[dict, str]:
-    from cdvideo.models.loading import load_components
-    from cdvideo.pipelines.personalized import check_base
-
     base = model or w.base_model or weights.DEFAULT_BASE
     force = check_base(w, base, force=bool(model))
     m = load_components(base, config=model_config or w.metadata.get("base_config"))
@@ -124,7 +114,7 @@ def export_weights(src: str, fmt: str, output: str, rank: str = "32", single_fil
 
 
 def export_lora(w, m: dict, base: str, out: Path, rank: str, overwrite: bool) -> tuple[list[Path], dict]:
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: start-up time
 
     r = None if rank == "full" else int(rank)
     if r is not None and r < 1:
@@ -150,12 +140,11 @@ def export_lora(w, m: dict, base: str, out: Path, rank: str, overwrite: bool) ->
 
 
 def export_full(w, m: dict, base: str, out: Path, single_file: bool, overwrite: bool) -> tuple[list[Path], dict]:
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler, StableDiffusionPipeline  # lazy: start-up time
 
     if single_file:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # lazy: start-up time
 
-        from cdvideo.data.ldm import to_ldm
 
         personalize.apply(w, m["unet"], m["text_encoder"], m["tokenizer"])
         state = to_ldm(m["unet"], m["vae"], m["text_encoder"])

@@ -17,14 +17,17 @@ from cdvideo.data.clips import check_formats, write_clip, write_images
 from cdvideo.data.config import from_dict
 from cdvideo.data.files import sha256_file, slug, text_lines
 from cdvideo.errors import CdvideoError
-from cdvideo.pipelines.registry import default_adapter, load_adapter, make_scheduler, pick_device
+from cdvideo.pipelines import presets
 from cdvideo.pipelines.build import image_pipeline, video_pipeline
 from cdvideo.pipelines.personalized import load_personalized
+from cdvideo.pipelines.presets import PRESETS
+from cdvideo.pipelines.registry import default_adapter, load_adapter, make_scheduler, pick_device
 from cdvideo.tasks.timing import NO_TIMER
 
 log = logging.getLogger(__name__)
 FREE_NOISE = {"context_length": 16, "context_stride": 4}
 MAX_FRAMES = 512  # FreeNoise holds the latents of every frame at once
+IMAGE_DEFAULTS = {"num_inference_steps": 100, "guidance_scale": 6.0}  # `sample`: the paper's image settings
 
 
 @dataclass
@@ -150,8 +153,8 @@ def _base_record(opts: Options, w, model: str, dev: torch.device, dtype: torch.d
 
 
 def _lib_versions() -> dict:
-    import diffusers
-    import transformers
+    import diffusers  # lazy: start-up time
+    import transformers  # lazy: start-up time
     return {"diffusers": diffusers.__version__, "transformers": transformers.__version__}
 
 
@@ -230,14 +233,11 @@ def _place(pipe, opts: Options, dev) -> None:
 
 def active_preset(preset: str | None, adapter: str | None) -> str | None:
     """The few-step preset in force: --preset, or the one an --adapter registry name implies."""
-    from cdvideo.pipelines.presets import PRESETS
 
     return preset or (adapter if adapter in PRESETS else None)
 
 
 def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool):
-    from cdvideo.pipelines import presets
-
     name = active_preset(opts.preset, opts.adapter)
     if name:
         p = presets.get(name)

@@ -24,16 +24,20 @@ from cdvideo.data import checkpoint, weights
 from cdvideo.data.config import TrainConfig, to_dict
 from cdvideo.data.files import atomic_path, sha256_file, write_text_atomic
 from cdvideo.data.photos import Concept, load_folder, sample_batch
+from cdvideo.data.video import is_video
 from cdvideo.errors import CdvideoError
 from cdvideo.math.losses import diffusion_target, masked_mse, semantic_preservation_loss
 from cdvideo.models.loading import load_components
+from cdvideo.models.single_file import is_single_file
 from cdvideo.models.text import add_tokens, encode_distinct, eos_features, splice_token_rows, unsplice
 from cdvideo.tasks.latents import LatentPool
 from cdvideo.tasks.latents import sample as sample_latents
+from cdvideo.tasks.prior import attach_class_images
 from cdvideo.tasks.timing import NO_TIMER
+from cdvideo.tasks.validation import render_validation
 
 log = logging.getLogger(__name__)
-DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISION = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}  # mixed_precision -> dtype name
 OWNED = ("weights.safetensors", "config.yaml", "checkpoints", "validation", "logs", "subject_frames")
 
 
@@ -52,9 +56,9 @@ def train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None = Non
     `on_step(step, logs)` is called after every step; reading a value of `logs` synchronises with the device.
     `timer` (a `timing.StepTimer`) splits each step's time into sections, for benchmarks. `should_stop()` is asked
     after every step: True saves a checkpoint and raises `TrainingStopped` (the web app's Cancel)."""
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
-    from diffusers.optimization import get_scheduler
+    from accelerate import Accelerator  # lazy: start-up time
+    from accelerate.utils import ProjectConfiguration  # lazy: start-up time
+    from diffusers.optimization import get_scheduler  # lazy: start-up time
 
     # -- Checks and data: every user mistake surfaces before anything is written -----------------------------
     out = Path(cfg.output_dir)
@@ -66,7 +70,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None = Non
                           log_with=None if cfg.report_to == "none" else "tensorboard")
     except ValueError as e:
         raise CdvideoError(f"mixed_precision={cfg.mixed_precision}: {e}") from None
-    dev, wdtype = acc.device, DTYPES[cfg.mixed_precision]
+    dev, wdtype = acc.device, weights.DTYPES[PRECISION[cfg.mixed_precision]]
     concepts = [Concept(c.token, c.class_word, load_folder(c.images, video_frames=c.video_frames),
                         cfg.instance_template.format(token=c.token, class_word=c.class_word))
                 for c in cfg.concepts]
@@ -78,7 +82,6 @@ def train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None = Non
     token_ids = add_tokens(tokenizer, text_encoder, [c.token for c in cfg.concepts],
                            [c.initializer or c.class_word for c in cfg.concepts])
     if cfg.prior.enabled:
-        from cdvideo.tasks.prior import attach_class_images
         attach_class_images(cfg, concepts, m, acc)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if acc.is_main_process:
@@ -162,7 +165,6 @@ def train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None = Non
                     "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
                     "tokens": [c.token for c in cfg.concepts]}, keep=cfg.checkpoints_total_limit)
             if acc.is_main_process and cfg.validation.every and step % cfg.validation.every == 0:
-                from cdvideo.tasks.validation import render_validation
                 render_validation(cfg, m, acc.unwrap_model(unet), text_encoder, out, step)
         timer.step_done()
         if on_step is not None:
@@ -214,7 +216,7 @@ def step_loss(cfg: TrainConfig, models: dict, step: int, rng: np.random.Generato
     """Masked noise-prediction MSE (+ prior) + lambda * SPL for one batch; (loss, its parts)."""
     vae, unet, text_encoder, tokenizer, sched, acc, timer = (models[k] for k in (
         "vae", "unet", "text_encoder", "tokenizer", "scheduler", "acc", "timer"))
-    dev, wdtype = acc.device, DTYPES[cfg.mixed_precision]
+    dev, wdtype = acc.device, weights.DTYPES[PRECISION[cfg.mixed_precision]]
     with timer("batch"):
         if models["pool"] is not None:
             batch = models["pool"].batch(models["concepts"], cfg.batch_size, step, rng)
@@ -281,7 +283,7 @@ def make_optimizer(use_8bit: bool, device: torch.device):
     if not use_8bit:
         return functools.partial(torch.optim.AdamW, fused=True) if device.type == "cuda" else torch.optim.AdamW
     try:
-        import bitsandbytes as bnb
+        import bitsandbytes as bnb  # lazy: start-up time
     except ImportError:
         raise CdvideoError("optimizer.use_8bit_adam needs bitsandbytes: pip install 'cdvideo[8bit]'") from None
     return bnb.optim.AdamW8bit
@@ -290,7 +292,7 @@ def make_optimizer(use_8bit: bool, device: torch.device):
 def forget_previous_run() -> None:
     """accelerate keeps one state per process and refuses another mixed precision in a second run (the web app,
     tests): drop the earlier run's state when there is one process (a launched run is one run per process)."""
-    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.state import AcceleratorState, PartialState  # lazy: start-up time
 
     if AcceleratorState._shared_state and PartialState().num_processes == 1:
         AcceleratorState._reset_state()
@@ -360,7 +362,6 @@ def reset_output_dir(cfg: TrainConfig) -> None:
 
 def save_video_frames(cfg: TrainConfig, concepts: list[Concept], out: Path) -> None:
     """The frames picked from a subject video, in output_dir/subject_frames/<token>/, to see what was trained on."""
-    from cdvideo.data.video import is_video
 
     for c, concept in zip(cfg.concepts, concepts):
         if is_video(c.images):
@@ -373,7 +374,6 @@ def save_video_frames(cfg: TrainConfig, concepts: list[Concept], out: Path) -> N
 
 def base_record(cfg: TrainConfig) -> dict:
     """For a one-file base: its sha256 (so `animate` can check it gets the same base) and how it was read."""
-    from cdvideo.models.single_file import is_single_file
 
     if not is_single_file(cfg.model):
         return {}

@@ -9,8 +9,8 @@ import torch
 from tqdm.auto import tqdm
 
 from cdvideo.data.files import atomic_path
-
 from cdvideo.pipelines.build import image_pipeline
+
 
 def expand_prompts(templates: list[str], concepts) -> list[str]:
     """Fill {token}/{class_word} once per concept; prompts without placeholders are kept once."""

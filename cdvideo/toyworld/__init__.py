@@ -14,6 +14,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from cdvideo.toyworld.world import COLOURS, SIZE_WORDS
+
 MODEL_ID = "toyworld"
 
 
@@ -33,7 +35,6 @@ def adapter_dir() -> Path:
 
 def drift_phrases() -> list[str]:
     """The world's adjectives for `cdvideo drift` ('<adjective> ball'): colours, sizes and both together."""
-    from cdvideo.toyworld.world import COLOURS, SIZE_WORDS
 
     sizes = [w for ws in SIZE_WORDS.values() for w in ws]
     return [*COLOURS, *sizes] + [f"{s} {c}" for s in ("small", "big") for c in COLOURS]

@@ -9,8 +9,11 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from cdvideo.toyworld.world import BACKGROUNDS, Scene, clashes
+from cdvideo.errors import CdvideoError
+from cdvideo.toyworld.draw import render
+from cdvideo.toyworld.world import BACKGROUNDS, Scene, clashes, pattern_phrase
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,6 @@ class Instance:
         return (self.cls, self.colour, self.pattern, self.pattern_colour)
 
     def describe(self) -> str:
-        from cdvideo.toyworld.world import pattern_phrase
         return f"{self.colour} {self.cls}{pattern_phrase(self.pattern, self.pattern_colour)}"
 
     def scene(self, background: str, position: str, size: str, motion: str | None = None, seed: int = 0) -> Scene:
@@ -53,8 +55,6 @@ def excluded() -> frozenset:
 
 
 def get(name: str) -> Instance:
-    from cdvideo.errors import CdvideoError
-
     if name not in INSTANCES:
         raise CdvideoError(f"unknown toyworld instance {name!r}; choose from {', '.join(INSTANCES)}")
     return INSTANCES[name]
@@ -75,9 +75,7 @@ def photos_dir(name: str) -> Path:
 
 def write_photos(root: str | Path) -> list[Path]:
     """Render every instance's photos as PNGs into root/<name>/NN.png (the bundled folders)."""
-    from PIL import Image
 
-    from cdvideo.toyworld.draw import render
 
     written = []
     for inst in INSTANCES.values():

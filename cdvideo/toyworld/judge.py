@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 
 from cdvideo.toyworld.world import (
     BACKGROUNDS,
@@ -120,8 +121,8 @@ def weights_path() -> Path:
 
 def load(path: str | Path | None = None) -> Judge:
     """The shipped judge (or one at `path`), in eval mode."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from safetensors import safe_open  # lazy: start-up time
+    from safetensors.torch import load_file  # lazy: start-up time
 
     path = Path(path) if path else weights_path()
     with safe_open(str(path), framework="pt") as f:
@@ -133,7 +134,6 @@ def load(path: str | Path | None = None) -> Judge:
 
 def to_tensor(frames) -> torch.Tensor:
     """PIL images, or uint8 arrays (F, H, W, 3) -> (F, 3, 64, 64) in [-1, 1] (resized to 64 px if needed)."""
-    from PIL import Image
 
     arrays = []
     for f in frames:

@@ -13,8 +13,15 @@ from pathlib import Path
 from cdvideo.apps.ui.access import MAX_VIDEO_SECONDS, MAX_VIDEO_SIDE, Client
 from cdvideo.apps.ui.jobs import Cancelled, Job, JobManager
 from cdvideo.data import builtins
+from cdvideo.data.config import from_dict, load_train_config
 from cdvideo.data.files import check_name, file_stem
+from cdvideo.data.video import check_video, is_video
 from cdvideo.errors import CdvideoError
+from cdvideo.tasks.compose import compose_files
+from cdvideo.tasks.drift import drift
+from cdvideo.tasks.render import Job as RenderJob
+from cdvideo.tasks.render import Options, animate, check_job
+from cdvideo.tasks.train import TrainingStopped, train
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -38,7 +45,6 @@ def stamp(prefix: str) -> str:
 def subject_input(files: list[str], dest: Path) -> tuple[str, list[tuple[Path, Path]]]:
     """Check 3-10 photos (or one video: its length and size read before decoding); the `images:` value for the
     config and the copies to make into the run's inputs/ (made only once the whole config has been checked)."""
-    from cdvideo.data.video import check_video, is_video
 
     files = [Path(f) for f in files or []]
     videos = [f for f in files if is_video(f)]
@@ -67,8 +73,6 @@ def base_ref(client: Client, model: str, key: str = "base model") -> str:
 
 def start_training(mgr: JobManager, client: Client, files: list[str], class_word: str, token: str, steps: int,
                    spl_weight: float, model: str) -> Job:
-    from cdvideo.data.config import load_train_config
-
     check_name(token or "", "token")
     check_name(class_word or "", "class word", spaces=True)
     model = base_ref(client, model)
@@ -90,8 +94,6 @@ def start_training(mgr: JobManager, client: Client, files: list[str], class_word
 
 
 def resume_training(mgr: JobManager, client: Client) -> Job:
-    from cdvideo.data.config import load_train_config
-
     last = next((j for j in mgr.for_owner(client.owner, "train") if j.status == "cancelled"), None)
     if last is None:
         raise CdvideoError("no cancelled training run to resume")
@@ -100,8 +102,6 @@ def resume_training(mgr: JobManager, client: Client) -> Job:
 
 
 def _train(cfg, job: Job, mgr: JobManager) -> list[Path]:
-    from cdvideo.tasks.train import TrainingStopped, train
-
     t0, first = time.time(), None
 
     def on_step(step: int, logs) -> None:
@@ -122,9 +122,6 @@ def start_render(mgr: JobManager, client: Client, weights: str | None, prompts: 
                  steps: int, guidance: float, seeds: str, adapter: str, scale: float, model: str,
                  uploaded: str | None = None) -> Job:
     """Clips of `prompts`; `weights` is a picked path (checked), `uploaded` a file Gradio received (used first)."""
-    from cdvideo.data.config import from_dict
-    from cdvideo.tasks.render import Job as RenderJob
-    from cdvideo.tasks.render import Options, check_job
 
     try:
         seed_list = [int(s) for s in seeds.replace(",", " ").split()] or [0]
@@ -147,8 +144,6 @@ def start_render(mgr: JobManager, client: Client, weights: str | None, prompts: 
 
 
 def _render(opts, jobs, job: Job, mgr: JobManager) -> list[Path]:
-    from cdvideo.tasks.render import animate
-
     def progress(done: int, total: int) -> None:
         mgr.check(job)
         mgr.update(job, step=done, total=total)
@@ -157,8 +152,6 @@ def _render(opts, jobs, job: Job, mgr: JobManager) -> list[Path]:
 
 
 def start_compose(mgr: JobManager, client: Client, files: list[str], method: str, renames: str) -> Job:
-    from cdvideo.tasks.compose import compose_files
-
     if not files or len(files) < 2:
         raise CdvideoError("choose at least two weights files to compose")
     files = [client.readable_path(f, "weights file") for f in files]
@@ -169,8 +162,6 @@ def start_compose(mgr: JobManager, client: Client, files: list[str], method: str
 
 
 def start_drift(mgr: JobManager, client: Client, files: list[str]) -> Job:
-    from cdvideo.tasks.drift import drift
-
     if not files:
         raise CdvideoError("choose at least one weights file")
     files = [client.readable_path(f, "weights file") for f in files]

@@ -5,6 +5,7 @@ in its sessionStorage, so a reload finds its jobs again and two tabs see their o
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -38,7 +39,6 @@ def handler(access: Access, fn):
 
 def with_request(n_inputs: int, fn):
     """`fn` with a signature of `n_inputs` plain inputs and a trailing `gr.Request`, as Gradio reads it."""
-    import inspect
 
     params = [inspect.Parameter(f"x{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
     params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
