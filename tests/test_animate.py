@@ -87,10 +87,19 @@ def test_free_noise_renders_longer_clips(tmp_path, perturbed_weights):
 
 
 def test_free_init_renders(tmp_path, perturbed_weights):
-    assert main(["animate", "--weights", str(perturbed_weights), "--prompt", "sks dog", "--num-frames", "8",
-                 "--free-init", "--format", "gif", "--output-dir", str(tmp_path), *FAST]) == 0
-    [sidecar] = tmp_path.glob("*.json")
-    assert json.loads(sidecar.read_text())["free_init"] is True
+    """FreeInit re-noises the low frequencies and denoises again: the same seed gives another clip."""
+    import numpy as np
+    from PIL import Image
+
+    clips = {}
+    for flag in ([], ["--free-init"]):
+        out = tmp_path / ("free" if flag else "plain")
+        assert main(["animate", "--weights", str(perturbed_weights), "--prompt", "sks dog", "--num-frames", "8",
+                     *flag, "--format", "png", "--output-dir", str(out), *FAST]) == 0
+        [sidecar] = out.glob("*.json")
+        assert json.loads(sidecar.read_text())["free_init"] is bool(flag)
+        clips[bool(flag)] = np.stack([np.asarray(Image.open(f)) for f in sorted(out.glob("*_frames/*.png"))])
+    assert clips[True].shape == clips[False].shape and np.abs(clips[True].astype(int) - clips[False]).mean() > 1
 
 
 def test_prompt_file_with_schedule_and_seeds(tmp_path, perturbed_weights):

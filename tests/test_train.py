@@ -164,7 +164,9 @@ def test_prior_preservation_with_spl(tmp_path, dog_dir):
     _, losses = run(tmp_path / "prior", dog_dir, "max_steps=2", "prior.enabled=true", "prior.num_class_images=2",
                     "prior.num_inference_steps=2")
     assert len(list((tmp_path / "prior" / "class_images" / "dog").glob("*.png"))) == 2
-    assert all(x["loss/spl"] > 0 for x in losses)
+    for x in losses:  # the class images ride along: their MSE enters the loss (weight 1) beside SPL
+        assert x["loss/prior"] > 0 and x["loss/spl"] > 0
+        assert abs(x["loss"] - (x["loss/reconstruction"] + x["loss/prior"] + x["loss/spl"])) < 1e-4
 
 
 def test_token_colliding_with_an_added_token(tmp_path, dog_dir):

@@ -142,7 +142,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None = Non
             if acc.num_processes > 1:  # the K/V sync through DDP; the token rows here
                 rows.rows.grad = acc.reduce(rows.rows.grad, reduction="mean")
             for k, v in (("loss", loss), *parts.items()):
-                logs[k] = logs[k] + v.detach() / cfg.gradient_accumulation_steps
+                logs[k] = logs.get(k, 0.0) + v.detach() / cfg.gradient_accumulation_steps
         with timer("optimizer"):
             acc.clip_grad_norm_(params, o.max_grad_norm)
             optimizer.step()
@@ -246,12 +246,14 @@ def step_loss(cfg: TrainConfig, models: dict, step: int, rng: np.random.Generato
     target = diffusion_target(sched.config.prediction_type, latents, noise, sched.alphas_cumprod.to(dev), t)
     n = cfg.batch_size
     rec = masked_mse(pred[:n], target[:n], batch["mask"].to(dev))
-    if len(pred) > n:
-        rec = rec + cfg.prior.weight * torch.nn.functional.mse_loss(pred[n:], target[n:])
+    parts = {"loss/reconstruction": rec}
+    if len(pred) > n:  # the class images' plain MSE (DreamBooth's prior preservation), logged on its own
+        parts["loss/prior"] = torch.nn.functional.mse_loss(pred[n:], target[n:])
+        rec = rec + cfg.prior.weight * parts["loss/prior"]
     with timer("spl"), torch.set_grad_enabled(cfg.spl.weight != 0):  # without SPL: logged, forward only
         spl = semantic_preservation_loss(eos_features(text_encoder, tokenizer, models["personal"], cfg.spl.pooling),
                                          models["class_feats"])
-    return rec + cfg.spl.weight * spl, {"loss/reconstruction": rec, "loss/spl": spl}
+    return rec + cfg.spl.weight * spl, {**parts, "loss/spl": spl}
 
 
 def select_trainable(cfg: TrainConfig, vae, unet, text_encoder, dev, wdtype) -> tuple[list[str], list]:
