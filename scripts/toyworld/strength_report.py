@@ -35,8 +35,9 @@ def paired(rows: list[dict], strength: str, treated: str, control: str = "spl 0"
 
 
 def fmt(ci: tuple) -> str:
+    """`mean [low, high]`, starred when the 95% interval excludes 0."""
     mean, lo, hi = ci
-    star = " *" if lo > 0 or hi < 0 else ""  # the interval excludes 0
+    star = " *" if lo > 0 or hi < 0 else ""
     return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]{star}"
 
 
@@ -65,7 +66,8 @@ def table(s: dict) -> str:
              "property | motion |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, p in s["paired"].items():
         strength, group, treated = key.split(" | ")
-        cells = [fmt(p[m]) for m in ("composition", "identity", "drift")]
+        cells = [fmt(p[m]) if p["pairs"] >= 3 else f"{p[m][0]:+.3f} (too few pairs)"
+                 for m in ("composition", "identity", "drift")]
         cells += [f"{p[f'composition_{k}'][0]:+.2f}" for k in KINDS]
         lines.append(f"| {strength} | {group} | {treated} - spl 0 | {p['pairs']} | " + " | ".join(cells) + " |")
     lines += ["", "| strength | arm | runs | composition | identity | drift | background | position | property | "
