@@ -95,6 +95,17 @@ def test_sign_in_is_required_and_each_user_sees_only_their_jobs(server):
     assert [j["kind"] for j in mine] == ["drift"]
     assert bob.predict("tab-a", api_name="/jobs") == []  # the same tab id: the owner comes from the session
     assert "No job yet" in bob.predict("tab-a", api_name="/cancel_train")
+    import httpx
+
+    deadline = time.time() + 120
+    while alice.predict("tab-a", api_name="/jobs")[0]["status"] != "done" and time.time() < deadline:
+        time.sleep(0.5)
+    [record] = [json.loads(p.read_text()) for p in (root / "jobs").glob("*.json")]
+    png = next(f for f in record["files"] if f.endswith(".png"))
+    assert httpx.get(f"{url}/gradio_api/file={png}", cookies=alice.cookies).status_code == 200  # her plot comes down
+    for private in (root / ".secret", next((root / "jobs").glob("*.json"))):  # never served, even signed in
+        r = httpx.get(f"{url}/gradio_api/file={private}", cookies=bob.cookies)
+        assert r.status_code in (403, 404) and b"user0" not in r.content, (private, r.status_code)
     out = log.read_text()
     assert all(p not in out for p in USERS.values()), "a password was printed"
 

@@ -254,11 +254,15 @@ def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, root: 
     demo = build(root, default, allow_dirs)
     who = f"sign-in for {len(auth)} user(s)" if auth else "no sign-in"
     print(f"cdvideo ui on http://{host}:{port} ({who}; jobs and outputs in {root}); Ctrl+C stops it")
+    served, blocked = served_paths(Path(root), allow_dirs, signed_in=bool(auth))
     demo.queue(default_concurrency_limit=4).launch(
-        server_name=host, server_port=port, share=share, auth=list(auth) if auth else None,
-        allowed_paths=[str(Path(root).resolve()), *map(str, access_dirs(allow_dirs))], max_file_size=max_file_size,
-        quiet=True)
+        server_name=host, server_port=port, share=share, auth=list(auth) if auth else None, allowed_paths=served,
+        blocked_paths=blocked, max_file_size=max_file_size, quiet=True)
 
 
-def access_dirs(allow_dirs: list[str]) -> list[Path]:
-    return [Path(d).expanduser().resolve() for d in allow_dirs]
+def served_paths(root: Path, allow_dirs: list[str], signed_in: bool) -> tuple[list[str], list[str]]:
+    """What Gradio may serve for download: signed in, only the users' folders (each with a secret part in its
+    name) and the --allow-dir ones, never the job records or the secret; else the whole root."""
+    root = root.resolve()
+    served = [root / "users" if signed_in else root, *(Path(d).expanduser().resolve() for d in allow_dirs)]
+    return [str(p) for p in served], [str(root / "jobs"), str(root / ".secret")]
