@@ -3,7 +3,7 @@
     python scripts/bench_train.py [--resolution 256] [--batch-sizes 1 2] [--steps 3] [--rounds 2] [-- key=value ...]
 
 The bare step is what a step cannot do without: UNet forward + backward + AdamW on the same trainable
-cross-attention K/V, on random latents and random text states. The train step is `cdvideo.train.train()` itself
+cross-attention K/V, on random latents and random text states. The train step is `cdvideo.tasks.train.train()` itself
 (the function the CLI calls) with `model=sd15-random`, timed from its `on_step` callback, its sections split by a
 `timing.StepTimer`. Each measurement runs in its own process (peak memory is its own), bare and train in turn,
 `--rounds` times; the fastest round counts (a shared machine drifts). Extra `key=value` arguments go to the train
@@ -91,7 +91,7 @@ def bare(arch: str, batch: int, resolution: int, steps: int, warmup: int, bf16: 
 
 
 def train_step(arch: str, batch: int, resolution: int, steps: int, warmup: int, overrides: list[str]) -> dict:
-    """`cdvideo.train.train()` for warmup + steps steps; seconds per step after warmup and the split."""
+    """`cdvideo.tasks.train.train()` for warmup + steps steps; seconds per step after warmup and the split."""
     import torch
 
     from cdvideo.data.config import load_train_config

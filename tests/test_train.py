@@ -191,3 +191,19 @@ def test_local_diffusers_folder_loads(tmp_path, dog_dir):
 FIRST_LOSSES = [1.3478, 1.3048, 1.2485]  # the default path: a pool of augmented latents encoded once
 PLAIN_LOSSES = [1.3207, 1.4414, 1.4054]  # latent_pool=off: every step augments and encodes (0.1.0's numbers)
 FIRST_SPL = [0.1999, 0.19958, 0.19926]
+
+
+@pytest.mark.parametrize("stop_at", [9, 10])  # 10: right after the loss flush of log_every=10
+def test_a_stop_request_saves_a_resumable_checkpoint_at_that_step(tmp_path, dog_dir, stop_at):
+    from cdvideo.tasks.train import TrainingStopped
+
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) >= stop_at
+    cfg = load_train_config(None, tiny_overrides(tmp_path / "run", dog_dir, "max_steps=20", "log_every=10"))
+    with pytest.raises(TrainingStopped) as stopped:
+        train(cfg, should_stop=should_stop)
+    assert stopped.value.step == stop_at and stopped.value.folder == checkpoint.checkpoint_dir(tmp_path / "run", stop_at)
+    assert checkpoint.list_checkpoints(tmp_path / "run")[-1] == stopped.value.folder

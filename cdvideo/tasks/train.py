@@ -203,6 +203,8 @@ class LazyLogs(Mapping):
 
 def flush_logs(cfg: TrainConfig, acc, pbar, pending: list) -> None:
     """Read the pending steps' losses (one sync), stop at the first non-finite one, log and show the last."""
+    if not pending:  # a stop right after a flush
+        return
     for step, logs in pending:
         values = {k: float(v.item()) if isinstance(v, torch.Tensor) else v for k, v in logs.items()}
         if not math.isfinite(values["loss"]):
