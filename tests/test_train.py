@@ -205,5 +205,6 @@ def test_a_stop_request_saves_a_resumable_checkpoint_at_that_step(tmp_path, dog_
     cfg = load_train_config(None, tiny_overrides(tmp_path / "run", dog_dir, "max_steps=20", "log_every=10"))
     with pytest.raises(TrainingStopped) as stopped:
         train(cfg, should_stop=should_stop)
-    assert stopped.value.step == stop_at and stopped.value.folder == checkpoint.checkpoint_dir(tmp_path / "run", stop_at)
+    assert stopped.value.step == stop_at
+    assert stopped.value.folder == checkpoint.checkpoint_dir(tmp_path / "run", stop_at)
     assert checkpoint.list_checkpoints(tmp_path / "run")[-1] == stopped.value.folder
