@@ -1,7 +1,8 @@
 """SPL across fine-tuning strength in the miniature world: paired differences with bootstrap intervals.
 
     python scripts/toyworld/spl_strength.py --noise                 # the scorer's own noise first (~4 min)
-    python scripts/toyworld/spl_strength.py                         # the ablation (~2.5 h on 2 cores, resumable)
+    python scripts/toyworld/spl_strength.py --seeds 0               # one seed: 72 runs, ~40 min on 2 cores
+    python scripts/toyworld/spl_strength.py                         # seeds 0 1 2 (~2 h; resumable, rows kept)
     python scripts/toyworld/spl_strength.py --report                # tables and figures from the rows so far
 
 Each run is `cdvideo train` with the demo's settings (configs/train/toyworld.yaml) on one instance's 5 photos, at
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from strength_report import write_report  # beside this script (its folder is on sys.path when it runs)
 
 from cdvideo.apps.demo import TRAIN, render_samples
 from cdvideo.data.config import load_train_config
@@ -148,8 +151,6 @@ def main() -> None:
         return measure_noise(args, judge)
     if not args.report:
         run_ablation(args, judge)
-    from strength_report import write_report  # the script's folder is on sys.path when run as a script
-
     write_report(read_rows(), DOCS)
 
 
