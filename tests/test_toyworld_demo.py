@@ -75,9 +75,7 @@ def test_demo_end_to_end(tmp_path, capsys):
 
 
 def test_eval_with_the_judge_for_clips(tmp_path):
-    w = train(load_train_config(None, [f"output_dir={tmp_path / 'run'}", *[f"{k}={v}" for k, v in TRAIN.items()],
-                                       "model=toyworld", "concepts.0.images=toyworld:striped_ball",
-                                       "concepts.0.class_word=ball", "max_steps=2"]))
+    w = train(train_config(instances.get("striped_ball"), tmp_path / "run", 2, 1.0))
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a {token} {class_word} moving right on a blue background\n")
     args = ["eval", "--weights", str(w), "--judge", "toyworld", "--metrics", "none", "--prompts", str(prompts),
@@ -115,9 +113,7 @@ def test_spl_keeps_the_token_near_its_class_where_plain_tuning_drifts(tmp_path):
 
     drift = {}
     for spl in (0.0, 1.0):
-        values = {**TRAIN, "model": "toyworld", "output_dir": str(tmp_path / f"spl{spl:g}"), "seed": 0,
-                  "concepts.0.images": "toyworld:striped_ball", "concepts.0.class_word": "ball", "max_steps": 240,
-                  "optimizer.learning_rate": 6e-3, "spl.weight": spl}
-        w = train(load_train_config(None, values=values))
+        w = train(train_config(instances.get("striped_ball"), tmp_path / f"spl{spl:g}", 240, spl,
+                               {"optimizer.learning_rate": 6e-3, "seed": 0}))
         drift[spl] = compute([load_source(w)], drift_phrases())["runs"][0]["after"]["distance"]
     assert drift[0.0] > 0.2 and drift[1.0] < 0.06 and drift[1.0] < drift[0.0] / 3, drift

@@ -97,13 +97,13 @@ class DemoOptions:
     without_spl: str = "auto"  # auto (when the time allows), always, never
 
 
-def train_config(inst: Instance, output_dir: Path, steps: int, spl_weight: float):
-    """The ClassDiffusion run of the demo, as `cdvideo train` would read it from configs/train/toyworld.yaml."""
-
-    overrides = {"model": MODEL_ID, "output_dir": str(output_dir), "concepts.0.images": f"toyworld:{inst.name}",
-                 "concepts.0.class_word": inst.cls, "concepts.0.token": TOKEN, **TRAIN, "max_steps": steps,
-                 "spl.weight": spl_weight}
-    return load_train_config(None, [f"{k}={v}" for k, v in overrides.items()])
+def train_config(inst: Instance, output_dir: Path, steps: int, spl_weight: float, extra: dict | None = None):
+    """The ClassDiffusion run of the demo, as `cdvideo train` would read it from configs/train/toyworld.yaml, with
+    `extra` typed values by dotted key on top (the ablations' learning rate, seed, pooling...)."""
+    values = {"model": MODEL_ID, "output_dir": str(output_dir), "concepts.0.images": f"toyworld:{inst.name}",
+              "concepts.0.class_word": inst.cls, "concepts.0.token": TOKEN, **TRAIN, "max_steps": steps,
+              "spl.weight": spl_weight, **(extra or {})}
+    return load_train_config(None, values=values)
 
 
 def new_folder(root: Path, name: str) -> Path:

@@ -101,16 +101,13 @@ def drift_distance(weights_file: Path) -> float:
 
 
 def train_run(inst: Instance, out: Path, spl: float, seed: int, pooling: str = "eos") -> Path:
-    from cdvideo.apps.demo import TRAIN
-    from cdvideo.data.config import load_train_config
+    from cdvideo.apps.demo import TRAIN, train_config
     from cdvideo.tasks.train import train
 
     if (out / "weights.safetensors").is_file():
         return out / "weights.safetensors"
-    overrides = {"model": "toyworld", "output_dir": str(out), "overwrite": "true",
-                 "concepts.0.images": f"toyworld:{inst.name}", "concepts.0.class_word": inst.cls, **TRAIN,
-                 "spl.weight": spl, "spl.pooling": pooling, "seed": seed}
-    return train(load_train_config(None, [f"{k}={v}" for k, v in overrides.items()]))
+    return train(train_config(inst, out, TRAIN["max_steps"], spl, {"overwrite": True, "spl.pooling": pooling,
+                                                                   "seed": seed}))
 
 
 def multi_concept(work: Path, judge, adapter: str, seed: int = 0) -> list[dict]:
@@ -122,13 +119,13 @@ def multi_concept(work: Path, judge, adapter: str, seed: int = 0) -> list[dict]:
     a, b = INSTANCES["striped_ball"], INSTANCES["spotted_star"]
     joint = work / "joint" / "weights.safetensors"
     if not joint.is_file():
-        o = {"model": "toyworld", "output_dir": str(joint.parent), "overwrite": "true", **TRAIN, "seed": seed,
+        o = {"model": "toyworld", "output_dir": str(joint.parent), "overwrite": True, **TRAIN, "seed": seed,
              "max_steps": 2 * TRAIN["max_steps"], "spl.weight": 1.0}
         concepts = {}
         for i, (inst, tok) in enumerate(((a, "sks"), (b, "zwx"))):
             concepts.update({f"concepts.{i}.images": f"toyworld:{inst.name}", f"concepts.{i}.class_word": inst.cls,
                              f"concepts.{i}.token": tok})
-        train(load_train_config(None, [f"{k}={v}" for k, v in {**o, **concepts}.items()]))
+        train(load_train_config(None, values={**o, **concepts}))
     single_a = train_run(a, work / f"{a.name}-spl1.0-s{seed}", 1.0, seed)
     single_b = train_run(b, work / f"{b.name}-spl1.0-s{seed}", 1.0, seed)
     rows = []

@@ -27,8 +27,7 @@ import torch
 
 from strength_report import write_report  # beside this script (its folder is on sys.path when it runs)
 
-from cdvideo.apps.demo import TRAIN, render_samples
-from cdvideo.data.config import load_train_config
+from cdvideo.apps.demo import render_samples, train_config
 from cdvideo.tasks.drift import compute, load_source
 from cdvideo.tasks.train import train
 from cdvideo.toyworld import drift_phrases
@@ -59,11 +58,8 @@ def train_run(inst: Instance, out: Path, lr: float, steps: int, spl: float, seed
     """One ClassDiffusion run as `cdvideo train` reads it (cached: an existing weights file is reused)."""
     if (out / "weights.safetensors").is_file():
         return out / "weights.safetensors"
-    values = {**TRAIN, "model": "toyworld", "output_dir": str(out), "overwrite": True,
-              "concepts.0.images": f"toyworld:{inst.name}", "concepts.0.class_word": inst.cls,
-              "max_steps": steps, "optimizer.learning_rate": lr, "spl.weight": spl, "spl.pooling": pooling,
-              "seed": seed}
-    return train(load_train_config(None, values=values))
+    return train(train_config(inst, out, steps, spl, {"overwrite": True, "optimizer.learning_rate": lr,
+                                                      "spl.pooling": pooling, "seed": seed}))
 
 
 def drift_distance(weights_file: Path) -> float:

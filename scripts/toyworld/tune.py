@@ -20,15 +20,12 @@ GRID = [(lr, steps) for lr in (3e-4, 1e-3, 3e-3) for steps in (60, 120)]
 
 
 def run(inst, out: Path, lr: float, steps: int) -> Path:
-    from cdvideo.apps.demo import TRAIN
-    from cdvideo.data.config import load_train_config
+    from cdvideo.apps.demo import train_config
     from cdvideo.tasks.train import train
 
     if (out / "weights.safetensors").is_file():
         return out / "weights.safetensors"
-    o = {"model": "toyworld", "output_dir": str(out), "overwrite": "true", "concepts.0.images": f"toyworld:{inst.name}",
-         "concepts.0.class_word": inst.cls, **TRAIN, "optimizer.learning_rate": lr, "max_steps": steps}
-    return train(load_train_config(None, [f"{k}={v}" for k, v in o.items()]))
+    return train(train_config(inst, out, steps, 1.0, {"overwrite": True, "optimizer.learning_rate": lr}))
 
 
 def main() -> None:
