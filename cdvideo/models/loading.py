@@ -37,7 +37,6 @@ def load_components(model: str, revision: str | None = None, variant: str | None
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # lazy: start-up time
     from transformers import CLIPTextModel, CLIPTokenizer  # lazy: start-up time
 
-
     if is_single_file(model):
         return load_single_file(model, config or "sd15", dtype)
     model = resolve(model)

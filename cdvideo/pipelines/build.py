@@ -10,7 +10,6 @@ def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", b
     """diffusers' AnimateDiffPipeline over the (personalized) 2D UNet; it builds the UNetMotionModel."""
     from diffusers import AnimateDiffPipeline  # lazy: start-up time
 
-
     check_adapter_fits(adapter, m["unet"], adapter_name, base)
     pipe = AnimateDiffPipeline(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
                                unet=m["unet"], motion_adapter=adapter, scheduler=scheduler)

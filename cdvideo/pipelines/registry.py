@@ -60,7 +60,6 @@ def load_adapter(name: str, dtype: torch.dtype):
     AnimateDiff motion module or a diffusers state dict)."""
     from diffusers import MotionAdapter  # lazy: start-up time
 
-
     ref = presets.adapter_source(name) if name in presets.PRESETS else ADAPTERS.get(name, name)
     if Path(ref).is_file():
         return bases.load_motion_file(ref, dtype)

@@ -123,7 +123,8 @@ def export_lora(w, m: dict, base: str, out: Path, rank: str, overwrite: bool) ->
     deltas = {k: v.double() - params[k].detach().double() for k, v in w.unet.items()}
     tensors, errors, alpha = lora.to_kohya(deltas, r)
     dim = max((t.shape[0] for k, t in tensors.items() if k.endswith(".lora_down.weight")), default=0)
-    meta = {**record(w, base, "lora"), "ss_network_module": "networks.lora", "ss_network_dim": str(dim),
+    source = record(w, base, "lora")  # hashes the source once for the LoRA and its embeddings
+    meta = {**source, "ss_network_module": "networks.lora", "ss_network_dim": str(dim),
             "ss_network_alpha": str(alpha), "ss_base_model_version": "sd_v1", "ss_v2": "False",
             "ss_output_name": out.stem, "ss_sd_model_name": Path(base).name,
             "ss_training_comment": "ClassDiffusion K/V exported by cdvideo (truncated SVD of W - W0)"}
@@ -132,11 +133,16 @@ def export_lora(w, m: dict, base: str, out: Path, rank: str, overwrite: bool) ->
         _free(p, overwrite)
     with atomic_path(out) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-    for path, row in zip(embeddings, w.embeddings):
-        with atomic_path(path) as tmp:
-            formats.write_a1111_embedding(tmp, row[None], record(w, base, "embedding"))
+    write_embeddings(w, embeddings, source)
     report = {"errors": errors, "total_error": lora.total_error(deltas, errors), "rank": "full" if r is None else r}
     return [out, *embeddings], report
+
+
+def write_embeddings(w, paths: list[Path], meta: dict[str, str]) -> None:
+    """Each token's row as an A1111/ComfyUI embedding file, with the export's metadata."""
+    for path, row in zip(paths, w.embeddings):
+        with atomic_path(path) as tmp:
+            formats.write_a1111_embedding(tmp, row[None], {**meta, "exported_as": "embedding"})
 
 
 def export_full(w, m: dict, base: str, out: Path, single_file: bool, overwrite: bool) -> tuple[list[Path], dict]:
@@ -144,7 +150,6 @@ def export_full(w, m: dict, base: str, out: Path, single_file: bool, overwrite: 
 
     if single_file:
         from safetensors.torch import save_file  # lazy: start-up time
-
 
         personalize.apply(w, m["unet"], m["text_encoder"], m["tokenizer"])
         state = to_ldm(m["unet"], m["vae"], m["text_encoder"])
@@ -154,11 +159,10 @@ def export_full(w, m: dict, base: str, out: Path, single_file: bool, overwrite: 
         embeddings = embedding_paths(out, w.tokens)
         for p in [out, *embeddings]:
             _free(p, overwrite)
+        meta = record(w, base, "full-single-file")
         with atomic_path(out) as tmp:
-            save_file(state, str(tmp), metadata=record(w, base, "full-single-file"))
-        for path, row in zip(embeddings, w.embeddings):
-            with atomic_path(path) as tmp:
-                formats.write_a1111_embedding(tmp, row[None], record(w, base, "embedding"))
+            save_file(state, str(tmp), metadata=meta)
+        write_embeddings(w, embeddings, meta)
         return [out, *embeddings], {}
     personalize.apply(w, m["unet"], m["text_encoder"], m["tokenizer"])
     pipe = StableDiffusionPipeline(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],

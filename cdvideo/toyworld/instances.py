@@ -75,8 +75,6 @@ def photos_dir(name: str) -> Path:
 
 def write_photos(root: str | Path) -> list[Path]:
     """Render every instance's photos as PNGs into root/<name>/NN.png (the bundled folders)."""
-
-
     written = []
     for inst in INSTANCES.values():
         folder = Path(root) / inst.name
