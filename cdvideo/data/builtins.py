@@ -41,17 +41,20 @@ class Scorer(Protocol):
 
 _bases: dict[str, Builtin] = {}
 _scorers: dict[str, Callable[[], Scorer]] = {}
+_discovered = False  # an empty registry (nothing installed) is not read again on every lookup
 
 
 def _discover() -> None:
     """Read the entry points once (installed packages register there; `pip install -e .` writes them)."""
-    if _bases:
+    global _discovered
+    if _discovered:
         return
     for ep in entry_points(group=BASES_GROUP):
         spec = ep.load()()
         _bases[spec["name"]] = Builtin(**spec)
     for ep in entry_points(group=SCORERS_GROUP):
         _scorers[ep.name] = ep.load()
+    _discovered = True
 
 
 def get(name: str | None) -> Builtin | None:
