@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -90,7 +91,6 @@ def append_row(row: dict, path: Path = ROWS) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
         f.flush()
-        import os
         os.fsync(f.fileno())
 
 

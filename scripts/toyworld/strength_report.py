@@ -84,7 +84,7 @@ def table(s: dict) -> str:
 
 
 def plot(s: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: start-up time (only the figure needs it)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
