@@ -107,7 +107,7 @@ IDENTITY_GAIN = 0.05
 def test_spl_keeps_the_token_near_its_class_where_plain_tuning_drifts(tmp_path):
     """The ablation's clearest finding, pinned on its seed: at the strongest setting (lr 6e-3 x 240 steps,
     striped_ball, seed 0) the token drifts 0.315 from its class without SPL and 0.030 with it
-    (scripts/toyworld/spl_strength.py; docs/toyworld.md). Thresholds leave a third of the gap as margin."""
+    (cdvideo/apps/worldbuild/spl_strength.py; docs/toyworld.md). Thresholds leave a third of the gap as margin."""
     from cdvideo.tasks.drift import compute, load_source
     from cdvideo.toyworld import drift_phrases
 

@@ -6,7 +6,7 @@ on it (`model: toyworld`), shipped as a diffusers folder with a motion adapter f
     images: toyworld:striped_ball
 
 The model is loaded through the same `from_pretrained` calls as Stable Diffusion 1.5; only its name resolves to
-the folder inside the package. `scripts/toyworld/build.py` rebuilds every shipped weight from a seed.
+the folder inside the package. `python -m cdvideo.apps.worldbuild` rebuilds every shipped weight from a seed.
 """
 
 from __future__ import annotations

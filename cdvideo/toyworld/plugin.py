@@ -12,7 +12,7 @@ from cdvideo.toyworld.scoring import asked_in, composition, read_appearance
 def base() -> dict:
     return {"name": MODEL_ID, "native_size": 64, "model_dir": model_dir, "adapter_dir": adapter_dir,
             "drift_phrases": drift_phrases, "photos": photos_dir,
-            "rebuild": "reinstall cdvideo or rebuild it with python scripts/toyworld/build.py"}
+            "rebuild": "reinstall cdvideo or rebuild it with python -m cdvideo.apps.worldbuild"}
 
 
 class JudgeScorer:

@@ -1,7 +1,7 @@
 """Do the motion words reach the UNet's features, where the motion modules read the prompt?
 
-    python scripts/toyworld/motion_signal.py                     # about a minute on 2 CPU cores
-    python scripts/toyworld/motion_signal.py --adapter .toyworld-build/motion_adapter   # another adapter's test
+    python -m cdvideo.apps.worldbuild.motion_signal              # about a minute on 2 CPU cores
+    python -m cdvideo.apps.worldbuild.motion_signal --adapter .toyworld-build/motion_adapter   # another adapter's test
 
 One noisy latent, prompts that differ only in their motion words, and prompts that differ only in their colour
 word, through the shipped UNet. It prints how far each block's output spreads across the prompts of each group:
@@ -17,8 +17,7 @@ import argparse
 
 import numpy as np
 import torch
-from common import MOTION_SCHEDULE, to_pixels
-
+from cdvideo.apps.worldbuild.common import MOTION_SCHEDULE, to_pixels
 from cdvideo.models.loading import load_components
 from cdvideo.models.text import encode_prompts
 from cdvideo.pipelines.registry import load_adapter

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import ROOT, log
 from PIL import Image
 
+from cdvideo.apps.worldbuild.common import log
 from cdvideo.models.loading import load_components
 from cdvideo.models.text import eos_features
 from cdvideo.pipelines.build import image_pipeline, video_pipeline
@@ -20,7 +20,6 @@ from cdvideo.pipelines.registry import load_adapter, make_scheduler
 from cdvideo.toyworld import MODEL_ID, draw, instances, scoring, world
 from cdvideo.toyworld import judge as J
 
-DOCS = ROOT / "docs" / "toyworld"
 GUIDANCE = (1.0, 3.0, 5.0, 7.5)
 SEEDS = (0, 1)
 
@@ -34,18 +33,18 @@ def grid(images: list[np.ndarray], cols: int, scale: int = 2) -> Image.Image:
     return Image.fromarray(out).resize((cols * w * scale, rows * h * scale), Image.Resampling.NEAREST)
 
 
-def world_figures(seed: int) -> None:
+def world_figures(seed: int, docs: Path) -> None:
     rng = np.random.default_rng(seed + 1000)
     scenes = [world.sample_scene(rng) for _ in range(32)]
-    grid([draw.render(s)[0] for s in scenes], 8).save(DOCS / "world.png")
+    grid([draw.render(s)[0] for s in scenes], 8).save(docs / "world.png")
     photos = [draw.render(s)[0] for inst in instances.INSTANCES.values() for s in instances.photo_scenes(inst)]
-    grid(photos, instances.PHOTOS).save(DOCS / "instances.png")
+    grid(photos, instances.PHOTOS).save(docs / "instances.png")
     clips = [draw.render(world.with_motion(world.sample_scene(rng), rng, m)) for m in ("right", "up", "growing")]
-    grid([f for c in clips for f in c[::3]], 6).save(DOCS / "world_clips.png")
+    grid([f for c in clips for f in c[::3]], 6).save(docs / "world_clips.png")
 
 
 @torch.no_grad()
-def text_space(m: dict, seed: int) -> dict:
+def text_space(m: dict, seed: int, docs: Path) -> dict:
     """How the text encoder's EOS features organise the world: nearest-centroid accuracy of class, colour and
     background on held-out captions, and a PCA figure of '<colour> <class>' phrases."""
     rng = np.random.default_rng(seed + 2000)
@@ -69,11 +68,11 @@ def text_space(m: dict, seed: int) -> dict:
     np.fill_diagonal(same, False)
     out["cos_same_class"] = float(sim[same].mean())
     out["cos_other_class"] = float(sim[cls[:, None] != cls[None]].mean())
-    plot_pca(g, cls, [c for c, _ in phrases])
+    plot_pca(g, cls, [c for c, _ in phrases], docs)
     return out
 
 
-def plot_pca(feats: torch.Tensor, classes: np.ndarray, colours: list[str]) -> None:
+def plot_pca(feats: torch.Tensor, classes: np.ndarray, colours: list[str], docs: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,12 +89,12 @@ def plot_pca(feats: torch.Tensor, classes: np.ndarray, colours: list[str]) -> No
     ax.set_title("Text encoder: EOS features of 'a photo of a <colour> <class>' (PCA)")
     ax.legend(fontsize=8, title="class (marker); colour = fill")
     fig.tight_layout()
-    fig.savefig(DOCS / "text_space.png")
+    fig.savefig(docs / "text_space.png")
     plt.close(fig)
 
 
 @torch.no_grad()
-def images(m: dict, judge: J.Judge) -> dict:
+def images(m: dict, judge: J.Judge, docs: Path) -> dict:
     """The fixed image prompts at several guidance scales, two seeds each; the judge's rates per attribute."""
     pipe = image_pipeline(m, scheduler=make_scheduler("ddim", m["scheduler"].config, animatediff=False))
     prompts = [p for s in SEEDS for p in scoring.image_prompts(48)]
@@ -111,13 +110,13 @@ def images(m: dict, judge: J.Judge) -> dict:
         log(f"images, guidance {g}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.honoured.items()))
         if g == 5.0:
             shown = imgs[:48]
-    grid([np.asarray(im) for im in shown], 8).save(DOCS / "samples.png")
-    (DOCS / "samples_prompts.txt").write_text("\n".join(p.text for p in scoring.image_prompts(48)) + "\n")
+    grid([np.asarray(im) for im in shown], 8).save(docs / "samples.png")
+    (docs / "samples_prompts.txt").write_text("\n".join(p.text for p in scoring.image_prompts(48)) + "\n")
     return out
 
 
 @torch.no_grad()
-def clips(m: dict, judge: J.Judge) -> dict:
+def clips(m: dict, judge: J.Judge, docs: Path) -> dict:
     """The fixed clip prompts through AnimateDiff with the shipped adapter; the judge's rates, and GIFs."""
     from diffusers.utils import export_to_gif
 
@@ -138,12 +137,12 @@ def clips(m: dict, judge: J.Judge) -> dict:
     log("motion read: " + "; ".join(f"{m}: {', '.join(map(str, r))}" for m, r in by_motion.items()))
     for k, (p, frames) in enumerate(zip(prompts[:6], samples[:6])):
         big = [f.resize((256, 256), Image.Resampling.NEAREST) for f in frames]
-        export_to_gif(big, str(DOCS / f"clip_{k}_{p.asked['motion']}.gif"), fps=8)
-    grid([np.asarray(f) for frames in samples[:6] for f in frames[::3]], 6).save(DOCS / "clips.png")
+        export_to_gif(big, str(docs / f"clip_{k}_{p.asked['motion']}.gif"), fps=8)
+    grid([np.asarray(f) for frames in samples[:6] for f in frames[::3]], 6).save(docs / "clips.png")
     return {"honoured": res.honoured, "motion_read": by_motion, "prompts": [p.text for p in prompts[:6]]}
 
 
-def curves(work: Path) -> None:
+def curves(work: Path, docs: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,21 +161,22 @@ def curves(work: Path) -> None:
         ax.set_yscale("log")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(DOCS / "curves.png")
+    fig.savefig(docs / "curves.png")
     plt.close(fig)
 
 
-def run(work: Path, seed: int) -> dict:
-    DOCS.mkdir(parents=True, exist_ok=True)
+def run(work: Path, seed: int, docs: Path) -> dict:
+    """Every figure and number into `docs`, and results.json."""
+    docs.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    world_figures(seed)
+    world_figures(seed, docs)
     judge = J.load()
     m = load_components(MODEL_ID)  # exactly as `model: toyworld` loads it
     stages = {n: json.loads((work / f"{n}.done").read_text()) for n in ("judge", "text", "vae", "unet", "motion")
               if (work / f"{n}.done").is_file()}
-    results = {"stages": stages, "text_space": text_space(m, seed), "images": images(m, judge),
-               "clips": clips(m, judge)}
-    curves(work)
-    (DOCS / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    log(f"report written to {DOCS} in {time.time() - t0:.0f} s")
+    results = {"stages": stages, "text_space": text_space(m, seed, docs), "images": images(m, judge, docs),
+               "clips": clips(m, judge, docs)}
+    curves(work, docs)
+    (docs / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    log(f"report written to {docs} in {time.time() - t0:.0f} s")
     return results

@@ -1,7 +1,7 @@
 """Does SPL keep a personalized concept compositional? Measured in the miniature world.
 
-    python scripts/toyworld/spl_ablation.py                        # 4 instances x SPL {0, 0.1, 1, 10} x 3 seeds
-    python scripts/toyworld/spl_ablation.py --instances striped_ball --seeds 0     # a quick look
+    python -m cdvideo.apps.worldbuild.spl_ablation                        # 4 instances x SPL {0, 0.1, 1, 10} x 3 seeds
+    python -m cdvideo.apps.worldbuild.spl_ablation --instances striped_ball --seeds 0     # a quick look
 
 Each run is `cdvideo train` with the demo's settings (configs/train/toyworld.yaml) on one instance's 5 photos; only
 the SPL weight and the seed change (plus `spl.pooling=official` at weight 1, the public code's pooling). A fixed set
@@ -29,8 +29,6 @@ from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES, Instance
 from cdvideo.toyworld.scoring import asked_in, composition
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs" / "toyworld"
 WEIGHTS = (0.0, 0.1, 1.0, 10.0)
 DEFAULT_INSTANCES = ("striped_ball", "spotted_star", "dotted_heart", "striped_cup")  # 2 tuned on, 2 held out
 IMAGE_PROMPTS = ("a {s} on the left on a blue background", "a {s} at the top on a grassy background",
@@ -160,18 +158,18 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-def write_outputs(rows: list[dict], summary: list[dict], multi: list[dict], base: list[dict]) -> None:
+def write_outputs(rows: list[dict], summary: list[dict], multi: list[dict], base: list[dict], docs: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    DOCS.mkdir(parents=True, exist_ok=True)
+    docs.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
-    (DOCS / "ablation.csv").write_text(buf.getvalue())
+    (docs / "ablation.csv").write_text(buf.getvalue())
     fmt = lambda r, m: f"{r[m]:.3f} ± {r[m + '_std']:.3f}"  # noqa: E731
     lines = ["| instance | setting | runs | identity | composition | pair shown | drift |",
              "|---|---|---|---|---|---|---|"]
@@ -183,8 +181,8 @@ def write_outputs(rows: list[dict], summary: list[dict], multi: list[dict], base
     lines += ["", "| multi-concept run | instance | identity | composition | pair shown |", "|---|---|---|---|---|"]
     lines += [f"| {r['run']} | {r['instance']} | {r['identity']:.3f} | {r['composition']:.3f} | "
               f"{r['pair_shown']:.3f} |" for r in multi]
-    (DOCS / "ablation.md").write_text("\n".join(lines) + "\n")
-    (DOCS / "ablation.json").write_text(json.dumps({"runs": rows, "summary": summary, "multi": multi, "base": base},
+    (docs / "ablation.md").write_text("\n".join(lines) + "\n")
+    (docs / "ablation.json").write_text(json.dumps({"runs": rows, "summary": summary, "multi": multi, "base": base},
                                                    indent=1) + "\n")
     fig, ax = plt.subplots(figsize=(7, 5.5), dpi=110)
     settings = sorted({r["setting"] for r in rows})
@@ -202,7 +200,7 @@ def write_outputs(rows: list[dict], summary: list[dict], multi: list[dict], base
     ax.set_title("SPL ablation in the miniature world (one point per run)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(DOCS / "ablation.png")
+    fig.savefig(docs / "ablation.png")
     plt.close(fig)
 
 
@@ -210,10 +208,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--instances", nargs="+", default=list(DEFAULT_INSTANCES))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--work", default=str(ROOT / ".toyworld-build" / "ablation"))
+    p.add_argument("--work", default=".toyworld-build/ablation", help="the runs' weights (default: %(default)s)")
+    p.add_argument("--docs", default="docs/toyworld", help="tables and figures (default: %(default)s)")
     p.add_argument("--no-multi", action="store_true", help="skip the joint and composed runs")
     p.add_argument("--adapter", default="toyworld", help="the motion adapter the clips render through (a folder: "
-                   "e.g. one rebuilt with build.py --motion-rounds)")
+                   "e.g. one rebuilt with --motion-rounds)")
     args = p.parse_args()
     work, judge, t0 = Path(args.work), J.load(), time.time()
     settings = [(f"spl {w:g}", w, "eos") for w in WEIGHTS] + [("spl 1 official", 1.0, "official")]
@@ -232,8 +231,8 @@ def main() -> None:
                 print(f"[{time.time() - t0:6.0f} s] {tag}: identity {r['identity']:.3f} composition "
                       f"{r['composition']:.3f} drift {r['drift']:.3f}", flush=True)
     multi = [] if args.no_multi else multi_concept(work, judge, args.adapter)
-    write_outputs(rows, summarize(rows), multi, base)
-    print(f"wrote {DOCS}/ablation.* in {(time.time() - t0) / 60:.1f} min")
+    write_outputs(rows, summarize(rows), multi, base, Path(args.docs))
+    print(f"wrote {args.docs}/ablation.* in {(time.time() - t0) / 60:.1f} min")
 
 
 if __name__ == "__main__":

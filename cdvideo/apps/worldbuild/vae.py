@@ -12,29 +12,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import VAE, Curve, log, mark_done, optimizer_step, seed_everything, to_pixels, warmup_cosine
-from train_text import datasets
 
-KL_WEIGHT = 1e-6
+from cdvideo.apps.worldbuild.common import (
+    VAE,
+    Curve,
+    log,
+    mark_done,
+    optimizer,
+    optimizer_step,
+    pretraining,
+    seed_everything,
+    to_pixels,
+)
+from cdvideo.apps.worldbuild.plans import VAEPlan
 
 
-CROP = 32
-LOGVAR_INIT = -6.0
-
-
-def build():
+def build(plan: VAEPlan):
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL(**VAE)
     with torch.no_grad():
-        vae.quant_conv.bias[VAE["latent_channels"]:] = LOGVAR_INIT  # the log-variance half of the moments
+        vae.quant_conv.bias[VAE["latent_channels"]:] = plan.logvar_init  # the log-variance half of the moments
     return vae
 
 
-OBJECT_WEIGHT = 4.0  # extra loss weight on object pixels: the noise textures would otherwise dominate
-
-
-def crops(arrays: list[np.ndarray], rng: np.random.Generator, size: int = CROP) -> list[np.ndarray]:
+def crops(arrays: list[np.ndarray], rng: np.random.Generator, size: int) -> list[np.ndarray]:
     """The same random crop of each frame in every array, at offsets that keep the latent grid aligned (x4)."""
     off = rng.integers(0, (arrays[0].shape[1] - size) // 4 + 1, size=(len(arrays[0]), 2)) * 4
     return [np.stack([f[y:y + size, x:x + size] for f, (y, x) in zip(a, off)]) for a in arrays]
@@ -46,51 +48,52 @@ def frames_of(images: np.ndarray, clips: np.ndarray, idx: np.ndarray) -> np.ndar
     return np.stack([images[i] if i < n else clips[(i - n) // f, (i - n) % f] for i in idx])
 
 
-def run(work: Path, seed: int, steps: int = 1600, batch: int = 16, lr: float = 2e-3) -> dict:
+def run(work: Path, seed: int, plan: VAEPlan) -> dict:
     seed_everything(seed)
-    images, _, clips, _ = datasets(work, seed)
+    images, _, clips, _ = pretraining(work, seed, plan.renders)
     alpha_i = np.load(work / "images_alpha.npy", mmap_mode="r")
     alpha_c = np.load(work / "clips_alpha.npy", mmap_mode="r")
     total = len(images) + clips.shape[0] * clips.shape[1]
-    vae = build().train().to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = warmup_cosine(opt, steps, 50)
+    vae = build(plan).train().to(memory_format=torch.channels_last)
+    steps, batch = plan.steps, plan.batch
+    opt, sched = optimizer(vae.parameters(), plan.optim, steps)
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     curve, t0 = Curve(work, "vae"), time.time()
     for step in range(steps):
         idx = rng.choice(total, batch, replace=False)
-        px, alpha = crops([frames_of(images, clips, idx), frames_of(alpha_i, alpha_c, idx)], rng)
-        x, w = to_pixels(px), 1 + OBJECT_WEIGHT * torch.from_numpy(alpha).float()[:, None] / 255
+        px, alpha = crops([frames_of(images, clips, idx), frames_of(alpha_i, alpha_c, idx)], rng, plan.crop)
+        x, w = to_pixels(px), 1 + plan.object_weight * torch.from_numpy(alpha).float()[:, None] / 255
         post = vae.encode(x.contiguous(memory_format=torch.channels_last)).latent_dist
         rec = vae.decode(post.sample(gen)).sample
         l1, mse = ((rec - x).abs() * w).mean() / w.mean(), ((rec - x).pow(2) * w).mean() / w.mean()
         kl = post.kl().mean()
-        loss = l1 + mse + KL_WEIGHT * kl
-        optimizer_step(loss, opt, sched, vae.parameters())
+        loss = l1 + mse + plan.kl_weight * kl
+        optimizer_step(loss, opt, sched, vae.parameters(), plan.optim.max_norm)
         if step % 50 == 0 or step == steps - 1:
             curve.add(step, l1=l1.item(), mse=mse.item(), kl=kl.item())
             log(f"vae step {step}/{steps} l1 {l1.item():.4f} mse {mse.item():.5f} kl {kl.item():.0f} "
                 f"({time.time() - t0:.0f} s)")
     curve.save()
     vae = vae.eval()
-    stats = encode_all(vae, images, clips, work)
+    stats = encode_all(vae, images, clips, work, batch=plan.encode_batch)
     vae = vae.to(memory_format=torch.contiguous_format)
     vae.register_to_config(scaling_factor=stats["scaling_factor"])
     vae.save_pretrained(str(work / "vae"))
     info = {"steps": steps, "seconds": round(time.time() - t0), "final_l1": l1.item(), **stats}
-    mark_done(work, "vae", info)
+    mark_done(work, "vae", info, plan)
     return info
 
 
 @torch.no_grad()
-def encode_all(vae, images: np.ndarray, clips: np.ndarray, work: Path, device: str = "cpu") -> dict:
+def encode_all(vae, images: np.ndarray, clips: np.ndarray, work: Path, device: str = "cpu", batch: int = 256
+               ) -> dict:
     """Latent means and stds (float16) of every still and clip frame, and the scaling factor 1 / std(latents)."""
     vae = vae.to(device)
 
     def encode(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         means, stds = [], []
-        for i in range(0, len(frames), 256):
-            x = to_pixels(frames[i:i + 256]).to(device).contiguous(memory_format=torch.channels_last)
+        for i in range(0, len(frames), batch):
+            x = to_pixels(frames[i:i + batch]).to(device).contiguous(memory_format=torch.channels_last)
             d = vae.encode(x).latent_dist
             means.append(d.mean.half().cpu().numpy())
             stds.append(d.std.half().cpu().numpy())
@@ -110,12 +113,12 @@ def encode_all(vae, images: np.ndarray, clips: np.ndarray, work: Path, device: s
     return {"scaling_factor": round(scale, 5)}
 
 
-def reencode(work: Path, seed: int, device: str) -> dict:
+def reencode(work: Path, seed: int, plan: VAEPlan, device: str) -> dict:
     """Encode the renders again with the trained VAE (work/vae), e.g. on another machine that rendered them anew."""
     from diffusers import AutoencoderKL
 
-    images, _, clips, _ = datasets(work, seed)
+    images, _, clips, _ = pretraining(work, seed, plan.renders)
     vae = AutoencoderKL.from_pretrained(str(work / "vae")).eval()
-    stats = encode_all(vae, images, clips, work, device)
+    stats = encode_all(vae, images, clips, work, device, plan.encode_batch)
     log(f"the VAE's recorded scaling factor stays {vae.config.scaling_factor:.5f}")
     return stats

@@ -9,8 +9,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import Curve, log, mark_done, optimizer_step, render_set, seed_everything, to_pixels, warmup_cosine
-
+from cdvideo.apps.worldbuild.common import (
+    Curve,
+    log,
+    mark_done,
+    optimizer,
+    optimizer_step,
+    render_set,
+    seed_everything,
+    to_pixels,
+)
+from cdvideo.apps.worldbuild.plans import JudgePlan
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.world import MOTIONS, NUM_FRAMES
 
@@ -59,23 +68,20 @@ def evaluate(judge: J.Judge, images: np.ndarray, scenes: list, clips: np.ndarray
     return acc
 
 
-def run(work: Path, seed: int, steps: int = 1600, batch: int = 96, lr: float = 2e-3) -> dict:
+def run(work: Path, seed: int, plan: JudgePlan) -> dict:
     seed_everything(seed)
-    images, scenes = render_set(work, "judge_images", 20000, seed + 101, clip=False, exclude=False)
-    clips, clip_scenes = render_set(work, "judge_clips", 1500, seed + 102, clip=True, exclude=False)
-    spins, spin_scenes = render_set(work, "judge_spins", 1000, seed + 105, clip="spinning", exclude=False)
-    test_images, test_scenes = render_set(work, "judge_test_images", 2000, seed + 103, clip=False, exclude=False)
-    test_clips, test_clip_scenes = render_set(work, "judge_test_clips", 240, seed + 104, clip=True, exclude=False)
+    (images, scenes), (clips, clip_scenes), (spins, spin_scenes) = (render_set(work, r, seed) for r in plan.renders)
+    (test_images, test_scenes), (test_clips, test_clip_scenes) = (render_set(work, r, seed) for r in plan.tests)
     img_t, clip_t = all_targets(scenes, 1), all_targets(clip_scenes, NUM_FRAMES)
     spin_t = all_targets(spin_scenes, NUM_FRAMES)
 
     judge = J.Judge().to(memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPU
-    opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
-    sched = warmup_cosine(opt, steps, 100)
+    steps, batch = plan.steps, plan.batch
+    opt, sched = optimizer(judge.parameters(), plan.optim, steps)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     curve, t0 = Curve(work, "judge"), time.time()
-    n_clip = n_spin = batch // 5  # rotated frames come mostly from the spinning clips
+    n_clip = n_spin = batch // plan.clip_divisor  # rotated frames come mostly from the spinning clips
     for step in range(steps):
         ii = np.sort(rng.choice(len(images), batch - n_clip - n_spin, replace=False))
         ci, fi = rng.integers(len(clips), size=n_clip), rng.integers(NUM_FRAMES, size=n_clip)
@@ -93,22 +99,23 @@ def run(work: Path, seed: int, steps: int = 1600, batch: int = 96, lr: float = 2
             curve.add(step, loss=loss.item())
             log(f"judge step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
     curve.save()
-    train_motion_head(judge, [clips, spins], clip_scenes + spin_scenes, gen, rng, curve)
+    train_motion_head(judge, [clips, spins], clip_scenes + spin_scenes, gen, rng, curve, plan)
     acc = evaluate(judge, test_images, test_scenes, test_clips, test_clip_scenes)
     log("judge accuracy on fresh renders: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
     save(judge, work / "judge.safetensors")
     info = {"accuracy": acc, "steps": steps, "seconds": round(time.time() - t0)}
-    mark_done(work, "judge", info)
+    mark_done(work, "judge", info, plan)
     return info
 
 
 def train_motion_head(judge: J.Judge, clip_sets: list[np.ndarray], scenes: list, gen: torch.Generator,
-                      rng: np.random.Generator, curve: Curve, steps: int = 400, batch: int = 24) -> None:
+                      rng: np.random.Generator, curve: Curve, plan: JudgePlan) -> None:
     """The clip-level motion head over the frozen per-frame trunk; frames are augmented independently, as the
     flicker of generated clips is, and motions are drawn equally often."""
     judge.eval()  # GroupNorm only: eval changes nothing but intent
     params = list(judge.frame_proj.parameters()) + list(judge.motion_head.parameters())
-    opt = torch.optim.AdamW(params, lr=3e-3, weight_decay=1e-4)
+    opt, _ = optimizer(params, plan.head_optim, None)
+    steps, batch = plan.head_steps, plan.head_batch
     labels = np.array([MOTIONS.index(s.motion) for s in scenes])
     p = 1.0 / np.bincount(labels, minlength=len(MOTIONS))[labels]
     refs = [(a, k) for a, c in enumerate(clip_sets) for k in range(len(c))]  # scenes' order

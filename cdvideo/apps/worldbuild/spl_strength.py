@@ -1,9 +1,9 @@
 """SPL across fine-tuning strength in the miniature world: paired differences with bootstrap intervals.
 
-    python scripts/toyworld/spl_strength.py --noise                 # the scorer's own noise first (~4 min)
-    python scripts/toyworld/spl_strength.py --seeds 0               # one seed: 72 runs, ~40 min on 2 cores
-    python scripts/toyworld/spl_strength.py                         # seeds 0 1 2 (~2 h; resumable, rows kept)
-    python scripts/toyworld/spl_strength.py --report                # tables and figures from the rows so far
+    python -m cdvideo.apps.worldbuild.spl_strength --noise       # the scorer's own noise first (~4 min)
+    python -m cdvideo.apps.worldbuild.spl_strength --seeds 0     # one seed: 72 runs, ~40 min on 2 cores
+    python -m cdvideo.apps.worldbuild.spl_strength               # seeds 0 1 2 (~2 h; resumable, rows kept)
+    python -m cdvideo.apps.worldbuild.spl_strength --report      # tables and figures from the rows so far
 
 Each run is `cdvideo train` with the demo's settings (configs/train/toyworld.yaml) on one instance's 5 photos, at
 one strength (learning rate x steps) and SPL weight; every (instance, seed, strength) is trained with SPL 0 and 1,
@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from strength_report import write_report  # beside this script (its folder is on sys.path when it runs)
-
 from cdvideo.apps.demo import render_samples, train_config
+from cdvideo.apps.worldbuild.strength_report import write_report
 from cdvideo.tasks.drift import compute, load_source
 from cdvideo.tasks.train import train
 from cdvideo.toyworld import drift_phrases
@@ -36,9 +35,7 @@ from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES, Instance
 from cdvideo.toyworld.scoring import KINDS, Sample, eval_set, score_samples
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs" / "toyworld"
-ROWS = DOCS / "strength_rows.jsonl"
+ROWS = "strength_rows.jsonl"  # in --docs
 STRENGTHS = {"1e-3 x 120": (1e-3, 120), "3e-3 x 120": (3e-3, 120), "3e-3 x 240": (3e-3, 240),
              "6e-3 x 240": (6e-3, 240)}  # the demo's setting first (1e-2 x 240 collapses with and without SPL)
 STRONGEST = "6e-3 x 240"
@@ -81,11 +78,11 @@ def tag(inst: str, seed: int, strength: str, weight: float, pooling: str) -> str
     return f"{inst}-lr{lr:g}-n{steps}-spl{weight:g}{'-official' if pooling == 'official' else ''}-s{seed}"
 
 
-def read_rows(path: Path = ROWS) -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def append_row(row: dict, path: Path = ROWS) -> None:
+def append_row(row: dict, path: Path) -> None:
     """One line per finished run, flushed and synced: an interrupted ablation keeps every row it finished."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
@@ -95,12 +92,14 @@ def append_row(row: dict, path: Path = ROWS) -> None:
 
 
 def run_ablation(args, judge) -> None:
-    work, done, t0 = Path(args.work), {r["tag"] for r in read_rows()}, time.time()
+    rows = Path(args.docs) / ROWS
+    work, done, t0 = Path(args.work), {r["tag"] for r in read_rows(rows)}, time.time()
     for name in args.instances:  # the base model, prompted with the class word, once per instance
         if f"{name}-base" not in done:
             inst = INSTANCES[name]
             r = score(None, inst, inst.cls, eval_set(inst.colour, inst.cls, args.still_seeds, args.clip_seeds), judge)
-            append_row({"tag": f"{name}-base", "instance": name, "held_out": inst.held_out, "setting": "base", **r})
+            append_row({"tag": f"{name}-base", "instance": name, "held_out": inst.held_out, "setting": "base", **r},
+                       rows)
     for name, seed, strength, weight, pooling in plan(args.instances, args.seeds):
         t = tag(name, seed, strength, weight, pooling)
         if t in done:
@@ -111,7 +110,7 @@ def run_ablation(args, judge) -> None:
                                                           args.clip_seeds), judge)
         row = {"tag": t, "instance": name, "held_out": inst.held_out, "seed": seed, "strength": strength,
                "spl": weight, "pooling": pooling, **r, "drift": drift_distance(path)}
-        append_row(row)
+        append_row(row, rows)
         print(f"[{time.time() - t0:6.0f} s] {t}: identity {r['identity']:.3f} composition {r['composition']:.3f} "
               f"drift {row['drift']:.3f}", flush=True)
 
@@ -137,7 +136,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--still-seeds", type=int, default=3, help="render seeds per still prompt")
     p.add_argument("--clip-seeds", type=int, default=2, help="render seeds per motion prompt")
-    p.add_argument("--work", default=str(ROOT / ".toyworld-build" / "strength"))
+    p.add_argument("--work", default=".toyworld-build/strength", help="the runs' weights (default: %(default)s)")
+    p.add_argument("--docs", default="docs/toyworld", help="rows, tables and figures (default: %(default)s)")
     p.add_argument("--noise", action="store_true", help="measure the scorer's noise and stop")
     p.add_argument("--noise-repeats", type=int, default=4)
     p.add_argument("--report", action="store_true", help="only write the summary of the rows so far")
@@ -147,7 +147,7 @@ def main() -> None:
         return measure_noise(args, judge)
     if not args.report:
         run_ablation(args, judge)
-    write_report(read_rows(), DOCS)
+    write_report(read_rows(Path(args.docs) / ROWS), Path(args.docs))
 
 
 if __name__ == "__main__":

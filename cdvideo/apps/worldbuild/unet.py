@@ -12,36 +12,42 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import SD_SCHEDULE, UNET, Curve, log, mark_done, optimizer_step, seed_everything, step_rngs, warmup_cosine
-from train_text import datasets
+from transformers import CLIPTextModel, CLIPTokenizer
 
+from cdvideo.apps.worldbuild.common import (
+    SD_SCHEDULE,
+    UNET,
+    Curve,
+    log,
+    mark_done,
+    optimizer,
+    optimizer_step,
+    pretraining,
+    seed_everything,
+    step_rngs,
+)
+from cdvideo.apps.worldbuild.plans import UNetPlan
+from cdvideo.models.architectures import tokenizer_dir
 from cdvideo.models.text import tokenize
 from cdvideo.toyworld.world import caption
 
-DROP = 0.1  # caption dropout for classifier-free guidance
-MIN_SNR = 5.0
-CKPT_EVERY = 200  # steps between resumable checkpoints (deleted when the stage finishes)
 
-
-def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float = MIN_SNR) -> torch.Tensor:
+def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float) -> torch.Tensor:
     """min(SNR, gamma) / SNR per sample, for epsilon prediction (Hang et al. 2023, Eq. 9)."""
     a = alphas_cumprod[t]
     snr = a / (1 - a)
     return snr.clamp(max=gamma) / snr
 
 
-def noised(x0: torch.Tensor, sched, gen: torch.Generator) -> dict:
+def noised(x0: torch.Tensor, sched, gen: torch.Generator, min_snr: float) -> dict:
     """Noise and timesteps drawn from `gen`, the noised latents and their min-SNR weights (epsilon targets)."""
     noise = torch.randn(x0.shape, generator=gen)
     t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=gen)
-    return dict(noisy=sched.add_noise(x0, noise, t), noise=noise, t=t, w=min_snr_weights(sched.alphas_cumprod, t))
+    return dict(noisy=sched.add_noise(x0, noise, t), noise=noise, t=t,
+                w=min_snr_weights(sched.alphas_cumprod, t, min_snr))
 
 
 def load_text(work: Path):
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    from cdvideo.models.architectures import tokenizer_dir
-
     text_encoder = CLIPTextModel.from_pretrained(str(work / "text_encoder")).eval().requires_grad_(False)
     return CLIPTokenizer.from_pretrained(str(tokenizer_dir())), text_encoder
 
@@ -56,14 +62,15 @@ def sample_latents(mean: np.ndarray, std: np.ndarray, scale: float, gen: torch.G
     return (m + s * torch.randn(m.shape, generator=gen)) * scale
 
 
-def captions(scenes: list, rng: np.random.Generator) -> list[str]:
-    return ["" if rng.random() < DROP else caption(s, rng) for s in scenes]
+def captions(scenes: list, rng: np.random.Generator, drop: float) -> list[str]:
+    """A caption per scene, "" for a share `drop` of them (classifier-free guidance)."""
+    return ["" if rng.random() < drop else caption(s, rng) for s in scenes]
 
 
 class EMA:
     """Exponential moving average of the weights, with the usual warm-up of the decay."""
 
-    def __init__(self, model: torch.nn.Module, decay: float = 0.998):
+    def __init__(self, model: torch.nn.Module, decay: float):
         self.model, self.decay, self.step = copy.deepcopy(model).eval().requires_grad_(False), decay, 0
 
     @torch.no_grad()
@@ -73,59 +80,61 @@ class EMA:
         torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - d)
 
 
-def batch_at(step: int, seed: int, data: dict, batch: int, tokenizer) -> dict:
+def batch_at(step: int, seed: int, data: dict, plan: UNetPlan, tokenizer) -> dict:
     """The step's batch, a pure function of (seed, step): stills and clip frames, noised, with token ids (CPU)."""
     rng, gen = step_rngs(seed, step)
     scenes, clip_scenes, (im_mean, im_std), (cl_mean, cl_std) = data["scenes"], data["clip_scenes"], *data["latents"]
-    n_clip = batch // 4  # a quarter of each batch are clip frames
+    batch = plan.batch
+    n_clip = batch // plan.clip_divisor  # a quarter of each batch are clip frames
     ii = np.sort(rng.choice(len(scenes), batch - n_clip, replace=False))
     ci, fi = rng.integers(len(clip_scenes), size=n_clip), rng.integers(cl_mean.shape[1], size=n_clip)
     mean = np.concatenate([im_mean[ii], np.stack([cl_mean[c, f] for c, f in zip(ci, fi)])])
     std = np.concatenate([im_std[ii], np.stack([cl_std[c, f] for c, f in zip(ci, fi)])])
     x0 = sample_latents(mean, std, data["scale"], gen)  # (B, 4, 16, 16)
-    ids = tokenize(tokenizer, captions([scenes[i] for i in ii] + [clip_scenes[c] for c in ci], rng))  # (B, 77)
-    return dict(noised(x0, data["sched"], gen), ids=ids)
+    ids = tokenize(tokenizer, captions([scenes[i] for i in ii] + [clip_scenes[c] for c in ci], rng,
+                                       plan.caption_drop))  # (B, 77)
+    return dict(noised(x0, data["sched"], gen, plan.min_snr), ids=ids)
 
 
-def run(work: Path, seed: int, steps: int = 2800, batch: int = 64, lr: float = 1e-3, device: str = "cpu") -> dict:
+def run(work: Path, seed: int, plan: UNetPlan) -> dict:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     seed_everything(seed)
-    _, scenes, _, clip_scenes = datasets(work, seed)
+    steps, device = plan.steps, plan.device
+    _, scenes, _, clip_scenes = pretraining(work, seed, plan.renders)
     tokenizer, text_encoder = load_text(work)
     text_encoder.to(device)
     data = dict(scenes=scenes, clip_scenes=clip_scenes, latents=(latents(work, "images"), latents(work, "clips")),
                 scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"],
                 sched=DDPMScheduler(**SD_SCHEDULE))
     unet = UNet2DConditionModel(**UNET).train().to(device, memory_format=torch.channels_last)  # ~1.1x on CPU
-    ema = EMA(unet)
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
-    lr_sched = warmup_cosine(opt, steps, 100, floor=0.2)
+    ema = EMA(unet, plan.ema_decay)
+    opt, lr_sched = optimizer(unet.parameters(), plan.optim, steps)
     curve, t0 = Curve(work, "unet"), time.time()
     state = dict(unet=unet, ema=ema.model, opt=opt, lr_sched=lr_sched)
     start, ema.step = resume(work / "unet.ckpt", state, curve)
     with ThreadPoolExecutor(1) as pool:  # the next batch is drawn while this one trains
-        pending = pool.submit(batch_at, start, seed, data, batch, tokenizer)
+        pending = pool.submit(batch_at, start, seed, data, plan, tokenizer)
         for step in range(start, steps):
             b = {k: v.to(device) for k, v in pending.result().items()}
             if step + 1 < steps:
-                pending = pool.submit(batch_at, step + 1, seed, data, batch, tokenizer)
+                pending = pool.submit(batch_at, step + 1, seed, data, plan, tokenizer)
             with torch.no_grad():
                 cond = text_encoder(b["ids"]).last_hidden_state  # (B, 77, D)
             # -- prediction, min-SNR-weighted epsilon loss, update, EMA
             pred = unet(b["noisy"].contiguous(memory_format=torch.channels_last), b["t"], cond).sample
             loss = (b["w"] * (pred - b["noise"]).pow(2).mean(dim=(1, 2, 3))).mean()
-            optimizer_step(loss, opt, lr_sched, unet.parameters())
+            optimizer_step(loss, opt, lr_sched, unet.parameters(), plan.optim.max_norm)
             ema.update(unet)
             if step % 25 == 0 or step == steps - 1:
                 curve.add(step, loss=loss.item())
                 log(f"unet step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
-            if (step + 1) % CKPT_EVERY == 0 and step + 1 < steps:
+            if (step + 1) % plan.checkpoint_every == 0 and step + 1 < steps:
                 checkpoint(work / "unet.ckpt", step + 1, state, curve, ema.step)
     curve.save()
     ema.model.cpu().save_pretrained(str(work / "unet"))
-    info = {"steps": steps, "batch": batch, "device": device, "seconds": round(time.time() - t0)}
-    mark_done(work, "unet", info)
+    info = {"seconds": round(time.time() - t0)}
+    mark_done(work, "unet", info, plan)
     (work / "unet.ckpt").unlink(missing_ok=True)
     return info
 

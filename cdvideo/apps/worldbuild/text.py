@@ -13,23 +13,25 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from common import TEXT, Curve, log, mark_done, optimizer_step, render_set, seed_everything, to_pixels, warmup_cosine
-
+from cdvideo.apps.worldbuild.common import (
+    TEXT,
+    Curve,
+    log,
+    mark_done,
+    optimizer,
+    optimizer_step,
+    pretraining,
+    seed_everything,
+    to_pixels,
+)
+from cdvideo.apps.worldbuild.plans import TextPlan
 from cdvideo.models.architectures import tokenizer_dir
 from cdvideo.models.text import eos_index
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.world import MOTIONS, NUM_FRAMES, describe
 
-CLASS_WEIGHT = {"cls": 2.0}  # the class matters most: phrases of one class should cluster
 ATTRS = {**{k: v for k, v in J.HEADS.items() if k != "pattern_colour"},
          "pattern_colour": J.HEADS["pattern_colour"][:-1], "motion": MOTIONS[1:]}
-
-
-def datasets(work: Path, seed: int):
-    """The pretraining renders: stills and clips (personal instances excluded), shared with later stages."""
-    images, scenes = render_set(work, "images", 32000, seed + 1, clip=False)
-    clips, clip_scenes = render_set(work, "clips", 1600, seed + 2, clip=True)
-    return images, scenes, clips, clip_scenes
 
 
 @torch.no_grad()
@@ -44,11 +46,12 @@ def image_features(judge: J.Judge, images: np.ndarray, clips: np.ndarray) -> tor
 class Towers(nn.Module):
     """Projections into the shared space, the temperature, and the attribute heads."""
 
-    def __init__(self, hidden: int, width: int):
+    def __init__(self, hidden: int, width: int, plan: TextPlan):
         super().__init__()
-        self.image = nn.Sequential(nn.Linear(4 * hidden, 256), nn.SiLU(), nn.Linear(256, width))
+        tower = plan.tower_width
+        self.image = nn.Sequential(nn.Linear(4 * hidden, tower), nn.SiLU(), nn.Linear(tower, width))
         self.text = nn.Linear(width, width, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / plan.temperature)))
         self.heads = nn.ModuleDict({k: nn.Linear(width, len(v)) for k, v in ATTRS.items()})
 
     def image_embed(self, f: torch.Tensor) -> torch.Tensor:
@@ -73,11 +76,11 @@ def build_text_encoder(tokenizer):
     return CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), **TEXT))
 
 
-def run(work: Path, seed: int, steps: int = 500, batch: int = 512, lr: float = 2e-3) -> dict:
+def run(work: Path, seed: int, plan: TextPlan) -> dict:
     from transformers import CLIPTokenizer
 
     seed_everything(seed)
-    images, scenes, clips, clip_scenes = datasets(work, seed)
+    images, scenes, clips, clip_scenes = pretraining(work, seed, plan.renders)
     all_scenes = scenes + clip_scenes
     judge = J.load(work / "judge.safetensors")
     feats = image_features(judge, images, clips)  # (N, 3, hidden)
@@ -85,13 +88,14 @@ def run(work: Path, seed: int, steps: int = 500, batch: int = 512, lr: float = 2
 
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir()))
     text_encoder = build_text_encoder(tokenizer).train()
-    towers = Towers(feats.shape[-1], TEXT["hidden_size"])
+    towers = Towers(feats.shape[-1], TEXT["hidden_size"], plan)
     params = list(text_encoder.parameters()) + list(towers.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    sched = warmup_cosine(opt, steps, 100)
+    steps, batch = plan.steps, plan.batch
+    opt, sched = optimizer(params, plan.optim, steps)
     rng = np.random.default_rng(seed)
-    weights = np.r_[np.full(len(scenes), 3.0), np.full(len(clip_scenes), 1.0 * len(scenes) / len(clip_scenes))]
-    weights /= weights.sum()  # a quarter of each batch from clips
+    weights = np.r_[np.full(len(scenes), plan.image_weight),
+                    np.full(len(clip_scenes), 1.0 * len(scenes) / len(clip_scenes))]
+    weights /= weights.sum()  # image_weight 3: a quarter of each batch from clips
     curve, t0 = Curve(work, "text"), time.time()
     for step in range(steps):
         idx = rng.choice(len(all_scenes), batch, replace=False, p=weights)
@@ -101,10 +105,10 @@ def run(work: Path, seed: int, steps: int = 500, batch: int = 512, lr: float = 2
         eos = hidden[torch.arange(len(ids)), eos_index(ids, tokenizer.eos_token_id)]  # (B, D)
         contrastive = clip_loss(towers.text(eos), towers.image_embed(feats[idx]), towers.logit_scale)
         t = attribute_targets([d[1] for d in described])
-        aux = sum(CLASS_WEIGHT.get(k, 1.0) * F.cross_entropy(towers.heads[k](eos), t[k], ignore_index=J.IGNORE)
-                  for k in ATTRS) / len(ATTRS)
+        aux = sum((plan.class_weight if k == "cls" else 1.0)  # the class matters most: its phrases cluster
+                  * F.cross_entropy(towers.heads[k](eos), t[k], ignore_index=J.IGNORE) for k in ATTRS) / len(ATTRS)
         loss = contrastive + aux
-        optimizer_step(loss, opt, sched, params)
+        optimizer_step(loss, opt, sched, params, plan.optim.max_norm)
         if step % 50 == 0 or step == steps - 1:
             curve.add(step, loss=loss.item(), contrastive=contrastive.item(), attributes=aux.item())
             log(f"text step {step}/{steps} contrastive {contrastive.item():.4f} attributes {aux.item():.4f} "
@@ -113,5 +117,5 @@ def run(work: Path, seed: int, steps: int = 500, batch: int = 512, lr: float = 2
     text_encoder.eval().save_pretrained(str(work / "text_encoder"))
     info = {"steps": steps, "seconds": round(time.time() - t0), "final_contrastive": contrastive.item(),
             "final_attributes": aux.item()}
-    mark_done(work, "text", info)
+    mark_done(work, "text", info, plan)
     return info

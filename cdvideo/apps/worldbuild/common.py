@@ -1,5 +1,5 @@
-"""Shared pieces of the miniature world's build: the work folder, seeding, rendered datasets, curves, and the
-architectures of the miniature model (SD1.5's component classes and block types, small widths)."""
+"""Shared pieces of the miniature world's build: seeding, rendered datasets, optimizers, curves, stage records,
+and the architectures of the miniature model (SD1.5's component classes and block types, small widths)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cdvideo.apps.worldbuild.plans import Optim, Renders, record
 from cdvideo.toyworld import draw, world
 from cdvideo.toyworld.instances import excluded
 
-ROOT = Path(__file__).resolve().parents[2]
-ASSETS = ROOT / "cdvideo" / "toyworld" / "assets"
 TEXT_WIDTH = 64
 # SD1.5's block layout (cross-attention in the middle levels and the mid block) without attention at the
 # 16 x 16 level, where self-attention over 256 positions would cost 40% of a CPU step
@@ -48,18 +47,10 @@ def warmup_cosine(optimizer, steps: int, warmup: int, floor: float = 0.0):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-MOTION_WEIGHTINGS = ("min-snr", "high-noise")  # of the motion stage's epsilon loss (train_motion.high_noise_weights)
-
-
-def parse_rounds(spec: str) -> list[tuple[int, str]]:
-    """'4000,1500:high-noise' -> [(4000, 'min-snr'), (1500, 'high-noise')]: the motion stage's rounds."""
-    rounds = []
-    for part in spec.split(","):
-        steps, _, weighting = part.strip().partition(":")
-        if not steps.isdigit() or int(steps) < 1 or (weighting or "min-snr") not in MOTION_WEIGHTINGS:
-            raise ValueError(f"{part!r} is not STEPS[:min-snr|high-noise], e.g. 4000 or 1500:high-noise")
-        rounds.append((int(steps), weighting or "min-snr"))
-    return rounds
+def optimizer(params, optim: Optim, steps: int | None):
+    """AdamW of the plan, and its warm-up cosine schedule over `steps` (None: a constant learning rate)."""
+    opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    return opt, None if steps is None else warmup_cosine(opt, steps, optim.warmup, optim.floor)
 
 
 def seed_everything(seed: int) -> None:
@@ -93,10 +84,11 @@ def spinning_scene(rng: np.random.Generator, exclude: frozenset = frozenset()) -
             return world.with_motion(scene, rng, "spinning")
 
 
-def render_set(work: Path, name: str, n: int, seed: int, clip: bool | str, exclude: bool = True
-               ) -> tuple[np.ndarray, list]:
-    """n scenes (clips when `clip`; spinning clips when clip='spinning') drawn with `seed`, rendered on all cores;
-    cached in work/name.npy + .json (+ name_alpha.npy: where the objects are)."""
+def render_set(work: Path, renders: Renders, seed: int) -> tuple[np.ndarray, list]:
+    """The scenes of `renders` drawn with seed + its offset, rendered on all cores; cached in work/<name>.npy +
+    .json (+ <name>_alpha.npy: where the objects are)."""
+    name, n, clip = renders.name, renders.n, renders.clip
+    seed, exclude = seed + renders.seed_offset, renders.exclude
     arrays, labels = work / f"{name}.npy", work / f"{name}.json"
     if arrays.is_file() and labels.is_file() and (work / f"{name}_alpha.npy").is_file():
         scenes = [world.Scene(**d) for d in json.loads(labels.read_text())]
@@ -127,11 +119,12 @@ def to_pixels(batch: np.ndarray) -> torch.Tensor:
 
 
 # -- Curves -----------------------------------------------------------------------------------------------
-def optimizer_step(loss, opt, sched=None, clip_params=None, max_norm: float = 1.0) -> None:
-    """One update: backward, gradient-norm clipping when params are given, optimizer and schedule step."""
+def optimizer_step(loss, opt, sched=None, clip_params=None, max_norm: float | None = 1.0) -> None:
+    """One update: backward, gradient-norm clipping when params and a max norm are given, optimizer and schedule
+    step."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    if clip_params is not None:
+    if clip_params is not None and max_norm is not None:
         torch.nn.utils.clip_grad_norm_(clip_params, max_norm)
     opt.step()
     if sched is not None:
@@ -156,5 +149,12 @@ def done(work: Path, stage: str) -> bool:
     return (work / f"{stage}.done").is_file()
 
 
-def mark_done(work: Path, stage: str, info: dict) -> None:
-    (work / f"{stage}.done").write_text(json.dumps(info, indent=1))
+def mark_done(work: Path, stage: str, info: dict, plan) -> None:
+    """The stage's record: what it measured and the plan it ran."""
+    (work / f"{stage}.done").write_text(json.dumps({**info, "plan": record(plan)}, indent=1))
+
+
+def pretraining(work: Path, seed: int, renders: tuple[Renders, ...]):
+    """The pretraining renders: stills and clips (personal instances excluded), shared by the later stages."""
+    (images, scenes), (clips, clip_scenes) = (render_set(work, r, seed) for r in renders)
+    return images, scenes, clips, clip_scenes

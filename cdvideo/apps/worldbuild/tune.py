@@ -2,7 +2,7 @@
 grid of learning rate x steps on the four tuning instances only (the two held-out ones never enter it), each run
 scored by the judge as in the SPL ablation (identity and composition).
 
-    python scripts/toyworld/tune.py            # writes docs/toyworld/tuning.md
+    python -m cdvideo.apps.worldbuild.tune    # writes docs/toyworld/tuning.md
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from spl_ablation import DOCS, ROOT, score
-
+from cdvideo.apps.worldbuild.spl_ablation import score
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES
 
@@ -31,7 +30,8 @@ def run(inst, out: Path, lr: float, steps: int) -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--instances", nargs="+", default=[n for n, i in INSTANCES.items() if not i.held_out])
-    p.add_argument("--work", default=str(ROOT / ".toyworld-build" / "tuning"))
+    p.add_argument("--work", default=".toyworld-build/tuning", help="the runs' weights (default: %(default)s)")
+    p.add_argument("--docs", default="docs/toyworld", help="where tuning.md goes (default: %(default)s)")
     args = p.parse_args()
     judge, t0, lines = J.load(), time.time(), []
     for lr, steps in GRID:
@@ -47,8 +47,8 @@ def main() -> None:
               flush=True)
     text = ("| learning rate | steps | identity | composition |\n|---|---|---|---|\n" + "\n".join(lines) + "\n\n"
             f"Tuning instances: {', '.join(args.instances)} (SPL 1.0, the demo's other settings).\n")
-    DOCS.mkdir(parents=True, exist_ok=True)
-    (DOCS / "tuning.md").write_text(text)
+    Path(args.docs).mkdir(parents=True, exist_ok=True)
+    (Path(args.docs) / "tuning.md").write_text(text)
     print(text)
 
 

@@ -16,20 +16,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import (
+
+from cdvideo.apps.worldbuild.common import (
     ADAPTER,
     MOTION_SCHEDULE,
     Curve,
     log,
     mark_done,
+    optimizer,
     optimizer_step,
+    pretraining,
     seed_everything,
     step_rngs,
-    warmup_cosine,
 )
-from train_text import datasets
-from train_unet import captions, latents, load_text, noised, sample_latents
-
+from cdvideo.apps.worldbuild.plans import MotionPlan, record
+from cdvideo.apps.worldbuild.unet import captions, latents, load_text, noised, sample_latents
 from cdvideo.models.text import tokenize
 
 
@@ -55,93 +56,96 @@ def build(work: Path, adapter_dir: Path | None = None):
 
 
 def high_noise_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, min_snr_w: torch.Tensor,
-                       cap: float = 10.0) -> torch.Tensor:
+                       cap: float) -> torch.Tensor:
     """max(min-SNR weight, min(1 / SNR, cap)): the epsilon loss in x0 units where noise is high (1 / SNR is the
     x0 error per unit of epsilon error, Salimans & Ho ICLR 2022), where a clip's trajectory is decided."""
     a = alphas_cumprod[t]
     return torch.maximum(min_snr_w, ((1 - a) / a).clamp(max=cap))
 
 
-def batch_at(step: int, seed: int, data: dict, clips_per_batch: int, tokenizer) -> dict:
+def batch_at(step: int, seed: int, data: dict, plan: MotionPlan, tokenizer) -> dict:
     """The step's clips, a pure function of (seed, step): noised latents and token ids (CPU)."""
     rng, gen = step_rngs(seed, step)
     mean, std = data["latents"]  # (N, F, 4, 16, 16)
-    ci = np.sort(rng.choice(len(data["clip_scenes"]), clips_per_batch, replace=False))
+    ci = np.sort(rng.choice(len(data["clip_scenes"]), plan.clips_per_batch, replace=False))
     x0 = sample_latents(mean[ci], std[ci], data["scale"], gen).permute(0, 2, 1, 3, 4)  # (B, 4, F, 16, 16)
-    ids = tokenize(tokenizer, captions([data["clip_scenes"][c] for c in ci], rng))  # (B, 77)
-    return dict(noised(x0, data["sched"], gen), ids=ids)
+    ids = tokenize(tokenizer, captions([data["clip_scenes"][c] for c in ci], rng, plan.caption_drop))  # (B, 77)
+    return dict(noised(x0, data["sched"], gen, plan.min_snr), ids=ids)
 
 
-def run(work: Path, seed: int, rounds: list[tuple[int, str]], clips_per_batch: int = 4, lr: float = 1e-3,
-        device: str = "cpu") -> dict:
+def run(work: Path, seed: int, plan: MotionPlan) -> dict:
     from diffusers import AutoencoderKL, DDPMScheduler
 
     seed_everything(seed)
-    _, _, _, clip_scenes = datasets(work, seed)
+    _, _, _, clip_scenes = pretraining(work, seed, plan.renders)
     tokenizer, text_encoder = load_text(work)
-    text_encoder.to(device)
+    text_encoder.to(plan.device)
     data = dict(clip_scenes=clip_scenes, latents=latents(work, "clips"), sched=DDPMScheduler(**MOTION_SCHEDULE),
                 scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"])
-    plan = {"seed": seed, "clips_per_batch": clips_per_batch, "lr": lr, "device": device}
-    rounds = [(int(n), w) for n, w in rounds]
-    done, curve = resume(work, plan, rounds)
+    rounds = [(int(n), w) for n, w in plan.rounds]
+    done, curve = resume(work, seed, plan, rounds)
     model, trainable = build(work, work / "motion.round" if done else None)
-    model.to(device)
+    model.to(plan.device)
     log(f"motion modules: {sum(p.numel() for p in trainable) / 1e6:.2f}M parameters")
     t0, steps = time.time(), sum(n for n, _ in rounds)
     for k in range(done, len(rounds)):
         r0 = sum(n for n, _ in rounds[:k])
-        train_round(model, trainable, data, text_encoder, tokenizer, curve, dict(plan, steps=steps), r0, *rounds[k])
-        save_round(work, model, plan, rounds[:k + 1], curve)
+        train_round(model, trainable, data, text_encoder, tokenizer, curve, (seed, plan, steps), r0, *rounds[k])
+        save_round(work, model, seed, plan, rounds[:k + 1], curve)
     curve.save()
     model.cpu().eval().save_motion_modules(str(work / "motion_adapter"))
-    info = {"steps": steps, "rounds": rounds, "clips_per_batch": clips_per_batch, "device": device,
-            "seconds": round(time.time() - t0), "went_on_after_rounds": done}
-    mark_done(work, "motion", info)
+    info = {"steps": steps, "seconds": round(time.time() - t0), "went_on_after_rounds": done}
+    mark_done(work, "motion", info, plan)
     return info
 
 
-def train_round(model, trainable, data: dict, text_encoder, tokenizer, curve: Curve, plan: dict, r0: int, n: int,
+def train_round(model, trainable, data: dict, text_encoder, tokenizer, curve: Curve, run: tuple, r0: int, n: int,
                 weighting: str = "min-snr") -> None:
-    """Steps r0 .. r0 + n: a fresh AdamW and a warm-up cosine over the round; the epsilon loss weighted by
-    min-SNR, or `high_noise_weights`."""
-    steps, device = plan["steps"], plan["device"]
-    opt = torch.optim.AdamW(trainable, lr=plan["lr"], weight_decay=1e-2)
-    lr_sched = warmup_cosine(opt, n, 50, floor=0.1)
+    """Steps r0 .. r0 + n of the run (seed, plan, total steps): a fresh AdamW and a warm-up cosine over the round;
+    the epsilon loss weighted by min-SNR, or `high_noise_weights`."""
+    seed, plan, steps = run
+    device = plan.device
+    opt, lr_sched = optimizer(trainable, plan.optim, n)
     t0, alphas_cumprod = time.time(), data["sched"].alphas_cumprod.to(device)
     for step in range(r0, r0 + n):
-        b = {k: v.to(device) for k, v in batch_at(step, plan["seed"], data, plan["clips_per_batch"], tokenizer).items()}
+        b = {k: v.to(device) for k, v in batch_at(step, seed, data, plan, tokenizer).items()}
         if weighting == "high-noise":
-            b["w"] = high_noise_weights(alphas_cumprod, b["t"], b["w"])
+            b["w"] = high_noise_weights(alphas_cumprod, b["t"], b["w"], plan.high_noise_cap)
         with torch.no_grad():
             cond = text_encoder(b["ids"]).last_hidden_state  # (B, 77, D)
         cond = cond.repeat_interleave(b["noisy"].shape[2], dim=0)  # (B * F, 77, D), one per frame as the pipeline
         pred = model(b["noisy"], b["t"], cond).sample  # (B, 4, F, 16, 16)
         loss = (b["w"] * (pred - b["noise"]).pow(2).mean(dim=(1, 2, 3, 4))).mean()
-        optimizer_step(loss, opt, lr_sched, trainable)
+        optimizer_step(loss, opt, lr_sched, trainable, plan.optim.max_norm)
         if step % 10 == 0 or step == r0 + n - 1:
             curve.add(step, loss=loss.item())
             log(f"motion step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
 
 
-def save_round(work: Path, model, plan: dict, rounds: list[tuple[int, str]], curve: Curve) -> None:
+def saved_plan(seed: int, plan: MotionPlan) -> dict:
+    """What a saved round must share with this run to go on from it: the seed and the plan but its rounds."""
+    return {"seed": seed, **{k: v for k, v in record(plan).items() if k != "rounds"}}
+
+
+def save_round(work: Path, model, seed: int, plan: MotionPlan, rounds: list[tuple[int, str]], curve: Curve) -> None:
     """The motion modules after the given rounds, with the plan and curve so far (written whole, then renamed)."""
     tmp = work / "motion.round.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_motion_modules(str(tmp))
-    (tmp / "round.json").write_text(json.dumps({"plan": plan, "rounds": rounds, "curve": curve.values}))
+    blob = {"plan": saved_plan(seed, plan), "rounds": rounds, "curve": curve.values}
+    (tmp / "round.json").write_text(json.dumps(blob))
     shutil.rmtree(work / "motion.round", ignore_errors=True)
     tmp.replace(work / "motion.round")
     log(f"motion: saved after rounds {rounds}")
 
 
-def resume(work: Path, plan: dict, rounds: list[tuple[int, str]]) -> tuple[int, Curve]:
+def resume(work: Path, seed: int, plan: MotionPlan, rounds: list[tuple[int, str]]) -> tuple[int, Curve]:
     """How many of `rounds` the saved state has done (0 unless its plan is this one and its rounds begin
     `rounds`), and the curve up to there."""
     curve, saved = Curve(work, "motion"), work / "motion.round" / "round.json"
     if not saved.is_file():
         return 0, curve
-    blob = json.loads(saved.read_text())
+    blob, plan = json.loads(saved.read_text()), json.loads(json.dumps(saved_plan(seed, plan)))  # tuples as lists
     done = [tuple(r) for r in blob["rounds"]]
     if blob["plan"] != plan or done != rounds[:len(done)]:
         log(f"motion: the saved rounds {done} of {blob['plan']} do not begin {rounds} of {plan}; starting over")

@@ -1,0 +1,101 @@
+"""Rebuild the miniature world's shipped weights: judge, text encoder, VAE, UNet, motion adapter.
+
+    python -m cdvideo.apps.worldbuild                  # every stage, about 164 minutes on 2 CPU cores
+    python -m cdvideo.apps.worldbuild --stage unet     # one stage (the earlier ones must have run)
+    python -m cdvideo.apps.worldbuild --stage latents,unet --device cuda   # the shipped UNet: one GPU, ~5 minutes
+
+--device cuda trains the UNet (and the motion adapter, if asked) on a GPU with the "cuda" profile of plans.py
+(larger batches, more samples); judge, text and VAE train on the CPU either way. `latents` re-encodes the renders
+with the trained VAE, for a machine that has the stage outputs but not the (large, re-renderable) datasets. The
+shipped weights: judge, text, vae on the CPU; latents, unet with --device cuda; motion, export on the CPU.
+
+Deterministic for a seed, a device and a thread count: every stage seeds its own RNGs and uses only its inputs and
+its plan (plans.py), which its record work/<stage>.done holds. Intermediate files (rendered datasets, latents,
+per-stage weights, curves) go to --work (default .toyworld-build/, not committed); `export` writes the shipped
+files into --assets (default the installed cdvideo/toyworld/assets/) and `report` renders the figures and
+numbers of docs/toyworld.md into --docs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from cdvideo.apps.worldbuild.common import log
+from cdvideo.apps.worldbuild.plans import PROFILES, Plans, parse_rounds, plans_for
+from cdvideo.toyworld import assets_dir
+
+STAGES = ("judge", "text", "vae", "unet", "motion", "export", "report")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cdvideo.apps.worldbuild", description=__doc__.splitlines()[0])
+    p.add_argument("--stage", default="all", help=f"all, or a comma-separated list of {', '.join(STAGES)}, latents")
+    p.add_argument("--work", default=".toyworld-build", help="intermediate files (default: %(default)s)")
+    p.add_argument("--assets", default=str(assets_dir()), help="where `export` writes the shipped files (default: the "
+                   "installed package's)")
+    p.add_argument("--docs", default="docs/toyworld", help="where `report` writes (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps (0.05 for a smoke run)")
+    p.add_argument("--device", default="cpu", choices=sorted(PROFILES), help="where the UNet and motion stages train")
+    p.add_argument("--motion-rounds", default=None, metavar="STEPS[:WEIGHTING],...",
+                   help="motion stage: its warm-restart rounds, each steps and loss weighting (min-snr or "
+                   "high-noise); default the profile's; goes on after the saved rounds it begins with")
+    return p
+
+
+def main() -> None:
+    p = parser()
+    args = p.parse_args()
+    try:
+        rounds = parse_rounds(args.motion_rounds) if args.motion_rounds else None  # None: the profile's
+    except ValueError as e:
+        p.error(f"--motion-rounds {args.motion_rounds}: {e}")
+    stages = STAGES if args.stage == "all" else tuple(args.stage.split(","))
+    unknown = sorted(set(stages) - set(STAGES) - {"latents"})
+    if unknown:
+        p.error(f"unknown stage {', '.join(unknown)}; choose from all, {', '.join(STAGES)}, latents")
+    if args.device == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    plans = plans_for(args.device, args.scale, rounds)
+    t0 = time.time()
+    for stage in stages:
+        log(f"== stage {stage} ({args.device} profile)")
+        run_stage(stage, work, args.seed, plans, args)
+    log(f"done in {(time.time() - t0) / 60:.1f} min")
+
+
+def run_stage(stage: str, work: Path, seed: int, plans: Plans, args: argparse.Namespace) -> None:
+    """One stage with its plan (the stage modules import torch and diffusers: only the stages asked for load)."""
+    if stage == "judge":
+        from cdvideo.apps.worldbuild import judge  # lazy: start-up time (each stage loads only what it needs)
+        judge.run(work, seed, plans.judge)
+    elif stage == "text":
+        from cdvideo.apps.worldbuild import text  # lazy: start-up time
+        text.run(work, seed, plans.text)
+    elif stage == "vae":
+        from cdvideo.apps.worldbuild import vae  # lazy: start-up time
+        vae.run(work, seed, plans.vae)
+    elif stage == "latents":
+        from cdvideo.apps.worldbuild import vae  # lazy: start-up time
+        vae.reencode(work, seed, plans.vae, args.device)
+    elif stage == "unet":
+        from cdvideo.apps.worldbuild import unet  # lazy: start-up time
+        unet.run(work, seed, plans.unet)
+    elif stage == "motion":
+        from cdvideo.apps.worldbuild import motion  # lazy: start-up time
+        motion.run(work, seed, plans.motion)
+    elif stage == "export":
+        from cdvideo.apps.worldbuild import export  # lazy: start-up time
+        export.run(work, Path(args.assets))
+    elif stage == "report":
+        from cdvideo.apps.worldbuild import report  # lazy: start-up time
+        report.run(work, seed, Path(args.docs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Stage 6: write the shipped files (by default into the installed cdvideo/toyworld/assets/): the model as a
+diffusers StableDiffusionPipeline folder (float16 weights, SD1.5's tokenizer, a DDIM scheduler), the motion
+adapter folder, the judge, and the personal instances' photos."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from cdvideo.apps.worldbuild.common import SD_SCHEDULE, log
+from cdvideo.data.files import atomic_folder
+from cdvideo.models.architectures import tokenizer_dir
+from cdvideo.toyworld.instances import write_photos
+
+
+def run(work: Path, assets: Path) -> None:
+    """The model, adapter, judge and photos from the stage outputs in `work` into `assets`."""
+    from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL.from_pretrained(str(work / "vae")),
+        text_encoder=CLIPTextModel.from_pretrained(str(work / "text_encoder")),
+        tokenizer=CLIPTokenizer.from_pretrained(str(tokenizer_dir())),
+        unet=UNet2DConditionModel.from_pretrained(str(work / "unet")),
+        scheduler=DDIMScheduler(**SD_SCHEDULE, set_alpha_to_one=False), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    assets.mkdir(parents=True, exist_ok=True)
+    with atomic_folder(assets / "model") as d:  # a failed export leaves the old files
+        pipe.to(torch.float16).save_pretrained(d)
+    adapter = MotionAdapter.from_pretrained(str(work / "motion_adapter"))
+    with atomic_folder(assets / "adapter") as d:
+        adapter.to(torch.float16).save_pretrained(d)
+    shutil.copyfile(work / "judge.safetensors", assets / "judge.safetensors")
+    with atomic_folder(assets / "instances") as d:
+        write_photos(d)
+    size = sum(p.stat().st_size for p in assets.rglob("*.safetensors"))
+    log(f"exported to {assets}: weights {size / 2**20:.1f} MiB")

@@ -1,0 +1,149 @@
+"""One plan per stage of the miniature world's build: every hyper-parameter the stage uses, in one frozen
+dataclass. A stage reads its settings from its plan only, and writes the plan it ran into its record
+(work/<stage>.done), so a record says how its weights were made. `plans_for` gives the plans of a profile."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class Renders:
+    """A rendered dataset: `n` scenes drawn with seed + `seed_offset` (clips when `clip`, spinning clips when
+    clip='spinning'); `exclude` keeps the personal instances out."""
+    name: str
+    n: int
+    seed_offset: int
+    clip: bool | str
+    exclude: bool = True
+
+
+# the pretraining renders (personal instances excluded), shared by the text, VAE, UNet and motion stages
+PRETRAIN = (Renders("images", 32000, 1, clip=False), Renders("clips", 1600, 2, clip=True))
+
+
+@dataclass(frozen=True)
+class Optim:
+    """AdamW with a linear warm-up then cosine decay to `floor` x lr; gradients clipped to `max_norm` (None: not)."""
+    lr: float
+    weight_decay: float
+    warmup: int
+    floor: float = 0.0
+    max_norm: float | None = 1.0
+
+
+@dataclass(frozen=True)
+class JudgePlan:
+    """Stage judge: the per-frame trunk and heads on fresh renders (every appearance), then the clip motion head."""
+    steps: int = 1600
+    batch: int = 96
+    optim: Optim = Optim(2e-3, 1e-4, 100, max_norm=None)
+    clip_divisor: int = 5  # batch // 5 frames from moving clips and as many from spinning ones
+    head_steps: int = 400  # the motion head over the frozen trunk (not scaled by --scale)
+    head_batch: int = 24
+    head_optim: Optim = Optim(3e-3, 1e-4, 0, max_norm=None)
+    renders: tuple[Renders, ...] = (
+        Renders("judge_images", 20000, 101, clip=False, exclude=False),
+        Renders("judge_clips", 1500, 102, clip=True, exclude=False),
+        Renders("judge_spins", 1000, 105, clip="spinning", exclude=False))
+    tests: tuple[Renders, ...] = (
+        Renders("judge_test_images", 2000, 103, clip=False, exclude=False),
+        Renders("judge_test_clips", 240, 104, clip=True, exclude=False))
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    """Stage text: LiT-style contrastive training of the text encoder against the locked judge, attribute heads."""
+    steps: int = 500
+    batch: int = 512
+    optim: Optim = Optim(2e-3, 1e-4, 100)
+    class_weight: float = 2.0  # the attribute loss's weight on the class head
+    image_weight: float = 3.0  # sampling weight of a still against clips: a quarter of each batch from clips
+    tower_width: int = 256
+    temperature: float = 0.07  # initial CLIP temperature
+    renders: tuple[Renders, ...] = PRETRAIN
+
+
+@dataclass(frozen=True)
+class VAEPlan:
+    """Stage vae: an AutoencoderKL on 32 px crops, object pixels weighted up; then every render encoded."""
+    steps: int = 1600
+    batch: int = 16
+    optim: Optim = Optim(2e-3, 0.0, 50)
+    crop: int = 32
+    kl_weight: float = 1e-6
+    logvar_init: float = -6.0
+    object_weight: float = 4.0
+    encode_batch: int = 256
+    renders: tuple[Renders, ...] = PRETRAIN
+
+
+@dataclass(frozen=True)
+class UNetPlan:
+    """Stage unet: epsilon prediction, min-SNR weighting, caption dropout, EMA; a quarter of a batch clip frames."""
+    steps: int = 2800
+    batch: int = 64
+    optim: Optim = Optim(1e-3, 1e-2, 100, floor=0.2)
+    device: str = "cpu"
+    caption_drop: float = 0.1
+    min_snr: float = 5.0
+    ema_decay: float = 0.998
+    clip_divisor: int = 4
+    checkpoint_every: int = 200
+    renders: tuple[Renders, ...] = PRETRAIN
+
+
+@dataclass(frozen=True)
+class MotionPlan:
+    """Stage motion: the motion modules over the frozen UNet in warm-restart rounds of (steps, weighting)."""
+    rounds: tuple[tuple[int, str], ...] = ((4000, "min-snr"), (1500, "high-noise"))
+    clips_per_batch: int = 4
+    optim: Optim = Optim(1e-3, 1e-2, 50, floor=0.1)
+    device: str = "cpu"
+    caption_drop: float = 0.1
+    min_snr: float = 5.0
+    high_noise_cap: float = 10.0
+    renders: tuple[Renders, ...] = PRETRAIN
+
+
+@dataclass(frozen=True)
+class Plans:
+    judge: JudgePlan = field(default_factory=JudgePlan)
+    text: TextPlan = field(default_factory=TextPlan)
+    vae: VAEPlan = field(default_factory=VAEPlan)
+    unet: UNetPlan = field(default_factory=UNetPlan)
+    motion: MotionPlan = field(default_factory=MotionPlan)
+
+
+# "cpu" is the 2-core build; "cuda" feeds the UNet 2.9x and the motion modules 2x the samples in GPU minutes
+PROFILES = {"cpu": Plans(),
+            "cuda": Plans(unet=UNetPlan(steps=2000, batch=256, device="cuda"),
+                          motion=MotionPlan(rounds=((2000, "min-snr"), (750, "high-noise")), clips_per_batch=16,
+                                            device="cuda"))}
+MOTION_WEIGHTINGS = ("min-snr", "high-noise")  # of the motion stage's epsilon loss (motion.high_noise_weights)
+
+
+def parse_rounds(spec: str) -> tuple[tuple[int, str], ...]:
+    """'4000,1500:high-noise' -> ((4000, 'min-snr'), (1500, 'high-noise')): the motion stage's rounds."""
+    rounds = []
+    for part in spec.split(","):
+        steps, _, weighting = part.strip().partition(":")
+        if not steps.isdigit() or int(steps) < 1 or (weighting or "min-snr") not in MOTION_WEIGHTINGS:
+            raise ValueError(f"{part!r} is not STEPS[:min-snr|high-noise], e.g. 4000 or 1500:high-noise")
+        rounds.append((int(steps), weighting or "min-snr"))
+    return tuple(rounds)
+
+
+def plans_for(device: str = "cpu", scale: float = 1.0, rounds: tuple[tuple[int, str], ...] | None = None) -> Plans:
+    """The profile's plans with every stage's steps multiplied by `scale` (at least 2), and the motion rounds."""
+    p = PROFILES[device]
+    steps = lambda n: max(2, int(n * scale))  # noqa: E731
+    motion = rounds or p.motion.rounds
+    return Plans(judge=replace(p.judge, steps=steps(p.judge.steps)), text=replace(p.text, steps=steps(p.text.steps)),
+                 vae=replace(p.vae, steps=steps(p.vae.steps)), unet=replace(p.unet, steps=steps(p.unet.steps)),
+                 motion=replace(p.motion, rounds=tuple((steps(n), w) for n, w in motion)))
+
+
+def record(plan) -> dict:
+    """The plan as JSON-ready values, for the stage's record."""
+    return asdict(plan)
