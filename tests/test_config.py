@@ -4,6 +4,7 @@ import pytest
 
 from cdvideo.data.builtins import images_folder
 from cdvideo.data.config import load_train_config
+from cdvideo.data.motion_config import load_motion_config
 from cdvideo.errors import CdvideoError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +22,20 @@ def test_every_config_validates_and_names_its_command(path):
     if "/train/" in path.as_posix():
         cfg = load_train_config(path)
         assert cfg.concepts and (ROOT / images_folder(cfg.concepts[0].images)).is_dir()
+    if "/motion/" in path.as_posix():  # its clips are the user's: given on the command line when the file has none
+        cfg = load_motion_config(path, ["references=[a.mp4]", "prompt=a dance"] if "references: []" in
+                                 path.read_text() else [])
+        assert cfg.references and cfg.prompt
+
+
+def test_the_motion_demo_runs_the_shipped_motion_config():
+    from cdvideo.apps.motion_demo import MOTION_TRAIN, motion_config
+
+    shipped = load_motion_config(ROOT / "configs/motion/toyworld_circling.yaml")
+    ours = motion_config(Path("refs"), Path("out"))
+    same = [k for k in MOTION_TRAIN if "." not in k]
+    assert [getattr(shipped, k) for k in same] == [getattr(ours, k) for k in same]
+    assert shipped.validation.every == ours.validation.every == 0
 
 
 def test_paper_defaults():

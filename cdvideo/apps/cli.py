@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from cdvideo.errors import CdvideoError
 
@@ -19,6 +20,15 @@ def _train(args: argparse.Namespace) -> None:
     path = train(cfg)
     if path is not None:  # the main process of a multi-process run
         print(f"wrote {path}")
+
+
+def _train_motion(args: argparse.Namespace) -> None:
+    from cdvideo.data.motion_config import load_motion_config  # lazy: start-up time (the modules load torch)
+    from cdvideo.tasks.train_motion import train_motion  # lazy: start-up time (the command's modules load torch)
+
+    path = train_motion(load_motion_config(args.config, args.overrides))
+    print(f"wrote {path} (AnimateDiff's layout: ComfyUI-AnimateDiff-Evolved, sd-webui-animatediff) and "
+          f"{path.parent / 'diffusers'} (pipe.load_lora_weights); render with cdvideo animate --motion-lora {path}")
 
 
 def _opt(p: argparse.ArgumentParser, name: str, **kw) -> None:
@@ -62,13 +72,24 @@ def _render_args(p: argparse.ArgumentParser, video: bool) -> None:
         _opt(p, "lcm_lora", help="a local AnimateLCM LoRA file for --preset animatelcm")
         p.add_argument("--format", default="mp4,gif", help="comma list of mp4, gif, webp, png")
         _opt(p, "free_init", action="store_true", help="FreeInit noise re-initialisation (3 iterations)")
-        _opt(p, "motion_lora", help="motion LoRA hub id or folder (needs peft)")
+        _opt(p, "motion_lora", action="append", default=[], type=motion_lora_arg, metavar="FILE[:SCALE]",
+             help="a motion LoRA (cdvideo train-motion, AnimateDiff's or diffusers' layout, a folder or a hub id) "
+             "with its scale (default 1); repeat to stack several")
         _opt(p, "decode_chunk_size", type=int, default=16)
         p.add_argument("--upscale", type=int, default=1, help="enlarge MP4/GIF/WebP N times (nearest) for viewing "
                        "small clips; PNG frames stay raw")
     else:
         _opt(p, "num_images_per_prompt", type=int)
         p.add_argument("--no-grid", dest="grid", action="store_false")
+
+
+def motion_lora_arg(text: str) -> tuple[str, float]:
+    """'motion.safetensors:0.8' -> ('motion.safetensors', 0.8); without ':SCALE' the scale is 1."""
+    ref, _, scale = text.rpartition(":")
+    try:
+        return (ref, float(scale)) if ref else (text, 1.0)
+    except ValueError:
+        return text, 1.0  # a colon inside the path (C:\...)
 
 
 JOB_KEYS = ("negative_prompt", "seed", "num_frames", "height", "width", "num_inference_steps", "guidance_scale",
@@ -97,7 +118,7 @@ def _render(args: argparse.Namespace, video: bool) -> None:
             device=args.device, dtype=args.dtype, cpu_offload=args.cpu_offload, model_config=args.model_config)
         if video:
             opts.adapter, opts.formats, opts.free_init = args.adapter, args.format.split(","), args.free_init
-            opts.motion_lora, opts.decode_chunk_size = args.motion_lora, args.decode_chunk_size
+            opts.motion_loras, opts.decode_chunk_size = args.motion_lora, args.decode_chunk_size
             opts.upscale, opts.preset, opts.lcm_lora = args.upscale, args.preset, args.lcm_lora
         else:
             opts.grid = args.grid
@@ -151,7 +172,8 @@ def _eval(args: argparse.Namespace) -> None:
     opts = EvalOptions(output_dir=args.output_dir, weights=args.weights, generated=args.generated,
                        references=args.references, prompts=args.prompts, seeds=args.seeds, video=args.video,
                        metrics=args.metrics.split(","), clip_model=args.clip_model, dino_model=args.dino_model,
-                       blip_model=args.blip_model, render=render, judge=args.judge)
+                       blip_model=args.blip_model, render=render, judge=args.judge,
+                       motion_references=args.motion_references)
     written = evaluate(opts)
     if written:
         print("wrote " + ", ".join(map(str, written)))
@@ -160,6 +182,8 @@ def _eval(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from cdvideo.apps import demo  # lazy: start-up time (the command's modules load torch)
 
+    if args.motion:
+        return _motion_demo(args)
     opts = demo.DemoOptions(instance=args.instance, output_dir=args.output_dir, without_spl=args.without_spl)
     if args.prompt:
         opts.prompts = args.prompt
@@ -170,6 +194,23 @@ def _demo(args: argparse.Namespace) -> None:
     report, written = demo.run(opts)
     print("\n" + demo.table(report) + "\n")
     print("wrote:\n" + "\n".join(f"  {p}" for p in written))
+
+
+def _motion_demo(args: argparse.Namespace) -> None:
+    from cdvideo.apps import demo, motion_demo  # lazy: start-up time (the command's modules load torch)
+    from cdvideo.toyworld.instances import get  # lazy: start-up time (the command's modules load torch)
+    from cdvideo.toyworld.world import NOVEL_MOTIONS  # lazy: start-up time (the command's modules load torch)
+
+    if args.motion not in NOVEL_MOTIONS:
+        raise CdvideoError(f"--motion {args.motion}: choose {' or '.join(NOVEL_MOTIONS)}")
+    inst = get(args.instance)
+    out = demo.new_folder(Path(args.output_dir), f"{inst.name}-{args.motion}")
+    rows, written = motion_demo.run(args.motion, inst, out, seed=(args.seed or [0])[0])
+    print(f"\n{args.motion}, learnt from 3 clips of other objects, on {inst.name} (read by the world's judge):\n")
+    print("| | motion fidelity | appearance leakage | identity |\n|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['fidelity']:.2f} | {r['leakage']:.2f} | {r['identity']:.2f} |")
+    print("\nwrote:\n" + "\n".join(f"  {p}" for p in written))
 
 
 def _ui(args: argparse.Namespace) -> None:
@@ -212,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config, e.g. configs/train/dog.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. max_steps=100")
     p.set_defaults(func=_train)
+    p = command("train-motion", help="learn a motion LoRA from 1-5 reference clips (MotionDirector on AnimateDiff)")
+    p.add_argument("--config", help="YAML config, e.g. configs/motion/toyworld_circling.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. max_steps=100")
+    p.set_defaults(func=_train_motion)
     p = command("compose", help="merge single-concept weights files into one multi-concept file")
     p.add_argument("files", nargs="+", help="weights files from `cdvideo train`")
     p.add_argument("-o", "--output", required=True, help="the merged weights file")
@@ -248,6 +293,8 @@ def _start_commands(command) -> None:
     p.add_argument("--steps", type=int, help=f"training steps (default {TRAIN['max_steps']})")
     p.add_argument("--seed", type=int, nargs="+", help="render seeds (default 0)")
     _opt(p, "output_dir", default="demo", help="a new folder inside it each run")
+    p.add_argument("--motion", metavar="MOTION", help="instead: learn a motion pretraining never shows (circling "
+                   "or zigzag) from 3 clips with train-motion and render the instance doing it (~4 min)")
     _opt(p, "without_spl", default="auto", choices=["auto", "always", "never"],
          help="also train without SPL for comparison (auto: when it fits in 3 minutes)")
     p.set_defaults(func=_demo)
@@ -314,6 +361,8 @@ def _measure_commands(command) -> None:
                    "added for clips")
     p.add_argument("--judge", help="toyworld: add identity and composition (asked background, position, motion "
                    "shown) read by the miniature world's judge")
+    _opt(p, "motion_references", metavar="DIR", help="clips of the wanted motion: add motion fidelity, the cosine "
+         "of each clip's optical-flow trajectory to theirs (dynamic degree is added for every clip)")
     _opt(p, "clip_model", help="default openai/clip-vit-base-patch32")
     _opt(p, "dino_model", help="default facebook/dino-vits16")
     _opt(p, "blip_model", help="default Salesforce/blip-itm-large-coco; Salesforce/blip2-itm-vit-g for BLIP-2")

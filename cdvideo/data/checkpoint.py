@@ -68,3 +68,32 @@ def save(output_dir: str | Path, step: int, state: dict, keep: int | None = None
 
 def load(folder: str | Path) -> dict:
     return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def check_run_folder(out: str | Path, owned: tuple[str, ...], finished: str, resume: str | None,
+                     overwrite: bool) -> None:
+    """Refuse to overwrite an earlier run in `out` (any of `owned` there) unless `overwrite`, or `resume` continues
+    it (and its `finished` file is not there yet)."""
+    out = Path(out)
+    if resume:
+        if (out / finished).exists() and not overwrite:
+            raise CdvideoError(f"{out / finished} exists: this run already finished; set overwrite=true to redo it")
+        resolve_resume(out, resume)
+        return
+    taken = [name for name in owned if (out / name).exists()]
+    if taken and not overwrite:
+        raise CdvideoError(f"output_dir {out} already holds a run ({', '.join(taken)}); continue it with "
+                           "resume=latest, choose another output_dir, or set overwrite=true")
+
+
+def reset_run_folder(out: str | Path, owned: tuple[str, ...], resume: str | None, overwrite: bool) -> None:
+    """Create the output folder; with `overwrite` (and no resume), remove the earlier run's `owned` files."""
+    out = Path(out)
+    if overwrite and not resume:
+        for name in owned:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)

@@ -239,6 +239,15 @@ def load_train_config(path: str | Path | None, overrides: list[str] = (),
                       values: Mapping[str, Any] | None = None) -> TrainConfig:
     """Read a YAML config (or none), apply command-line `key=value` overrides, then typed `values` by dotted key
     (what programmatic callers pass), and validate against the schema."""
+    cfg = load_config(TrainConfig, path, overrides, values)
+    check_train_config(cfg)
+    return cfg
+
+
+def load_config(cls: type, path: str | Path | None, overrides: list[str] = (),
+                values: Mapping[str, Any] | None = None) -> Any:
+    """Dataclass `cls` from a YAML file (or none), `key=value` overrides and typed `values`; errors name the file
+    and the key path."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -255,11 +264,9 @@ def load_train_config(path: str | Path | None, overrides: list[str] = (),
     for key, value in (values or {}).items():
         set_value(data, key, value)
     try:
-        cfg = from_dict(TrainConfig, data)
+        return from_dict(cls, data)
     except CdvideoError as e:
         raise CdvideoError(f"{path}: {e}" if path else str(e)) from None
-    check_train_config(cfg)
-    return cfg
 
 
 def check_train_config(cfg: TrainConfig) -> None:

@@ -6,14 +6,25 @@ from __future__ import annotations
 from cdvideo.models.single_file import check_adapter_fits
 
 
-def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", base: str = "base"):
-    """diffusers' AnimateDiffPipeline over the (personalized) 2D UNet; it builds the UNetMotionModel."""
+def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", base: str = "base", unet=None):
+    """diffusers' AnimateDiffPipeline over the (personalized) 2D UNet; it builds the UNetMotionModel (or takes
+    `unet`, one built already, e.g. the one a motion LoRA trains)."""
     from diffusers import AnimateDiffPipeline  # lazy: start-up time
 
-    check_adapter_fits(adapter, m["unet"], adapter_name, base)
+    if unet is None:
+        check_adapter_fits(adapter, m["unet"], adapter_name, base)
     pipe = AnimateDiffPipeline(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
-                               unet=m["unet"], motion_adapter=adapter, scheduler=scheduler)
+                               unet=unet if unet is not None else m["unet"], motion_adapter=adapter,
+                               scheduler=scheduler)
     return pipe
+
+
+def motion_unet(m: dict, adapter, adapter_name: str = "adapter", base: str = "base"):
+    """The UNetMotionModel of the base's 2D UNet and a motion adapter (what AnimateDiffPipeline renders with)."""
+    from diffusers import UNetMotionModel  # lazy: start-up time
+
+    check_adapter_fits(adapter, m["unet"], adapter_name, base)
+    return UNetMotionModel.from_unet2d(m["unet"], adapter)
 
 
 def image_pipeline(m: dict, unet=None, text_encoder=None, scheduler=None):

@@ -22,11 +22,12 @@ from cdvideo.data.clips import read_sidecar, write_sidecar
 from cdvideo.data.files import asset_text, slug, text_lines, write_text_atomic
 from cdvideo.data.photos import load_folder
 from cdvideo.errors import CdvideoError
-from cdvideo.math import metrics
-from cdvideo.models import extractors
+from cdvideo.data.references import read_references
+from cdvideo.math import metrics, motion
+from cdvideo.models import extractors, flow
 from cdvideo.tasks import render
 
-METRICS = ("clip_t", "clip_i", "dino_i", "blip_t", "temporal")
+METRICS = ("clip_t", "clip_i", "dino_i", "blip_t", "temporal", "dynamic_degree", "motion_fidelity")
 JUDGE_METRICS = ("identity", "composition")  # what the registered judges read (--judge toyworld)
 
 
@@ -45,6 +46,7 @@ class EvalOptions:
     blip_model: str | None = None
     render: dict = field(default_factory=dict)  # settings passed to sample/animate (model, steps, size...)
     judge: str | None = None  # "toyworld": identity and composition read by the miniature world's judge
+    motion_references: str | None = None  # clips of the motion wanted: motion fidelity of each generated clip
 
 
 def dreambench_prompts(class_word: str) -> list[str]:
@@ -137,6 +139,7 @@ class Scorer:
         self.metrics = want
         self.judge = self._load_judge(opts.judge)
         self._refs: dict[str, dict] = {}
+        self.motion_refs = motion_tracks(opts.motion_references) if opts.motion_references else None
 
     @staticmethod
     def _load_judge(name: str | None) -> builtins.Scorer | None:
@@ -171,7 +174,18 @@ class Scorer:
             out["blip_t"] = float(score.mean())
         if len(frames) > 1 and clip_img is not None:
             out["temporal"] = metrics.temporal_consistency(clip_img)
+        if len(frames) > 1:  # Farneback flow: how much the clip moves, and how like the references
+            flows = flow.farneback(frames)
+            out["dynamic_degree"] = motion.dynamic_degree(flows)
+            if self.motion_refs:
+                out["motion_fidelity"] = motion.motion_fidelity([motion.flow_track(flows)], self.motion_refs)
         return out
+
+
+def motion_tracks(folder: str) -> list:
+    """The flow tracks of the reference clips in `folder` (or the one clip given), 16 frames at 8 fps."""
+    clips = read_references([folder], num_frames=16, fps=8, size=flow.SIZE)
+    return [motion.flow_track(flow.farneback(list(c))) for c in clips]
 
 
 
@@ -256,9 +270,10 @@ def evaluate(opts: EvalOptions) -> list[Path]:
     state = PartialState(cpu=not torch.cuda.is_available())  # gloo on CPU under torchrun or accelerate
     gen_dir = Path(opts.generated) if opts.generated else generate(opts, state)
     rows = score_all(opts, gen_dir, state)
-    clips = any(r["temporal"] == r["temporal"] for r in rows)  # NaN unless a sample has several frames
+    clips = any(r["dynamic_degree"] == r["dynamic_degree"] for r in rows)  # NaN unless a sample has frames
     names = [m for m in METRICS + JUDGE_METRICS if m in opts.metrics or (opts.judge and m in JUDGE_METRICS)
-             or (m == "temporal" and clips and "none" not in opts.metrics)]
+             or (m == "temporal" and clips and "none" not in opts.metrics)
+             or (m == "dynamic_degree" and clips) or (m == "motion_fidelity" and opts.motion_references)]
     if not state.is_main_process:
         return []
     return write_tables(rows, Path(opts.output_dir), names)

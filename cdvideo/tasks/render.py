@@ -13,10 +13,12 @@ import yaml
 from tqdm.auto import tqdm
 
 from cdvideo import __version__
+from cdvideo.data import motion_lora
 from cdvideo.data.clips import check_formats, write_clip, write_images
 from cdvideo.data.config import from_dict
 from cdvideo.data.files import sha256_file, slug, text_lines
 from cdvideo.errors import CdvideoError
+from cdvideo.models.motion_lora import apply_motion_loras
 from cdvideo.pipelines import presets
 from cdvideo.pipelines.build import image_pipeline, video_pipeline
 from cdvideo.pipelines.personalized import load_personalized
@@ -63,7 +65,7 @@ class Options:
     dtype: Optional[str] = None
     cpu_offload: bool = False
     free_init: bool = False
-    motion_lora: Optional[str] = None
+    motion_loras: list[tuple[str, float]] = field(default_factory=list)  # (file, folder or hub id; scale)
     decode_chunk_size: int = 16
     grid: bool = True
     upscale: int = 1  # MP4/GIF/WebP enlarged this many times (nearest) for viewing; PNG frames stay raw
@@ -175,9 +177,11 @@ def animate(opts: Options, jobs: list[Job], timer=NO_TIMER, progress=None) -> li
         adapter_name = opts.adapter or default_adapter(model)
         adapter = load_adapter(adapter_name, dtype)
     base = {**_base_record(opts, w, model, dev, dtype), "kind": "video", "adapter": adapter_name,
-            "free_init": opts.free_init, "motion_lora": opts.motion_lora, "decode_chunk_size": opts.decode_chunk_size,
+            "free_init": opts.free_init, "motion_loras": motion_lora_record(opts.motion_loras),
+            "decode_chunk_size": opts.decode_chunk_size,
             "upscale": opts.upscale, "preset": active_preset(opts.preset, opts.adapter),
             "model_config": opts.model_config}
+    loras = read_motion_loras(opts.motion_loras)  # every file read and checked before rendering starts
     written: list[Path] = []
     pipe, pipe_key = None, None
     counter = StepCounter(sum(j.num_inference_steps * len(j.seed) for j in jobs), progress)
@@ -188,7 +192,7 @@ def animate(opts: Options, jobs: list[Job], timer=NO_TIMER, progress=None) -> li
         if pipe is None or pipe_key != free_noise:  # FreeNoise changes the UNet's blocks: build afresh
             pipe = None  # release the old pipeline before building the next (peak memory)
             with timer("load"):
-                pipe = _video_pipe(m, adapter, opts, dev, free_noise)
+                pipe = _video_pipe(m, adapter, opts, dev, free_noise, loras, adapter_name)
             pipe_key = free_noise
         for seed in job.seed:
             with timer.pipeline() as callback:
@@ -237,7 +241,8 @@ def active_preset(preset: str | None, adapter: str | None) -> str | None:
     return preset or (adapter if adapter in PRESETS else None)
 
 
-def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool):
+def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool, loras: list = (),
+                adapter_name: str = "adapter"):
     name = active_preset(opts.preset, opts.adapter)
     if name:
         p = presets.get(name)
@@ -253,12 +258,8 @@ def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool):
         except (ImportError, ValueError, OSError) as e:
             raise CdvideoError(f"LCM LoRA {lora[0]}: {str(e).splitlines()[0]} "
                                "(needs peft: pip install 'cdvideo[lora]')") from None
-    if opts.motion_lora:
-        try:
-            pipe.load_lora_weights(opts.motion_lora, adapter_name="motion")
-        except (ImportError, ValueError, OSError) as e:
-            raise CdvideoError(f"motion LoRA {opts.motion_lora}: {str(e).splitlines()[0]} "
-                               "(needs peft: pip install 'cdvideo[lora]')") from None
+    if loras:  # merged into this pipeline's own UNetMotionModel; all checked before any weight changes
+        apply_motion_loras(pipe.unet, loras, adapter_name)
     if free_noise:
         pipe.enable_free_noise(**FREE_NOISE)
     if opts.free_init:
@@ -288,6 +289,44 @@ def _job_record(job: Job) -> dict:
 
 def _first_prompt(job: Job) -> str:
     return job.prompt if isinstance(job.prompt, str) else job.prompt[min(job.prompt)]
+
+
+def read_motion_loras(entries: list[tuple[str, float]]) -> list[tuple]:
+    """(MotionLora, scale, name) of each --motion-lora: a file in either layout, a folder holding one, or a hub id."""
+    out = []
+    for ref, scale in entries:
+        path = Path(ref)
+        if not path.exists() and "/" in ref and not ref.startswith((".", "/")):
+            path = hub_motion_lora(ref)
+        out.append((motion_lora.read(path), float(scale), Path(ref).name))
+    return out
+
+
+def hub_motion_lora(repo_id: str) -> Path:
+    """A motion LoRA repository from the Hugging Face hub (e.g. guoyww/animatediff-motion-lora-zoom-in)."""
+    from huggingface_hub import snapshot_download  # lazy: start-up time
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.safetensors", "*.ckpt"]))
+    except Exception as e:  # the hub client raises many types (offline, missing repo, gated)
+        raise CdvideoError(f"motion LoRA {repo_id}: not a local file and not downloadable "
+                           f"({str(e).splitlines()[0][:100]})") from None
+
+
+def motion_lora_record(entries: list[tuple[str, float]]) -> list[dict]:
+    """What the sidecar keeps of each motion LoRA: its file, sha256 and scale."""
+    return [{"path": str(Path(ref).resolve()) if Path(ref).exists() else ref,
+             "sha256": sha256_file(ref) if Path(ref).exists() else None, "scale": scale} for ref, scale in entries]
+
+
+def motion_loras_from_record(record: dict) -> list[tuple[str, float]]:
+    """The sidecar's motion LoRAs, each checked to be the file the clip was rendered with."""
+    out = []
+    for r in record.get("motion_loras") or []:
+        if r["sha256"] is not None and (not Path(r["path"]).exists() or sha256_file(r["path"]) != r["sha256"]):
+            raise CdvideoError(f"motion LoRA {r['path']} is missing or changed since the clip was rendered")
+        out.append((r["path"], float(r["scale"])))
+    return out
 
 
 def sample(opts: Options, jobs: list[Job]) -> list[Path]:
@@ -325,7 +364,7 @@ def from_sidecar(record: dict, output_dir: str) -> tuple[Options, list[Job]]:
                    revision=record.get("revision"), variant=record.get("variant"), adapter=record.get("adapter"),
                    scheduler=record["scheduler"], scale=record["scale"], force=True, output_dir=output_dir,
                    device=record["device"], dtype=record["dtype"], free_init=record.get("free_init", False),
-                   motion_lora=record.get("motion_lora"), decode_chunk_size=record.get("decode_chunk_size", 16),
+                   motion_loras=motion_loras_from_record(record), decode_chunk_size=record.get("decode_chunk_size", 16),
                    upscale=record.get("upscale", 1), preset=record.get("preset"),
                    model_config=record.get("model_config"))
     keys = {f.name for f in dataclasses.fields(Job)}

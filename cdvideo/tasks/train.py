@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable
@@ -338,30 +337,12 @@ def restore(cfg: TrainConfig, unet, rows, optimizer, lr_scheduler) -> int:
 
 def check_output_dir(cfg: TrainConfig) -> None:
     """Refuse to overwrite an earlier run unless `overwrite: true` (or `resume` continues it)."""
-    out = Path(cfg.output_dir)
-    weights_file = out / "weights.safetensors"
-    if cfg.resume:
-        if weights_file.exists() and not cfg.overwrite:
-            raise CdvideoError(f"{weights_file} exists: this run already finished; set overwrite=true to redo it")
-        checkpoint.resolve_resume(out, cfg.resume)
-        return
-    taken = [name for name in OWNED if (out / name).exists()]
-    if taken and not cfg.overwrite:
-        raise CdvideoError(f"output_dir {out} already holds a run ({', '.join(taken)}); continue it with "
-                           "resume=latest, choose another output_dir, or set overwrite=true")
+    checkpoint.check_run_folder(cfg.output_dir, OWNED, "weights.safetensors", cfg.resume, cfg.overwrite)
 
 
 def reset_output_dir(cfg: TrainConfig) -> None:
     """Create the output folder; with `overwrite: true` (and no resume), remove the earlier run's files."""
-    out = Path(cfg.output_dir)
-    if cfg.overwrite and not cfg.resume:
-        for name in OWNED:
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.reset_run_folder(cfg.output_dir, OWNED, cfg.resume, cfg.overwrite)
 
 
 def save_video_frames(cfg: TrainConfig, concepts: list[Concept], out: Path) -> None:

@@ -22,6 +22,8 @@ BACKGROUNDS = ("blue", "green", "gray", "black", "striped", "dotted", "checkered
 POSITIONS = {"left": (17, 32), "right": (47, 32), "top": (32, 17), "bottom": (32, 47), "centre": (32, 32)}
 SIZES = {"small": 19.0, "big": 31.0}  # object extent in pixels at 64 x 64
 MOTIONS = ("still", "left", "right", "up", "down", "growing", "shrinking", "spinning")
+# Motions the generator draws but pretraining never samples (no caption, no word): what a motion LoRA learns
+NOVEL_MOTIONS = ("circling", "zigzag")
 RESOLUTION = 64
 NUM_FRAMES = 16
 
@@ -100,9 +102,11 @@ def sample_scene(rng: np.random.Generator, clip: bool = False, exclude: frozense
 
 
 def with_motion(scene: Scene, rng: np.random.Generator, motion: str | None = None) -> Scene:
-    """The scene as a clip with `motion` (random among those its object allows)."""
+    """The scene as a clip with `motion` (random among those its object allows; a novel motion only when asked)."""
     allowed = [m for m in MOTIONS if m != "spinning" or can_spin(scene.cls, scene.pattern)]
     motion = motion or allowed[rng.integers(len(allowed))]
+    if motion in NOVEL_MOTIONS:
+        return replace(scene, position="centre", size="small", motion=motion)  # its path spans the frame
     if motion not in allowed:
         raise ValueError(f"a {scene.pattern} {scene.cls} cannot be seen spinning")
     position, size = scene.position, scene.size
@@ -135,6 +139,13 @@ def geometry(scene: Scene, num_frames: int = 1) -> np.ndarray:
         g[:, 2] = lo + (hi - lo) * (t if m == "growing" else 1 - t)
     elif m == "spinning":
         g[:, 3] = 180.0 * t * (1 if rng.random() < 0.5 else -1)
+    elif m == "circling":  # once around the centre, clockwise on screen, from the left
+        r = 14 * rng.uniform(0.9, 1.1)
+        g[:, 0], g[:, 1] = 32 - r * np.cos(2 * np.pi * t), 32 - r * np.sin(2 * np.pi * t)
+    elif m == "zigzag":  # left to right, up and down twice
+        amp = 11 * rng.uniform(0.9, 1.1)
+        g[:, 0] = start + (end - start) * t
+        g[:, 1] = 32 - amp * (1 - 4 * np.abs(((2 * t + 0.25) % 1) - 0.5))
     return g
 
 

@@ -120,8 +120,9 @@ def _train(cfg, job: Job, mgr: JobManager) -> list[Path]:
 
 def start_render(mgr: JobManager, client: Client, weights: str | None, prompts: str, num_frames: int, size: int,
                  steps: int, guidance: float, seeds: str, adapter: str, scale: float, model: str,
-                 uploaded: str | None = None) -> Job:
-    """Clips of `prompts`; `weights` is a picked path (checked), `uploaded` a file Gradio received (used first)."""
+                 uploaded: str | None = None, motion_lora: str | None = None, motion_scale: float = 1.0) -> Job:
+    """Clips of `prompts`; `weights` is a picked path (checked), `uploaded` a file Gradio received (used first);
+    `motion_lora` a picked motion LoRA (checked) merged at `motion_scale`."""
 
     try:
         seed_list = [int(s) for s in seeds.replace(",", " ").split()] or [0]
@@ -136,10 +137,13 @@ def start_render(mgr: JobManager, client: Client, weights: str | None, prompts: 
     weights = uploaded or (client.readable_path(weights, "weights file") if weights else None)
     opts = Options(weights=[weights] if weights else [], model=base_ref(client, model) or None,
                    adapter=base_ref(client, adapter, "adapter") or None, output_dir=str(client.folder / "outputs"),
-                   formats=["mp4", "gif"], scale=float(scale), upscale=4 if int(size) <= 128 else 1)
+                   formats=["mp4", "gif"], scale=float(scale), upscale=4 if int(size) <= 128 else 1,
+                   motion_loras=[(client.readable_path(motion_lora, "motion LoRA"), float(motion_scale))]
+                   if motion_lora else [])
     for j in jobs:
         check_job(j, video=True, formats=tuple(opts.formats))
-    return mgr.submit(client.owner, "animate", f"{lines[0][:60]}" + (f" (+{len(lines) - 1})" if len(lines) > 1 else ""),
+    title = f"{lines[0][:60]}" + (f" (+{len(lines) - 1})" if len(lines) > 1 else "")
+    return mgr.submit(client.owner, "animate", title,
                       lambda job, m: _render(opts, jobs, job, m))
 
 

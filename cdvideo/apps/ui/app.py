@@ -1,7 +1,7 @@
-"""`cdvideo ui`: the web app (Gradio Blocks). Train, Animate, Compose and Drift tabs over the same functions as the
-CLI (`actions`), jobs one at a time in a worker (`jobs`). Signed in (`--auth`), a user owns its jobs and folder,
-read from the server's session, never from the page; without sign-in (loopback only) each browser tab gets an id kept
-in its sessionStorage, so a reload finds its jobs again and two tabs see their own."""
+"""`cdvideo ui`: the web app (Gradio Blocks). Train, Motion, Animate, Compose and Drift tabs over the same functions
+as the CLI (`actions`, `motion`), jobs one at a time in a worker (`jobs`). Signed in (`--auth`), a user owns its jobs
+and folder, read from the server's session, never from the page; without sign-in (loopback only) each browser tab
+gets an id kept in its sessionStorage, so a reload finds its jobs again and two tabs see their own."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import gradio as gr
 from cdvideo.apps.ui import actions
 from cdvideo.apps.ui.access import MAX_FILE_SIZE, Access, Client
 from cdvideo.apps.ui.jobs import Job, JobManager
+from cdvideo.apps.ui.motion import motion_loras, motion_tab
 from cdvideo.data import builtins
 from cdvideo.errors import CdvideoError
 
@@ -60,7 +61,7 @@ def status_md(job: Job | None) -> str:
     if "step" in p:
         line += f", step {p['step']}/{p.get('total', '?')}"
     if "loss" in p:
-        line += f", loss {p['loss']:.4f}, SPL {p['spl']:.4f}"
+        line += f", loss {p['loss']:.4f}" + (f", SPL {p['spl']:.4f}" if "spl" in p else "")
     if job.status == "running" and p.get("eta") is not None:
         line += f", about {p['eta']} s left"
     if job.message:
@@ -130,6 +131,10 @@ def animate_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
             adapter = gr.Dropdown(ADAPTERS, value="", label="adapter (empty: the base's default)",
                                   allow_custom_value=True, elem_id="anim-adapter")
             scale = gr.Slider(0, 1, value=1.0, step=0.05, label="scale", elem_id="anim-scale")
+            motion_file = gr.Dropdown([], label="motion LoRA (Motion tab's runs; empty: none)",
+                                      allow_custom_value=True, elem_id="anim-motion")
+            motion_scale = gr.Slider(0, 1.5, value=1.0, step=0.05, label="motion LoRA scale",
+                                     elem_id="anim-motion-scale")
     with gr.Row():
         render = gr.Button("Render", variant="primary", elem_id="anim-render")
         cancel = gr.Button("Cancel", elem_id="anim-cancel")
@@ -142,10 +147,12 @@ def animate_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
     earlier = gr.Gallery(label="earlier clips (select one for its settings)", columns=6, height=200,
                          elem_id="anim-gallery")
 
-    def go(c, w, u, p, fr, sz, st, g, sd, ad, sc, b):
-        return status_md(actions.start_render(mgr, c, w or None, p, fr, sz, st, g, sd, ad, sc, b, uploaded=u))
+    def go(c, w, u, p, fr, sz, st, g, sd, ad, sc, b, ml, ms):
+        return status_md(actions.start_render(mgr, c, w or None, p, fr, sz, st, g, sd, ad, sc, b, uploaded=u,
+                                              motion_lora=ml or None, motion_scale=ms))
     on(render.click, access, go, [client, weights, upload, prompts, frames, side, steps, guidance, seeds, adapter,
-                                  scale, base], status, api_name="render")
+                                  scale, base, motion_file, motion_scale], status, api_name="render")
+    on(motion_file.focus, access, lambda c: gr.update(choices=motion_loras(c.folder)), [client], motion_file)
     on(cancel.click, access, lambda c: _cancel(mgr, c, "animate"), [client], status, api_name="cancel_render")
     for event in (refresh_runs.click, weights.focus):
         on(event, access, lambda c: gr.update(choices=actions.runs(c.folder)), [client], weights)
@@ -221,14 +228,17 @@ def build(root: str | Path = "runs/ui", model: str = "toyworld", allow_dirs: lis
         client = gr.Textbox(visible=False, elem_id="client-id")
         with gr.Tab("Train"):
             train_refresh, train_out = train_tab(mgr, access, client, model)
+        with gr.Tab("Motion"):
+            motion_refresh, motion_out = motion_tab(mgr, access, client, model, actions.native_size(model), on,
+                                                    status_md, latest, _cancel)
         with gr.Tab("Animate"):
             anim_refresh, anim_out = animate_tab(mgr, access, client, model)
         other_refresh, other_out = compose_drift_tabs(mgr, access, client)
         sent: dict[tuple, list] = {}
-        outputs = [*train_out, *anim_out, *other_out]
+        outputs = [*train_out, *motion_out, *anim_out, *other_out]
 
         def tick(c: Client):  # send only what changed since this tab's last tick (no flicker, selections kept)
-            new = [*train_refresh(c), *anim_refresh(c), *other_refresh(c)]
+            new = [*train_refresh(c), *motion_refresh(c), *anim_refresh(c), *other_refresh(c)]
             old = sent.get((c.owner, c.tab), [object()] * len(new))
             sent[(c.owner, c.tab)] = new
             return tuple(v if v != o else gr.skip() for v, o in zip(new, old))

@@ -1,0 +1,54 @@
+"""Novel motions of the miniature world (`world.NOVEL_MOTIONS`: circling, zigzag), which pretraining never shows:
+reference clips of other objects on other backgrounds to learn one from, and the per-frame tracks (centre x, y
+and log extent, in the judge's regression units) that motion fidelity compares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cdvideo.toyworld import draw, world
+from cdvideo.toyworld.instances import excluded
+from cdvideo.toyworld.judge import Reading
+
+
+def reference_scenes(motion: str, n: int = 3, seed: int = 0) -> list[world.Scene]:
+    """n clips of `motion` with random objects, colours and backgrounds (never a personal instance), each on a
+    background of its own."""
+    if motion not in world.NOVEL_MOTIONS + world.MOTIONS:
+        raise ValueError(f"unknown motion {motion!r}")
+    rng, scenes, used = np.random.default_rng([seed, 404]), [], set()
+    while len(scenes) < n:
+        s = world.sample_scene(rng, exclude=excluded())
+        if s.background not in used:
+            used.add(s.background)
+            scenes.append(world.with_motion(s, rng, motion))
+    return scenes
+
+
+def write_reference_clips(motion: str, folder: str | Path, n: int = 3, seed: int = 0, fps: int = 8) -> list[Path]:
+    """The reference clips as GIFs (64 px, `fps`) into `folder`, as a user's clips would be."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, scene in enumerate(reference_scenes(motion, n, seed)):
+        frames = [Image.fromarray(f) for f in draw.render(scene)]
+        path = folder / f"{motion}_{k}.gif"
+        tmp = path.with_name(f".{path.name}.tmp")
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=1000 // fps, loop=0)
+        tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+def track(reading: Reading) -> np.ndarray:
+    """(F, 3) centre x, centre y (/ 64) and log extent the judge read in each frame."""
+    return reading.regression[:, :3].detach().cpu().numpy().astype(np.float64)
+
+
+def true_track(scene: world.Scene, num_frames: int = world.NUM_FRAMES) -> np.ndarray:
+    """(F, 3) the generator's own track of a clip, in the judge's units."""
+    g = world.geometry(scene, num_frames)
+    return np.stack([g[:, 0] / 64, g[:, 1] / 64, np.log(g[:, 2] / 20)], axis=1)

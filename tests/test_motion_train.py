@@ -1,0 +1,78 @@
+"""`cdvideo train-motion` in the miniature world: the web app's Motion tab trains through the CLI's function, Cancel
+stops at a checkpoint and Resume ends with the LoRA an uninterrupted run writes; the LoRA renders through
+`animate --motion-lora`, and its sidecar regenerates the clip."""
+
+import json
+import time
+
+import pytest
+import torch
+
+from cdvideo.data import motion_lora
+from cdvideo.data.motion_config import load_motion_config
+from cdvideo.errors import CdvideoError
+from cdvideo.tasks.train_motion import train_motion
+from cdvideo.toyworld.motions import write_reference_clips
+
+
+def wait(cond, timeout=180):
+    deadline = time.time() + timeout
+    while not cond() and time.time() < deadline:
+        time.sleep(0.05)
+    assert cond()
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    return write_reference_clips("circling", tmp_path_factory.mktemp("refs"))
+
+
+def test_motion_tab_cancel_and_resume_end_where_an_uninterrupted_run_does(tmp_path, references):
+    from cdvideo.apps.ui.access import Access
+    from cdvideo.apps.ui.jobs import JobManager
+    from cdvideo.apps.ui.motion import motion_loras, resume_motion_training, start_motion_training
+
+    mgr, access = JobManager(tmp_path), Access(tmp_path)
+    me, other = access.client("tab-a", None), access.client("tab-b", None)
+    with pytest.raises(CdvideoError, match="drop 1-5 reference clips"):
+        start_motion_training(mgr, me, [], "an object", 12, "toyworld", 64)
+    job = start_motion_training(mgr, me, [str(p) for p in references], "an object on a background", 12,
+                                "toyworld", 64)
+    wait(lambda: job.progress.get("step", 0) >= 3)
+    mgr.cancel(job.id, me.owner)
+    wait(lambda: job.status == "cancelled")
+    assert "Resume continues" in job.message and job.progress["step"] < 12
+    with pytest.raises(CdvideoError, match="no cancelled motion run"):
+        resume_motion_training(mgr, other)
+    again = resume_motion_training(mgr, me)
+    wait(lambda: again.status in ("done", "error"))
+    assert again.status == "done", again.message
+    assert motion_loras(me.folder) == [again.files[0]]
+    run = load_motion_config(job.params["run"] + "/config.yaml", values={"output_dir": str(tmp_path / "straight"),
+                                                                        "resume": None})
+    straight = motion_lora.read(train_motion(run))
+    resumed = motion_lora.read(again.files[0])
+    assert all(torch.equal(straight.pairs[k].up, resumed.pairs[k].up) for k in straight.pairs)
+    assert any(p.up.abs().sum() > 0 for p in resumed.pairs.values())  # it trained
+
+
+def test_a_motion_lora_renders_and_its_sidecar_regenerates_the_clip(tmp_path, references):
+    from cdvideo.apps.cli import main
+
+    run = load_motion_config("configs/motion/toyworld_circling.yaml", [
+        f"references=[{references[0].parent}]", f"output_dir={tmp_path / 'run'}", "max_steps=3", "rank=2"])
+    lora = train_motion(run)
+    assert (tmp_path / "run" / "diffusers" / "pytorch_lora_weights.safetensors").is_file()
+    assert len(list((tmp_path / "run" / "reference_frames").glob("*/*.png"))) == 3 * 16
+    assert json.loads(motion_lora.read(lora).metadata["references"])[0]["file"] == "circling_0.gif"
+    out = tmp_path / "clips"
+    assert main(["animate", "--model", "toyworld", "--motion-lora", f"{lora}:0.7", "--prompt", "a red ball",
+                 "--num-inference-steps", "2", "--format", "gif", "--output-dir", str(out)]) == 0
+    sidecar = next(out.glob("*.json"))
+    record = json.loads(sidecar.read_text())
+    assert record["motion_loras"] == [{"path": str(lora.resolve()), "sha256": record["motion_loras"][0]["sha256"],
+                                       "scale": 0.7}]
+    assert main(["animate", "--sidecar", str(sidecar), "--output-dir", str(tmp_path / "again")]) == 0
+    assert sidecar.with_suffix(".gif").read_bytes() == next((tmp_path / "again").glob("*.gif")).read_bytes()
+    lora.write_bytes(lora.read_bytes()[:-8] + b"\x00" * 8)  # changed since: the sidecar says so
+    assert main(["animate", "--sidecar", str(sidecar), "--output-dir", str(tmp_path / "third")]) == 2
