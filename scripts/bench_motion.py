@@ -1,7 +1,7 @@
 """`cdvideo train-motion`'s step against the bare temporal-LoRA step, side by side, at real SD1.5 + v1-5-2 size
 (random weights), in one run.
 
-    python scripts/bench_motion.py [--resolution 128] [--frames 16] [--steps 3] [--rounds 2] [--model sd15-random]
+    python scripts/bench_motion.py [--resolution 128] [--frames 16] [--steps 3] [--rounds 2] [--bf16]
 
 The bare step is what a motion LoRA cannot do without: the UNetMotionModel's forward on a clip, the MSE, backward and
 AdamW on the temporal LoRA only. The motion step is `cdvideo.tasks.train_motion.train_step` itself: MotionDirector's
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 
-def build(model: str, rank: int, resolution: int, frames: int):
+def build(model: str, rank: int, resolution: int, frames: int, bf16: bool = False):
     from cdvideo.data.motion_config import MotionTrainConfig
     from cdvideo.models.loading import load_components
     from cdvideo.models.motion_lora import LoraSet, spatial_modules, temporal_modules
@@ -36,7 +36,7 @@ def build(model: str, rank: int, resolution: int, frames: int):
                                                                                     device=dev))]
     cond = torch.randn(1, 77, unet.config.cross_attention_dim, generator=gen).to(dev)
     cfg = MotionTrainConfig(model=model, references=["-"], prompt="-", rank=rank, num_frames=frames,
-                            resolution=resolution, report_to="none")
+                            resolution=resolution, report_to="none", mixed_precision="bf16" if bf16 else "no")
     paths = {"unet": unet, "temporal": temporal, "spatial": spatial, "cond": cond, "dev": dev,
              "sched": make_scheduler("ddpm", m["scheduler"].config, animatediff=True)}
     return cfg, paths, latents
@@ -64,8 +64,9 @@ def main() -> None:
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast, as on a GPU (fp32 LoRA weights)")
     args = p.parse_args()
-    cfg, paths, latents = build(args.model, args.rank, args.resolution, args.frames)
+    cfg, paths, latents = build(args.model, args.rank, args.resolution, args.frames, args.bf16)
     temporal, spatial = paths["temporal"], paths["spatial"]
     opts = {"temporal": adamw(temporal.parameters(), cfg.learning_rate, cfg),
             "spatial": adamw(spatial.parameters(), cfg.spatial_learning_rate, cfg)}
@@ -87,7 +88,8 @@ def main() -> None:
         rows["cdvideo motion step"].append(timed(ours, args.steps))
     best = {k: min(v) for k, v in rows.items()}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"{args.model}, {args.frames} frames at {args.resolution} px, LoRA rank {args.rank}, {device}")
+    print(f"{args.model}, {args.frames} frames at {args.resolution} px, LoRA rank {args.rank}, {device}, "
+          f"{'bf16 autocast' if args.bf16 else 'fp32'}")
     print("| step | s/step | ratio |\n|---|---|---|")
     for k, v in best.items():
         print(f"| {k} | {v:.3f} | {v / best['bare temporal-LoRA step']:.2f}x |")

@@ -24,3 +24,17 @@ def test_bare_step_in_bf16_counts_the_unets_flops():
     assert two["unet_forward_flops"] == 2 * r["unet_forward_flops"]  # per sample, not per call
     line = bench_train.flop_line(r["unet_forward_flops"], 0.5, 0.55, "NVIDIA H200")
     assert "% of H200 bf16 peak" in line and line.count("TFLOP/s") == 2
+
+
+def test_motion_bench_times_both_steps_side_by_side():
+    """bench_motion.py's two steps run on the miniature model and print one table (timings are not asserted)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_motion.py"
+    r = subprocess.run([sys.executable, str(script), "--model", "toyworld", "--resolution", "64", "--frames", "4",
+                        "--rank", "4", "--steps", "1", "--rounds", "1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-500:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "x |" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| bare temporal-LoRA step", "| cdvideo motion step"]
+    assert rows[0].endswith("| 1.00x |")

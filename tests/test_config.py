@@ -26,6 +26,7 @@ def test_every_config_validates_and_names_its_command(path):
         cfg = load_motion_config(path, ["references=[a.mp4]", "prompt=a dance"] if "references: []" in
                                  path.read_text() else [])
         assert cfg.references and cfg.prompt
+        assert "references: []" in path.read_text() or all((ROOT / r).exists() for r in cfg.references)
 
 
 def test_the_motion_demo_runs_the_shipped_motion_config():
@@ -36,6 +37,9 @@ def test_the_motion_demo_runs_the_shipped_motion_config():
     same = [k for k in MOTION_TRAIN if "." not in k]
     assert [getattr(shipped, k) for k in same] == [getattr(ours, k) for k in same]
     assert shipped.validation.every == ours.validation.every == 0
+    from cdvideo.apps.ui.motion import SMALL  # the web app's settings for a 64 px base
+
+    assert all(getattr(shipped, k) == v for k, v in SMALL.items())
 
 
 def test_paper_defaults():

@@ -83,7 +83,7 @@ def test_eval_with_the_judge_for_clips(tmp_path):
             "--output-dir", str(tmp_path / "eval")]
     assert main(args) == 0
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["overall"]
-    assert set(summary) == {"identity", "composition"}
+    assert set(summary) == {"identity", "composition", "dynamic_degree"}  # clips: how much they move, too
     assert 0 <= summary["identity"]["mean"] <= 1 and summary["composition"]["mean"] in (0.0, 0.5, 1.0)
     assert main(args) == 0  # resumable: a second run finds everything generated and scored
 

@@ -27,6 +27,7 @@ def farneback(frames: list, size: int = SIZE) -> np.ndarray:
         raise CdvideoError("motion metrics need OpenCV: pip install 'cdvideo[video]'") from None
     if len(frames) < 2:
         raise CdvideoError(f"a clip of {len(frames)} frame(s) has no motion to measure")
+    cv2.setNumThreads(1)  # its worker threads would compete with torch's for the same cores
     g = [gray(f, size) for f in frames]
     return np.stack([cv2.calcOpticalFlowFarneback(a, b, None, pyr_scale=0.5, levels=3, winsize=15, iterations=3,
                                                   poly_n=5, poly_sigma=1.2, flags=0) for a, b in zip(g, g[1:])])

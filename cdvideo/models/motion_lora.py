@@ -1,6 +1,6 @@
 """LoRA on a UNetMotionModel: the motion modules' temporal attention (what a motion LoRA holds) and the image
-model's attention (MotionDirector's spatial path), trained through torch parametrizations (no library class is
-patched) and merged into the weights for rendering."""
+model's attention (MotionDirector's spatial path), trained as branches beside the Linear layers through torch
+forward hooks (no library class is patched) and merged into the weights for rendering."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 
 import torch
 import torch.nn as nn
-from torch.nn.utils import parametrize
+import torch.nn.functional as F
 
 from cdvideo.data.motion_lora import MotionLora, Pair
 from cdvideo.errors import CdvideoError
@@ -29,8 +29,9 @@ def spatial_modules(unet) -> list[str]:
             and ".transformer_blocks." in n and ".attn" in n and n.endswith(PROJECTIONS)]
 
 
-class LoraWeight(nn.Module):
-    """A parametrization W -> W + up @ down (alpha = rank); `up` starts at zero, so training starts at the base."""
+class LoraBranch(nn.Module):
+    """y = W x + up(down(x)) beside one Linear, through a forward hook (alpha = rank): the weight is never
+    rebuilt, so a step costs what a LoRA should (tokens x rank x (in + out)). `up` starts at zero."""
 
     def __init__(self, out_features: int, in_features: int, rank: int, gen: torch.Generator):
         super().__init__()
@@ -39,25 +40,32 @@ class LoraWeight(nn.Module):
         self.up = nn.Parameter(torch.zeros(out_features, rank))
         self.enabled = True
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+    def hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
-            return weight
-        return weight + (self.up @ self.down).to(weight.dtype)
+            return output
+        x = args[0]
+        return output + F.linear(F.linear(x, self.down.to(x.dtype)), self.up.to(x.dtype))
 
 
 class LoraSet:
-    """LoRA parametrizations on named Linear modules of a model, switched and trained together."""
+    """LoRA branches on named Linear modules of a model, switched and trained together; `remove()` detaches them."""
 
     def __init__(self, model: nn.Module, names: list[str], rank: int, seed: int):
         if not names:
             raise CdvideoError("no attention projections to put a LoRA on: is this a UNetMotionModel?")
         gen, modules = torch.Generator().manual_seed(seed), dict(model.named_modules())
-        self.layers: dict[str, LoraWeight] = {}
+        self.layers: dict[str, LoraBranch] = {}
+        self.handles = []
         for name in names:
             linear = modules[name]
-            layer = LoraWeight(linear.out_features, linear.in_features, rank, gen).to(linear.weight.device)
-            parametrize.register_parametrization(linear, "weight", layer)
+            layer = LoraBranch(linear.out_features, linear.in_features, rank, gen).to(linear.weight.device)
+            self.handles.append(linear.register_forward_hook(layer.hook))
             self.layers[name] = layer
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for layer in self.layers.values() for p in (layer.down, layer.up)]

@@ -321,7 +321,7 @@ def motion_lora_record(entries: list[tuple[str, float]]) -> list[dict]:
 
 def motion_loras_from_record(record: dict) -> list[tuple[str, float]]:
     """The sidecar's motion LoRAs, each checked to be the file the clip was rendered with."""
-    out = []
+    out = [(record["motion_lora"], 1.0)] if record.get("motion_lora") else []  # an earlier sidecar: one, scale 1
     for r in record.get("motion_loras") or []:
         if r["sha256"] is not None and (not Path(r["path"]).exists() or sha256_file(r["path"]) != r["sha256"]):
             raise CdvideoError(f"motion LoRA {r['path']} is missing or changed since the clip was rendered")

@@ -35,6 +35,7 @@ from cdvideo.models.text import encode_prompts
 from cdvideo.pipelines.build import motion_unet
 from cdvideo.pipelines.registry import default_adapter, load_adapter, make_scheduler
 from cdvideo.tasks.motion_validation import render_motion_validation
+from cdvideo.tasks.train import LazyLogs
 
 log = logging.getLogger(__name__)
 OWNED = ("motion_lora.safetensors", "diffusers", "config.yaml", "checkpoints", "validation", "logs",
@@ -97,27 +98,26 @@ def train_motion(cfg: MotionTrainConfig, on_step: Callable[[int, dict], None] | 
 
     # -- Steps -----------------------------------------------------------------------------------------------
     paths = {"unet": unet, "temporal": temporal, "spatial": spatial, "cond": cond, "sched": sched, "dev": dev}
-    pbar = tqdm(total=cfg.max_steps, initial=step, desc="train-motion")
-    while step < cfg.max_steps:
-        rng = np.random.default_rng([cfg.seed, step])
-        logs = train_step(cfg, paths, latents, opts, rng)
-        for s in lr_scheds.values():
-            s.step()
-        step += 1
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            report(cfg, writer, pbar, step, logs)
-        pbar.update(1)
-        stop = should_stop is not None and should_stop()
-        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or stop:
-            save_checkpoint(cfg, step, temporal, spatial, opts, lr_scheds)
-        if cfg.validation.every and step % cfg.validation.every == 0:
-            render_validation(cfg, m, unet, temporal, spatial, out, step)
-        if on_step is not None:
-            on_step(step, logs)
-        if stop:
-            pbar.close()
-            raise MotionTrainingStopped(step, checkpoint.checkpoint_dir(out, step))
-    pbar.close()
+    with tqdm(total=cfg.max_steps, initial=step, desc="train-motion") as pbar:
+        while step < cfg.max_steps:
+            rng = np.random.default_rng([cfg.seed, step])
+            logs = train_step(cfg, paths, latents, opts, rng)
+            for s in lr_scheds.values():
+                s.step()
+            step += 1
+            stop = should_stop is not None and should_stop()
+            at_checkpoint = bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or stop
+            if step % cfg.log_every == 0 or step == cfg.max_steps or at_checkpoint:
+                report(writer, pbar, step, logs)  # syncs; stops on a NaN before a checkpoint could keep it
+            pbar.update(1)
+            if at_checkpoint:
+                save_checkpoint(cfg, step, temporal, spatial, opts, lr_scheds)
+            if cfg.validation.every and step % cfg.validation.every == 0:
+                render_validation(cfg, m, unet, temporal, spatial, out, step)
+            if on_step is not None:
+                on_step(step, LazyLogs(logs))
+            if stop:
+                raise MotionTrainingStopped(step, checkpoint.checkpoint_dir(out, step))
     if writer is not None:
         writer.close()
 
@@ -131,7 +131,7 @@ def train_motion(cfg: MotionTrainConfig, on_step: Callable[[int, dict], None] | 
 
 def train_step(cfg: MotionTrainConfig, paths: dict, latents: list, opts: dict, rng: np.random.Generator) -> dict:
     """One step of each path on one clip: the spatial LoRA on a random frame, then the temporal LoRA on the whole
-    clip with the spatial one on and frozen; returns the step's losses (floats)."""
+    clip with the spatial one on and frozen; returns the step's losses (device tensors: no sync per step)."""
     unet, temporal, spatial, dev = paths["unet"], paths["temporal"], paths["spatial"], paths["dev"]
     mean, std = latents[int(rng.integers(len(latents)))]
     gen = torch.Generator(dev).manual_seed(int(rng.integers(2**62)))
@@ -144,7 +144,7 @@ def train_step(cfg: MotionTrainConfig, paths: dict, latents: list, opts: dict, r
         pred, target, _ = denoise(cfg, paths, x0[:, :, frame:frame + 1], gen)
         loss = torch.nn.functional.mse_loss(pred, target)
         update(loss, opts["spatial"], spatial.parameters(), cfg.max_grad_norm)
-        logs["loss/spatial"] = loss.item()
+        logs["loss/spatial"] = loss.detach()
     # -- temporal path: the whole clip, the spatial LoRA on and frozen
     temporal.enable(True, train=True)
     if spatial is not None:
@@ -155,10 +155,8 @@ def train_step(cfg: MotionTrainConfig, paths: dict, latents: list, opts: dict, r
     if cfg.loss_weighting == "high-noise":
         loss = loss * high_noise_weight(paths["sched"].alphas_cumprod, t, cfg.high_noise_cap)[0]
     update(loss, opts["temporal"], temporal.parameters(), cfg.max_grad_norm)
-    if not math.isfinite(loss.item()):
-        raise CdvideoError(f"loss became {loss.item()}; lower learning_rate or use mixed_precision=no")
     unet.zero_grad(set_to_none=True)
-    return {**logs, "loss/temporal": plain.item(), "loss/debiased": debiased.item(), "loss": loss.item()}
+    return {**logs, "loss/temporal": plain.detach(), "loss/debiased": debiased.detach(), "loss": loss.detach()}
 
 
 def denoise(cfg: MotionTrainConfig, paths: dict, x0: torch.Tensor, gen: torch.Generator
@@ -225,11 +223,16 @@ def tensorboard(cfg: MotionTrainConfig, out: Path):
     return SummaryWriter(str(out / "logs" / "train-motion"))
 
 
-def report(cfg: MotionTrainConfig, writer, pbar, step: int, logs: dict) -> None:
+def report(writer, pbar, step: int, logs: dict) -> None:
+    """Read the step's losses (one sync), stop on a non-finite one, log them and show them."""
+    values = dict(LazyLogs(logs))
+    if not math.isfinite(values["loss"]):
+        raise CdvideoError(f"loss became {values['loss']} at step {step}; stopped without writing the motion LoRA. "
+                           "Lower learning_rate or use mixed_precision=no, then resume=latest")
     if writer is not None:
-        for k, v in logs.items():
+        for k, v in values.items():
             writer.add_scalar(k, v, step)
-    pbar.set_postfix(loss=f"{logs['loss']:.4f}", temporal=f"{logs['loss/temporal']:.4f}")
+    pbar.set_postfix(loss=f"{values['loss']:.4f}", temporal=f"{values['loss/temporal']:.4f}")
 
 
 def render_validation(cfg, m, unet, temporal, spatial, out: Path, step: int) -> None:

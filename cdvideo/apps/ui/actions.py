@@ -86,34 +86,50 @@ def start_training(mgr: JobManager, client: Client, files: list[str], class_word
         "spl.weight": float(spl_weight), "resolution": native_size(model), "validation.every": every,
         "checkpoint_every": every, "validation.prompts": ["a photo of a {token} {class_word}"],
         "report_to": "none"})
-    for src, dst in copies:  # every value is checked: only now does the run's folder appear
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, dst)
+    copy_inputs(copies)  # every value is checked: only now does the run's folder appear
     return mgr.submit(client.owner, "train", f"{token} {class_word}, {n} step{'s' * (n != 1)}",
                       lambda j, m: _train(cfg, j, m), {"run": str(run_dir)})
 
 
+def copy_inputs(copies: list[tuple[Path, Path]]) -> None:
+    for src, dst in copies:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+
+
 def resume_training(mgr: JobManager, client: Client) -> Job:
-    last = next((j for j in mgr.for_owner(client.owner, "train") if j.status == "cancelled"), None)
+    return resume_last(mgr, client, "train", "training run", load_train_config, _train)
+
+
+def resume_last(mgr: JobManager, client: Client, kind: str, what: str, load, run) -> Job:
+    """Resume the client's last cancelled `kind` job: its run's config.yaml with resume=latest, through `run`."""
+    last = next((j for j in mgr.for_owner(client.owner, kind) if j.status == "cancelled"), None)
     if last is None:
-        raise CdvideoError("no cancelled training run to resume")
-    cfg = load_train_config(Path(last.params["run"]) / "config.yaml", values={"resume": "latest"})
-    return mgr.submit(client.owner, "train", last.title + " (resumed)", lambda j, m: _train(cfg, j, m), last.params)
+        raise CdvideoError(f"no cancelled {what} to resume")
+    cfg = load(Path(last.params["run"]) / "config.yaml", values={"resume": "latest"})
+    return mgr.submit(client.owner, kind, last.title + " (resumed)", lambda j, m: run(cfg, j, m), last.params)
 
 
 def _train(cfg, job: Job, mgr: JobManager) -> list[Path]:
+    return run_training(lambda on_step, stop: train(cfg, on_step=on_step, should_stop=stop), cfg.max_steps, job, mgr,
+                        TrainingStopped, lambda logs: {"spl": logs["loss/spl"]})
+
+
+def run_training(run, total: int, job: Job, mgr: JobManager, stopped: type[Exception], extra=lambda logs: {}
+                 ) -> list[Path]:
+    """`run(on_step, should_stop)` (train or train_motion) with live step, loss and ETA in the job, and Cancel:
+    a `stopped` exception (the checkpoint saved) marks the job cancelled, for Resume."""
     t0, first = time.time(), None
 
     def on_step(step: int, logs) -> None:
         nonlocal first
         first = first or step
         per = (time.time() - t0) / max(step - first + 1, 1)
-        mgr.update(job, step=step, total=cfg.max_steps, loss=logs["loss"], spl=logs["loss/spl"],
-                   eta=round(per * (cfg.max_steps - step)))
+        mgr.update(job, step=step, total=total, loss=logs["loss"], **extra(logs), eta=round(per * (total - step)))
 
     try:
-        return [train(cfg, on_step=on_step, should_stop=lambda: mgr.cancelled(job))]
-    except TrainingStopped as e:
+        return [run(on_step, lambda: mgr.cancelled(job))]
+    except stopped as e:
         job.message = f"cancelled at step {e.step}; Resume continues from {e.folder.name}"
         raise Cancelled from None
 

@@ -3,20 +3,23 @@ progress, Cancel and Resume; and the motion LoRAs the Animate tab's picker lists
 
 from __future__ import annotations
 
-import shutil
-import time
 from pathlib import Path
 
 import gradio as gr
 
 from cdvideo.apps.ui.access import MAX_VIDEO_SECONDS, MAX_VIDEO_SIDE, Client
-from cdvideo.apps.ui.jobs import Cancelled, Job, JobManager
+from cdvideo.apps.ui.actions import base_ref, copy_inputs, resume_last, run_training, stamp
+from cdvideo.apps.ui.jobs import Job, JobManager
 from cdvideo.data.files import file_stem
 from cdvideo.data.motion_config import MAX_REFERENCES, load_motion_config
 from cdvideo.data.references import CLIP_SUFFIXES
 from cdvideo.data.video import VIDEO_SUFFIXES, check_video
 from cdvideo.errors import CdvideoError
 from cdvideo.tasks.train_motion import MotionTrainingStopped, train_motion
+
+
+# configs/motion/toyworld_circling.yaml's settings for 64 px bases; SD1.5 keeps the schema's (MotionDirector's)
+SMALL = {"rank": 16, "learning_rate": 3e-3, "spatial_learning_rate": 3e-4, "loss_weighting": "high-noise"}
 
 
 def motion_loras(root: Path) -> list[str]:
@@ -40,47 +43,26 @@ def reference_inputs(files: list[str], dest: Path) -> list[tuple[Path, Path]]:
 
 def start_motion_training(mgr: JobManager, client: Client, files: list[str], prompt: str, steps: int,
                           model: str, size: int) -> Job:
-    from cdvideo.apps.ui.actions import base_ref, stamp  # lazy: start-up time (actions loads the render stack)
-
     model = base_ref(client, model)
     run_dir = client.folder / "motion" / stamp("motion")
     copies = reference_inputs(files, run_dir / "references")
-    n = int(steps)
+    n, small = int(steps), int(size) <= 128  # a miniature base takes the miniature world's settings
     cfg = load_motion_config(None, values={
         "model": model, "references": [str(run_dir / "references")], "prompt": prompt or "", "max_steps": n,
         "output_dir": str(run_dir), "resolution": int(size), "checkpoint_every": max(n // 4, 1),
-        "rank": 8 if int(size) <= 128 else 32, "learning_rate": 3e-3 if int(size) <= 128 else 5e-4,
-        "spatial_learning_rate": 3e-3 if int(size) <= 128 else 5e-4, "report_to": "none"})
-    for src, dst in copies:  # every value is checked: only now does the run's folder appear
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, dst)
+        **(SMALL if small else {}), "report_to": "none"})
+    copy_inputs(copies)  # every value is checked: only now does the run's folder appear
     return mgr.submit(client.owner, "motion", f"motion: {prompt[:40]}, {n} steps",
                       lambda j, m: _train(cfg, j, m), {"run": str(run_dir)})
 
 
 def resume_motion_training(mgr: JobManager, client: Client) -> Job:
-    last = next((j for j in mgr.for_owner(client.owner, "motion") if j.status == "cancelled"), None)
-    if last is None:
-        raise CdvideoError("no cancelled motion run to resume")
-    cfg = load_motion_config(Path(last.params["run"]) / "config.yaml", values={"resume": "latest"})
-    return mgr.submit(client.owner, "motion", last.title + " (resumed)", lambda j, m: _train(cfg, j, m),
-                      last.params)
+    return resume_last(mgr, client, "motion", "motion run", load_motion_config, _train)
 
 
 def _train(cfg, job: Job, mgr: JobManager) -> list[Path]:
-    t0, first = time.time(), None
-
-    def on_step(step: int, logs: dict) -> None:
-        nonlocal first
-        first = first or step
-        per = (time.time() - t0) / max(step - first + 1, 1)
-        mgr.update(job, step=step, total=cfg.max_steps, loss=logs["loss"], eta=round(per * (cfg.max_steps - step)))
-
-    try:
-        return [train_motion(cfg, on_step=on_step, should_stop=lambda: mgr.cancelled(job))]
-    except MotionTrainingStopped as e:
-        job.message = f"cancelled at step {e.step}; Resume continues from {e.folder.name}"
-        raise Cancelled from None
+    return run_training(lambda on_step, stop: train_motion(cfg, on_step=on_step, should_stop=stop), cfg.max_steps,
+                        job, mgr, MotionTrainingStopped)
 
 
 def motion_tab(mgr: JobManager, access, client, model: str, size: int, on, status_md, latest, cancel) -> tuple:
@@ -91,7 +73,8 @@ def motion_tab(mgr: JobManager, access, client, model: str, size: int, on, statu
         with gr.Column():
             prompt = gr.Textbox(label="what the clips show", value="an object on a background"
                                 if model == "toyworld" else "", elem_id="motion-prompt")
-            steps = gr.Number(label="steps", value=300, precision=0, elem_id="motion-steps")
+            steps = gr.Number(label="steps", value=600 if model == "toyworld" else 300, precision=0,
+                              elem_id="motion-steps")
             base = gr.Dropdown(["toyworld", "tiny", "stable-diffusion-v1-5/stable-diffusion-v1-5"], value=model,
                                label="base model", allow_custom_value=True, elem_id="motion-model")
             side = gr.Number(label="size (px)", value=size, precision=0, elem_id="motion-size")

@@ -17,8 +17,14 @@ from cdvideo.toyworld.instances import write_photos
 
 def run(work: Path, assets: Path) -> None:
     """The model, adapter, judge and photos from the stage outputs in `work` into `assets`."""
-    from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import (  # lazy: start-up time
+        AutoencoderKL,
+        DDIMScheduler,
+        MotionAdapter,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTokenizer  # lazy: start-up time
 
     pipe = StableDiffusionPipeline(
         vae=AutoencoderKL.from_pretrained(str(work / "vae")),

@@ -9,16 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from cdvideo.apps.worldbuild.common import (
-    Curve,
-    log,
-    mark_done,
-    optimizer,
-    optimizer_step,
-    render_set,
-    seed_everything,
-    to_pixels,
-)
+from cdvideo.apps.worldbuild.common import (Curve, log, mark_done, optimizer, optimizer_step, render_set,
+    seed_everything, to_pixels)
 from cdvideo.apps.worldbuild.plans import JudgePlan
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.world import MOTIONS, NUM_FRAMES
@@ -137,9 +129,9 @@ def train_motion_head(judge: J.Judge, clip_sets: list[np.ndarray], scenes: list,
 
 
 def save(judge: J.Judge, path: Path) -> None:
-    import json
+    import json  # lazy: start-up time
 
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: start-up time
 
     save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(path),
               metadata={"config": json.dumps(judge.config)})

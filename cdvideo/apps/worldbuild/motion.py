@@ -17,18 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cdvideo.apps.worldbuild.common import (
-    ADAPTER,
-    MOTION_SCHEDULE,
-    Curve,
-    log,
-    mark_done,
-    optimizer,
-    optimizer_step,
-    pretraining,
-    seed_everything,
-    step_rngs,
-)
+from cdvideo.apps.worldbuild.common import (ADAPTER, MOTION_SCHEDULE, Curve, log, mark_done, optimizer,
+    optimizer_step, pretraining, seed_everything, step_rngs)
 from cdvideo.apps.worldbuild.plans import MotionPlan, record
 from cdvideo.apps.worldbuild.unet import captions, latents, load_text, noised, sample_latents
 from cdvideo.models.text import tokenize
@@ -37,7 +27,7 @@ from cdvideo.models.text import tokenize
 def build(work: Path, adapter_dir: Path | None = None):
     """UNetMotionModel of the trained (EMA) UNet and a MotionAdapter (fresh, or a saved round's); only the motion
     modules train."""
-    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel  # lazy: start-up time
 
     unet = UNet2DConditionModel.from_pretrained(str(work / "unet"))
     adapter = MotionAdapter(**ADAPTER)
@@ -74,7 +64,7 @@ def batch_at(step: int, seed: int, data: dict, plan: MotionPlan, tokenizer) -> d
 
 
 def run(work: Path, seed: int, plan: MotionPlan) -> dict:
-    from diffusers import AutoencoderKL, DDPMScheduler
+    from diffusers import AutoencoderKL, DDPMScheduler  # lazy: start-up time
 
     seed_everything(seed)
     _, _, _, clip_scenes = pretraining(work, seed, plan.renders)

@@ -56,7 +56,7 @@ OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "growi
 @torch.no_grad()
 def caption_test(m: dict, adapter, per_motion: int = 4, seed: int = 777) -> None:
     """Denoising loss of fresh clips under their own motion word, the opposite one, and none, by timestep."""
-    from diffusers import DDPMScheduler, UNetMotionModel
+    from diffusers import DDPMScheduler, UNetMotionModel  # lazy: start-up time
 
     model = UNetMotionModel.from_unet2d(m["unet"], adapter).eval()
     sched, vae, rng = DDPMScheduler(**MOTION_SCHEDULE), m["vae"], np.random.default_rng(seed)

@@ -24,7 +24,7 @@ import numpy as np
 from cdvideo.apps import motion_demo as M
 from cdvideo.apps.demo import train_config
 from cdvideo.apps.worldbuild.spl_strength import append_row, read_rows
-from cdvideo.data.files import write_text_atomic
+from cdvideo.data.files import slug, write_text_atomic
 from cdvideo.math.metrics import bootstrap_ci
 from cdvideo.tasks.train import train
 from cdvideo.toyworld import judge as J
@@ -55,8 +55,7 @@ def run_pair(work: Path, motion: str, seed: int, judge, rows: Path, done: set) -
                 continue
             if method != BASE and methods[method] is None:
                 t0 = time.time()
-                methods[method] = (M.learn(motion, work, seed, method, {"loss_weighting": "high-noise"}),
-                                   round(time.time() - t0))
+                methods[method] = (M.learn(motion, work, seed, method), round(time.time() - t0))
             loras = [(methods[method][0], 1.0)] if method != BASE else []
             r = M.score(judge, inst, motion, seed, clips, M.render(subject(work, name), clips, loras))
             append_row({"tag": tag, "motion": motion, "seed": seed, "instance": name, "method": method,
@@ -65,8 +64,18 @@ def run_pair(work: Path, motion: str, seed: int, judge, rows: Path, done: set) -
                   flush=True)
 
 
+def releak(row: dict) -> dict:
+    """The row with each clip's leakage read again from its judged background and colour (`motion_demo.leaked`)."""
+    inst = get(row["instance"])
+    asked = [c.background for c in M.clips_for(inst, row["motion"], row["seed"])]
+    clips = [{**c, "leakage": float(M.leaked(inst, row["motion"], row["seed"], a, c["background"], c["colour"]))}
+             for a, c in zip(asked, row["clips"])]
+    return {**row, "clips": clips}
+
+
 def summary(rows: list[dict]) -> dict:
     """Per motion and method: each measure's mean with a 95% bootstrap interval over clips, and the SD over seeds."""
+    rows = [releak(r) for r in rows]
     out: dict = {}
     for motion in sorted({r["motion"] for r in rows}):
         for method in [BASE, *M.VARIANTS]:
@@ -104,20 +113,19 @@ def table(s: dict) -> str:
 
 def gifs(work: Path, docs: Path) -> None:
     """One reference and the ball with each method, per motion (seed 0), enlarged, into docs/."""
-    from cdvideo.toyworld import draw, motions
+    from cdvideo.toyworld import draw, motions  # lazy: start-up time
 
-    from PIL import Image
+    from PIL import Image  # lazy: start-up time
 
     inst = get(INSTANCES[0])
     for motion in NOVEL_MOTIONS:
         ref = [Image.fromarray(f) for f in draw.render(motions.reference_scenes(motion, seed=0)[0])]
-        M.write_gif(ref, docs / f"motion_{motion}_reference.gif")
+        M.write_gif(ref, docs / f"motion_{motion}_reference.gif", upscale=2)
         clip = M.clips_for(inst, motion, 0, n_backgrounds=1, seeds=(0,))
         for method in [BASE, *M.VARIANTS]:
-            loras = [] if method == BASE else [(M.learn(motion, work, 0, method, {"loss_weighting": "high-noise"}),
-                                                1.0)]
+            loras = [] if method == BASE else [(M.learn(motion, work, 0, method), 1.0)]
             frames = M.render(subject(work, inst.name), clip, loras)[0]
-            M.write_gif(frames, docs / f"motion_{motion}_{method.split()[0]}.gif")
+            M.write_gif(frames, docs / f"motion_{motion}_{slug(method)}.gif", upscale=2)
 
 
 def main() -> None:

@@ -79,31 +79,32 @@ class VAEPlan:
 
 
 @dataclass(frozen=True)
-class UNetPlan:
-    """Stage unet: epsilon prediction, min-SNR weighting, caption dropout, EMA; a quarter of a batch clip frames."""
-    steps: int = 2800
-    batch: int = 64
-    optim: Optim = Optim(1e-3, 1e-2, 100, floor=0.2)
+class DenoiserPlan:
+    """What the UNet and motion stages share: where they train, caption dropout, min-SNR gamma, the renders."""
     device: str = "cpu"
-    caption_drop: float = 0.1
+    caption_drop: float = 0.1  # for classifier-free guidance
     min_snr: float = 5.0
-    ema_decay: float = 0.998
-    clip_divisor: int = 4
-    checkpoint_every: int = 200
     renders: tuple[Renders, ...] = PRETRAIN
 
 
 @dataclass(frozen=True)
-class MotionPlan:
+class UNetPlan(DenoiserPlan):
+    """Stage unet: epsilon prediction, min-SNR weighting, caption dropout, EMA; a quarter of a batch clip frames."""
+    steps: int = 2800
+    batch: int = 64
+    optim: Optim = Optim(1e-3, 1e-2, 100, floor=0.2)
+    ema_decay: float = 0.998
+    clip_divisor: int = 4
+    checkpoint_every: int = 200
+
+
+@dataclass(frozen=True)
+class MotionPlan(DenoiserPlan):
     """Stage motion: the motion modules over the frozen UNet in warm-restart rounds of (steps, weighting)."""
     rounds: tuple[tuple[int, str], ...] = ((4000, "min-snr"), (1500, "high-noise"))
     clips_per_batch: int = 4
     optim: Optim = Optim(1e-3, 1e-2, 50, floor=0.1)
-    device: str = "cpu"
-    caption_drop: float = 0.1
-    min_snr: float = 5.0
     high_noise_cap: float = 10.0
-    renders: tuple[Renders, ...] = PRETRAIN
 
 
 @dataclass(frozen=True)

@@ -73,10 +73,10 @@ def text_space(m: dict, seed: int, docs: Path) -> dict:
 
 
 def plot_pca(feats: torch.Tensor, classes: np.ndarray, colours: list[str], docs: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: start-up time
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: start-up time
 
     x = feats - feats.mean(0)
     _, _, vh = torch.linalg.svd(x, full_matrices=False)
@@ -118,7 +118,7 @@ def images(m: dict, judge: J.Judge, docs: Path) -> dict:
 @torch.no_grad()
 def clips(m: dict, judge: J.Judge, docs: Path) -> dict:
     """The fixed clip prompts through AnimateDiff with the shipped adapter; the judge's rates, and GIFs."""
-    from diffusers.utils import export_to_gif
+    from diffusers.utils import export_to_gif  # lazy: start-up time
 
     pipe = video_pipeline(m, load_adapter(MODEL_ID, torch.float32),
                           make_scheduler("ddim", m["scheduler"].config, animatediff=True))
@@ -143,10 +143,10 @@ def clips(m: dict, judge: J.Judge, docs: Path) -> dict:
 
 
 def curves(work: Path, docs: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: start-up time
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: start-up time
 
     names = [n for n in ("judge", "text", "vae", "unet", "motion") if (work / "curves" / f"{n}.json").is_file()]
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), dpi=100)

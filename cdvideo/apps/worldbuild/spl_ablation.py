@@ -56,9 +56,9 @@ def pair_shown(judge, image: Image.Image, appearance: tuple, other: tuple[str, s
 @torch.no_grad()
 def score(weights_file: Path | None, subject: str, appearance: tuple, judge, adapter: str = "toyworld") -> dict:
     """Identity and composition over the fixed prompts (images, the pair prompt and clips)."""
-    from cdvideo.pipelines.build import image_pipeline, video_pipeline
-    from cdvideo.pipelines.registry import load_adapter, make_scheduler
-    from cdvideo.pipelines.personalized import load_personalized
+    from cdvideo.pipelines.build import image_pipeline, video_pipeline  # lazy: start-up time
+    from cdvideo.pipelines.registry import load_adapter, make_scheduler  # lazy: start-up time
+    from cdvideo.pipelines.personalized import load_personalized  # lazy: start-up time
 
     m, _, _ = load_personalized("toyworld", [str(weights_file)] if weights_file else [])
     pipe = image_pipeline(m, scheduler=make_scheduler("ddim", m["scheduler"].config, False))
@@ -92,15 +92,15 @@ def score(weights_file: Path | None, subject: str, appearance: tuple, judge, ada
 
 
 def drift_distance(weights_file: Path) -> float:
-    from cdvideo.tasks.drift import compute, load_source
-    from cdvideo.toyworld import drift_phrases
+    from cdvideo.tasks.drift import compute, load_source  # lazy: start-up time
+    from cdvideo.toyworld import drift_phrases  # lazy: start-up time
 
     return compute([load_source(weights_file)], drift_phrases())["runs"][0]["after"]["distance"]
 
 
 def train_run(inst: Instance, out: Path, spl: float, seed: int, pooling: str = "eos") -> Path:
-    from cdvideo.apps.demo import TRAIN, train_config
-    from cdvideo.tasks.train import train
+    from cdvideo.apps.demo import TRAIN, train_config  # lazy: start-up time
+    from cdvideo.tasks.train import train  # lazy: start-up time
 
     if (out / "weights.safetensors").is_file():
         return out / "weights.safetensors"
@@ -110,9 +110,9 @@ def train_run(inst: Instance, out: Path, spl: float, seed: int, pooling: str = "
 
 def multi_concept(work: Path, judge, adapter: str, seed: int = 0) -> list[dict]:
     """A joint run of two instances (sks ball + zwx star) and the composed pair of their separate runs."""
-    from cdvideo.apps.demo import TRAIN
-    from cdvideo.data.config import load_train_config
-    from cdvideo.tasks.train import train
+    from cdvideo.apps.demo import TRAIN  # lazy: start-up time
+    from cdvideo.data.config import load_train_config  # lazy: start-up time
+    from cdvideo.tasks.train import train  # lazy: start-up time
 
     a, b = INSTANCES["striped_ball"], INSTANCES["spotted_star"]
     joint = work / "joint" / "weights.safetensors"
@@ -136,7 +136,7 @@ def multi_concept(work: Path, judge, adapter: str, seed: int = 0) -> list[dict]:
 
 
 def _composed(work: Path, fa: Path, fb: Path, method: str) -> Path:
-    from cdvideo.tasks.compose import compose_files
+    from cdvideo.tasks.compose import compose_files  # lazy: start-up time
 
     out = work / f"composed-{method}.safetensors"
     if not out.is_file():
@@ -159,10 +159,10 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def write_outputs(rows: list[dict], summary: list[dict], multi: list[dict], base: list[dict], docs: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: start-up time
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: start-up time
 
     docs.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()

@@ -87,7 +87,7 @@ def plot(s: dict, path: Path) -> None:
     import matplotlib  # lazy: start-up time (only the figure needs it)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: start-up time
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 5), dpi=110)
     arms = sorted({k.split(" | ")[1] for k in s["means"]})

@@ -13,17 +13,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from cdvideo.apps.worldbuild.common import (
-    TEXT,
-    Curve,
-    log,
-    mark_done,
-    optimizer,
-    optimizer_step,
-    pretraining,
-    seed_everything,
-    to_pixels,
-)
+from cdvideo.apps.worldbuild.common import (TEXT, Curve, log, mark_done, optimizer, optimizer_step, pretraining,
+    seed_everything, to_pixels)
 from cdvideo.apps.worldbuild.plans import TextPlan
 from cdvideo.models.architectures import tokenizer_dir
 from cdvideo.models.text import eos_index
@@ -71,13 +62,13 @@ def attribute_targets(mentions: list[dict]) -> dict[str, torch.Tensor]:
 
 
 def build_text_encoder(tokenizer):
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel  # lazy: start-up time
 
     return CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), **TEXT))
 
 
 def run(work: Path, seed: int, plan: TextPlan) -> dict:
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizer  # lazy: start-up time
 
     seed_everything(seed)
     images, scenes, clips, clip_scenes = pretraining(work, seed, plan.renders)

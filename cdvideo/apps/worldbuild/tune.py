@@ -19,8 +19,8 @@ GRID = [(lr, steps) for lr in (3e-4, 1e-3, 3e-3) for steps in (60, 120)]
 
 
 def run(inst, out: Path, lr: float, steps: int) -> Path:
-    from cdvideo.apps.demo import train_config
-    from cdvideo.tasks.train import train
+    from cdvideo.apps.demo import train_config  # lazy: start-up time
+    from cdvideo.tasks.train import train  # lazy: start-up time
 
     if (out / "weights.safetensors").is_file():
         return out / "weights.safetensors"

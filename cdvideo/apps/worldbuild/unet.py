@@ -14,18 +14,8 @@ import numpy as np
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from cdvideo.apps.worldbuild.common import (
-    SD_SCHEDULE,
-    UNET,
-    Curve,
-    log,
-    mark_done,
-    optimizer,
-    optimizer_step,
-    pretraining,
-    seed_everything,
-    step_rngs,
-)
+from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, UNET, Curve, log, mark_done, optimizer, optimizer_step,
+    pretraining, seed_everything, step_rngs)
 from cdvideo.apps.worldbuild.plans import UNetPlan
 from cdvideo.models.architectures import tokenizer_dir
 from cdvideo.models.text import tokenize
@@ -97,7 +87,7 @@ def batch_at(step: int, seed: int, data: dict, plan: UNetPlan, tokenizer) -> dic
 
 
 def run(work: Path, seed: int, plan: UNetPlan) -> dict:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # lazy: start-up time
 
     seed_everything(seed)
     steps, device = plan.steps, plan.device

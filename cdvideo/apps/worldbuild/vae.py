@@ -13,22 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cdvideo.apps.worldbuild.common import (
-    VAE,
-    Curve,
-    log,
-    mark_done,
-    optimizer,
-    optimizer_step,
-    pretraining,
-    seed_everything,
-    to_pixels,
-)
+from cdvideo.apps.worldbuild.common import (VAE, Curve, log, mark_done, optimizer, optimizer_step, pretraining,
+    seed_everything, to_pixels)
 from cdvideo.apps.worldbuild.plans import VAEPlan
 
 
 def build(plan: VAEPlan):
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # lazy: start-up time
 
     vae = AutoencoderKL(**VAE)
     with torch.no_grad():
@@ -115,7 +106,7 @@ def encode_all(vae, images: np.ndarray, clips: np.ndarray, work: Path, device: s
 
 def reencode(work: Path, seed: int, plan: VAEPlan, device: str) -> dict:
     """Encode the renders again with the trained VAE (work/vae), e.g. on another machine that rendered them anew."""
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # lazy: start-up time
 
     images, _, clips, _ = pretraining(work, seed, plan.renders)
     vae = AutoencoderKL.from_pretrained(str(work / "vae")).eval()
