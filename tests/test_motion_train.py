@@ -87,7 +87,8 @@ def test_motion_tab_cancel_and_resume_end_where_an_uninterrupted_run_does(tmp_pa
                                                                         "resume": None})
     straight = motion_lora.read(train_motion(run))
     resumed = motion_lora.read(again.files[0])
-    assert all(torch.equal(straight.pairs[k].up, resumed.pairs[k].up) for k in straight.pairs)
+    assert all(torch.equal(straight.pairs[k].up, resumed.pairs[k].up)
+               and torch.equal(straight.pairs[k].down, resumed.pairs[k].down) for k in straight.pairs)
     assert any(p.up.abs().sum() > 0 for p in resumed.pairs.values())  # it trained
 
     from cdvideo.apps.ui.actions import start_render  # the Animate tab's motion LoRA picker
