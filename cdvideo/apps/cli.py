@@ -206,10 +206,7 @@ def _motion_demo(args: argparse.Namespace) -> None:
     inst = get(args.instance)
     out = demo.new_folder(Path(args.output_dir), f"{inst.name}-{args.motion}")
     rows, written = motion_demo.run(args.motion, inst, out, seed=(args.seed or [0])[0])
-    print(f"\n{args.motion}, learnt from 3 clips of other objects, on {inst.name} (read by the world's judge):\n")
-    print("| | motion fidelity | appearance leakage | identity |\n|---|---|---|---|")
-    for name, r in rows.items():
-        print(f"| {name} | {r['fidelity']:.2f} | {r['leakage']:.2f} | {r['identity']:.2f} |")
+    print("\n" + motion_demo.table(args.motion, inst, rows))
     print("\nwrote:\n" + "\n".join(f"  {p}" for p in written))
 
 

@@ -136,3 +136,12 @@ def run(motion: str, inst: Instance, out: Path, seed: int = 0) -> tuple[dict, li
         tag = "lora" if loras else "base"
         written += [write_gif(f, out / f"{tag}_{c.background}.gif") for c, f in zip(clips, frames)]
     return rows, [subject, lora, *written]
+
+
+def table(motion: str, inst: Instance, rows: dict) -> str:
+    """The demo's rows as a markdown table."""
+    lines = [f"{motion}, learnt from 3 clips of other objects, on {inst.name} (read by the world's judge):", "",
+             "| | motion fidelity | appearance leakage | identity |", "|---|---|---|---|"]
+    lines += [f"| {name} | {r['fidelity']:.2f} | {r['leakage']:.2f} | {r['identity']:.2f} |"
+              for name, r in rows.items()]
+    return "\n".join(lines)

@@ -147,6 +147,12 @@ def weights_record(files: list[str]) -> list[dict]:
     return [{"path": str(Path(f).resolve()), "sha256": sha256_file(f)} for f in files]
 
 
+def check_unchanged(rec: dict, what: str) -> None:
+    """A one-line error unless the file a sidecar names is still there with its recorded sha256."""
+    if not Path(rec["path"]).exists() or sha256_file(rec["path"]) != rec["sha256"]:
+        raise CdvideoError(f"{what} {rec['path']} is missing or changed since the clip was rendered")
+
+
 def _base_record(opts: Options, w, model: str, dev: torch.device, dtype: torch.dtype) -> dict:
     return {"cdvideo_version": __version__, "base_model": model, "revision": opts.revision,
             "variant": opts.variant, "weights": weights_record(opts.weights), "scale": opts.scale,
@@ -315,16 +321,16 @@ def hub_motion_lora(repo_id: str) -> Path:
 
 def motion_lora_record(entries: list[tuple[str, float]]) -> list[dict]:
     """What the sidecar keeps of each motion LoRA: its file, sha256 and scale."""
-    return [{"path": str(Path(ref).resolve()) if Path(ref).exists() else ref,
-             "sha256": sha256_file(ref) if Path(ref).exists() else None, "scale": scale} for ref, scale in entries]
+    return [{**(weights_record([ref])[0] if Path(ref).exists() else {"path": ref, "sha256": None}), "scale": scale}
+            for ref, scale in entries]  # a hub id has no local file to hash
 
 
 def motion_loras_from_record(record: dict) -> list[tuple[str, float]]:
     """The sidecar's motion LoRAs, each checked to be the file the clip was rendered with."""
     out = [(record["motion_lora"], 1.0)] if record.get("motion_lora") else []  # an earlier sidecar: one, scale 1
     for r in record.get("motion_loras") or []:
-        if r["sha256"] is not None and (not Path(r["path"]).exists() or sha256_file(r["path"]) != r["sha256"]):
-            raise CdvideoError(f"motion LoRA {r['path']} is missing or changed since the clip was rendered")
+        if r["sha256"] is not None:
+            check_unchanged(r, "motion LoRA")
         out.append((r["path"], float(r["scale"])))
     return out
 
@@ -358,8 +364,7 @@ def sample(opts: Options, jobs: list[Job]) -> list[Path]:
 def from_sidecar(record: dict, output_dir: str) -> tuple[Options, list[Job]]:
     """Options and the one job that regenerate a clip or image from its sidecar JSON."""
     for wrec in record.get("weights", []):
-        if not Path(wrec["path"]).is_file() or sha256_file(wrec["path"]) != wrec["sha256"]:
-            raise CdvideoError(f"weights file {wrec['path']} is missing or changed since the clip was rendered")
+        check_unchanged(wrec, "weights file")
     opts = Options(weights=[r["path"] for r in record.get("weights", [])], model=record["base_model"],
                    revision=record.get("revision"), variant=record.get("variant"), adapter=record.get("adapter"),
                    scheduler=record["scheduler"], scale=record["scale"], force=True, output_dir=output_dir,
