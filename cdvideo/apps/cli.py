@@ -9,6 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from cdvideo.apps.render_cli import opt, render, render_args
 from cdvideo.errors import CdvideoError
 
 
@@ -29,101 +30,6 @@ def _train_motion(args: argparse.Namespace) -> None:
     path = train_motion(load_motion_config(args.config, args.overrides))
     print(f"wrote {path} (AnimateDiff's layout: ComfyUI-AnimateDiff-Evolved, sd-webui-animatediff) and "
           f"{path.parent / 'diffusers'} (pipe.load_lora_weights); render with cdvideo animate --motion-lora {path}")
-
-
-def _opt(p: argparse.ArgumentParser, name: str, **kw) -> None:
-    """An option spelled both --num-frames and --num_frames (diffusers' scripts use underscores)."""
-    flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
-    p.add_argument(*flags, dest=name, **kw)
-
-
-def _render_args(p: argparse.ArgumentParser, video: bool) -> None:
-    p.add_argument("--weights", action="append", default=[], help="weights file from `cdvideo train` "
-                   "(repeat to compose several on the fly); without it the base model renders")
-    p.add_argument("--prompt", help="one prompt")
-    p.add_argument("--prompts", help="YAML list of prompt entries (with per-prompt settings) or a text file")
-    p.add_argument("--sidecar", help="re-render a clip or image from its sidecar JSON")
-    p.add_argument("--model", help="base model: hub id, folder, one-file .safetensors/.ckpt, toyworld (default: the "
-                   "weights file's base)")
-    _opt(p, "model_config", help="how to read a one-file base: sd15 (default), tiny, or a diffusers folder")
-    p.add_argument("--revision")
-    p.add_argument("--variant")
-    p.add_argument("--scheduler", default="ddim", help="ddim, euler, euler_a, dpmpp, pndm, lms, ddpm")
-    p.add_argument("--scale", type=float, default=1.0, help="0..1 blend from base (0) to tuned (1) K/V")
-    p.add_argument("--force", action="store_true", help="use weights on a different same-shaped base")
-    _opt(p, "negative_prompt")
-    p.add_argument("--seed", type=int, nargs="+", help="one or more seeds (default 42)")
-    _opt(p, "height", type=int)
-    _opt(p, "width", type=int)
-    _opt(p, "num_inference_steps", type=int)
-    _opt(p, "guidance_scale", type=float)
-    _opt(p, "output_dir", default="outputs")
-    p.add_argument("--device", help="cuda, cpu, cuda:1 (default: cuda when present)")
-    p.add_argument("--dtype", help="float16, bfloat16 or float32 (default: float16 on GPU, float32 on CPU)")
-    _opt(p, "cpu_offload", action="store_true", help="model CPU offload on GPU")
-    if video:
-        _opt(p, "num_frames", type=int)
-        _opt(p, "num_videos_per_prompt", type=int)
-        p.add_argument("--fps", type=int)
-        p.add_argument("--adapter", help="motion adapter: v1-5-2 (default), v1-5-3, v1-5, animatelcm, "
-                       "lightning-1/2/4/8, a hub id, a folder, or one file (an original AnimateDiff motion module "
-                       "or a diffusers state dict)")
-        p.add_argument("--preset", help="few-step settings for a local adapter file: animatelcm, lightning-1/2/4/8")
-        _opt(p, "lcm_lora", help="a local AnimateLCM LoRA file for --preset animatelcm")
-        p.add_argument("--format", default="mp4,gif", help="comma list of mp4, gif, webp, png")
-        _opt(p, "free_init", action="store_true", help="FreeInit noise re-initialisation (3 iterations)")
-        _opt(p, "motion_lora", action="append", default=[], type=motion_lora_arg, metavar="FILE[:SCALE]",
-             help="a motion LoRA (cdvideo train-motion, AnimateDiff's or diffusers' layout, a folder or a hub id) "
-             "with its scale (default 1); repeat to stack several")
-        _opt(p, "decode_chunk_size", type=int, default=16)
-        p.add_argument("--upscale", type=int, default=1, help="enlarge MP4/GIF/WebP N times (nearest) for viewing "
-                       "small clips; PNG frames stay raw")
-    else:
-        _opt(p, "num_images_per_prompt", type=int)
-        p.add_argument("--no-grid", dest="grid", action="store_false")
-
-
-def motion_lora_arg(text: str) -> tuple[str, float]:
-    """'motion.safetensors:0.8' -> ('motion.safetensors', 0.8); without ':SCALE' the scale is 1."""
-    ref, _, scale = text.rpartition(":")
-    try:
-        return (ref, float(scale)) if ref else (text, 1.0)
-    except ValueError:
-        return text, 1.0  # a colon inside the path (C:\...)
-
-
-JOB_KEYS = ("negative_prompt", "seed", "num_frames", "height", "width", "num_inference_steps", "guidance_scale",
-            "num_videos_per_prompt", "num_images_per_prompt", "fps")
-
-
-def _render(args: argparse.Namespace, video: bool) -> None:
-    from cdvideo.data.clips import read_sidecar  # lazy: start-up time (the command's modules load torch)
-    from cdvideo.tasks import render  # lazy: start-up time (the command's modules load torch)
-
-    if args.sidecar:
-        opts, jobs = render.from_sidecar(read_sidecar(args.sidecar), args.output_dir)
-    else:
-        defaults = {} if video else dict(render.IMAGE_DEFAULTS)
-        preset = render.active_preset(args.preset, args.adapter) if video else None
-        if preset:  # the steps and guidance the adapter was distilled for, unless given
-            from cdvideo.pipelines import presets  # lazy: start-up time (the command's modules load torch)
-
-            p = presets.get(preset)  # an unknown --preset is an error naming the choices
-            defaults.update(num_inference_steps=p.num_inference_steps, guidance_scale=p.guidance_scale)
-        defaults.update({k: getattr(args, k) for k in JOB_KEYS if getattr(args, k, None) is not None})
-        jobs = render.load_jobs(args.prompt, args.prompts, defaults)
-        opts = render.Options(
-            weights=args.weights, model=args.model, revision=args.revision, variant=args.variant,
-            scheduler=args.scheduler, scale=args.scale, force=args.force, output_dir=args.output_dir,
-            device=args.device, dtype=args.dtype, cpu_offload=args.cpu_offload, model_config=args.model_config)
-        if video:
-            opts.adapter, opts.formats, opts.free_init = args.adapter, args.format.split(","), args.free_init
-            opts.motion_loras, opts.decode_chunk_size = args.motion_lora, args.decode_chunk_size
-            opts.upscale, opts.preset, opts.lcm_lora = args.upscale, args.preset, args.lcm_lora
-        else:
-            opts.grid = args.grid
-    written = (render.animate if video else render.sample)(opts, jobs)
-    print("wrote " + ", ".join(str(p) for p in written))
 
 
 def _import(args: argparse.Namespace) -> None:
@@ -267,11 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     _interop_commands(command)
     _measure_commands(command)
     p = command("animate", help="render personalized clips with AnimateDiff (MP4 + GIF)")
-    _render_args(p, video=True)
-    p.set_defaults(func=lambda a: _render(a, video=True))
+    render_args(p, video=True)
+    p.set_defaults(func=lambda a: render(a, video=True))
     p = command("sample", help="render personalized still images")
-    _render_args(p, video=False)
-    p.set_defaults(func=lambda a: _render(a, video=False))
+    render_args(p, video=False)
+    p.set_defaults(func=lambda a: render(a, video=False))
     return parser
 
 
@@ -289,10 +195,10 @@ def _start_commands(command) -> None:
                    "three compositional prompts)")
     p.add_argument("--steps", type=int, help=f"training steps (default {TRAIN['max_steps']})")
     p.add_argument("--seed", type=int, nargs="+", help="render seeds (default 0)")
-    _opt(p, "output_dir", default="demo", help="a new folder inside it each run")
+    opt(p, "output_dir", default="demo", help="a new folder inside it each run")
     p.add_argument("--motion", metavar="MOTION", help="instead: learn a motion pretraining never shows (circling "
                    "or zigzag) from 3 clips with train-motion and render the instance doing it (~3 min)")
-    _opt(p, "without_spl", default="auto", choices=["auto", "always", "never"],
+    opt(p, "without_spl", default="auto", choices=["auto", "always", "never"],
          help="also train without SPL for comparison (auto: when it fits in 3 minutes)")
     p.set_defaults(func=_demo)
     p = command("ui", help="the web app: train, animate, compose, drift in the browser (pip install 'cdvideo[ui]')")
@@ -319,8 +225,8 @@ def _interop_commands(command) -> None:
                    "inversion / A1111 embedding (.pt, .bin, .safetensors)")
     p.add_argument("-o", "--output", required=True, help="the cdvideo weights file to write")
     p.add_argument("--model", required=True, help="the base the weights were trained on (checked against it)")
-    _opt(p, "model_config", help="how to read a one-file base: sd15 (default), tiny, or a folder")
-    _opt(p, "class_word", help="the subject's class, e.g. dog (used by drift and hints)")
+    opt(p, "model_config", help="how to read a one-file base: sd15 (default), tiny, or a folder")
+    opt(p, "class_word", help="the subject's class, e.g. dog (used by drift and hints)")
     p.add_argument("--token", help="token name for an A1111 embedding (default: its file name)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_import)
@@ -330,9 +236,9 @@ def _interop_commands(command) -> None:
     p.add_argument("-o", "--output", required=True, help="folder (diffusers, full) or .safetensors file (lora, "
                    "full --single-file)")
     p.add_argument("--rank", default="32", help="LoRA rank, or full for an exact factorisation (default 32)")
-    _opt(p, "single_file", action="store_true", help="full: one original-layout .safetensors checkpoint")
+    opt(p, "single_file", action="store_true", help="full: one original-layout .safetensors checkpoint")
     p.add_argument("--model", help="base model (default: the weights file's base)")
-    _opt(p, "model_config", help="how to read a one-file base: sd15 (default), tiny, or a folder")
+    opt(p, "model_config", help="how to read a one-file base: sd15 (default), tiny, or a folder")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_export)
 
@@ -358,15 +264,15 @@ def _measure_commands(command) -> None:
                    "added for clips")
     p.add_argument("--judge", help="toyworld: add identity and composition (asked background, position, motion "
                    "shown) read by the miniature world's judge")
-    _opt(p, "motion_references", metavar="DIR", help="clips of the wanted motion: add motion fidelity, the cosine "
+    opt(p, "motion_references", metavar="DIR", help="clips of the wanted motion: add motion fidelity, the cosine "
          "of each clip's optical-flow trajectory to theirs (dynamic degree is added for every clip)")
-    _opt(p, "clip_model", help="default openai/clip-vit-base-patch32")
-    _opt(p, "dino_model", help="default facebook/dino-vits16")
-    _opt(p, "blip_model", help="default Salesforce/blip-itm-large-coco; Salesforce/blip2-itm-vit-g for BLIP-2")
-    _opt(p, "output_dir", default="eval")
+    opt(p, "clip_model", help="default openai/clip-vit-base-patch32")
+    opt(p, "dino_model", help="default facebook/dino-vits16")
+    opt(p, "blip_model", help="default Salesforce/blip-itm-large-coco; Salesforce/blip2-itm-vit-g for BLIP-2")
+    opt(p, "output_dir", default="eval")
     for name, kind in (("model", str), ("adapter", str), ("num_inference_steps", int), ("guidance_scale", float),
                        ("height", int), ("width", int), ("num_frames", int), ("device", str), ("dtype", str)):
-        _opt(p, name, type=kind, help=argparse.SUPPRESS)
+        opt(p, name, type=kind, help=argparse.SUPPRESS)
     p.set_defaults(func=_eval)
 
 

@@ -1,0 +1,100 @@
+"""The `animate` and `sample` commands' arguments (diffusers' names, both spellings) and what they run."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def opt(p: argparse.ArgumentParser, name: str, **kw) -> None:
+    """An option spelled both --num-frames and --num_frames (diffusers' scripts use underscores)."""
+    flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+    p.add_argument(*flags, dest=name, **kw)
+
+
+def render_args(p: argparse.ArgumentParser, video: bool) -> None:
+    p.add_argument("--weights", action="append", default=[], help="weights file from `cdvideo train` "
+                   "(repeat to compose several on the fly); without it the base model renders")
+    p.add_argument("--prompt", help="one prompt")
+    p.add_argument("--prompts", help="YAML list of prompt entries (with per-prompt settings) or a text file")
+    p.add_argument("--sidecar", help="re-render a clip or image from its sidecar JSON")
+    p.add_argument("--model", help="base model: hub id, folder, one-file .safetensors/.ckpt, toyworld (default: the "
+                   "weights file's base)")
+    opt(p, "model_config", help="how to read a one-file base: sd15 (default), tiny, or a diffusers folder")
+    p.add_argument("--revision")
+    p.add_argument("--variant")
+    p.add_argument("--scheduler", default="ddim", help="ddim, euler, euler_a, dpmpp, pndm, lms, ddpm")
+    p.add_argument("--scale", type=float, default=1.0, help="0..1 blend from base (0) to tuned (1) K/V")
+    p.add_argument("--force", action="store_true", help="use weights on a different same-shaped base")
+    opt(p, "negative_prompt")
+    p.add_argument("--seed", type=int, nargs="+", help="one or more seeds (default 42)")
+    opt(p, "height", type=int)
+    opt(p, "width", type=int)
+    opt(p, "num_inference_steps", type=int)
+    opt(p, "guidance_scale", type=float)
+    opt(p, "output_dir", default="outputs")
+    p.add_argument("--device", help="cuda, cpu, cuda:1 (default: cuda when present)")
+    p.add_argument("--dtype", help="float16, bfloat16 or float32 (default: float16 on GPU, float32 on CPU)")
+    opt(p, "cpu_offload", action="store_true", help="model CPU offload on GPU")
+    if video:
+        opt(p, "num_frames", type=int)
+        opt(p, "num_videos_per_prompt", type=int)
+        p.add_argument("--fps", type=int)
+        p.add_argument("--adapter", help="motion adapter: v1-5-2 (default), v1-5-3, v1-5, animatelcm, "
+                       "lightning-1/2/4/8, a hub id, a folder, or one file (an original AnimateDiff motion module "
+                       "or a diffusers state dict)")
+        p.add_argument("--preset", help="few-step settings for a local adapter file: animatelcm, lightning-1/2/4/8")
+        opt(p, "lcm_lora", help="a local AnimateLCM LoRA file for --preset animatelcm")
+        p.add_argument("--format", default="mp4,gif", help="comma list of mp4, gif, webp, png")
+        opt(p, "free_init", action="store_true", help="FreeInit noise re-initialisation (3 iterations)")
+        opt(p, "motion_lora", action="append", default=[], type=motion_lora_arg, metavar="FILE[:SCALE]",
+             help="a motion LoRA (cdvideo train-motion, AnimateDiff's or diffusers' layout, a folder or a hub id) "
+             "with its scale (default 1); repeat to stack several")
+        opt(p, "decode_chunk_size", type=int, default=16)
+        p.add_argument("--upscale", type=int, default=1, help="enlarge MP4/GIF/WebP N times (nearest) for viewing "
+                       "small clips; PNG frames stay raw")
+    else:
+        opt(p, "num_images_per_prompt", type=int)
+        p.add_argument("--no-grid", dest="grid", action="store_false")
+
+
+def motion_lora_arg(text: str) -> tuple[str, float]:
+    """'motion.safetensors:0.8' -> ('motion.safetensors', 0.8); without ':SCALE' the scale is 1."""
+    ref, _, scale = text.rpartition(":")
+    try:
+        return (ref, float(scale)) if ref else (text, 1.0)
+    except ValueError:
+        return text, 1.0  # a colon inside the path (C:\...)
+
+
+JOB_KEYS = ("negative_prompt", "seed", "num_frames", "height", "width", "num_inference_steps", "guidance_scale",
+            "num_videos_per_prompt", "num_images_per_prompt", "fps")
+
+
+def render(args: argparse.Namespace, video: bool) -> None:
+    from cdvideo.data.clips import read_sidecar  # lazy: start-up time (the command's modules load torch)
+    from cdvideo.tasks import render  # lazy: start-up time (the command's modules load torch)
+
+    if args.sidecar:
+        opts, jobs = render.from_sidecar(read_sidecar(args.sidecar), args.output_dir)
+    else:
+        defaults = {} if video else dict(render.IMAGE_DEFAULTS)
+        preset = render.active_preset(args.preset, args.adapter) if video else None
+        if preset:  # the steps and guidance the adapter was distilled for, unless given
+            from cdvideo.pipelines import presets  # lazy: start-up time (the command's modules load torch)
+
+            p = presets.get(preset)  # an unknown --preset is an error naming the choices
+            defaults.update(num_inference_steps=p.num_inference_steps, guidance_scale=p.guidance_scale)
+        defaults.update({k: getattr(args, k) for k in JOB_KEYS if getattr(args, k, None) is not None})
+        jobs = render.load_jobs(args.prompt, args.prompts, defaults)
+        opts = render.Options(
+            weights=args.weights, model=args.model, revision=args.revision, variant=args.variant,
+            scheduler=args.scheduler, scale=args.scale, force=args.force, output_dir=args.output_dir,
+            device=args.device, dtype=args.dtype, cpu_offload=args.cpu_offload, model_config=args.model_config)
+        if video:
+            opts.adapter, opts.formats, opts.free_init = args.adapter, args.format.split(","), args.free_init
+            opts.motion_loras, opts.decode_chunk_size = args.motion_lora, args.decode_chunk_size
+            opts.upscale, opts.preset, opts.lcm_lora = args.upscale, args.preset, args.lcm_lora
+        else:
+            opts.grid = args.grid
+    written = (render.animate if video else render.sample)(opts, jobs)
+    print("wrote " + ", ".join(str(p) for p in written))
