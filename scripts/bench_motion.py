@@ -54,7 +54,7 @@ def timed(fn, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from cdvideo.tasks.train_motion import adamw, denoise, train_step, update
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -65,7 +65,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast, as on a GPU (fp32 LoRA weights)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     cfg, paths, latents = build(args.model, args.rank, args.resolution, args.frames, args.bf16)
     temporal, spatial = paths["temporal"], paths["spatial"]
     opts = {"temporal": adamw(temporal.parameters(), cfg.learning_rate, cfg),

@@ -12,4 +12,4 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 "$VENV/bin/lint-imports" --no-cache  # the layer contracts in pyproject.toml: an import that runs back up fails
-HF_HUB_OFFLINE=1 "$VENV/bin/python" -m pytest "$@"
+HF_HUB_OFFLINE=1 "$VENV/bin/python" -m pytest --durations=15 "$@"  # the slowest tests, so the next slow one is seen

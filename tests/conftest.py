@@ -43,3 +43,20 @@ def make_weights(path: Path, token: str = "sks", class_word: str = "dog", seed: 
 @pytest.fixture(scope="session")
 def perturbed_weights(tmp_path_factory) -> Path:
     return make_weights(tmp_path_factory.mktemp("weights") / "dog.safetensors")
+
+
+def release_openmp_team() -> None:
+    """Give back the OpenMP team of the calling (test) thread before the web app's jobs run in-process.
+
+    `cdvideo ui`'s main thread never runs torch, so a job's thread holds the process's only OpenMP team. The test
+    process's main thread has run torch: its idle team stays, and with more OpenMP threads than cores libgomp makes
+    every team sleep between parallel regions, so the job would run 2-3x slower than served (docs/benchmarks.md,
+    "The web app's jobs"). `omp_pause_resource_all` (OpenMP 5.0) frees the caller's team; the next torch call in
+    this thread makes a new one."""
+    import ctypes
+    import glob
+
+    import torch
+
+    for lib in glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp*.so*")):
+        ctypes.CDLL(lib).omp_pause_resource_all(1)  # omp_pause_soft

@@ -26,15 +26,10 @@ def test_bare_step_in_bf16_counts_the_unets_flops():
     assert "% of H200 bf16 peak" in line and line.count("TFLOP/s") == 2
 
 
-def test_motion_bench_times_both_steps_side_by_side():
+def test_motion_bench_times_both_steps_side_by_side(capsys):
     """bench_motion.py's two steps run on the miniature model and print one table (timings are not asserted)."""
-    import subprocess
-    import sys
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_motion.py"
-    r = subprocess.run([sys.executable, str(script), "--model", "toyworld", "--resolution", "64", "--frames", "4",
-                        "--rank", "4", "--steps", "1", "--rounds", "1"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-500:]
-    rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "x |" in line]
+    script("bench_motion").main(["--model", "toyworld", "--resolution", "64", "--frames", "4", "--rank", "4",
+                                 "--steps", "1", "--rounds", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "x |" in line]
     assert [row.split(" | ")[0] for row in rows] == ["| bare temporal-LoRA step", "| cdvideo motion step"]
     assert rows[0].endswith("| 1.00x |")

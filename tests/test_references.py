@@ -1,8 +1,6 @@
 """Reference clips of a motion: every container people have, normalised; bad ones refused in one line before a run
 folder exists."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -65,11 +63,13 @@ def test_bad_reference_clips_give_one_line_errors(tmp_path, make, message):
     assert "\n" not in str(e.value)
 
 
-def test_train_motion_refuses_a_bad_clip_before_writing_anything(tmp_path):
+def test_train_motion_refuses_a_bad_clip_before_writing_anything(tmp_path, capsys):
+    from cdvideo.apps.cli import main
+
     Image.new("RGB", (64, 64)).save(tmp_path / "still.png")
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "cdvideo.apps.cli", "train-motion", "--config",
-                        "configs/motion/toyworld_circling.yaml", f"references=[{tmp_path / 'still.png'}]",
-                        f"output_dir={out}"], capture_output=True, text=True)
-    assert r.returncode == 2 and "a still image shows no motion" in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+    assert main(["train-motion", "--config", "configs/motion/toyworld_circling.yaml",
+                 f"references=[{tmp_path / 'still.png'}]", f"output_dir={out}"]) == 2
+    err = capsys.readouterr().err
+    assert "a still image shows no motion" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

@@ -70,7 +70,7 @@ def test_clips_are_coherent_and_follow_the_prompt(components, judge):
     pipe = video_pipeline(components, load_adapter(MODEL_ID, torch.float32),
                           make_scheduler("ddim", components["scheduler"].config, animatediff=True))
     pipe.set_progress_bar_config(disable=True)
-    prompts = scoring.clip_prompts(8)
+    prompts = scoring.clip_prompts(6)
     clips = [pipe(p.text, num_frames=16, num_inference_steps=20, guidance_scale=5.0, output_type="pil",
                   generator=torch.Generator().manual_seed(p.seed)).frames[0] for p in prompts]
     honoured = scoring.score(judge, clips, prompts).honoured
@@ -111,9 +111,9 @@ def prompt_file(tmp_path):
 
 
 # Thresholds: measured on the shipped model with these exact prompts and seeds (class 0.91, background 0.94 at
-# guidance 5; clips: background 1.0, motion 0.5 (4 of 8; chance is 1 in 7), consecutive-frame difference 0.11
-# of the difference between clips), set lower so that thread counts do not matter and a broken model, adapter or
-# loader fails. docs/toyworld.md has the larger evaluation.
+# guidance 5; clips: background 1.0, motion 0.5 (3 of 6; chance is 1 in 7), consecutive-frame difference 0.12
+# of the difference between clips; 8 clips measured the same: 4 of 8, 0.11), set lower so that thread counts do not
+# matter and a broken model, adapter or loader fails. docs/toyworld.md has the larger evaluation.
 CLASS_MIN = 0.75
 BACKGROUND_MIN = 0.75
 MOTION_MIN = 0.375

@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, release_openmp_team
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SHOTS = os.environ.get("CDVIDEO_SCREENSHOTS")
@@ -30,6 +30,7 @@ def app(tmp_path_factory):
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                         allowed_paths=[str(root)])
+    release_openmp_team()  # as served: the jobs' threads hold the only OpenMP team
     yield f"http://127.0.0.1:{port}", root
     demo.close()
     demo.mgr.shutdown()

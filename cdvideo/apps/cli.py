@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 from cdvideo.apps.render_cli import opt, render, render_args
+from cdvideo.data.files import write_fault
 from cdvideo.errors import CdvideoError
 
 
@@ -323,6 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; continue a training run with resume=latest", file=sys.stderr)
         return 130
+    except Exception as e:  # a full disk, a read-only one, no permission: one line too (anything else is a bug)
+        fault = write_fault(e)
+        if fault is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"error: {fault}" + ("" if debug else " (--debug shows the traceback)"), file=sys.stderr)
+        return 2
     return 0
 
 

@@ -73,8 +73,9 @@ def clips_for(inst: Instance, motion: str, ref_seed: int, n_backgrounds: int = 4
 
 
 @torch.no_grad()
-def render(weights: Path | None, clips: list[Clip], loras: list[tuple[Path, float]]) -> list[list]:
-    """Each clip's frames: the subject weights (if any) and the motion LoRAs merged into the world's adapter."""
+def render(weights: Path | None, clips: list[Clip], loras: list[tuple[Path, float]], **settings) -> list[list]:
+    """Each clip's frames: the subject weights (if any) and the motion LoRAs merged into the world's adapter;
+    `settings` (num_inference_steps, guidance_scale) replace the demo's."""
     from cdvideo.data import motion_lora  # lazy: start-up time
 
     m, _, _ = load_personalized(MODEL_ID, [str(weights)] if weights else [])
@@ -83,7 +84,7 @@ def render(weights: Path | None, clips: list[Clip], loras: list[tuple[Path, floa
     apply_motion_loras(pipe.unet, [(motion_lora.read(p), s, p.name) for p, s in loras], MODEL_ID)
     pipe.set_progress_bar_config(disable=True)
     return [pipe(c.prompt, num_frames=16, output_type="pil", generator=torch.Generator().manual_seed(c.seed),
-                 **RENDER).frames[0] for c in clips]
+                 **(RENDER | settings)).frames[0] for c in clips]
 
 
 def leaked(inst: Instance, motion: str, ref_seed: int, asked_background: str, background: str, colour: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from PIL import Image
@@ -30,13 +31,27 @@ def write_clip(frames: list[Image.Image], folder: Path, stem: str, fps: int, for
                sidecar: dict, upscale: int = 1) -> list[Path]:
     """Write one clip in each format plus `stem.json`; the stem gets a suffix if any name is taken (reserved
     atomically, so concurrent renders keep every clip). MP4, GIF and WebP are enlarged `upscale` times for
-    viewing; PNG frames stay raw."""
-    stem = reserve_stem(folder, stem, (".mp4", ".gif", ".webp", ".json", "_frames"))
+    viewing; PNG frames stay raw. All or nothing: the sidecar is written last, and a failure (a full disk) removes
+    the formats already written."""
+    stem = reserve_stem(folder, stem, CLIP_SUFFIXES)
     try:
         return _write_clip_files(frames, folder, stem, fps, formats, sidecar, upscale)
     except BaseException:
-        (folder / f"{stem}.json").unlink(missing_ok=True)  # release the name
+        remove_clip(folder, stem)  # all or nothing: the formats written before the failure go, the name is free
         raise
+
+
+CLIP_SUFFIXES = (".mp4", ".gif", ".webp", ".json", "_frames")
+
+
+def remove_clip(folder: Path, stem: str) -> None:
+    """Every file of the clip `stem` (its name was reserved by this writer, so none belongs to another clip)."""
+    for suffix in CLIP_SUFFIXES:
+        path = folder / f"{stem}{suffix}"
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _write_clip_files(frames, folder: Path, stem: str, fps: int, formats: list[str], sidecar: dict,

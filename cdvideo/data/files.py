@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -17,21 +18,80 @@ from cdvideo.errors import CdvideoError
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds, durably (the file and
+    then its folder flushed to the disk: after a power cut `path` holds the old bytes or the new ones, never none).
+    A full disk, a read-only one or no permission is the one-line `write_fault`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # as a plainly created file, not mkstemp's 0600
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a plainly created file, not mkstemp's 0600
+        tmp_path = Path(tmp)
         yield tmp_path
+        fsync_path(tmp_path)
         os.replace(tmp_path, path)
+        fsync_path(path.parent)
+    except Exception as e:
+        fault = write_fault(e, path.parent, tmp_path.stat().st_size if tmp_path and tmp_path.exists() else 0)
+        if fault is None:
+            raise
+        raise fault from e
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+WRITE_FAULTS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                errno.EROFS: "the disk is read-only", errno.EACCES: "no permission to write there",
+                errno.EPERM: "no permission to write there"}
+
+
+def fault_errno(e: BaseException) -> int | None:
+    """The errno of a write that failed on the disk (full, over quota, read-only, no permission), from an OSError
+    in `e`'s chain or from a library error that names it only in its text (safetensors: '(os error 28)')."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in WRITE_FAULTS:
+            return e.errno
+        found = re.search(r"os error (\d+)", str(e))
+        if found and int(found.group(1)) in WRITE_FAULTS:
+            return int(found.group(1))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def write_fault(e: BaseException, folder: str | Path | None = None, written: int = 0) -> CdvideoError | None:
+    """The one-line error for a write that failed on the disk, naming the folder (else the file `e` names), the free
+    space and at least what was needed (`written` bytes before it failed); None for any other error."""
+    code = fault_errno(e)
+    if code is None:
+        return None
+    name = getattr(e, "filename", None)
+    where = Path(folder) if folder is not None else Path(name).parent if name else Path.cwd()
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        probe = next((p for p in (where, *where.parents) if p.exists()), Path("/"))
+        need = f", at least {_size(written)} needed" if written else ""
+        return CdvideoError(f"cannot write in {where}: {WRITE_FAULTS[code]} ({_size(shutil.disk_usage(probe).free)} "
+                            f"free{need}); free some space or choose another folder")
+    return CdvideoError(f"cannot write in {where}: {WRITE_FAULTS[code]}; choose a folder you can write to")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.0f} KB"
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's bytes (or a folder's entries) to the disk, so a rename survives a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -49,14 +109,24 @@ def sha256_file(path: str | Path) -> str:
 
 @contextlib.contextmanager
 def atomic_folder(path: str | Path, replace: bool = True) -> Iterator[Path]:
-    """Yield a hidden temporary folder beside `path`; move it onto `path` only if the block succeeds. An existing
-    `path` is replaced (only then) when `replace`, else kept: another writer finished it first."""
+    """Yield a hidden temporary folder beside `path`; move it onto `path` only if the block succeeds, its files
+    flushed to the disk first. An existing `path` is replaced (only then) when `replace`, else kept: another writer
+    finished it first."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        fault = write_fault(e, path.parent)
+        if fault is None:
+            raise
+        raise fault from e
     try:
         yield tmp
+        for file in (p for p in tmp.rglob("*") if p.is_file()):
+            fsync_path(file)
+        fsync_path(tmp)
         if path.exists() and replace:
             shutil.rmtree(path)
         try:
@@ -64,6 +134,12 @@ def atomic_folder(path: str | Path, replace: bool = True) -> Iterator[Path]:
         except OSError:
             if replace or not path.is_dir():
                 raise
+        fsync_path(path.parent)
+    except Exception as e:
+        fault = write_fault(e, path.parent)
+        if fault is None:
+            raise
+        raise fault from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cdvideo.data.files import write_text_atomic
+from cdvideo.data.files import write_fault, write_text_atomic
 from cdvideo.errors import CdvideoError
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,13 @@ class Job:
 
 
 class JobManager:
-    """Queue + one worker thread; `submit` returns at once, the page polls `for_owner`."""
+    """Queue + one dispatcher thread; `submit` returns at once, the page polls `for_owner`.
+
+    Each job runs in a thread of its own that ends with the job. torch's OpenMP runtime (libgomp) keeps a team of
+    threads for every thread that has run a parallel region, for as long as that thread lives; once the teams hold
+    more threads than there are cores, each team sleeps between parallel regions instead of spinning, and every
+    later CPU step of the process runs 2-3x slower (docs/benchmarks.md, "The web app's jobs"). A job's thread takes
+    its team with it when it ends; the dispatcher never runs torch."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -127,20 +133,28 @@ class JobManager:
                 self._idle.clear()
                 job.status, job.started = "running", time.time()
             self.save(job)
-            try:
-                job.files = [str(p) for p in fn(job, self)]
-                job.status = "done"
-            except Cancelled:
-                job.status = "cancelled"
-                job.message = job.message or "cancelled"
-            except CdvideoError as e:  # the CLI's one-line message, in the page
-                job.status, job.message = "error", str(e)
-            except Exception as e:  # a bug: one line in the page, the traceback in the terminal
+            runner = threading.Thread(target=self._run, args=(job, fn), daemon=True, name=f"cdvideo-job-{job.id}")
+            runner.start()
+            runner.join()  # one job at a time
+
+    def _run(self, job: Job, fn: Callable[["Job", "JobManager"], list[str]]) -> None:
+        try:
+            job.files = [str(p) for p in fn(job, self)]
+            job.status = "done"
+        except Cancelled:
+            job.status = "cancelled"
+            job.message = job.message or "cancelled"
+        except CdvideoError as e:  # the CLI's one-line message, in the page
+            job.status, job.message = "error", str(e)
+        except Exception as e:  # a full disk: its one line; a bug: one line in the page, the traceback in the terminal
+            fault = write_fault(e)
+            if fault is None:
                 log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-                job.status = "error"
-                job.message = f"unexpected {type(e).__name__}: {str(e)[:200]} (details in the terminal)"
-            finally:
-                job.finished = time.time()
-                self._cancel.discard(job.id)
-                self.save(job)
-                self._idle.set()
+            job.status = "error"
+            job.message = str(fault) if fault else \
+                f"unexpected {type(e).__name__}: {str(e)[:200]} (details in the terminal)"
+        finally:
+            job.finished = time.time()
+            self._cancel.discard(job.id)
+            self.save(job)
+            self._idle.set()
