@@ -40,8 +40,7 @@ def build_motion_lora(out: Path) -> None:
         refs = write_reference_clips("circling", Path(tmp) / "refs")
         cfg = M.motion_config(refs[0].parent, Path(tmp) / "run", MOTION_RUN["variant"],
                               {**MOTION_RUN["extra"], "max_steps": MOTION_STEPS})
-        lora = train_motion(cfg,
-                            on_step=lambda step, logs: losses.append(logs["loss"]))
+        lora = train_motion(cfg, on_step=lambda step, logs: losses.append(logs["loss"]))
         name = out / f"circling_temporal_{MOTION_STEPS}.safetensors"
         with atomic_path(name) as tmp_file:
             tmp_file.write_bytes(lora.read_bytes())
@@ -54,8 +53,7 @@ def build_motion_lora(out: Path) -> None:
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
-    FIXTURES.mkdir(parents=True, exist_ok=True)
-    build_motion_lora(FIXTURES)
+    build_motion_lora(FIXTURES)  # atomic_path makes the folder
 
 
 if __name__ == "__main__":

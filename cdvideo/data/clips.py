@@ -12,6 +12,7 @@ from cdvideo.data.files import atomic_folder, atomic_path, reserve_stem, write_t
 from cdvideo.errors import CdvideoError
 
 VIDEO_FORMATS = ("mp4", "gif", "webp", "png")
+CLIP_SUFFIXES = (".mp4", ".gif", ".webp", ".json", "_frames")  # one clip's files, by stem
 
 
 def check_formats(formats: list[str]) -> None:
@@ -39,9 +40,6 @@ def write_clip(frames: list[Image.Image], folder: Path, stem: str, fps: int, for
     except BaseException:
         remove_clip(folder, stem)  # all or nothing: the formats written before the failure go, the name is free
         raise
-
-
-CLIP_SUFFIXES = (".mp4", ".gif", ".webp", ".json", "_frames")
 
 
 def remove_clip(folder: Path, stem: str) -> None:

@@ -117,12 +117,6 @@ def atomic_folder(path: str | Path, replace: bool = True) -> Iterator[Path]:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-    except OSError as e:
-        fault = write_fault(e, path.parent)
-        if fault is None:
-            raise
-        raise fault from e
-    try:
         yield tmp
         for file in (p for p in tmp.rglob("*") if p.is_file()):
             fsync_path(file)
