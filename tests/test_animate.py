@@ -138,7 +138,7 @@ def other_arch(tmp_path):
     (["--weights", "{tmp}/missing.safetensors"], "weights file .*missing.safetensors not found"),
     (["--weights", "{tmp}/fake.safetensors"], "fake.safetensors: not a safetensors file"),
     (["--weights", "{other}"], "other.safetensors: .*shape \\(3, 3\\).*another architecture"),
-    (["--weights", "{good}", "--num-frames", "1000"], "num_frames 1000: .*FreeNoise extends that to at most"),
+    (["--weights", "{good}", "--num-frames", "1000"], "--num-frames/--num_frames: 1000 is out of range; give 1 to 512"),
     (["--weights", "{good}", "--height", "100"], "height/width 100x64: use multiples of 8"),
     (["--weights", "{good}", "--height", "72"], "height/width 72x64: MP4 .* multiples of 16, e.g. 64x64"),
     (["--weights", "{good}", "--scheduler", "magic"], "unknown scheduler 'magic'"),

@@ -9,8 +9,10 @@ import sys
 import traceback
 from pathlib import Path
 
-from cdvideo.apps.render_cli import opt, render, render_args
+from cdvideo.apps.render_cli import opt, rank_arg, render, render_args
 from cdvideo.data.files import write_fault
+from cdvideo.data.ranges import Flag, Parser, Range
+from cdvideo.data.render_config import Job
 from cdvideo.errors import CdvideoError
 
 
@@ -137,7 +139,7 @@ def _ui(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from cdvideo import __version__  # lazy: start-up time (the command's modules load torch)
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="cdvideo", description="ClassDiffusion personalization of Stable Diffusion 1.5, rendered as "
         "video through AnimateDiff. Start with: cdvideo demo")
     parser.add_argument("--version", action="version", version=f"cdvideo {__version__}")
@@ -185,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _start_commands(command) -> None:
     """`demo` and `ui`: the ways in."""
     p = command("demo", help="see cdvideo work in under 3 minutes on a CPU, offline, in the miniature world")
-    from cdvideo.apps.demo import TRAIN  # lazy: start-up time (the command's modules load torch)
+    from cdvideo.apps.demo import TRAIN, DemoOptions  # lazy: start-up time (the command's modules load torch)
     from cdvideo.toyworld.instances import (  # lazy: start-up time (the command's modules load torch)
         DEMO_INSTANCE,
         INSTANCES,
@@ -194,8 +196,8 @@ def _start_commands(command) -> None:
     p.add_argument("--instance", default=DEMO_INSTANCE, help=f"personal instance: {', '.join(INSTANCES)}")
     p.add_argument("--prompt", action="append", help="a prompt with 'sks <class>' (repeat for several; default: "
                    "three compositional prompts)")
-    p.add_argument("--steps", type=int, help=f"training steps (default {TRAIN['max_steps']})")
-    p.add_argument("--seed", type=int, nargs="+", help="render seeds (default 0)")
+    p.add_argument("--steps", type=Flag.of(DemoOptions, "steps"), help=f"training steps (default {TRAIN['max_steps']})")
+    p.add_argument("--seed", type=Flag.of(DemoOptions, "seeds"), nargs="+", help="render seeds (default 0)")
     opt(p, "output_dir", default="demo", help="a new folder inside it each run")
     p.add_argument("--motion", metavar="MOTION", help="instead: learn a motion pretraining never shows (circling "
                    "or zigzag) from 3 clips with train-motion and render the instance doing it (~3 min)")
@@ -204,7 +206,7 @@ def _start_commands(command) -> None:
     p.set_defaults(func=_demo)
     p = command("ui", help="the web app: train, animate, compose, drift in the browser (pip install 'cdvideo[ui]')")
     p.add_argument("--host", default="127.0.0.1", help="interface to serve on (default: this machine only)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=Flag(int, Range(1, 65535)), default=7860)
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     p.add_argument("--root", default="runs/ui", help="folder for the app's runs, clips and job records")
     p.add_argument("--model", help="default base (toyworld when bundled, else tiny)")
@@ -236,7 +238,8 @@ def _interop_commands(command) -> None:
     p.add_argument("--format", required=True, choices=["diffusers", "lora", "full"])
     p.add_argument("-o", "--output", required=True, help="folder (diffusers, full) or .safetensors file (lora, "
                    "full --single-file)")
-    p.add_argument("--rank", default="32", help="LoRA rank, or full for an exact factorisation (default 32)")
+    p.add_argument("--rank", default=32, type=rank_arg, help="LoRA rank, or full for an exact factorisation "
+                   "(default 32)")
     opt(p, "single_file", action="store_true", help="full: one original-layout .safetensors checkpoint")
     p.add_argument("--model", help="base model (default: the weights file's base)")
     opt(p, "model_config", help="how to read a one-file base: sd15 (default), tiny, or a folder")
@@ -259,7 +262,8 @@ def _measure_commands(command) -> None:
     p.add_argument("--generated", help="score existing images/clips of cdvideo sample/animate (their sidecars)")
     p.add_argument("--references", help="folder of the subject's real photos (default: the training images)")
     p.add_argument("--prompts", default="dreambench", help="dreambench (25 prompts by class) or a text file")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="samples per prompt, by seed")
+    p.add_argument("--seeds", type=Flag.of(Job, "seed"), nargs="+", default=[0, 1, 2, 3],
+                   help="samples per prompt, by seed")
     p.add_argument("--video", action="store_true", help="generate clips with AnimateDiff instead of images")
     p.add_argument("--metrics", default="clip_t,clip_i,dino_i,blip_t", help="comma list (or none); temporal is "
                    "added for clips")
@@ -271,9 +275,10 @@ def _measure_commands(command) -> None:
     opt(p, "dino_model", help="default facebook/dino-vits16")
     opt(p, "blip_model", help="default Salesforce/blip-itm-large-coco; Salesforce/blip2-itm-vit-g for BLIP-2")
     opt(p, "output_dir", default="eval")
-    for name, kind in (("model", str), ("adapter", str), ("num_inference_steps", int), ("guidance_scale", float),
-                       ("height", int), ("width", int), ("num_frames", int), ("device", str), ("dtype", str)):
-        opt(p, name, type=kind, help=argparse.SUPPRESS)
+    for name in ("model", "adapter", "device", "dtype"):
+        opt(p, name, help=argparse.SUPPRESS)
+    for name in ("num_inference_steps", "guidance_scale", "height", "width", "num_frames"):
+        opt(p, name, type=Flag.of(Job, name), help=argparse.SUPPRESS)
     p.set_defaults(func=_eval)
 
 
@@ -311,7 +316,10 @@ def debug_report(e: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse's one-line error, --help or --version: their exit status
+        return e.code
     quiet_libraries(getattr(args, "verbose", False))
     debug = getattr(args, "debug", False) or os.environ.get("CDVIDEO_DEBUG", "") not in ("", "0")
     try:

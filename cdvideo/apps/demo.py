@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from cdvideo.data.config import load_train_config
 from cdvideo.data.files import write_text_atomic
+from cdvideo.data.ranges import SEED, Range
 from cdvideo.errors import CdvideoError
 from cdvideo.math.metrics import bootstrap_ci, strip_tokens
 from cdvideo.pipelines.build import image_pipeline, video_pipeline
@@ -91,8 +93,8 @@ def still_scores(judge, inst: Instance, weights: Path | None, subject: str) -> d
 class DemoOptions:
     instance: str = DEMO_INSTANCE
     prompts: list[str] = field(default_factory=lambda: list(PROMPTS))
-    steps: int = TRAIN["max_steps"]
-    seeds: list[int] = field(default_factory=lambda: [0])
+    steps: Annotated[int, Range(1, 100_000)] = TRAIN["max_steps"]
+    seeds: list[Annotated[int, SEED]] = field(default_factory=lambda: [0])
     output_dir: str = "demo"
     without_spl: str = "auto"  # auto (when the time allows), always, never
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from cdvideo.data.ranges import Flag, Range
+from cdvideo.data.render_config import MOTION_SCALE, Job, Options
+
+RANK = Range(1, 1024)  # `export --rank`: a LoRA's rank
+
 
 def opt(p: argparse.ArgumentParser, name: str, **kw) -> None:
     """An option spelled both --num-frames and --num_frames (diffusers' scripts use underscores)."""
@@ -23,22 +28,20 @@ def render_args(p: argparse.ArgumentParser, video: bool) -> None:
     p.add_argument("--revision")
     p.add_argument("--variant")
     p.add_argument("--scheduler", default="ddim", help="ddim, euler, euler_a, dpmpp, pndm, lms, ddpm")
-    p.add_argument("--scale", type=float, default=1.0, help="0..1 blend from base (0) to tuned (1) K/V")
+    p.add_argument("--scale", type=Flag.of(Options, "scale"), default=1.0,
+                   help="0..1 blend from base (0) to tuned (1) K/V")
     p.add_argument("--force", action="store_true", help="use weights on a different same-shaped base")
     opt(p, "negative_prompt")
-    p.add_argument("--seed", type=int, nargs="+", help="one or more seeds (default 42)")
-    opt(p, "height", type=int)
-    opt(p, "width", type=int)
-    opt(p, "num_inference_steps", type=int)
-    opt(p, "guidance_scale", type=float)
+    p.add_argument("--seed", type=Flag.of(Job, "seed"), nargs="+", help="one or more seeds (default 42)")
+    for name in ("height", "width", "num_inference_steps", "guidance_scale"):
+        opt(p, name, type=Flag.of(Job, name))
     opt(p, "output_dir", default="outputs")
     p.add_argument("--device", help="cuda, cpu, cuda:1 (default: cuda when present)")
     p.add_argument("--dtype", help="float16, bfloat16 or float32 (default: float16 on GPU, float32 on CPU)")
     opt(p, "cpu_offload", action="store_true", help="model CPU offload on GPU")
     if video:
-        opt(p, "num_frames", type=int)
-        opt(p, "num_videos_per_prompt", type=int)
-        p.add_argument("--fps", type=int)
+        for name in ("num_frames", "num_videos_per_prompt", "fps"):
+            opt(p, name, type=Flag.of(Job, name))
         p.add_argument("--adapter", help="motion adapter: v1-5-2 (default), v1-5-3, v1-5, animatelcm, "
                        "lightning-1/2/4/8, a hub id, a folder, or one file (an original AnimateDiff motion module "
                        "or a diffusers state dict)")
@@ -49,21 +52,29 @@ def render_args(p: argparse.ArgumentParser, video: bool) -> None:
         opt(p, "motion_lora", action="append", default=[], type=motion_lora_arg, metavar="FILE[:SCALE]",
              help="a motion LoRA (cdvideo train-motion, AnimateDiff's or diffusers' layout, a folder or a hub id) "
              "with its scale (default 1); repeat to stack several")
-        opt(p, "decode_chunk_size", type=int, default=16)
-        p.add_argument("--upscale", type=int, default=1, help="enlarge MP4/GIF/WebP N times (nearest) for viewing "
-                       "small clips; PNG frames stay raw")
+        opt(p, "decode_chunk_size", type=Flag.of(Options, "decode_chunk_size"), default=16)
+        p.add_argument("--upscale", type=Flag.of(Options, "upscale"), default=1, help="enlarge MP4/GIF/WebP N "
+                       "times (nearest) for viewing small clips; PNG frames stay raw")
     else:
-        opt(p, "num_images_per_prompt", type=int)
+        opt(p, "num_images_per_prompt", type=Flag.of(Job, "num_images_per_prompt"))
         p.add_argument("--no-grid", dest="grid", action="store_false")
+
+
+def rank_arg(text: str) -> int | str:
+    """`export --rank`: a LoRA rank (1 to 1,024) or `full` for an exact factorisation."""
+    return text if text == "full" else Flag(int, RANK)(text)
 
 
 def motion_lora_arg(text: str) -> tuple[str, float]:
     """'motion.safetensors:0.8' -> ('motion.safetensors', 0.8); without ':SCALE' the scale is 1."""
     ref, _, scale = text.rpartition(":")
     try:
-        return (ref, float(scale)) if ref else (text, 1.0)
+        value = float(scale) if ref else 1.0
     except ValueError:
         return text, 1.0  # a colon inside the path (C:\...)
+    if not MOTION_SCALE.holds(value):
+        raise argparse.ArgumentTypeError(f"{text}: scale {scale} is out of range; give {MOTION_SCALE}")
+    return (ref, value) if ref else (text, value)
 
 
 JOB_KEYS = ("negative_prompt", "seed", "num_frames", "height", "width", "num_inference_steps", "guidance_scale",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from cdvideo.data.files import atomic_folder
 from cdvideo.errors import CdvideoError
 
+log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 
 
@@ -72,8 +74,9 @@ def load(folder: str | Path) -> dict:
 
 def check_run_folder(out: str | Path, owned: tuple[str, ...], finished: str, resume: str | None,
                      overwrite: bool) -> None:
-    """Refuse to overwrite an earlier run in `out` (any of `owned` there) unless `overwrite`, or `resume` continues
-    it (and its `finished` file is not there yet)."""
+    """Refuse to overwrite an earlier run in `out` unless `overwrite`, or `resume` continues it (and its `finished`
+    file is not there yet). A run that stopped before its first checkpoint (a fault, a crash) saved nothing to keep:
+    its files (`owned`) make way for the new run."""
     out = Path(out)
     if resume:
         if (out / finished).exists() and not overwrite:
@@ -81,16 +84,20 @@ def check_run_folder(out: str | Path, owned: tuple[str, ...], finished: str, res
         resolve_resume(out, resume)
         return
     taken = [name for name in owned if (out / name).exists()]
-    if taken and not overwrite:
+    if taken and not overwrite and ((out / finished).exists() or list_checkpoints(out)):
         raise CdvideoError(f"output_dir {out} already holds a run ({', '.join(taken)}); continue it with "
                            "resume=latest, choose another output_dir, or set overwrite=true")
 
 
 def reset_run_folder(out: str | Path, owned: tuple[str, ...], resume: str | None, overwrite: bool) -> None:
-    """Create the output folder; with `overwrite` (and no resume), remove the earlier run's `owned` files."""
+    """Create the output folder; unless resuming, remove an earlier run's `owned` files (`check_run_folder` let
+    only an `overwrite` or a run that saved nothing through)."""
     out = Path(out)
-    if overwrite and not resume:
-        for name in owned:
+    if not resume:
+        left = [name for name in owned if (out / name).exists()]
+        if left and not overwrite:
+            log.warning("output_dir %s: the run there stopped before its first checkpoint; starting again", out)
+        for name in left:
             path = out / name
             if path.is_dir():
                 shutil.rmtree(path)

@@ -84,12 +84,15 @@ def _write_frames(frames: list[Image.Image], folder: Path) -> Path:
 
 
 def write_images(images: list[Image.Image], folder: Path, stem: str, sidecar: dict, grid: bool) -> list[Path]:
-    """Write `stem_i.png` per image (and `stem_grid.png`), plus `stem.json` (the name reserved atomically)."""
+    """Write `stem_i.png` per image (and `stem_grid.png`), plus `stem.json` (the name reserved atomically). All or
+    nothing, as `write_clip`: the sidecar last, and a failure removes the images already written."""
     stem = reserve_stem(folder, stem, (".json", "_0.png", "_grid.png"))
     try:
         return _write_image_files(images, folder, stem, sidecar, grid)
     except BaseException:
-        (folder / f"{stem}.json").unlink(missing_ok=True)
+        for path in [*(folder / f"{stem}_{i}.png" for i in range(len(images))), folder / f"{stem}_grid.png",
+                     folder / f"{stem}.json"]:
+            path.unlink(missing_ok=True)
         raise
 
 

@@ -7,18 +7,34 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Union
+from typing import Annotated, Any, Literal, Mapping, Optional, Union
 
 import yaml
 
 from cdvideo.data.files import check_name
+from cdvideo.data.ranges import (
+    BATCH,
+    EVERY,
+    GUIDANCE,
+    INFERENCE_STEPS,
+    LEARNING_RATE,
+    LOSS_WEIGHT,
+    SEED,
+    SIZE,
+    STEPS,
+    OutOfRange,
+    Range,
+    range_of,
+)
 from cdvideo.errors import CdvideoError
+
+BETA = Range(0, 1, below=True)  # Adam's moment decay
 
 
 @dataclass
 class ConceptConfig:
     images: str = ""  # folder of 3-10 photos of the subject, or a video file (mp4, mov, webm, mkv)
-    video_frames: int = 8  # frames picked from a video: sharp and as different from each other as possible
+    video_frames: Annotated[int, Range(3, 100)] = 8  # frames picked from a video: sharp, as different as can be
     class_word: str = ""  # e.g. dog
     token: str = "sks"  # new token added to the tokenizer
     initializer: Optional[str] = None  # word(s) whose embedding initialises the token; default class_word
@@ -26,7 +42,7 @@ class ConceptConfig:
 
 @dataclass
 class SPLConfig:
-    weight: float = 1.0  # lambda of the semantic preservation loss (paper: 1.0)
+    weight: Annotated[float, LOSS_WEIGHT] = 1.0  # lambda of the semantic preservation loss (paper: 1.0)
     personal_template: str = "a photo of a {token} {class_word}"
     class_template: str = "a photo of a {class_word}"
     pooling: Literal["eos", "official"] = "eos"  # official = argmax(token id), as the reference code
@@ -36,33 +52,34 @@ class SPLConfig:
 class PriorConfig:
     enabled: bool = False
     class_images: Optional[str] = None  # folder per class word; default <output_dir>/class_images/<class_word>
-    num_class_images: int = 200
+    num_class_images: Annotated[int, Range(1, 100_000)] = 200
     prompt: str = "a photo of a {class_word}"
-    weight: float = 1.0
-    num_inference_steps: int = 50
-    guidance_scale: float = 6.0
+    weight: Annotated[float, LOSS_WEIGHT] = 1.0
+    num_inference_steps: Annotated[int, INFERENCE_STEPS] = 50
+    guidance_scale: Annotated[float, GUIDANCE] = 6.0
 
 
 @dataclass
 class OptimizerConfig:
-    learning_rate: float = 1e-5  # paper text prints 1e-6; public scripts use 1e-5 scaled by batch size
+    # the paper's text prints 1e-6; the public scripts use 1e-5 scaled by batch size
+    learning_rate: Annotated[float, LEARNING_RATE] = 1e-5
     scale_lr: bool = True  # lr *= batch_size * gradient_accumulation_steps * num_processes
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 1e-2
-    eps: float = 1e-8
-    max_grad_norm: float = 1.0
+    betas: tuple[Annotated[float, BETA], Annotated[float, BETA]] = (0.9, 0.999)
+    weight_decay: Annotated[float, Range(0, 1)] = 1e-2
+    eps: Annotated[float, Range(0, 1, above=True)] = 1e-8
+    max_grad_norm: Annotated[float, Range(0, 1e6, above=True)] = 1.0
     use_8bit_adam: bool = False
     lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
-    lr_warmup_steps: int = 0
+    lr_warmup_steps: Annotated[int, EVERY] = 0
 
 
 @dataclass
 class ValidationConfig:
-    every: int = 0  # steps between validations; 0 disables
+    every: Annotated[int, EVERY] = 0  # steps between validations; 0 disables
     prompts: list[str] = field(default_factory=lambda: ["a photo of a {token} {class_word}"])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    num_inference_steps: int = 25
-    guidance_scale: float = 6.0
+    seeds: list[Annotated[int, SEED]] = field(default_factory=lambda: [0])
+    num_inference_steps: Annotated[int, INFERENCE_STEPS] = 25
+    guidance_scale: Annotated[float, GUIDANCE] = 6.0
 
 
 @dataclass
@@ -75,7 +92,7 @@ class TrainConfig:
     overwrite: bool = False
     concepts: list[ConceptConfig] = field(default_factory=list)
     instance_template: str = "photo of a {token} {class_word}"
-    resolution: int = 512
+    resolution: Annotated[int, SIZE] = 512
     augment: bool = True  # Custom Diffusion scale augmentation; false = center-crop resize
     flip: bool = True  # random horizontal flip (p=0.5)
     params: Literal["kv", "crossattn"] = "kv"  # kv: attn2.to_k/to_v; crossattn: also to_q/to_out
@@ -83,18 +100,20 @@ class TrainConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
-    max_steps: int = 500
-    batch_size: int = 2
-    gradient_accumulation_steps: int = 1
-    seed: int = 42
+    max_steps: Annotated[int, STEPS] = 500
+    batch_size: Annotated[int, BATCH] = 2
+    gradient_accumulation_steps: Annotated[int, BATCH] = 1
+    seed: Annotated[int, SEED] = 42
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_checkpointing: bool = False
-    latent_pool: Union[Literal["auto", "off"], int] = "auto"  # VAE latents encoded once (see cdvideo/latents.py)
-    log_every: int = 10  # steps between loss syncs (progress bar, logs, NaN check): no host-device sync per step
+    # VAE latents encoded once (see cdvideo/tasks/latents.py): variants per concept
+    latent_pool: Union[Literal["auto", "off"], Annotated[int, Range(1, 100_000)]] = "auto"
+    # steps between loss syncs (progress bar, logs, NaN check): no host-device sync per step
+    log_every: Annotated[int, STEPS] = 10
     compile: bool = False  # torch.compile the UNet
     channels_last: bool = False  # UNet in channels-last memory format
-    checkpoint_every: int = 250  # 0 disables
-    checkpoints_total_limit: Optional[int] = 2
+    checkpoint_every: Annotated[int, EVERY] = 250  # 0 disables
+    checkpoints_total_limit: Optional[Annotated[int, Range(1, 10_000)]] = 2
     resume: Optional[str] = None  # "latest" or a checkpoint folder
     save_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     report_to: Literal["tensorboard", "none"] = "tensorboard"
@@ -117,7 +136,7 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     """Build dataclass `cls` from `data`, naming the key of any unknown field or wrong type."""
     if not isinstance(data, dict):
         raise CdvideoError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
@@ -134,18 +153,27 @@ class CommandLineText(str):
 
 def _coerce(tp: Any, value: Any, path: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:  # a numeric key with its valid range (cdvideo/data/ranges.py)
+        valid = range_of(tp)
+        try:
+            value = _coerce(args[0], value, path)
+        except CdvideoError as e:
+            raise CdvideoError(f"{e}; give {valid}" if valid else str(e)) from None
+        if valid is not None:
+            valid.check(value, path)
+        return value
     if isinstance(value, CommandLineText):
         value = _from_command_line(tp, origin, args, value, path)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        error = None
+        errors = []
         for alternative in (a for a in args if a is not type(None)):
             try:
                 return _coerce(alternative, value, path)
             except CdvideoError as e:
-                error = error or e
-        raise error
+                errors.append(e)
+        raise next((e for e in errors if isinstance(e, OutOfRange)), errors[0])  # a number: its range
     if origin is dict:
         if not isinstance(value, dict):
             raise CdvideoError(f"{path}: expected a mapping, got {value!r}")
@@ -277,8 +305,6 @@ def check_train_config(cfg: TrainConfig) -> None:
     for i, c in enumerate(cfg.concepts):
         if not c.images:
             raise CdvideoError(f"concepts.{i}.images: give the folder of photos (or a video file)")
-        if c.video_frames < 3:
-            raise CdvideoError(f"concepts.{i}.video_frames: {c.video_frames}; pick at least 3 frames")
         if not c.class_word.strip():
             raise CdvideoError(f"concepts.{i}.class_word: give the subject's class, e.g. dog")
         if not c.token.strip() or " " in c.token:
@@ -302,12 +328,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         for b in banned:
             if b in tpl:
                 raise CdvideoError(f"{key}: template {tpl!r} must not contain {b}")
-    if cfg.resolution < 64 or cfg.resolution % 8:
-        raise CdvideoError(f"resolution: {cfg.resolution} must be a multiple of 8, at least 64")
-    if isinstance(cfg.latent_pool, int) and cfg.latent_pool < 1:
-        raise CdvideoError(f"latent_pool: {cfg.latent_pool}; give a number of variants per concept, auto or off")
-    for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every"):
-        if getattr(cfg, key) < 1:
-            raise CdvideoError(f"{key}: must be at least 1")
+    if cfg.resolution % 8:  # its range is in the schema
+        raise CdvideoError(f"resolution: {cfg.resolution} must be a multiple of 8")
     if cfg.resume not in (None, "latest") and not Path(cfg.resume).is_dir():
         raise CdvideoError(f"resume: {cfg.resume} is neither 'latest' nor a checkpoint folder")

@@ -50,9 +50,13 @@ WRITE_FAULTS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota 
                 errno.EPERM: "no permission to write there"}
 
 
+NUMPY_SHORT_WRITE = r"Not enough free space to write|\d+ requested and \d+ written"
+
+
 def fault_errno(e: BaseException) -> int | None:
     """The errno of a write that failed on the disk (full, over quota, read-only, no permission), from an OSError
-    in `e`'s chain or from a library error that names it only in its text (safetensors: '(os error 28)')."""
+    in `e`'s chain or from a library error that names it only in its text (safetensors: '(os error 28)', numpy:
+    'Not enough free space')."""
     seen: set[int] = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
@@ -61,6 +65,8 @@ def fault_errno(e: BaseException) -> int | None:
         found = re.search(r"os error (\d+)", str(e))
         if found and int(found.group(1)) in WRITE_FAULTS:
             return int(found.group(1))
+        if isinstance(e, OSError) and e.errno is None and re.search(NUMPY_SHORT_WRITE, str(e)):
+            return errno.ENOSPC  # numpy's tofile reports a full disk without an errno
         e = e.__cause__ or e.__context__
     return None
 

@@ -5,9 +5,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional
+from typing import Annotated, Any, Literal, Mapping, Optional
 
 from cdvideo.data.config import load_config
+from cdvideo.data.ranges import (
+    CLIP_FPS,
+    EVERY,
+    GUIDANCE,
+    INFERENCE_STEPS,
+    LEARNING_RATE,
+    LOSS_WEIGHT,
+    SEED,
+    SIZE,
+    STEPS,
+    Range,
+)
 from cdvideo.errors import CdvideoError
 
 MAX_REFERENCES = 5
@@ -15,11 +27,11 @@ MAX_REFERENCES = 5
 
 @dataclass
 class MotionValidationConfig:
-    every: int = 0  # steps between validation clips; 0 disables
+    every: Annotated[int, EVERY] = 0  # steps between validation clips; 0 disables
     prompts: list[str] = field(default_factory=list)  # default: the training prompt
-    seeds: list[int] = field(default_factory=lambda: [0])
-    num_inference_steps: int = 25
-    guidance_scale: float = 7.5
+    seeds: list[Annotated[int, SEED]] = field(default_factory=lambda: [0])
+    num_inference_steps: Annotated[int, INFERENCE_STEPS] = 25
+    guidance_scale: Annotated[float, GUIDANCE] = 7.5
 
 
 @dataclass
@@ -33,27 +45,29 @@ class MotionTrainConfig:
     prompt: str = ""  # what the clips show, e.g. "a person riding a bicycle" (MotionDirector's caption)
     output_dir: str = "runs/motion"
     overwrite: bool = False
-    num_frames: int = 16  # frames per clip, sampled at `fps`
-    fps: int = 8
-    resolution: int = 512  # square frames: short side resized, centre crop
-    rank: int = 32  # MotionDirector's LoRA rank
-    max_steps: int = 300
-    learning_rate: float = 5e-4  # of the temporal LoRA (MotionDirector: 5e-4)
-    spatial_learning_rate: float = 5e-4
+    num_frames: Annotated[int, Range(2, 32)] = 16  # frames per clip, sampled at `fps` (the adapter's own: 16)
+    fps: Annotated[int, CLIP_FPS] = 8
+    resolution: Annotated[int, SIZE] = 512  # square frames: short side resized, centre crop
+    rank: Annotated[int, Range(1, 1024)] = 32  # MotionDirector's LoRA rank
+    max_steps: Annotated[int, STEPS] = 300
+    learning_rate: Annotated[float, LEARNING_RATE] = 5e-4  # of the temporal LoRA (MotionDirector: 5e-4)
+    spatial_learning_rate: Annotated[float, LEARNING_RATE] = 5e-4
     spatial: bool = True  # the appearance path: a spatial LoRA on single frames, dropped at inference
     debiased: bool = True  # MotionDirector's appearance-debiased temporal loss (Eq. 5-6)
-    beta: float = 1.0  # its anchor weight
-    loss_weighting: Literal["uniform", "high-noise"] = "uniform"  # high-noise: the temporal loss x clamp(1/SNR, 1,
-    high_noise_cap: float = 10.0  # cap), where a clip's trajectory is decided (the miniature world needs it)
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
-    lr_warmup_steps: int = 0
-    seed: int = 42
+    beta: Annotated[float, LOSS_WEIGHT] = 1.0  # its anchor weight
+    # high-noise: the temporal loss x clamp(1/SNR, 1, cap), where a clip's trajectory is decided (the miniature
+    # world needs it)
+    loss_weighting: Literal["uniform", "high-noise"] = "uniform"
+    high_noise_cap: Annotated[float, Range(1, 1000)] = 10.0
+    weight_decay: Annotated[float, Range(0, 1)] = 1e-2
+    max_grad_norm: Annotated[float, Range(0, 1e6, above=True)] = 1.0
+    lr_warmup_steps: Annotated[int, EVERY] = 0
+    seed: Annotated[int, SEED] = 42
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_checkpointing: bool = False
-    log_every: int = 10
-    checkpoint_every: int = 100  # 0 disables
-    checkpoints_total_limit: Optional[int] = 2
+    log_every: Annotated[int, STEPS] = 10
+    checkpoint_every: Annotated[int, EVERY] = 100  # 0 disables
+    checkpoints_total_limit: Optional[Annotated[int, Range(1, 10_000)]] = 2
     resume: Optional[str] = None  # "latest" or a checkpoint folder
     save_dtype: Literal["float32", "float16", "bfloat16"] = "float16"
     report_to: Literal["tensorboard", "none"] = "tensorboard"
@@ -76,15 +90,7 @@ def check_motion_config(cfg: MotionTrainConfig) -> None:
         raise CdvideoError(f"references: {len(cfg.references)} clips; give at most {MAX_REFERENCES}")
     if not cfg.prompt.strip():
         raise CdvideoError("prompt: describe what the reference clips show, e.g. 'a ball moving in a circle'")
-    if not 2 <= cfg.num_frames <= 32:
-        raise CdvideoError(f"num_frames: {cfg.num_frames}; the motion adapter takes 2-32 frames (16 is its own)")
-    if cfg.resolution < 64 or cfg.resolution % 8:
-        raise CdvideoError(f"resolution: {cfg.resolution} must be a multiple of 8, at least 64")
-    for key in ("max_steps", "rank", "fps", "log_every"):
-        if getattr(cfg, key) < 1:
-            raise CdvideoError(f"{key}: must be at least 1")
-    for key in ("learning_rate", "spatial_learning_rate"):
-        if getattr(cfg, key) <= 0:
-            raise CdvideoError(f"{key}: must be above 0")
+    if cfg.resolution % 8:  # its range is in the schema
+        raise CdvideoError(f"resolution: {cfg.resolution} must be a multiple of 8")
     if cfg.resume not in (None, "latest") and not Path(cfg.resume).is_dir():
         raise CdvideoError(f"resume: {cfg.resume} is neither 'latest' nor a checkpoint folder")

@@ -88,7 +88,7 @@ def load_base(w: weights.PersonalWeights, model: str | None, model_config: str |
     return m, base
 
 
-def export_weights(src: str, fmt: str, output: str, rank: str = "32", single_file: bool = False,
+def export_weights(src: str, fmt: str, output: str, rank: int | str = 32, single_file: bool = False,
                    model: str | None = None, model_config: str | None = None, overwrite: bool = False
                    ) -> tuple[list[Path], dict]:
     """Write the export; returns the files and a report (per-layer LoRA errors)."""
@@ -113,7 +113,7 @@ def export_weights(src: str, fmt: str, output: str, rank: str = "32", single_fil
     return written, {**report, "tokens": w.tokens}
 
 
-def export_lora(w, m: dict, base: str, out: Path, rank: str, overwrite: bool) -> tuple[list[Path], dict]:
+def export_lora(w, m: dict, base: str, out: Path, rank: int | str, overwrite: bool) -> tuple[list[Path], dict]:
     from safetensors.torch import save_file  # lazy: start-up time
 
     r = None if rank == "full" else int(rank)

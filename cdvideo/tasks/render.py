@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 import yaml
@@ -16,6 +15,7 @@ from cdvideo import __version__
 from cdvideo.data import motion_lora
 from cdvideo.data.clips import check_formats, write_clip, write_images
 from cdvideo.data.config import from_dict
+from cdvideo.data.render_config import Job, Options, check_options
 from cdvideo.data.files import sha256_file, slug, text_lines
 from cdvideo.errors import CdvideoError
 from cdvideo.models.motion_lora import apply_motion_loras
@@ -28,50 +28,9 @@ from cdvideo.tasks.timing import NO_TIMER
 
 log = logging.getLogger(__name__)
 FREE_NOISE = {"context_length": 16, "context_stride": 4}
-MAX_FRAMES = 512  # FreeNoise holds the latents of every frame at once
 IMAGE_DEFAULTS = {"num_inference_steps": 100, "guidance_scale": 6.0}  # `sample`: the paper's image settings
 
 
-@dataclass
-class Job:
-    """One prompt's settings, with diffusers' argument names."""
-    prompt: Union[str, dict[int, str]] = ""
-    negative_prompt: Optional[str] = None
-    seed: list[int] = field(default_factory=lambda: [42])
-    num_frames: int = 16
-    height: Optional[int] = None  # None: the model's native size (512 for SD1.5, 64 for toyworld)
-    width: Optional[int] = None
-    num_inference_steps: int = 25
-    guidance_scale: float = 7.5
-    num_videos_per_prompt: int = 1
-    num_images_per_prompt: int = 1  # sample only
-    fps: int = 8
-
-
-@dataclass
-class Options:
-    """Settings shared by all prompts of one command."""
-    weights: list[str] = field(default_factory=list)
-    model: Optional[str] = None
-    revision: Optional[str] = None
-    variant: Optional[str] = None
-    adapter: Optional[str] = None
-    scheduler: str = "ddim"
-    scale: float = 1.0
-    force: bool = False
-    output_dir: str = "outputs"
-    formats: list[str] = field(default_factory=lambda: ["mp4", "gif"])
-    device: Optional[str] = None
-    dtype: Optional[str] = None
-    cpu_offload: bool = False
-    free_init: bool = False
-    motion_loras: list[tuple[str, float]] = field(default_factory=list)  # (file, folder or hub id; scale)
-    decode_chunk_size: int = 16
-    grid: bool = True
-    upscale: int = 1  # MP4/GIF/WebP enlarged this many times (nearest) for viewing; PNG frames stay raw
-    preset: Optional[str] = None  # few-step adapter preset (scheduler, LoRA); implied by --adapter lightning-4 etc.
-    lcm_lora: Optional[str] = None  # a local AnimateLCM LoRA file for --preset animatelcm
-    model_config: Optional[str] = None  # how to read a one-file base (sd15, tiny or a folder)
 
 
 def load_jobs(prompt: str | None, prompt_file: str | None, defaults: dict) -> list[Job]:
@@ -107,7 +66,7 @@ def _seed_list(entry: dict) -> dict:
     return {**entry, "seed": [seed]} if isinstance(seed, int) else entry
 
 
-def check_job(job: Job, video: bool, formats: tuple[str, ...] = (), context: int = 16) -> None:
+def check_job(job: Job, video: bool, formats: tuple[str, ...] = ()) -> None:
     """Sizes, frame counts and prompt schedules that the pipelines and encoders can take."""
     if job.height is not None and job.width is not None:  # unset: the model's native size (`native_size`)
         if job.height % 8 or job.width % 8 or min(job.height, job.width) < 64:
@@ -118,9 +77,6 @@ def check_job(job: Job, video: bool, formats: tuple[str, ...] = (), context: int
     if not job.prompt:
         raise CdvideoError("an empty prompt; write what the clip should show")
     if video:
-        if not 1 <= job.num_frames <= MAX_FRAMES:
-            raise CdvideoError(f"num_frames {job.num_frames}: the adapter renders {context} frames at once and "
-                               f"FreeNoise extends that to at most {MAX_FRAMES}")
         if isinstance(job.prompt, dict) and any(not 0 <= k < job.num_frames for k in job.prompt):
             raise CdvideoError(f"prompt schedule frames {sorted(job.prompt)} must lie in [0, {job.num_frames})")
     elif isinstance(job.prompt, dict):
@@ -171,8 +127,7 @@ def animate(opts: Options, jobs: list[Job], timer=NO_TIMER, progress=None) -> li
     (rebuilt only when FreeNoise switches on or off). `timer` splits the time, for benchmarks; `progress(done,
     total)` is called after every denoising step (the web app's progress bar)."""
     check_formats(opts.formats)
-    if not 1 <= opts.upscale <= 16:
-        raise CdvideoError(f"--upscale {opts.upscale}: use 1 (none) to 16")
+    check_options(opts)
     for job in jobs:
         check_job(job, video=True, formats=tuple(opts.formats))
     dev, dtype = pick_device(opts.device, opts.dtype)
@@ -337,6 +292,7 @@ def motion_loras_from_record(record: dict) -> list[tuple[str, float]]:
 
 def sample(opts: Options, jobs: list[Job]) -> list[Path]:
     """Still images through StableDiffusionPipeline; `num_images_per_prompt` images per seed, in a grid."""
+    check_options(opts)
     for job in jobs:
         check_job(job, video=False)
     dev, dtype = pick_device(opts.device, opts.dtype)

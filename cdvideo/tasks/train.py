@@ -7,6 +7,7 @@ repeats exactly what an uninterrupted one would have done.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from cdvideo.data import checkpoint, weights
 from cdvideo.data.config import TrainConfig, to_dict
 from cdvideo.data.files import atomic_path, sha256_file, write_text_atomic
+from cdvideo.data.lock import main_rank, run_lock
 from cdvideo.data.photos import Concept, load_folder, sample_batch
 from cdvideo.data.video import is_video
 from cdvideo.errors import CdvideoError
@@ -54,7 +56,14 @@ def train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None = Non
 
     `on_step(step, logs)` is called after every step; reading a value of `logs` synchronises with the device.
     `timer` (a `timing.StepTimer`) splits each step's time into sections, for benchmarks. `should_stop()` is asked
-    after every step: True saves a checkpoint and raises `TrainingStopped` (the web app's Cancel)."""
+    after every step: True saves a checkpoint and raises `TrainingStopped` (the web app's Cancel). The main process
+    holds `output_dir`'s lock (one writer per run folder) from before its checks to the end."""
+    with run_lock(cfg.output_dir) if main_rank() else contextlib.nullcontext():
+        return _train(cfg, on_step, timer, should_stop)
+
+
+def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, timer,
+           should_stop: Callable[[], bool] | None) -> Path | None:
     from accelerate import Accelerator  # lazy: start-up time
     from accelerate.utils import ProjectConfiguration  # lazy: start-up time
     from diffusers.optimization import get_scheduler  # lazy: start-up time

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from cdvideo.data import checkpoint, motion_lora
 from cdvideo.data.config import to_dict
 from cdvideo.data.files import atomic_path, sha256_file, write_text_atomic
+from cdvideo.data.lock import run_lock
 from cdvideo.data.motion_config import MotionTrainConfig
 from cdvideo.data.references import expand, read_references
 from cdvideo.data.weights import DTYPES
@@ -53,7 +54,14 @@ class MotionTrainingStopped(Exception):
 
 def train_motion(cfg: MotionTrainConfig, on_step: Callable[[int, dict], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> Path:
-    """Run a motion config to the end; returns the motion LoRA file (AnimateDiff's layout; diffusers' beside)."""
+    """Run a motion config to the end; returns the motion LoRA file (AnimateDiff's layout; diffusers' beside).
+    `output_dir`'s lock (one writer per run folder) is held from before the checks to the end."""
+    with run_lock(cfg.output_dir):
+        return _train_motion(cfg, on_step, should_stop)
+
+
+def _train_motion(cfg: MotionTrainConfig, on_step: Callable[[int, dict], None] | None,
+                  should_stop: Callable[[], bool] | None) -> Path:
     # -- Checks and clips: every user mistake surfaces before anything is written --------------------------
     out = Path(cfg.output_dir)
     checkpoint.check_run_folder(out, OWNED, "motion_lora.safetensors", cfg.resume, cfg.overwrite)

@@ -20,25 +20,30 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 from cdvideo.apps.worldbuild.common import log
 from cdvideo.apps.worldbuild.plans import PROFILES, Plans, parse_rounds, plans_for
+from cdvideo.data.files import write_fault
+from cdvideo.data.ranges import SEED, Flag, Parser, Range
+from cdvideo.errors import CdvideoError
 from cdvideo.toyworld import assets_dir
 
 STAGES = ("judge", "text", "vae", "unet", "motion", "export", "report")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cdvideo.apps.worldbuild", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m cdvideo.apps.worldbuild", description=__doc__.splitlines()[0])
     p.add_argument("--stage", default="all", help=f"all, or a comma-separated list of {', '.join(STAGES)}, latents")
     p.add_argument("--work", default=".toyworld-build", help="intermediate files (default: %(default)s)")
     p.add_argument("--assets", default=str(assets_dir()), help="where `export` writes the shipped files (default: the "
                    "installed package's)")
     p.add_argument("--docs", default="docs/toyworld", help="where `report` writes (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps (0.05 for a smoke run)")
+    p.add_argument("--seed", type=Flag(int, SEED), default=0)
+    p.add_argument("--scale", type=Flag(float, Range(0, 100, above=True)), default=1.0,
+                   help="multiply every stage's steps (0.05 for a smoke run)")
     p.add_argument("--device", default="cpu", choices=sorted(PROFILES), help="where the UNet and motion stages train")
     p.add_argument("--motion-rounds", default=None, metavar="STEPS[:WEIGHTING],...",
                    help="motion stage: its warm-restart rounds, each steps and loss weighting (min-snr or "
@@ -60,12 +65,19 @@ def main() -> None:
     if args.device == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
     work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
     plans = plans_for(args.device, args.scale, rounds)
     t0 = time.time()
-    for stage in stages:
-        log(f"== stage {stage} ({args.device} profile)")
-        run_stage(stage, work, args.seed, plans, args)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        for stage in stages:
+            log(f"== stage {stage} ({args.device} profile)")
+            run_stage(stage, work, args.seed, plans, args)
+    except Exception as e:  # a user's mistake or a full disk: one line (the rest is a bug, with its traceback)
+        error = e if isinstance(e, CdvideoError) else write_fault(e, work)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     log(f"done in {(time.time() - t0) / 60:.1f} min")
 
 

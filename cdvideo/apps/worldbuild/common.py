@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from cdvideo.apps.worldbuild.plans import Optim, Renders, record
+from cdvideo.data.files import atomic_path, write_text_atomic
 from cdvideo.toyworld import draw, world
 from cdvideo.toyworld.instances import excluded
 
@@ -107,10 +108,16 @@ def render_set(work: Path, renders: Renders, seed: int) -> tuple[np.ndarray, lis
     data, alpha = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     log(f"rendered {name}: {n} {'clips' if clip else 'images'} in {time.time() - t0:.0f} s")
     work.mkdir(parents=True, exist_ok=True)
-    np.save(arrays, data if clip else data[:, 0])
-    np.save(work / f"{name}_alpha.npy", alpha if clip else alpha[:, 0])  # object coverage, uint8
-    labels.write_text(json.dumps([s.labels() for s in scenes]))
+    save_array(arrays, data if clip else data[:, 0])
+    save_array(work / f"{name}_alpha.npy", alpha if clip else alpha[:, 0])  # object coverage, uint8
+    write_text_atomic(labels, json.dumps([s.labels() for s in scenes]))
     return np.load(arrays, mmap_mode="r"), scenes
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """`np.save` under a temporary name, renamed when whole: a full disk leaves no partial array."""
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
 
 
 def to_pixels(batch: np.ndarray) -> torch.Tensor:
@@ -151,7 +158,7 @@ def done(work: Path, stage: str) -> bool:
 
 def mark_done(work: Path, stage: str, info: dict, plan) -> None:
     """The stage's record: what it measured and the plan it ran."""
-    (work / f"{stage}.done").write_text(json.dumps({**info, "plan": record(plan)}, indent=1))
+    write_text_atomic(work / f"{stage}.done", json.dumps({**info, "plan": record(plan)}, indent=1))
 
 
 def pretraining(work: Path, seed: int, renders: tuple[Renders, ...]):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from cdvideo.apps.worldbuild.common import (Curve, log, mark_done, optimizer, optimizer_step, render_set,
     seed_everything, to_pixels)
 from cdvideo.apps.worldbuild.plans import JudgePlan
+from cdvideo.data.files import atomic_path
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.world import MOTIONS, NUM_FRAMES
 
@@ -133,5 +134,6 @@ def save(judge: J.Judge, path: Path) -> None:
 
     from safetensors.torch import save_file  # lazy: start-up time
 
-    save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(path),
-              metadata={"config": json.dumps(judge.config)})
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(tmp),
+                  metadata={"config": json.dumps(judge.config)})

@@ -14,7 +14,6 @@ the summary to docs/toyworld/motion.md, with 95% bootstrap intervals over the cl
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from cdvideo.apps import motion_demo as M
 from cdvideo.apps.demo import train_config
 from cdvideo.apps.worldbuild.spl_strength import append_row, read_rows
 from cdvideo.data.files import slug, write_text_atomic
+from cdvideo.data.ranges import SEED, Flag, Parser
 from cdvideo.math.metrics import bootstrap_ci
 from cdvideo.tasks.train import train
 from cdvideo.toyworld import judge as J
@@ -129,8 +129,8 @@ def gifs(work: Path, docs: Path) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p = Parser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=Flag(int, SEED), nargs="+", default=[0, 1, 2])
     p.add_argument("--motions", nargs="+", default=list(NOVEL_MOTIONS))
     p.add_argument("--part", default="1/1", help="K/N: this process runs every N-th (motion, seed) from the K-th")
     p.add_argument("--work", default=".toyworld-build/motion", help="the runs (default: %(default)s)")

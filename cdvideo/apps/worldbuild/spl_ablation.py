@@ -14,7 +14,6 @@ Writes docs/toyworld/ablation.csv, ablation.md, ablation.json and ablation.png.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cdvideo.data.ranges import SEED, Flag, Parser
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES, Instance
 from cdvideo.toyworld.scoring import asked_in, composition
@@ -205,9 +205,9 @@ def write_outputs(rows: list[dict], summary: list[dict], multi: list[dict], base
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--instances", nargs="+", default=list(DEFAULT_INSTANCES))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=Flag(int, SEED), nargs="+", default=[0, 1, 2])
     p.add_argument("--work", default=".toyworld-build/ablation", help="the runs' weights (default: %(default)s)")
     p.add_argument("--docs", default="docs/toyworld", help="tables and figures (default: %(default)s)")
     p.add_argument("--no-multi", action="store_true", help="skip the joint and composed runs")

@@ -17,7 +17,6 @@ docs/toyworld/strength.md, strength.json and strength.png.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -28,6 +27,7 @@ import torch
 
 from cdvideo.apps.demo import render_samples, train_config
 from cdvideo.apps.worldbuild.strength_report import write_report
+from cdvideo.data.ranges import COUNT, SEED, Flag, Parser
 from cdvideo.tasks.drift import compute, load_source
 from cdvideo.tasks.train import train
 from cdvideo.toyworld import drift_phrases
@@ -131,15 +131,15 @@ def measure_noise(args, judge) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--instances", nargs="+", default=list(INSTANCES))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--still-seeds", type=int, default=3, help="render seeds per still prompt")
-    p.add_argument("--clip-seeds", type=int, default=2, help="render seeds per motion prompt")
+    p.add_argument("--seeds", type=Flag(int, SEED), nargs="+", default=[0, 1, 2])
+    p.add_argument("--still-seeds", type=Flag(int, COUNT), default=3, help="render seeds per still prompt")
+    p.add_argument("--clip-seeds", type=Flag(int, COUNT), default=2, help="render seeds per motion prompt")
     p.add_argument("--work", default=".toyworld-build/strength", help="the runs' weights (default: %(default)s)")
     p.add_argument("--docs", default="docs/toyworld", help="rows, tables and figures (default: %(default)s)")
     p.add_argument("--noise", action="store_true", help="measure the scorer's noise and stop")
-    p.add_argument("--noise-repeats", type=int, default=4)
+    p.add_argument("--noise-repeats", type=Flag(int, COUNT), default=4)
     p.add_argument("--report", action="store_true", help="only write the summary of the rows so far")
     args = p.parse_args()
     judge = J.load()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from cdvideo.apps.worldbuild.common import (VAE, Curve, log, mark_done, optimizer, optimizer_step, pretraining,
-    seed_everything, to_pixels)
+    save_array, seed_everything, to_pixels)
 from cdvideo.apps.worldbuild.plans import VAEPlan
 
 
@@ -92,12 +92,12 @@ def encode_all(vae, images: np.ndarray, clips: np.ndarray, work: Path, device: s
 
     t0 = time.time()
     mean, std = encode(images)
-    np.save(work / "latents_images_mean.npy", mean)
-    np.save(work / "latents_images_std.npy", std)
+    save_array(work / "latents_images_mean.npy", mean)
+    save_array(work / "latents_images_std.npy", std)
     cm, cs = encode(np.asarray(clips).reshape(-1, 64, 64, 3))
     shape = (clips.shape[0], clips.shape[1], *cm.shape[1:])
-    np.save(work / "latents_clips_mean.npy", cm.reshape(shape))
-    np.save(work / "latents_clips_std.npy", cs.reshape(shape))
+    save_array(work / "latents_clips_mean.npy", cm.reshape(shape))
+    save_array(work / "latents_clips_std.npy", cs.reshape(shape))
     scale = 1.0 / float(mean.astype(np.float32).std())
     log(f"encoded {len(mean)} images and {len(cm)} clip frames in {time.time() - t0:.0f} s; "
         f"scaling factor {scale:.4f}, posterior std {float(std.astype(np.float32).mean()):.4f}")
