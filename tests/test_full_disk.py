@@ -18,8 +18,8 @@ from cdvideo.data import files
 class FullDisk:
     """A folder on a disk with `room` bytes free until `free()`."""
 
-    def __init__(self, root: Path, monkeypatch, room: int = 4096):  # one page: the first small file takes it
-        self.folder, self.monkeypatch = root / "disk", monkeypatch
+    def __init__(self, root: Path, room: int = 4096):  # one page: the first small file takes it
+        self.folder, self.patch = root / "disk", pytest.MonkeyPatch()
         self.folder.mkdir()
         self.mounted = os.geteuid() == 0 and subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(self.folder)], capture_output=True).returncode == 0
@@ -29,7 +29,7 @@ class FullDisk:
                 os.posix_fallocate(f.fileno(), 0, os.statvfs(self.folder).f_bavail * os.statvfs(self.folder).f_frsize
                                    - room)
         else:
-            monkeypatch.setattr(files, "fsync_path", self._no_space)
+            self.patch.setattr(files, "fsync_path", self._no_space)
 
     @staticmethod
     def _no_space(path):
@@ -42,16 +42,17 @@ class FullDisk:
         if self.mounted:
             (self.folder / ".filler").unlink()
         else:
-            self.monkeypatch.undo()
+            self.patch.undo()
 
     def unmount(self) -> None:
+        self.patch.undo()
         if self.mounted:
             subprocess.run(["umount", "-l", str(self.folder)], check=False)
 
 
 @pytest.fixture
-def disk(tmp_path, monkeypatch):
-    d = FullDisk(tmp_path, monkeypatch)
+def disk(tmp_path):
+    d = FullDisk(tmp_path)
     yield d
     d.unmount()
 

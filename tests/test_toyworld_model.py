@@ -71,7 +71,8 @@ def test_clips_are_coherent_and_follow_the_prompt(components, judge):
                           make_scheduler("ddim", components["scheduler"].config, animatediff=True))
     pipe.set_progress_bar_config(disable=True)
     prompts = scoring.clip_prompts(6)
-    clips = [pipe(p.text, num_frames=16, num_inference_steps=20, guidance_scale=5.0, output_type="pil",
+    # 10 steps: 3 of 6 clips move as asked, background 1.0, coherence 0.17 (20 steps: 3 of 6, 1.0, 0.12)
+    clips = [pipe(p.text, num_frames=16, num_inference_steps=10, guidance_scale=5.0, output_type="pil",
                   generator=torch.Generator().manual_seed(p.seed)).frames[0] for p in prompts]
     honoured = scoring.score(judge, clips, prompts).honoured
     assert honoured["motion"] >= MOTION_MIN and honoured["background"] >= BACKGROUND_MIN, honoured

@@ -210,17 +210,18 @@ def test_a_video_subject_is_checked_for_length_and_size_before_decoding(tmp_path
 
 def test_cancel_stops_a_run_at_a_checkpoint_and_resume_finishes_it(tmp_path):
     """Cancel (by its owner only) stops training at a resumable checkpoint; Resume goes on to the last step."""
-    from conftest import FIXTURES
+    from conftest import FIXTURES, release_openmp_team
 
     from cdvideo.apps.ui import actions
     from cdvideo.apps.ui.access import Access
     from cdvideo.apps.ui.jobs import JobManager
     from cdvideo.errors import CdvideoError
 
+    release_openmp_team()  # as served: the jobs' threads hold the only OpenMP team
     mgr, access = JobManager(tmp_path), Access(tmp_path)
     me, other = access.client("tab-a", None), access.client("tab-b", None)
     photos = [str(p) for p in sorted((FIXTURES / "dog").glob("*.jpg"))]
-    job = actions.start_training(mgr, me, photos, "dog", "sks", 120, 1.0, "tiny")
+    job = actions.start_training(mgr, me, photos, "dog", "sks", 40, 1.0, "tiny")
 
     def wait(cond, timeout=120):
         deadline = time.time() + timeout
@@ -234,7 +235,7 @@ def test_cancel_stops_a_run_at_a_checkpoint_and_resume_finishes_it(tmp_path):
     mgr.cancel(job.id, me.owner)
     wait(lambda: job.status == "cancelled")
     stopped = int(job.message.split("cancelled at step ")[1].split(";")[0])
-    assert 3 <= stopped < 120 and "Resume continues" in job.message
+    assert 3 <= stopped < 40 and "Resume continues" in job.message
     with pytest.raises(CdvideoError, match="no cancelled training run"):
         actions.resume_training(mgr, other)
     steps_seen = []
@@ -243,6 +244,6 @@ def test_cancel_stops_a_run_at_a_checkpoint_and_resume_finishes_it(tmp_path):
     resumed = actions.resume_training(mgr, me)
     wait(lambda: resumed.status in ("done", "error"), timeout=300)
     assert resumed.status == "done", resumed.message
-    assert steps_seen[0] == stopped + 1 and steps_seen[-1] == 120  # went on from the checkpoint, not from 0
+    assert steps_seen[0] == stopped + 1 and steps_seen[-1] == 40  # went on from the checkpoint, not from 0
     assert Path(resumed.files[0]).name == "weights.safetensors" and Path(resumed.files[0]).is_file()
     mgr.shutdown(timeout=10)
