@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> None:
                 files.fsync_path = durable if arm == "with fsync" else (lambda path: None)
                 out = Path(tmp) / f"{arm[:4]}{r}"
                 times.setdefault(("checkpoint save", arm), []).append(
-                    timed(lambda: checkpoint.save(out, 1, state)))
-                times.setdefault(("clip export (MP4 + GIF)", arm), []).append(
-                    timed(lambda: clips.write_clip(frames, out, "clip", 8, ["mp4", "gif"], {"prompt": "bench"})))
+                    timed(lambda out=out: checkpoint.save(out, 1, state)))
+                times.setdefault(("clip export (MP4 + GIF)", arm), []).append(timed(
+                    lambda out=out: clips.write_clip(frames, out, "clip", 8, ["mp4", "gif"], {"prompt": "bench"})))
     files.fsync_path = durable
     print(f"median of {args.rounds} rounds, in {args.folder or tempfile.gettempdir()}\n")
     print("| write | without fsync (s) | with fsync (s) | ratio |\n|---|---|---|---|")

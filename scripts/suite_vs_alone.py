@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         suite = read_times(args.suite_xml) if args.suite_xml else pytest_times(Path(tmp) / "suite.xml")
         slowest = sorted(suite, key=suite.get, reverse=True)[:args.top]
         print(f"suite: {len(suite)} tests, {sum(suite.values()):.0f} s in tests\n")
-        print(f"| test | in the suite (s) | alone (s) | ratio |\n|---|---|---|---|")
+        print("| test | in the suite (s) | alone (s) | ratio |\n|---|---|---|---|")
         worst = 0.0
         for i, node in enumerate(slowest):
             alone = pytest_times(Path(tmp) / f"{i}.xml", node).get(node, float("nan"))
