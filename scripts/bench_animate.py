@@ -2,6 +2,7 @@
 size (random weights).
 
     python scripts/bench_animate.py [--resolution 128] [--num-frames 8] [--steps 4] [--rounds 2]
+    python scripts/bench_animate.py --strength 0.6     # video-to-video: AnimateDiffVideoToVideoPipeline both
 
 Both render the same prompt with identical settings (DDIM with AnimateDiff's settings, guidance 7.5, VAE slicing,
 decode chunk 16, CPU noise) and write MP4 + GIF (`--formats`); both are split the same way (load, text, denoise,
@@ -27,8 +28,9 @@ def cdvideo_run(args: argparse.Namespace, out: Path, timer) -> None:
     from cdvideo.tasks.render import Job, Options, animate
 
     opts = Options(model=args.arch, output_dir=str(out), formats=args.formats.split(","), dtype=args.dtype)
+    source = {"video": args.video, "strength": args.strength} if args.video else {}
     animate(opts, [Job(prompt=PROMPT, seed=[0], num_frames=args.num_frames, height=args.resolution,
-                       width=args.resolution, num_inference_steps=args.steps, guidance_scale=7.5)], timer)
+                       width=args.resolution, num_inference_steps=args.steps, guidance_scale=7.5, **source)], timer)
 
 
 def plain_run(args: argparse.Namespace, out: Path, timer) -> None:
@@ -38,8 +40,8 @@ def plain_run(args: argparse.Namespace, out: Path, timer) -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if dev.type == "cuda" else torch.float32)
     with timer("load"):  # imports included, as cdvideo's load includes its own
-        from diffusers import AnimateDiffPipeline, DDIMScheduler
-        from diffusers.utils import export_to_gif, export_to_video
+        from diffusers import AnimateDiffPipeline, AnimateDiffVideoToVideoPipeline, DDIMScheduler
+        from diffusers.utils import export_to_gif, export_to_video, load_video
 
         from cdvideo.models import architectures as tiny
 
@@ -47,11 +49,15 @@ def plain_run(args: argparse.Namespace, out: Path, timer) -> None:
         adapter = tiny.build_motion_adapter(arch=args.arch)
         sched = DDIMScheduler.from_config(m["scheduler"].config, beta_schedule="linear", clip_sample=False,
                                           timestep_spacing="linspace", steps_offset=1)
-        pipe = AnimateDiffPipeline(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
+        cls = AnimateDiffVideoToVideoPipeline if args.video else AnimateDiffPipeline
+        pipe = cls(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
                                    unet=m["unet"], motion_adapter=adapter, scheduler=sched).to(dev, dtype)
         pipe.vae.enable_slicing()
+        size = (args.resolution, args.resolution)
+        source = {"video": [f.convert("RGB").resize(size) for f in load_video(args.video)][:args.num_frames],
+                  "strength": args.strength} if args.video else {"num_frames": args.num_frames}
     with timer.pipeline() as callback:
-        frames = pipe(PROMPT, num_frames=args.num_frames, height=args.resolution, width=args.resolution,
+        frames = pipe(prompt=PROMPT, **source, height=args.resolution, width=args.resolution,
                       num_inference_steps=args.steps, guidance_scale=7.5, decode_chunk_size=16, output_type="pil",
                       generator=torch.Generator("cpu").manual_seed(0), callback_on_step_end=callback).frames[0]
     formats = args.formats.split(",")
@@ -81,6 +87,7 @@ def run_worker(kind: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--resolution", str(args.resolution), "--num-frames",
            str(args.num_frames), "--steps", str(args.steps), "--arch", args.arch, "--formats", args.formats]
     cmd += ["--dtype", args.dtype] if args.dtype else []
+    cmd += ["--video", args.video, "--strength", str(args.strength)] if args.video else []
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -88,19 +95,37 @@ def run_worker(kind: str, args: argparse.Namespace) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def source_clip(path: str, frames: int, size: int) -> None:
+    """A GIF of a bright square crossing a gray field, `frames` frames of `size` px at 8 fps."""
+    import numpy as np
+    from PIL import Image
+
+    images = []
+    for i in range(frames):
+        a = np.full((size, size, 3), 90, np.uint8)
+        x = i * (size - size // 4) // max(frames - 1, 1)
+        a[size // 3:size // 3 + size // 4, x:x + size // 4] = 250
+        images.append(Image.fromarray(a))
+    images[0].save(path, save_all=True, append_images=images[1:], duration=125, loop=0)
+
+
 def report(args: argparse.Namespace) -> None:
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     best: dict[str, dict] = {}
+    if args.strength is not None:  # both arms restyle one source clip of the clip's length and size
+        args.video = str(Path(tempfile.mkdtemp()) / "source.gif")
+        source_clip(args.video, args.num_frames, args.resolution)
     for _ in range(args.rounds):
         for kind in ("cdvideo", "plain"):
             r = run_worker(kind, args)
             if kind not in best or r["total"] < best[kind]["total"]:
                 best[kind] = r
     c, p = best["cdvideo"], best["plain"]
+    v2v = f", video-to-video at strength {args.strength}" if args.video else ""
     print(f"# bench_animate: {device}, torch {torch.__version__}, {args.num_frames} frames {args.resolution} px, "
-          f"{args.steps} steps, guidance 7.5, {args.arch} (random weights), {time.strftime('%Y-%m-%d')}")
+          f"{args.steps} steps, guidance 7.5, {args.arch} (random weights){v2v}, {time.strftime('%Y-%m-%d')}")
     print(f"{'section':12s} {'cdvideo':>9s} {'plain':>9s} {'ratio':>7s}")
     for name in ("load", "text", "denoise", "vae_decode", "export", "other"):
         a, b = c["split"].get(name, 0.0), p["split"].get(name, 0.0)
@@ -120,6 +145,8 @@ def main() -> None:
     p.add_argument("--arch", default="sd15-random", choices=["sd15-random", "tiny"], help="tiny: a quick check")
     p.add_argument("--formats", default="mp4,gif", help="what both export: mp4,gif (gif alone where no ffmpeg)")
     p.add_argument("--dtype", help="float16 or bfloat16 (default: float16 on GPU, float32 on CPU)")
+    p.add_argument("--strength", type=float, help="video-to-video at this strength (both arms restyle one clip)")
+    p.add_argument("--video", help=argparse.SUPPRESS)  # the source clip, passed to the workers
     p.add_argument("--worker", choices=["cdvideo", "plain"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cdvideo.errors import CdvideoError
+
 from cdvideo.data.ranges import Flag, Range
 from cdvideo.data.render_config import MOTION_SCALE, Job, Options
 
@@ -42,6 +44,10 @@ def render_args(p: argparse.ArgumentParser, video: bool) -> None:
     if video:
         for name in ("num_frames", "num_videos_per_prompt", "fps"):
             opt(p, name, type=Flag.of(Job, name))
+        p.add_argument("--video", metavar="CLIP", help="video-to-video: restyle this clip (a video file, a GIF or a "
+                       "folder of frames), read at --fps to --num-frames frames at the clip's size")
+        p.add_argument("--strength", type=Flag.of(Job, "strength"), help="video-to-video: how much of the source "
+                       "is noised away, 0 to 1 (default 0.8; lower keeps more of it)")
         p.add_argument("--adapter", help="motion adapter: v1-5-2 (default), v1-5-3, v1-5, animatelcm, "
                        "lightning-1/2/4/8, a hub id, a folder, or one file (an original AnimateDiff motion module "
                        "or a diffusers state dict)")
@@ -78,7 +84,7 @@ def motion_lora_arg(text: str) -> tuple[str, float]:
 
 
 JOB_KEYS = ("negative_prompt", "seed", "num_frames", "height", "width", "num_inference_steps", "guidance_scale",
-            "num_videos_per_prompt", "num_images_per_prompt", "fps")
+            "num_videos_per_prompt", "num_images_per_prompt", "fps", "video", "strength")
 
 
 def render(args: argparse.Namespace, video: bool) -> None:
@@ -95,6 +101,8 @@ def render(args: argparse.Namespace, video: bool) -> None:
 
             p = presets.get(preset)  # an unknown --preset is an error naming the choices
             defaults.update(num_inference_steps=p.num_inference_steps, guidance_scale=p.guidance_scale)
+        if getattr(args, "strength", None) is not None and not (args.video or args.prompts):
+            raise CdvideoError("--strength is for video-to-video: give the source clip with --video")
         defaults.update({k: getattr(args, k) for k in JOB_KEYS if getattr(args, k, None) is not None})
         jobs = render.load_jobs(args.prompt, args.prompts, defaults)
         opts = render.Options(

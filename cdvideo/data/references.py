@@ -1,6 +1,7 @@
-"""Reference clips of a motion: mp4, mov, webm, mkv (decord), gif (PIL) or a folder of frames, normalised to
-`num_frames` frames at `fps` (evenly over the clip when it is shorter), square `size` px (short side resized,
-centre crop). Large videos are decoded at the reduced size; bad clips give one-line errors."""
+"""Clips read from disk (a motion's reference clips; the source of video-to-video): mp4, mov, webm, mkv (decord),
+gif (PIL) or a folder of frames, normalised to `num_frames` frames at `fps` (evenly over the clip when it is shorter),
+resized to cover the wanted size and centre-cropped (square for references, the clip's size for a source). Large
+videos are decoded at about that size; bad clips give one-line errors."""
 
 from __future__ import annotations
 
@@ -17,15 +18,20 @@ CLIP_SUFFIXES = (*VIDEO_SUFFIXES, ".gif")
 MIN_SOURCE_FRAMES = 4  # fewer frames show no motion to learn
 
 
-def square(frame: Image.Image, size: int) -> np.ndarray:
-    """Short side resized to `size`, centre crop: (size, size, 3) uint8."""
+def fit(frame: Image.Image, width: int, height: int) -> np.ndarray:
+    """Resized to cover `width` x `height`, centre crop: (height, width, 3) uint8."""
     frame = frame.convert("RGB")
     w, h = frame.size
-    s = size / min(w, h)
-    frame = frame.resize((max(size, round(w * s)), max(size, round(h * s))), Image.Resampling.BICUBIC)
+    s = max(width / w, height / h)
+    frame = frame.resize((max(width, round(w * s)), max(height, round(h * s))), Image.Resampling.BICUBIC)
     w, h = frame.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(frame.crop((left, top, left + size, top + size)))
+    left, top = (w - width) // 2, (h - height) // 2
+    return np.asarray(frame.crop((left, top, left + width, top + height)))
+
+
+def square(frame: Image.Image, size: int) -> np.ndarray:
+    """Short side resized to `size`, centre crop: (size, size, 3) uint8."""
+    return fit(frame, size, size)
 
 
 def pick(times: np.ndarray, num_frames: int, fps: int) -> np.ndarray:
@@ -50,7 +56,7 @@ def _video(path: Path, num_frames: int, fps: int, size: int) -> list[Image.Image
         vr = decord.VideoReader(str(path), width=dw, height=dh)
         n, rate = len(vr), float(vr.get_avg_fps() or fps)
         if n < MIN_SOURCE_FRAMES:
-            raise CdvideoError(f"{path.name}: {n} frames; a reference clip needs at least {MIN_SOURCE_FRAMES}")
+            raise CdvideoError(f"{path.name}: {n} frames; a clip needs at least {MIN_SOURCE_FRAMES}")
         idx = pick(np.arange(n) / rate, num_frames, fps)
         return [Image.fromarray(f) for f in vr.get_batch(list(idx)).asnumpy()]
     except CdvideoError:
@@ -69,7 +75,7 @@ def _gif(path: Path, num_frames: int, fps: int) -> list[Image.Image]:
     except (OSError, ValueError) as e:
         raise CdvideoError(f"{path.name}: not a readable GIF ({str(e).splitlines()[0][:100]})") from None
     if len(frames) < MIN_SOURCE_FRAMES:
-        raise CdvideoError(f"{path.name}: {len(frames)} frame(s); a reference clip needs at least "
+        raise CdvideoError(f"{path.name}: {len(frames)} frame(s); a clip needs at least "
                            f"{MIN_SOURCE_FRAMES} (a still image shows no motion)")
     times = np.concatenate([[0.0], np.cumsum(durations[:-1])]) / 1000
     return [frames[i] for i in pick(times, num_frames, fps)]
@@ -92,22 +98,29 @@ def _folder(path: Path, num_frames: int, fps: int) -> list[Image.Image]:
 
 def read_reference(path: str | Path, num_frames: int, fps: int, size: int) -> np.ndarray:
     """One reference clip as (num_frames, size, size, 3) uint8."""
+    return read_clip(path, num_frames, fps, size, size, "reference clip")
+
+
+def read_clip(path: str | Path, num_frames: int, fps: int, width: int, height: int, what: str = "clip") -> np.ndarray:
+    """A clip (video file, GIF or folder of frames) as (num_frames, height, width, 3) uint8: `num_frames` frames
+    1/fps apart (evenly over a shorter clip), each resized to cover the size and centre-cropped. `what` names it in
+    errors."""
     path = Path(path)
     if not path.exists():
-        raise CdvideoError(f"reference clip {path} not found")
+        raise CdvideoError(f"{what} {path} not found")
     suffix = path.suffix.lower()
     if path.is_dir():
         frames = _folder(path, num_frames, fps)
     elif suffix == ".gif":
         frames = _gif(path, num_frames, fps)
     elif suffix in VIDEO_SUFFIXES:
-        frames = _video(path, num_frames, fps, size)
+        frames = _video(path, num_frames, fps, max(width, height))
     elif suffix in IMAGE_SUFFIXES:
         raise CdvideoError(f"{path.name}: a still image shows no motion; give a clip (mp4, mov, webm, gif) or a "
                            "folder of its frames")
     else:
         raise CdvideoError(f"{path.name}: not a clip; give mp4, mov, webm, mkv, gif or a folder of frames")
-    return np.stack([square(f, size) for f in frames])
+    return np.stack([fit(f, width, height) for f in frames])
 
 
 def expand(references: list[str]) -> list[Path]:

@@ -30,6 +30,8 @@ class Job:
     num_videos_per_prompt: Annotated[int, PER_PROMPT] = 1
     num_images_per_prompt: Annotated[int, PER_PROMPT] = 1  # sample only
     fps: Annotated[int, CLIP_FPS] = 8
+    video: Optional[str] = None  # video-to-video: the source clip (a video file, a GIF or a folder of frames)
+    strength: Annotated[float, Range(0, 1, above=True)] = 0.8  # how much of the source is noised away (1: all)
 
 
 @dataclass

@@ -6,14 +6,17 @@ from __future__ import annotations
 from cdvideo.models.single_file import check_adapter_fits
 
 
-def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", base: str = "base", unet=None):
-    """diffusers' AnimateDiffPipeline over the (personalized) 2D UNet; it builds the UNetMotionModel (or takes
-    `unet`, one built already, e.g. the one a motion LoRA trains)."""
-    from diffusers import AnimateDiffPipeline  # lazy: start-up time
+def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", base: str = "base", unet=None,
+                   video_to_video: bool = False):
+    """diffusers' AnimateDiffPipeline (AnimateDiffVideoToVideoPipeline when `video_to_video`) over the
+    (personalized) 2D UNet; it builds the UNetMotionModel (or takes `unet`, one built already, e.g. the one a motion
+    LoRA trains)."""
+    from diffusers import AnimateDiffPipeline, AnimateDiffVideoToVideoPipeline  # lazy: start-up time
 
     if unet is None:
         check_adapter_fits(adapter, m["unet"], adapter_name, base)
-    pipe = AnimateDiffPipeline(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
+    cls = AnimateDiffVideoToVideoPipeline if video_to_video else AnimateDiffPipeline
+    pipe = cls(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
                                unet=unet if unet is not None else m["unet"], motion_adapter=adapter,
                                scheduler=scheduler)
     return pipe

@@ -9,14 +9,15 @@ from typing import Any
 
 import torch
 import yaml
+from PIL import Image
 from tqdm.auto import tqdm
 
 from cdvideo import __version__
-from cdvideo.data import motion_lora
 from cdvideo.data.clips import check_formats, write_clip, write_images
 from cdvideo.data.config import from_dict
+from cdvideo.data.files import slug, text_lines
+from cdvideo.data.references import read_clip
 from cdvideo.data.render_config import Job, Options, check_options
-from cdvideo.data.files import sha256_file, slug, text_lines
 from cdvideo.errors import CdvideoError
 from cdvideo.models.motion_lora import apply_motion_loras
 from cdvideo.pipelines import presets
@@ -24,6 +25,14 @@ from cdvideo.pipelines.build import image_pipeline, video_pipeline
 from cdvideo.pipelines.personalized import load_personalized
 from cdvideo.pipelines.presets import PRESETS
 from cdvideo.pipelines.registry import default_adapter, load_adapter, make_scheduler, pick_device
+from cdvideo.tasks.records import (
+    check_unchanged,
+    motion_lora_record,
+    motion_loras_from_record,
+    read_motion_loras,
+    source_record,
+    weights_record,
+)
 from cdvideo.tasks.timing import NO_TIMER
 
 log = logging.getLogger(__name__)
@@ -77,10 +86,13 @@ def check_job(job: Job, video: bool, formats: tuple[str, ...] = ()) -> None:
     if not job.prompt:
         raise CdvideoError("an empty prompt; write what the clip should show")
     if video:
+        if job.video is not None and denoising_steps(job) < 1:
+            raise CdvideoError(f"strength {job.strength} of {job.num_inference_steps} steps runs no denoising step; "
+                               "raise --strength or --num-inference-steps")
         if isinstance(job.prompt, dict) and any(not 0 <= k < job.num_frames for k in job.prompt):
             raise CdvideoError(f"prompt schedule frames {sorted(job.prompt)} must lie in [0, {job.num_frames})")
-    elif isinstance(job.prompt, dict):
-        raise CdvideoError("a per-frame prompt schedule is for `cdvideo animate` only")
+    elif isinstance(job.prompt, dict) or job.video is not None:
+        raise CdvideoError("a per-frame prompt schedule or a source video is for `cdvideo animate` only")
 
 
 def native_size(jobs: list[Job], m: dict) -> None:
@@ -97,16 +109,6 @@ def token_hint(job: Job, tokens: list[str], class_words: list[str]) -> None:
         example = f"{tokens[0]} {class_words[0]}" if class_words else tokens[0]
         log.warning("prompt %r does not use the token(s) %s of the weights; write e.g. '%s ...' to show "
                     "the personal subject", next(iter(texts)), ", ".join(tokens), example)
-
-
-def weights_record(files: list[str]) -> list[dict]:
-    return [{"path": str(Path(f).resolve()), "sha256": sha256_file(f)} for f in files]
-
-
-def check_unchanged(rec: dict, what: str) -> None:
-    """A one-line error unless the file a sidecar names is still there with its recorded sha256."""
-    if not Path(rec["path"]).exists() or sha256_file(rec["path"]) != rec["sha256"]:
-        raise CdvideoError(f"{what} {rec['path']} is missing or changed since the clip was rendered")
 
 
 def _base_record(opts: Options, w, model: str, dev: torch.device, dtype: torch.dtype) -> dict:
@@ -143,24 +145,25 @@ def animate(opts: Options, jobs: list[Job], timer=NO_TIMER, progress=None) -> li
             "upscale": opts.upscale, "preset": active_preset(opts.preset, opts.adapter),
             "model_config": opts.model_config}
     loras = read_motion_loras(opts.motion_loras)  # every file read and checked before rendering starts
+    sources = [read_source(job) for job in jobs]  # video-to-video: each source clip, normalised to the job's clip
     written: list[Path] = []
     pipe, pipe_key = None, None
-    counter = StepCounter(sum(j.num_inference_steps * len(j.seed) for j in jobs), progress)
-    for job in tqdm(jobs, desc="prompts", disable=len(jobs) < 2):
+    counter = StepCounter(sum(denoising_steps(j) * len(j.seed) for j in jobs), progress)
+    for job, source in tqdm(list(zip(jobs, sources)), desc="prompts", disable=len(jobs) < 2):
         if w is not None:
             token_hint(job, w.tokens, w.class_words)
         free_noise = job.num_frames > FREE_NOISE["context_length"] or isinstance(job.prompt, dict)
-        if pipe is None or pipe_key != free_noise:  # FreeNoise changes the UNet's blocks: build afresh
+        if pipe is None or pipe_key != (free_noise, source is not None):  # FreeNoise edits the UNet; a source: v2v
             pipe = None  # release the old pipeline before building the next (peak memory)
             with timer("load"):
-                pipe = _video_pipe(m, adapter, opts, dev, free_noise, loras, adapter_name)
-            pipe_key = free_noise
+                pipe = _video_pipe(m, adapter, opts, dev, free_noise, loras, adapter_name, source is not None)
+            pipe_key = (free_noise, source is not None)
         for seed in job.seed:
             with timer.pipeline() as callback:
-                frames = _render_clip(pipe, job, seed, opts, counter.chain(callback))
+                frames = _render_clip(pipe, job, seed, opts, counter.chain(callback), source)
             for k, video in enumerate(frames):
                 record = {**base, **_job_record(job), "seed": seed, "video_index": k,
-                          "free_noise": FREE_NOISE if free_noise else None}
+                          "free_noise": FREE_NOISE if free_noise else None, **source_record(job.video)}
                 stem = f"{slug(_first_prompt(job))}_s{seed}" + (f"_v{k}" if len(frames) > 1 else "")
                 with timer("export"):
                     written += write_clip(video, Path(opts.output_dir), stem, job.fps, opts.formats, record,
@@ -203,14 +206,15 @@ def active_preset(preset: str | None, adapter: str | None) -> str | None:
 
 
 def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool, loras: list = (),
-                adapter_name: str = "adapter"):
+                adapter_name: str = "adapter", video_to_video: bool = False):
     name = active_preset(opts.preset, opts.adapter)
     if name:
         p = presets.get(name)
         sched = make_scheduler(p.scheduler, m["scheduler"].config, animatediff=True, **p.scheduler_kwargs)
     else:
         sched = make_scheduler(opts.scheduler, m["scheduler"].config, animatediff=True)
-    pipe = video_pipeline(m, adapter, sched, opts.adapter or "adapter", opts.model or "base")
+    pipe = video_pipeline(m, adapter, sched, opts.adapter or "adapter", opts.model or "base",
+                          video_to_video=video_to_video)
     lora = presets.lora_file(name, opts.lcm_lora) if name else None
     if lora:
         try:
@@ -230,9 +234,24 @@ def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool, loras: l
     return pipe
 
 
-def _render_clip(pipe, job: Job, seed: int, opts: Options, callback=None) -> list[list]:
+def read_source(job: Job) -> list[Image.Image] | None:
+    """A job's video-to-video source as frames at the job's fps, count and size (None without one)."""
+    if job.video is None:
+        return None
+    clip = read_clip(job.video, job.num_frames, job.fps, job.width, job.height, "source video")  # (F, H, W, 3)
+    return [Image.fromarray(frame) for frame in clip]
+
+
+def denoising_steps(job: Job) -> int:
+    """The steps a job runs: video-to-video starts `strength` of the way from the end (diffusers' rule)."""
+    return min(int(job.num_inference_steps * job.strength), job.num_inference_steps) if job.video \
+        else job.num_inference_steps
+
+
+def _render_clip(pipe, job: Job, seed: int, opts: Options, callback=None, source=None) -> list[list]:
     gen = torch.Generator("cpu").manual_seed(seed)  # CPU noise: the same clip on any device
-    out = pipe(prompt=job.prompt, negative_prompt=job.negative_prompt, num_frames=job.num_frames,
+    frames = {"video": source, "strength": job.strength} if source is not None else {"num_frames": job.num_frames}
+    out = pipe(prompt=job.prompt, negative_prompt=job.negative_prompt, **frames,
                height=job.height, width=job.width, num_inference_steps=job.num_inference_steps,
                guidance_scale=job.guidance_scale, num_videos_per_prompt=job.num_videos_per_prompt,
                generator=gen, decode_chunk_size=opts.decode_chunk_size, output_type="pil",
@@ -250,44 +269,6 @@ def _job_record(job: Job) -> dict:
 
 def _first_prompt(job: Job) -> str:
     return job.prompt if isinstance(job.prompt, str) else job.prompt[min(job.prompt)]
-
-
-def read_motion_loras(entries: list[tuple[str, float]]) -> list[tuple]:
-    """(MotionLora, scale, name) of each --motion-lora: a file in either layout, a folder holding one, or a hub id."""
-    out = []
-    for ref, scale in entries:
-        path = Path(ref)
-        if not path.exists() and "/" in ref and not ref.startswith((".", "/")):
-            path = hub_motion_lora(ref)
-        out.append((motion_lora.read(path), float(scale), Path(ref).name))
-    return out
-
-
-def hub_motion_lora(repo_id: str) -> Path:
-    """A motion LoRA repository from the Hugging Face hub (e.g. guoyww/animatediff-motion-lora-zoom-in)."""
-    from huggingface_hub import snapshot_download  # lazy: start-up time
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=["*.safetensors", "*.ckpt"]))
-    except Exception as e:  # the hub client raises many types (offline, missing repo, gated)
-        raise CdvideoError(f"motion LoRA {repo_id}: not a local file and not downloadable "
-                           f"({str(e).splitlines()[0][:100]})") from None
-
-
-def motion_lora_record(entries: list[tuple[str, float]]) -> list[dict]:
-    """What the sidecar keeps of each motion LoRA: its file, sha256 and scale."""
-    return [{**(weights_record([ref])[0] if Path(ref).exists() else {"path": ref, "sha256": None}), "scale": scale}
-            for ref, scale in entries]  # a hub id has no local file to hash
-
-
-def motion_loras_from_record(record: dict) -> list[tuple[str, float]]:
-    """The sidecar's motion LoRAs, each checked to be the file the clip was rendered with."""
-    out = [(record["motion_lora"], 1.0)] if record.get("motion_lora") else []  # an earlier sidecar: one, scale 1
-    for r in record.get("motion_loras") or []:
-        if r["sha256"] is not None:
-            check_unchanged(r, "motion LoRA")
-        out.append((r["path"], float(r["scale"])))
-    return out
 
 
 def sample(opts: Options, jobs: list[Job]) -> list[Path]:
@@ -333,4 +314,6 @@ def from_sidecar(record: dict, output_dir: str) -> tuple[Options, list[Job]]:
     if isinstance(job_data.get("prompt"), dict):
         job_data["prompt"] = {int(k): v for k, v in job_data["prompt"].items()}
     job_data["seed"] = [record["seed"]]
+    if record.get("video"):
+        check_unchanged({"path": record["video"], "sha256": record["video_sha256"]}, "source video")
     return opts, [from_dict(Job, job_data)]

@@ -135,6 +135,10 @@ def animate_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
                                       allow_custom_value=True, elem_id="anim-motion")
             motion_scale = gr.Slider(0, 1.5, value=1.0, step=0.05, label="motion LoRA scale",
                                      elem_id="anim-motion-scale")
+            source = gr.File(label="source clip to restyle (video-to-video; empty: from text)",
+                             file_types=[".mp4", ".mov", ".webm", ".mkv", ".gif"], elem_id="anim-source")
+            strength = gr.Slider(0.05, 1, value=0.8, step=0.05, label="strength (video-to-video: lower keeps more "
+                                 "of the source)", elem_id="anim-strength")
     with gr.Row():
         render = gr.Button("Render", variant="primary", elem_id="anim-render")
         cancel = gr.Button("Cancel", elem_id="anim-cancel")
@@ -147,11 +151,12 @@ def animate_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
     earlier = gr.Gallery(label="earlier clips (select one for its settings)", columns=6, height=200,
                          elem_id="anim-gallery")
 
-    def go(c, w, u, p, fr, sz, st, g, sd, ad, sc, b, ml, ms):
+    def go(c, w, u, p, fr, sz, st, g, sd, ad, sc, b, ml, ms, src, k):
         return status_md(actions.start_render(mgr, c, w or None, p, fr, sz, st, g, sd, ad, sc, b, uploaded=u,
-                                              motion_lora=ml or None, motion_scale=ms))
+                                              motion_lora=ml or None, motion_scale=ms, source=src, strength=k))
     on(render.click, access, go, [client, weights, upload, prompts, frames, side, steps, guidance, seeds, adapter,
-                                  scale, base, motion_file, motion_scale], status, api_name="render")
+                                  scale, base, motion_file, motion_scale, source, strength], status,
+       api_name="render")
     on(motion_file.focus, access, lambda c: gr.update(choices=motion_loras(c.folder)), [client], motion_file)
     on(cancel.click, access, lambda c: _cancel(mgr, c, "animate"), [client], status, api_name="cancel_render")
     for event in (refresh_runs.click, weights.focus):

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from cdvideo.apps.ui.access import MAX_VIDEO_SECONDS, MAX_VIDEO_SIDE, Client
-from cdvideo.apps.ui.actions import base_ref, copy_inputs, resume_last, run_training, stamp
+from cdvideo.apps.ui.access import Client
+from cdvideo.apps.ui.actions import base_ref, check_clip_upload, copy_inputs, resume_last, run_training, stamp
 from cdvideo.apps.ui.jobs import Job, JobManager
 from cdvideo.data.files import file_stem
 from cdvideo.data.motion_config import MAX_REFERENCES, load_motion_config
-from cdvideo.data.references import CLIP_SUFFIXES
-from cdvideo.data.video import VIDEO_SUFFIXES, check_video
 from cdvideo.errors import CdvideoError
 from cdvideo.tasks.train_motion import MotionTrainingStopped, train_motion
 
@@ -34,10 +32,7 @@ def reference_inputs(files: list[str], dest: Path) -> list[tuple[Path, Path]]:
     if not 1 <= len(files) <= MAX_REFERENCES:
         raise CdvideoError(f"drop 1-{MAX_REFERENCES} reference clips (mp4, mov, webm, gif); got {len(files)}")
     for f in files:
-        if f.suffix.lower() not in CLIP_SUFFIXES:
-            raise CdvideoError(f"{f.name}: not a clip; drop mp4, mov, webm, mkv or gif files")
-        if f.suffix.lower() in VIDEO_SUFFIXES:
-            check_video(f, MAX_VIDEO_SECONDS, MAX_VIDEO_SIDE)
+        check_clip_upload(f)
     return [(f, dest / f"{k}-{file_stem(f.stem)}{f.suffix.lower()}") for k, f in enumerate(files)]
 
 

@@ -1,0 +1,63 @@
+"""What a sidecar keeps of each file a clip was rendered from (weights, motion LoRAs, the source video), and the
+check that a file is still the one recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cdvideo.data import motion_lora
+from cdvideo.data.files import sha256_file
+from cdvideo.errors import CdvideoError
+
+
+def weights_record(files: list[str]) -> list[dict]:
+    return [{"path": str(Path(f).resolve()), "sha256": sha256_file(f)} for f in files]
+
+
+def check_unchanged(rec: dict, what: str) -> None:
+    """A one-line error unless the file a sidecar names is still there with its recorded sha256."""
+    if not Path(rec["path"]).exists() or sha256_file(rec["path"]) != rec["sha256"]:
+        raise CdvideoError(f"{what} {rec['path']} is missing or changed since the clip was rendered")
+
+
+def source_record(video: str | None) -> dict:
+    """The source clip of a video-to-video render: its path and sha256 (of a folder of frames: of its files)."""
+    return {} if video is None else {"video": str(Path(video).resolve()), "video_sha256": sha256_file(video)}
+
+
+def read_motion_loras(entries: list[tuple[str, float]]) -> list[tuple]:
+    """(MotionLora, scale, name) of each --motion-lora: a file in either layout, a folder holding one, or a hub id."""
+    out = []
+    for ref, scale in entries:
+        path = Path(ref)
+        if not path.exists() and "/" in ref and not ref.startswith((".", "/")):
+            path = hub_motion_lora(ref)
+        out.append((motion_lora.read(path), float(scale), Path(ref).name))
+    return out
+
+
+def hub_motion_lora(repo_id: str) -> Path:
+    """A motion LoRA repository from the Hugging Face hub (e.g. guoyww/animatediff-motion-lora-zoom-in)."""
+    from huggingface_hub import snapshot_download  # lazy: start-up time
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.safetensors", "*.ckpt"]))
+    except Exception as e:  # the hub client raises many types (offline, missing repo, gated)
+        raise CdvideoError(f"motion LoRA {repo_id}: not a local file and not downloadable "
+                           f"({str(e).splitlines()[0][:100]})") from None
+
+
+def motion_lora_record(entries: list[tuple[str, float]]) -> list[dict]:
+    """What the sidecar keeps of each motion LoRA: its file, sha256 and scale."""
+    return [{**(weights_record([ref])[0] if Path(ref).exists() else {"path": ref, "sha256": None}), "scale": scale}
+            for ref, scale in entries]  # a hub id has no local file to hash
+
+
+def motion_loras_from_record(record: dict) -> list[tuple[str, float]]:
+    """The sidecar's motion LoRAs, each checked to be the file the clip was rendered with."""
+    out = [(record["motion_lora"], 1.0)] if record.get("motion_lora") else []  # an earlier sidecar: one, scale 1
+    for r in record.get("motion_loras") or []:
+        if r["sha256"] is not None:
+            check_unchanged(r, "motion LoRA")
+        out.append((r["path"], float(r["scale"])))
+    return out
