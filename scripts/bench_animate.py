@@ -3,6 +3,7 @@ size (random weights).
 
     python scripts/bench_animate.py [--resolution 128] [--num-frames 8] [--steps 4] [--rounds 2]
     python scripts/bench_animate.py --strength 0.6     # video-to-video: AnimateDiffVideoToVideoPipeline both
+    python scripts/bench_animate.py --controlnet       # one ControlNet (random, the base's shape) on a clip
 
 Both render the same prompt with identical settings (DDIM with AnimateDiff's settings, guidance 7.5, VAE slicing,
 decode chunk 16, CPU noise) and write MP4 + GIF (`--formats`); both are split the same way (load, text, denoise,
@@ -27,8 +28,10 @@ PROMPT = "a photo of a dog running on the beach"
 def cdvideo_run(args: argparse.Namespace, out: Path, timer) -> None:
     from cdvideo.tasks.render import Job, Options, animate
 
-    opts = Options(model=args.arch, output_dir=str(out), formats=args.formats.split(","), dtype=args.dtype)
-    source = {"video": args.video, "strength": args.strength} if args.video else {}
+    opts = Options(model=args.arch, output_dir=str(out), formats=args.formats.split(","), dtype=args.dtype,
+                   controlnets=[(args.controlnet, 1.0)] if args.controlnet else [])
+    source = {"video": args.video, "strength": args.strength} if args.strength is not None else {}
+    source.update({"control_videos": [args.video]} if args.controlnet else {})
     animate(opts, [Job(prompt=PROMPT, seed=[0], num_frames=args.num_frames, height=args.resolution,
                        width=args.resolution, num_inference_steps=args.steps, guidance_scale=7.5, **source)], timer)
 
@@ -40,7 +43,13 @@ def plain_run(args: argparse.Namespace, out: Path, timer) -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if dev.type == "cuda" else torch.float32)
     with timer("load"):  # imports included, as cdvideo's load includes its own
-        from diffusers import AnimateDiffPipeline, AnimateDiffVideoToVideoPipeline, DDIMScheduler
+        from diffusers import (
+            AnimateDiffControlNetPipeline,
+            AnimateDiffPipeline,
+            AnimateDiffVideoToVideoPipeline,
+            ControlNetModel,
+            DDIMScheduler,
+        )
         from diffusers.utils import export_to_gif, export_to_video, load_video
 
         from cdvideo.models import architectures as tiny
@@ -49,13 +58,17 @@ def plain_run(args: argparse.Namespace, out: Path, timer) -> None:
         adapter = tiny.build_motion_adapter(arch=args.arch)
         sched = DDIMScheduler.from_config(m["scheduler"].config, beta_schedule="linear", clip_sample=False,
                                           timestep_spacing="linspace", steps_offset=1)
-        cls = AnimateDiffVideoToVideoPipeline if args.video else AnimateDiffPipeline
-        pipe = cls(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
+        cls = AnimateDiffControlNetPipeline if args.controlnet else \
+            AnimateDiffVideoToVideoPipeline if args.strength is not None else AnimateDiffPipeline
+        net = {"controlnet": ControlNetModel.from_pretrained(args.controlnet)} if args.controlnet else {}
+        pipe = cls(**net, vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
                                    unet=m["unet"], motion_adapter=adapter, scheduler=sched).to(dev, dtype)
         pipe.vae.enable_slicing()
         size = (args.resolution, args.resolution)
-        source = {"video": [f.convert("RGB").resize(size) for f in load_video(args.video)][:args.num_frames],
-                  "strength": args.strength} if args.video else {"num_frames": args.num_frames}
+        frames = [f.convert("RGB").resize(size) for f in load_video(args.video)][:args.num_frames] \
+            if args.video else None
+        source = {"video": frames, "strength": args.strength} if args.strength is not None else \
+            {"num_frames": args.num_frames, **({"conditioning_frames": frames} if args.controlnet else {})}
     with timer.pipeline() as callback:
         frames = pipe(prompt=PROMPT, **source, height=args.resolution, width=args.resolution,
                       num_inference_steps=args.steps, guidance_scale=7.5, decode_chunk_size=16, output_type="pil",
@@ -87,7 +100,9 @@ def run_worker(kind: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--resolution", str(args.resolution), "--num-frames",
            str(args.num_frames), "--steps", str(args.steps), "--arch", args.arch, "--formats", args.formats]
     cmd += ["--dtype", args.dtype] if args.dtype else []
-    cmd += ["--video", args.video, "--strength", str(args.strength)] if args.video else []
+    cmd += ["--video", args.video] if args.video else []
+    cmd += ["--strength", str(args.strength)] if args.strength is not None else []
+    cmd += ["--controlnet-folder", args.controlnet] if args.controlnet else []
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -114,16 +129,24 @@ def report(args: argparse.Namespace) -> None:
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     best: dict[str, dict] = {}
-    if args.strength is not None:  # both arms restyle one source clip of the clip's length and size
+    if args.strength is not None or args.controlnet:  # a clip of the clip's length and size: source or condition
         args.video = str(Path(tempfile.mkdtemp()) / "source.gif")
         source_clip(args.video, args.num_frames, args.resolution)
+    if args.controlnet:  # a ControlNet of the base's shape (random weights), saved once, read by both arms
+        from diffusers import ControlNetModel
+
+        from cdvideo.models import architectures as tiny
+
+        args.controlnet = str(Path(tempfile.mkdtemp()) / "controlnet")
+        ControlNetModel.from_unet(tiny.build_components(arch=args.arch)["unet"]).save_pretrained(args.controlnet)
     for _ in range(args.rounds):
         for kind in ("cdvideo", "plain"):
             r = run_worker(kind, args)
             if kind not in best or r["total"] < best[kind]["total"]:
                 best[kind] = r
     c, p = best["cdvideo"], best["plain"]
-    v2v = f", video-to-video at strength {args.strength}" if args.video else ""
+    v2v = f", video-to-video at strength {args.strength}" if args.strength is not None else ""
+    v2v += ", one ControlNet on a clip" if args.controlnet else ""
     print(f"# bench_animate: {device}, torch {torch.__version__}, {args.num_frames} frames {args.resolution} px, "
           f"{args.steps} steps, guidance 7.5, {args.arch} (random weights){v2v}, {time.strftime('%Y-%m-%d')}")
     print(f"{'section':12s} {'cdvideo':>9s} {'plain':>9s} {'ratio':>7s}")
@@ -146,9 +169,12 @@ def main() -> None:
     p.add_argument("--formats", default="mp4,gif", help="what both export: mp4,gif (gif alone where no ffmpeg)")
     p.add_argument("--dtype", help="float16 or bfloat16 (default: float16 on GPU, float32 on CPU)")
     p.add_argument("--strength", type=float, help="video-to-video at this strength (both arms restyle one clip)")
+    p.add_argument("--controlnet", action="store_true", help="one ControlNet (random, the base's shape) on a clip")
+    p.add_argument("--controlnet-folder", dest="controlnet_folder", help=argparse.SUPPRESS)  # for the workers
     p.add_argument("--video", help=argparse.SUPPRESS)  # the source clip, passed to the workers
     p.add_argument("--worker", choices=["cdvideo", "plain"], help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.controlnet = args.controlnet_folder or args.controlnet
     if args.worker:
         worker(args)
     else:

@@ -6,6 +6,7 @@ import argparse
 
 from cdvideo.errors import CdvideoError
 
+from cdvideo.data.control import PREPROCESS
 from cdvideo.data.ranges import Flag, Range
 from cdvideo.data.render_config import MOTION_SCALE, Job, Options
 
@@ -15,7 +16,7 @@ RANK = Range(1, 1024)  # `export --rank`: a LoRA's rank
 def opt(p: argparse.ArgumentParser, name: str, **kw) -> None:
     """An option spelled both --num-frames and --num_frames (diffusers' scripts use underscores)."""
     flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
-    p.add_argument(*flags, dest=name, **kw)
+    p.add_argument(*flags, **{"dest": name, **kw})
 
 
 def render_args(p: argparse.ArgumentParser, video: bool) -> None:
@@ -48,6 +49,15 @@ def render_args(p: argparse.ArgumentParser, video: bool) -> None:
                        "folder of frames), read at --fps to --num-frames frames at the clip's size")
         p.add_argument("--strength", type=Flag.of(Job, "strength"), help="video-to-video: how much of the source "
                        "is noised away, 0 to 1 (default 0.8; lower keeps more of it)")
+        p.add_argument("--controlnet", action="append", default=[], metavar="NAME_OR_PATH", help="a ControlNet: a "
+                       "diffusers folder, a .safetensors file or a hub id; repeat for several, each with its "
+                       "--control-video")
+        opt(p, "control_video", dest="control_videos", action="append", default=[], metavar="CLIP",
+            help="condition frames for the ControlNet in the same position (a clip or a folder of frames)")
+        opt(p, "control_scale", dest="control_scales", action="append", default=[], metavar="SCALE",
+            type=Flag.of(Options, "controlnets"), help="each ControlNet's conditioning scale (default 1.0)")
+        opt(p, "control_preprocess", action="append", default=[], choices=PREPROCESS,
+            help="each control clip: none (its frames are the condition) or canny (edges drawn with OpenCV)")
         p.add_argument("--adapter", help="motion adapter: v1-5-2 (default), v1-5-3, v1-5, animatelcm, "
                        "lightning-1/2/4/8, a hub id, a folder, or one file (an original AnimateDiff motion module "
                        "or a diffusers state dict)")
@@ -64,6 +74,15 @@ def render_args(p: argparse.ArgumentParser, video: bool) -> None:
     else:
         opt(p, "num_images_per_prompt", type=Flag.of(Job, "num_images_per_prompt"))
         p.add_argument("--no-grid", dest="grid", action="store_false")
+
+
+def controlnet_args(args: argparse.Namespace) -> list[tuple[str, float]]:
+    """(ControlNet, scale) pairs from --controlnet and --control-scale (1.0 where not given)."""
+    if len(args.control_scales) > len(args.controlnet):
+        raise CdvideoError(f"{len(args.control_scales)} --control-scale for {len(args.controlnet)} --controlnet; "
+                           "give at most one per ControlNet")
+    scales = [*args.control_scales, *[1.0] * (len(args.controlnet) - len(args.control_scales))]
+    return list(zip(args.controlnet, scales))
 
 
 def rank_arg(text: str) -> int | str:
@@ -84,7 +103,7 @@ def motion_lora_arg(text: str) -> tuple[str, float]:
 
 
 JOB_KEYS = ("negative_prompt", "seed", "num_frames", "height", "width", "num_inference_steps", "guidance_scale",
-            "num_videos_per_prompt", "num_images_per_prompt", "fps", "video", "strength")
+            "num_videos_per_prompt", "num_images_per_prompt", "fps", "video", "strength", "control_videos")
 
 
 def render(args: argparse.Namespace, video: bool) -> None:
@@ -113,6 +132,7 @@ def render(args: argparse.Namespace, video: bool) -> None:
             opts.adapter, opts.formats, opts.free_init = args.adapter, args.format.split(","), args.free_init
             opts.motion_loras, opts.decode_chunk_size = args.motion_lora, args.decode_chunk_size
             opts.upscale, opts.preset, opts.lcm_lora = args.upscale, args.preset, args.lcm_lora
+            opts.controlnets, opts.control_preprocess = controlnet_args(args), args.control_preprocess
         else:
             opts.grid = args.grid
     written = (render.animate if video else render.sample)(opts, jobs)

@@ -13,6 +13,7 @@ from cdvideo.data.ranges import CLIP_FPS, GUIDANCE, INFERENCE_STEPS, SEED, SIZE,
 MAX_FRAMES = 512  # FreeNoise holds the latents of every frame at once
 FRAMES = Range(1, MAX_FRAMES)
 PER_PROMPT = Range(1, 64)  # clips or images of one prompt and seed, rendered as one batch
+CONTROL_SCALE = Range(0, 10)  # controlnet_conditioning_scale
 MOTION_SCALE = Range(-10, 10)  # a motion LoRA's strength; below 0 pushes away from its motion
 
 
@@ -32,6 +33,7 @@ class Job:
     fps: Annotated[int, CLIP_FPS] = 8
     video: Optional[str] = None  # video-to-video: the source clip (a video file, a GIF or a folder of frames)
     strength: Annotated[float, Range(0, 1, above=True)] = 0.8  # how much of the source is noised away (1: all)
+    control_videos: list[str] = field(default_factory=list)  # one clip of condition frames per ControlNet
 
 
 @dataclass
@@ -53,6 +55,9 @@ class Options:
     free_init: bool = False
     # (file, folder or hub id; scale)
     motion_loras: list[tuple[str, Annotated[float, MOTION_SCALE]]] = field(default_factory=list)
+    # (folder, file or hub id; conditioning scale), each with its job's control video; several as diffusers allows
+    controlnets: list[tuple[str, Annotated[float, CONTROL_SCALE]]] = field(default_factory=list)
+    control_preprocess: list[str] = field(default_factory=list)  # per ControlNet: none (default) or canny
     decode_chunk_size: Annotated[int, Range(1, MAX_FRAMES)] = 16
     grid: bool = True
     # MP4/GIF/WebP enlarged this many times (nearest) for viewing; PNG frames stay raw

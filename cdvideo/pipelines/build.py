@@ -7,19 +7,21 @@ from cdvideo.models.single_file import check_adapter_fits
 
 
 def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", base: str = "base", unet=None,
-                   video_to_video: bool = False):
-    """diffusers' AnimateDiffPipeline (AnimateDiffVideoToVideoPipeline when `video_to_video`) over the
+                   video_to_video: bool = False, controlnets: list | None = None):
+    """diffusers' AnimateDiff pipeline for the task (text or video to video, with ControlNets or without) over the
     (personalized) 2D UNet; it builds the UNetMotionModel (or takes `unet`, one built already, e.g. the one a motion
     LoRA trains)."""
-    from diffusers import AnimateDiffPipeline, AnimateDiffVideoToVideoPipeline  # lazy: start-up time
+    import diffusers  # lazy: start-up time
 
     if unet is None:
         check_adapter_fits(adapter, m["unet"], adapter_name, base)
-    cls = AnimateDiffVideoToVideoPipeline if video_to_video else AnimateDiffPipeline
-    pipe = cls(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
-                               unet=unet if unet is not None else m["unet"], motion_adapter=adapter,
-                               scheduler=scheduler)
-    return pipe
+    name = {(False, False): "AnimateDiffPipeline", (True, False): "AnimateDiffVideoToVideoPipeline",
+            (False, True): "AnimateDiffControlNetPipeline",
+            (True, True): "AnimateDiffVideoToVideoControlNetPipeline"}[video_to_video, bool(controlnets)]
+    extra = {"controlnet": controlnets if len(controlnets) > 1 else controlnets[0]} if controlnets else {}
+    return getattr(diffusers, name)(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
+                                    unet=unet if unet is not None else m["unet"], motion_adapter=adapter,
+                                    scheduler=scheduler, **extra)
 
 
 def motion_unet(m: dict, adapter, adapter_name: str = "adapter", base: str = "base"):

@@ -25,6 +25,20 @@ def source_record(video: str | None) -> dict:
     return {} if video is None else {"video": str(Path(video).resolve()), "video_sha256": sha256_file(video)}
 
 
+def controlnet_record(controlnets: list[tuple[str, float]], preprocess: list[str]) -> list[dict]:
+    """The ControlNets: path and sha256 when local (a hub id has none), scale, preprocessing of the control clip."""
+    return [{**(weights_record([ref])[0] if Path(ref).exists() else {"path": ref, "sha256": None}), "scale": scale,
+             "preprocess": pre} for (ref, scale), pre in zip(controlnets, preprocess)]
+
+
+def controlnets_from_record(record: dict) -> tuple[list[tuple[str, float]], list[str], list[str]]:
+    """The sidecar's ControlNets, preprocessing and control clips, each checked to be the file rendered with."""
+    nets, videos = record.get("controlnets") or [], record.get("control_videos") or []
+    for r in [*(n for n in nets if n["sha256"] is not None), *videos]:
+        check_unchanged(r, "ControlNet or control video")
+    return [(n["path"], float(n["scale"])) for n in nets], [n["preprocess"] for n in nets], [v["path"] for v in videos]
+
+
 def read_motion_loras(entries: list[tuple[str, float]]) -> list[tuple]:
     """(MotionLora, scale, name) of each --motion-lora: a file in either layout, a folder holding one, or a hub id."""
     out = []

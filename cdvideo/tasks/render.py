@@ -14,11 +14,13 @@ from tqdm.auto import tqdm
 
 from cdvideo import __version__
 from cdvideo.data.clips import check_formats, write_clip, write_images
+from cdvideo.data.control import control_frames
 from cdvideo.data.config import from_dict
 from cdvideo.data.files import slug, text_lines
 from cdvideo.data.references import read_clip
 from cdvideo.data.render_config import Job, Options, check_options
 from cdvideo.errors import CdvideoError
+from cdvideo.models.controlnet import check_fits, load_controlnet
 from cdvideo.models.motion_lora import apply_motion_loras
 from cdvideo.pipelines import presets
 from cdvideo.pipelines.build import image_pipeline, video_pipeline
@@ -27,6 +29,8 @@ from cdvideo.pipelines.presets import PRESETS
 from cdvideo.pipelines.registry import default_adapter, load_adapter, make_scheduler, pick_device
 from cdvideo.tasks.records import (
     check_unchanged,
+    controlnet_record,
+    controlnets_from_record,
     motion_lora_record,
     motion_loras_from_record,
     read_motion_loras,
@@ -132,6 +136,7 @@ def animate(opts: Options, jobs: list[Job], timer=NO_TIMER, progress=None) -> li
     check_options(opts)
     for job in jobs:
         check_job(job, video=True, formats=tuple(opts.formats))
+        check_controls(job, opts)
     dev, dtype = pick_device(opts.device, opts.dtype)
     with timer("load"):
         m, w, model = load_personalized(opts.model, opts.weights, opts.scale, opts.force, opts.revision,
@@ -139,31 +144,35 @@ def animate(opts: Options, jobs: list[Job], timer=NO_TIMER, progress=None) -> li
         native_size(jobs, m)
         adapter_name = opts.adapter or default_adapter(model)
         adapter = load_adapter(adapter_name, dtype)
+        controlnets = load_controlnets(opts, m, model, dtype)
     base = {**_base_record(opts, w, model, dev, dtype), "kind": "video", "adapter": adapter_name,
             "free_init": opts.free_init, "motion_loras": motion_lora_record(opts.motion_loras),
             "decode_chunk_size": opts.decode_chunk_size,
             "upscale": opts.upscale, "preset": active_preset(opts.preset, opts.adapter),
-            "model_config": opts.model_config}
+            "model_config": opts.model_config, "controlnets": controlnet_record(opts.controlnets, preprocessing(opts))}
     loras = read_motion_loras(opts.motion_loras)  # every file read and checked before rendering starts
     sources = [read_source(job) for job in jobs]  # video-to-video: each source clip, normalised to the job's clip
+    controls = [read_controls(job, opts) for job in jobs]  # each ControlNet's condition frames
     written: list[Path] = []
     pipe, pipe_key = None, None
     counter = StepCounter(sum(denoising_steps(j) * len(j.seed) for j in jobs), progress)
-    for job, source in tqdm(list(zip(jobs, sources)), desc="prompts", disable=len(jobs) < 2):
+    for job, source, control in tqdm(list(zip(jobs, sources, controls)), desc="prompts", disable=len(jobs) < 2):
         if w is not None:
             token_hint(job, w.tokens, w.class_words)
         free_noise = job.num_frames > FREE_NOISE["context_length"] or isinstance(job.prompt, dict)
         if pipe is None or pipe_key != (free_noise, source is not None):  # FreeNoise edits the UNet; a source: v2v
             pipe = None  # release the old pipeline before building the next (peak memory)
             with timer("load"):
-                pipe = _video_pipe(m, adapter, opts, dev, free_noise, loras, adapter_name, source is not None)
+                pipe = _video_pipe(m, adapter, opts, dev, free_noise, loras, adapter_name, source is not None,
+                                   controlnets)
             pipe_key = (free_noise, source is not None)
+        inputs = {**source_record(job.video), "control_videos": weights_record(job.control_videos)}  # hashed once
         for seed in job.seed:
             with timer.pipeline() as callback:
-                frames = _render_clip(pipe, job, seed, opts, counter.chain(callback), source)
+                frames = _render_clip(pipe, job, seed, opts, counter.chain(callback), source, control)
             for k, video in enumerate(frames):
                 record = {**base, **_job_record(job), "seed": seed, "video_index": k,
-                          "free_noise": FREE_NOISE if free_noise else None, **source_record(job.video)}
+                          "free_noise": FREE_NOISE if free_noise else None, **inputs}
                 stem = f"{slug(_first_prompt(job))}_s{seed}" + (f"_v{k}" if len(frames) > 1 else "")
                 with timer("export"):
                     written += write_clip(video, Path(opts.output_dir), stem, job.fps, opts.formats, record,
@@ -206,7 +215,7 @@ def active_preset(preset: str | None, adapter: str | None) -> str | None:
 
 
 def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool, loras: list = (),
-                adapter_name: str = "adapter", video_to_video: bool = False):
+                adapter_name: str = "adapter", video_to_video: bool = False, controlnets: list = ()):
     name = active_preset(opts.preset, opts.adapter)
     if name:
         p = presets.get(name)
@@ -214,7 +223,7 @@ def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool, loras: l
     else:
         sched = make_scheduler(opts.scheduler, m["scheduler"].config, animatediff=True)
     pipe = video_pipeline(m, adapter, sched, opts.adapter or "adapter", opts.model or "base",
-                          video_to_video=video_to_video)
+                          video_to_video=video_to_video, controlnets=list(controlnets))
     lora = presets.lora_file(name, opts.lcm_lora) if name else None
     if lora:
         try:
@@ -248,10 +257,47 @@ def denoising_steps(job: Job) -> int:
         else job.num_inference_steps
 
 
-def _render_clip(pipe, job: Job, seed: int, opts: Options, callback=None, source=None) -> list[list]:
+def load_controlnets(opts: Options, m: dict, model: str, dtype: torch.dtype) -> list:
+    """Each --controlnet, loaded and checked to fit the base."""
+    nets = [load_controlnet(ref, dtype) for ref, _ in opts.controlnets]
+    factor = 2 ** (len(m["vae"].config.block_out_channels) - 1)
+    for net, (ref, _) in zip(nets, opts.controlnets):
+        check_fits(net, m["unet"], factor, ref, model)
+    return nets
+
+
+def preprocessing(opts: Options) -> list[str]:
+    """Each ControlNet's preprocessing of its control clip (none unless given)."""
+    n = len(opts.controlnets)
+    if len(opts.control_preprocess) > n:
+        raise CdvideoError(f"{len(opts.control_preprocess)} --control-preprocess for {n} --controlnet; give at most "
+                           "one per ControlNet")
+    return [*opts.control_preprocess, *["none"] * (n - len(opts.control_preprocess))]
+
+
+def check_controls(job: Job, opts: Options) -> None:
+    """One control clip per ControlNet, and at most one preprocessing each."""
+    if len(job.control_videos) != len(opts.controlnets):
+        raise CdvideoError(f"give one --control-video per --controlnet ({len(opts.controlnets)} ControlNet(s), "
+                           f"{len(job.control_videos)} control video(s))")
+    preprocessing(opts)
+
+
+def read_controls(job: Job, opts: Options) -> dict:
+    """diffusers' ControlNet arguments for a job: each ControlNet's condition frames and scale ({} without)."""
+    if not opts.controlnets:
+        return {}
+    frames = [control_frames(v, job.num_frames, job.fps, job.width, job.height, pre)
+              for v, pre in zip(job.control_videos, preprocessing(opts))]
+    scales = [scale for _, scale in opts.controlnets]
+    return {"conditioning_frames": frames if len(frames) > 1 else frames[0],
+            "controlnet_conditioning_scale": scales if len(scales) > 1 else scales[0]}
+
+
+def _render_clip(pipe, job: Job, seed: int, opts: Options, callback=None, source=None, control=None) -> list[list]:
     gen = torch.Generator("cpu").manual_seed(seed)  # CPU noise: the same clip on any device
     frames = {"video": source, "strength": job.strength} if source is not None else {"num_frames": job.num_frames}
-    out = pipe(prompt=job.prompt, negative_prompt=job.negative_prompt, **frames,
+    out = pipe(prompt=job.prompt, negative_prompt=job.negative_prompt, **frames, **(control or {}),
                height=job.height, width=job.width, num_inference_steps=job.num_inference_steps,
                guidance_scale=job.guidance_scale, num_videos_per_prompt=job.num_videos_per_prompt,
                generator=gen, decode_chunk_size=opts.decode_chunk_size, output_type="pil",
@@ -309,11 +355,12 @@ def from_sidecar(record: dict, output_dir: str) -> tuple[Options, list[Job]]:
                    motion_loras=motion_loras_from_record(record), decode_chunk_size=record.get("decode_chunk_size", 16),
                    upscale=record.get("upscale", 1), preset=record.get("preset"),
                    model_config=record.get("model_config"))
+    opts.controlnets, opts.control_preprocess, control_videos = controlnets_from_record(record)
     keys = {f.name for f in dataclasses.fields(Job)}
     job_data: dict[str, Any] = {k: v for k, v in record.items() if k in keys}
     if isinstance(job_data.get("prompt"), dict):
         job_data["prompt"] = {int(k): v for k, v in job_data["prompt"].items()}
-    job_data["seed"] = [record["seed"]]
+    job_data["seed"], job_data["control_videos"] = [record["seed"]], control_videos
     if record.get("video"):
         check_unchanged({"path": record["video"], "sha256": record["video_sha256"]}, "source video")
     return opts, [from_dict(Job, job_data)]

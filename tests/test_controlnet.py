@@ -1,0 +1,125 @@
+"""`cdvideo animate --controlnet NET --control-video CLIP`: the subject's weights through diffusers'
+AnimateDiffControlNetPipeline (and its video-to-video twin), one or several ControlNets, condition frames given or
+drawn with OpenCV's Canny; the sidecar records every file and regenerates the clip; a ControlNet that does not fit
+the base, or is damaged, is one line before anything renders."""
+
+import json
+import re
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_video_to_video import FAST, frames_of, line, source_gif
+
+from cdvideo.apps.cli import main
+from cdvideo.data.references import read_clip
+from cdvideo.models import architectures as tiny
+from cdvideo.pipelines.personalized import load_personalized
+from cdvideo.pipelines.registry import load_adapter, make_scheduler
+
+
+@pytest.fixture(scope="module")
+def controlnet(tmp_path_factory):
+    """A ControlNet made from the tiny base's UNet (diffusers' `from_unet`), its condition embedding bringing 64 px
+    down to the latents' 8."""
+    from diffusers import ControlNetModel
+
+    folder = tmp_path_factory.mktemp("cn") / "tiny-controlnet"
+    ControlNetModel.from_unet(tiny.build_components()["unet"], conditioning_embedding_out_channels=(8, 8, 16, 16)) \
+        .save_pretrained(folder)
+    return folder
+
+
+def animate(tmp_path, weights, *args) -> int:
+    return main(["animate", "--weights", str(weights), "--prompt", "a sks dog", "--output-dir", str(tmp_path / "out"),
+                 *FAST, *args])
+
+
+@torch.no_grad()
+def test_canny_conditioned_clip_is_diffusers_own_and_its_sidecar_regenerates_it(tmp_path, capsys, controlnet,
+                                                                                perturbed_weights):
+    from diffusers import AnimateDiffControlNetPipeline, ControlNetModel
+
+    src = source_gif(tmp_path / "plain.gif")
+    assert animate(tmp_path, perturbed_weights, "--controlnet", str(controlnet), "--control-video", str(src),
+                   "--control-preprocess", "canny", "--control-scale", "0.8", "--format", "gif,png") == 0
+    mine = frames_of(tmp_path / "out" / "a_sks_dog_s7_frames")
+    m, _, _ = load_personalized(None, [str(perturbed_weights)])
+    pipe = AnimateDiffControlNetPipeline(
+        vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"], unet=m["unet"],
+        motion_adapter=load_adapter("tiny", torch.float32), controlnet=ControlNetModel.from_pretrained(controlnet),
+        scheduler=make_scheduler("ddim", m["scheduler"].config, animatediff=True))
+    pipe.vae.enable_slicing()
+    edges = [Image.fromarray(np.repeat(cv2.Canny(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), 100, 200)[:, :, None], 3, 2))
+             for f in read_clip(src, 16, 8, 64, 64)]
+    plain = pipe("a sks dog", num_frames=16, conditioning_frames=edges, controlnet_conditioning_scale=0.8,
+                 height=64, width=64, num_inference_steps=4, generator=torch.Generator("cpu").manual_seed(7),
+                 output_type="np").frames[0]
+    assert np.abs(np.round(plain * 255) - mine).max() <= 1
+    sidecar = tmp_path / "out" / "a_sks_dog_s7.json"
+    record = json.loads(sidecar.read_text())
+    assert [(n["scale"], n["preprocess"]) for n in record["controlnets"]] == [(0.8, "canny")]
+    assert record["control_videos"][0]["path"] == str(src.resolve())
+    assert main(["animate", "--sidecar", str(sidecar), "--format", "gif", "--output-dir", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "a_sks_dog_s7.gif").read_bytes() == sidecar.with_suffix(".gif").read_bytes()
+    source_gif(src, frames=5)
+    capsys.readouterr()
+    assert main(["animate", "--sidecar", str(sidecar), "--output-dir", str(tmp_path / "c")]) == 2
+    assert "plain.gif is missing or changed" in line(capsys.readouterr().err)
+
+
+def test_two_controlnets_at_once_with_a_source_video(tmp_path, controlnet, perturbed_weights):
+    """Several ControlNets as diffusers allows (MultiControlNetModel), each with its clip and scale, in the
+    video-to-video ControlNet pipeline; the control clips of another length and size are normalised."""
+    a, b = source_gif(tmp_path / "a.gif"), source_gif(tmp_path / "b.gif", frames=9, size=(40, 72))
+    assert animate(tmp_path, perturbed_weights, "--controlnet", str(controlnet), "--controlnet", str(controlnet),
+                   "--control-video", str(a), "--control-video", str(b), "--control-scale", "0.5",
+                   "--video", str(a), "--strength", "0.75", "--format", "png") == 0
+    assert frames_of(tmp_path / "out" / "a_sks_dog_s7_frames").shape == (16, 64, 64, 3)
+    record = json.loads((tmp_path / "out" / "a_sks_dog_s7.json").read_text())
+    assert [n["scale"] for n in record["controlnets"]] == [0.5, 1.0] and len(record["control_videos"]) == 2
+    assert record["video"] == str(a.resolve())
+
+
+@pytest.fixture(scope="module")
+def other_base_controlnet(tmp_path_factory):
+    """A ControlNet of the miniature world's UNet: another shape than the tiny base's."""
+    from diffusers import ControlNetModel
+
+    from cdvideo.models.loading import load_components
+
+    folder = tmp_path_factory.mktemp("cn") / "world-controlnet"
+    ControlNetModel.from_unet(load_components("toyworld")["unet"]).save_pretrained(folder)
+    return folder
+
+
+def damaged(folder, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(folder, tmp_path / "damaged")
+    weights = copy / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return copy
+
+
+@pytest.mark.parametrize("case, message", [
+    ("other base", r"ControlNet .*world-controlnet was made for another base than tiny \(cross_attention_dim"),
+    ("damaged", r"ControlNet .*damaged: cannot be read"),
+    ("missing", r"ControlNet .*nowhere: no such folder or file"),
+    ("no frames", r"empty: 0 frame image\(s\)"),
+    ("two nets, one clip", r"give one --control-video per --controlnet \(2 ControlNet\(s\), 1 control video\(s\)\)"),
+])
+def test_bad_controlnets_and_control_clips_are_one_line_and_render_nothing(case, message, tmp_path, capsys,
+                                                                           controlnet, other_base_controlnet,
+                                                                           perturbed_weights):
+    clip = source_gif(tmp_path / "c.gif")
+    (tmp_path / "empty").mkdir()
+    net = {"other base": other_base_controlnet, "damaged": damaged(controlnet, tmp_path),
+           "missing": tmp_path / "nowhere"}.get(case, controlnet)
+    nets = ["--controlnet", str(net)] * (2 if case == "two nets, one clip" else 1)
+    video = tmp_path / "empty" if case == "no frames" else clip
+    assert animate(tmp_path, perturbed_weights, *nets, "--control-video", str(video)) == 2
+    assert re.search(message, line(capsys.readouterr().err))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
