@@ -60,3 +60,33 @@ def release_openmp_team() -> None:
 
     for lib in glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp*.so*")):
         ctypes.CDLL(lib).omp_pause_resource_all(1)  # omp_pause_soft
+
+
+def source_gif(path, frames: int = 6, size: tuple[int, int] = (80, 48)):
+    """A white square crossing a gray field: another length (6 frames) and size (80 x 48) than the clip's."""
+    import numpy as np
+    from PIL import Image
+
+    w, h = size
+    images = []
+    for i in range(frames):
+        a = np.full((h, w, 3), 90, np.uint8)
+        x = 4 + i * (w - 20) // (frames - 1)
+        a[h // 2 - 8:h // 2 + 8, x:x + 16] = 255
+        images.append(Image.fromarray(a))
+    images[0].save(path, save_all=True, append_images=images[1:], duration=125, loop=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def controlnet(tmp_path_factory):
+    """A ControlNet made from the tiny base's UNet (diffusers' `from_unet`), its condition embedding bringing 64 px
+    down to the latents' 8."""
+    from diffusers import ControlNetModel
+
+    from cdvideo.models import architectures as tiny
+
+    folder = tmp_path_factory.mktemp("cn") / "tiny-controlnet"
+    ControlNetModel.from_unet(tiny.build_components()["unet"], conditioning_embedding_out_channels=(8, 8, 16, 16)) \
+        .save_pretrained(folder)
+    return folder

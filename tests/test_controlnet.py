@@ -11,25 +11,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_video_to_video import FAST, frames_of, line, source_gif
+from conftest import source_gif
+from test_video_to_video import FAST, frames_of, line
 
 from cdvideo.apps.cli import main
 from cdvideo.data.references import read_clip
-from cdvideo.models import architectures as tiny
 from cdvideo.pipelines.personalized import load_personalized
 from cdvideo.pipelines.registry import load_adapter, make_scheduler
-
-
-@pytest.fixture(scope="module")
-def controlnet(tmp_path_factory):
-    """A ControlNet made from the tiny base's UNet (diffusers' `from_unet`), its condition embedding bringing 64 px
-    down to the latents' 8."""
-    from diffusers import ControlNetModel
-
-    folder = tmp_path_factory.mktemp("cn") / "tiny-controlnet"
-    ControlNetModel.from_unet(tiny.build_components()["unet"], conditioning_embedding_out_channels=(8, 8, 16, 16)) \
-        .save_pretrained(folder)
-    return folder
 
 
 def animate(tmp_path, weights, *args) -> int:

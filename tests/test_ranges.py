@@ -8,7 +8,7 @@ import typing
 
 import pytest
 import yaml
-from conftest import tiny_overrides
+from conftest import source_gif, tiny_overrides
 
 from cdvideo.apps.cli import build_parser, main
 from cdvideo.apps.worldbuild.__main__ import parser as worldbuild_parser
@@ -17,7 +17,8 @@ from cdvideo.data.motion_config import MotionTrainConfig
 from cdvideo.data.ranges import Flag, Range, range_of
 from cdvideo.errors import CdvideoError
 
-PROBES = ("0", "-1", "1000000000000", "abc", "nan")  # zero, negative, huge, not a number, not finite
+PROBES = ("0", "-1", "1000000000000", "1" + "0" * 400, "abc", "nan")  # zero, negative, huge, beyond a float, not a
+# number, not finite
 SCHEMAS = {"train": TrainConfig, "train-motion": MotionTrainConfig}
 
 
@@ -145,13 +146,16 @@ def test_every_numeric_flag_of_every_command_checks_its_range(capsys):
 
 
 @pytest.mark.parametrize("command", ["animate", "sample"])
-def test_render_flags_the_ranges_accept_run_together(command, tmp_path, perturbed_weights):
-    """Every probe the render flags accept (a zero scale, seed and guidance), in one render."""
+def test_render_flags_the_ranges_accept_run_together(command, tmp_path, perturbed_weights, controlnet):
+    """Every probe the render flags accept (a zero scale, seed and guidance; a zero ControlNet scale, with a
+    ControlNet), in one render."""
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     accepted = [arg for _, a, kind in numeric_flags(sub) for probe in PROBES if accepts(kind.kind, kind.valid, probe)
                 for arg in (a.option_strings[0], probe)]
-    assert accepted == ["--scale", "0", "--seed", "0", "--guidance-scale", "0"]
-    size = ["--num-frames", "2", "--format", "gif"] if command == "animate" else []
+    zeros = ["--scale", "0", "--seed", "0", "--guidance-scale", "0"]
+    assert accepted == (zeros + ["--control-scale", "0"] if command == "animate" else zeros)
+    size = ["--num-frames", "2", "--format", "gif", "--controlnet", str(controlnet), "--control-video",
+            str(source_gif(tmp_path / "c.gif"))] if command == "animate" else []
     assert main([command, "--weights", str(perturbed_weights), "--prompt", "a sks dog", "--num-inference-steps", "2",
                  "--height", "64", "--width", "64", *size, "--output-dir", str(tmp_path), *accepted]) == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, source_gif
 from PIL import Image, ImageSequence
 
 from cdvideo.apps.cli import main
@@ -20,19 +20,6 @@ from cdvideo.pipelines.personalized import load_personalized
 from cdvideo.pipelines.registry import load_adapter, make_scheduler
 
 FAST = ["--height", "64", "--width", "64", "--num-inference-steps", "4", "--seed", "7"]
-
-
-def source_gif(path, frames: int = 6, size: tuple[int, int] = (80, 48)):
-    """A white square crossing a gray field: another length (6 frames) and size (80 x 48) than the clip's."""
-    w, h = size
-    images = []
-    for i in range(frames):
-        a = np.full((h, w, 3), 90, np.uint8)
-        x = 4 + i * (w - 20) // (frames - 1)
-        a[h // 2 - 8:h // 2 + 8, x:x + 16] = 255
-        images.append(Image.fromarray(a))
-    images[0].save(path, save_all=True, append_images=images[1:], duration=125, loop=0)
-    return path
 
 
 def frames_of(folder):

@@ -214,7 +214,10 @@ def _from_command_line(tp: Any, origin: Any, args: tuple, text: CommandLineText,
 
 def _scalar(tp: type, value: Any, path: str) -> Any:
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float
+            raise OutOfRange(f"{path}: {value} is out of range") from None
     if tp is float and isinstance(value, str):
         try:  # YAML 1.1 reads "1e-5" as a string
             return float(value)

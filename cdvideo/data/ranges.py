@@ -1,5 +1,5 @@
 """Valid intervals of numeric settings, declared once beside each schema field (`Annotated[int, Range(1, 240)]`) or
-command-line flag (`type=flag(int, Range(1, 240))`), and checked where a value enters: config files, `key=value`
+command-line flag (`type=Flag.of(schema, key)`, `type=Flag(int, Range(1, 65535))`), and checked where a value enters: config files, `key=value`
 overrides, prompt files, sidecars, the web app's forms and the flags."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Range:
 
     def holds(self, value: float) -> bool:
         """Whether a finite `value` lies inside."""
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):  # an int of any size compares exactly
             return False
         if self.low is not None and (value <= self.low if self.above else value < self.low):
             return False
