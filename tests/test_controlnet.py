@@ -16,6 +16,7 @@ from test_video_to_video import FAST, frames_of, line
 
 from cdvideo.apps.cli import main
 from cdvideo.data.references import read_clip
+from cdvideo.models import architectures as tiny
 from cdvideo.pipelines.personalized import load_personalized
 from cdvideo.pipelines.registry import load_adapter, make_scheduler
 
@@ -109,5 +110,66 @@ def test_bad_controlnets_and_control_clips_are_one_line_and_render_nothing(case,
     nets = ["--controlnet", str(net)] * (2 if case == "two nets, one clip" else 1)
     video = tmp_path / "empty" if case == "no frames" else clip
     assert animate(tmp_path, perturbed_weights, *nets, "--control-video", str(video)) == 2
+    assert re.search(message, line(capsys.readouterr().err))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.fixture(scope="module")
+def sparsectrl(tmp_path_factory):
+    """A SparseCtrl ControlNet made from the tiny base's UNet (RGB: the keyframes' latents and their mask)."""
+    from diffusers import SparseControlNetModel, UNet2DConditionModel
+
+    unet = tiny.build_components()["unet"]  # from_unet edits the block types: a list, not the config's tuple
+    unet = UNet2DConditionModel.from_config({**unet.config, "down_block_types": list(unet.config.down_block_types)})
+    folder = tmp_path_factory.mktemp("sparse") / "tiny-sparsectrl"
+    SparseControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16),
+                                    conditioning_channels=4).save_pretrained(folder)
+    return folder
+
+
+def keyframes(tmp_path):
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "first.png")
+    Image.new("RGB", (80, 40), (30, 30, 200)).save(tmp_path / "last.png")  # another size: fitted to the clip
+    return f"0:{tmp_path / 'first.png'},15:{tmp_path / 'last.png'}"
+
+
+@torch.no_grad()
+def test_sparsectrl_keyframes_are_diffusers_own_and_the_sidecar_regenerates_the_clip(tmp_path, sparsectrl,
+                                                                                      perturbed_weights):
+    from diffusers import AnimateDiffSparseControlNetPipeline, SparseControlNetModel
+
+    assert animate(tmp_path, perturbed_weights, "--sparsectrl", str(sparsectrl), "--keyframes", keyframes(tmp_path),
+                   "--format", "gif,png") == 0
+    m, _, _ = load_personalized(None, [str(perturbed_weights)])
+    pipe = AnimateDiffSparseControlNetPipeline(
+        vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"], unet=m["unet"],
+        motion_adapter=load_adapter("tiny", torch.float32),
+        controlnet=SparseControlNetModel.from_pretrained(sparsectrl),
+        scheduler=make_scheduler("ddim", m["scheduler"].config, animatediff=True))
+    frames = [Image.open(tmp_path / "first.png").convert("RGB"),
+              Image.fromarray(np.asarray(Image.open(tmp_path / "last.png").convert("RGB").resize((128, 64)))[:, 32:96])]
+    plain = pipe("a sks dog", num_frames=16, conditioning_frames=frames, controlnet_frame_indices=[0, 15],
+                 height=64, width=64, num_inference_steps=4, generator=torch.Generator("cpu").manual_seed(7),
+                 output_type="np").frames[0]
+    assert np.abs(np.round(plain * 255) - frames_of(tmp_path / "out" / "a_sks_dog_s7_frames")).max() <= 1
+    sidecar = tmp_path / "out" / "a_sks_dog_s7.json"
+    assert json.loads(sidecar.read_text())["keyframes"] == {"0": str(tmp_path / "first.png"),
+                                                            "15": str(tmp_path / "last.png")}
+    assert main(["animate", "--sidecar", str(sidecar), "--format", "gif", "--output-dir", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "a_sks_dog_s7.gif").read_bytes() == sidecar.with_suffix(".gif").read_bytes()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--keyframes", "0:{d}/first.png,16:{d}/last.png"],
+     r"--keyframes \[0, 16\]: a keyframe index must lie in \[0, 16\)"),
+    (["--keyframes", "0:{d}/nowhere.png"], "keyframe .*nowhere.png not found"),
+    (["--keyframes", "0:{d}/first.png", "--video", "{d}/first.png"], "--sparsectrl renders text to video"),
+    (["--keyframes", "x:{d}/first.png"], "'x:.*first.png': write INDEX:IMAGE"),
+])
+def test_bad_keyframes_are_one_line_and_render_nothing(args, message, tmp_path, capsys, sparsectrl,
+                                                       perturbed_weights):
+    keyframes(tmp_path)
+    args = [a.format(d=tmp_path) for a in args]
+    assert animate(tmp_path, perturbed_weights, "--sparsectrl", str(sparsectrl), *args) == 2
     assert re.search(message, line(capsys.readouterr().err))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -58,6 +58,10 @@ def render_args(p: argparse.ArgumentParser, video: bool) -> None:
             type=Flag.of(Options, "controlnets"), help="each ControlNet's conditioning scale (default 1.0)")
         opt(p, "control_preprocess", action="append", default=[], choices=PREPROCESS,
             help="each control clip: none (its frames are the condition) or canny (edges drawn with OpenCV)")
+        p.add_argument("--sparsectrl", metavar="NAME_OR_PATH", help="a SparseCtrl ControlNet (RGB or scribble: a "
+                       "diffusers folder, a .safetensors file or a hub id) conditioning --keyframes")
+        p.add_argument("--keyframes", type=keyframes_arg, metavar="I:IMAGE,...", help="SparseCtrl's keyframes: "
+                       "frame index and image, e.g. 0:first.png,15:last.png")
         p.add_argument("--adapter", help="motion adapter: v1-5-2 (default), v1-5-3, v1-5, animatelcm, "
                        "lightning-1/2/4/8, a hub id, a folder, or one file (an original AnimateDiff motion module "
                        "or a diffusers state dict)")
@@ -85,6 +89,17 @@ def controlnet_args(args: argparse.Namespace) -> list[tuple[str, float]]:
     return list(zip(args.controlnet, scales))
 
 
+def keyframes_arg(text: str) -> dict[int, str]:
+    """'0:first.png,15:last.png' -> {0: 'first.png', 15: 'last.png'}."""
+    out = {}
+    for item in text.split(","):
+        index, _, path = item.partition(":")
+        if not index.strip().isdigit() or not path:
+            raise argparse.ArgumentTypeError(f"{item!r}: write INDEX:IMAGE, e.g. 0:first.png,15:last.png")
+        out[int(index)] = path
+    return out
+
+
 def rank_arg(text: str) -> int | str:
     """`export --rank`: a LoRA rank (1 to 1,024) or `full` for an exact factorisation."""
     return text if text == "full" else Flag(int, RANK)(text)
@@ -103,7 +118,8 @@ def motion_lora_arg(text: str) -> tuple[str, float]:
 
 
 JOB_KEYS = ("negative_prompt", "seed", "num_frames", "height", "width", "num_inference_steps", "guidance_scale",
-            "num_videos_per_prompt", "num_images_per_prompt", "fps", "video", "strength", "control_videos")
+            "num_videos_per_prompt", "num_images_per_prompt", "fps", "video", "strength", "control_videos",
+            "keyframes")
 
 
 def render(args: argparse.Namespace, video: bool) -> None:
@@ -133,6 +149,7 @@ def render(args: argparse.Namespace, video: bool) -> None:
             opts.motion_loras, opts.decode_chunk_size = args.motion_lora, args.decode_chunk_size
             opts.upscale, opts.preset, opts.lcm_lora = args.upscale, args.preset, args.lcm_lora
             opts.controlnets, opts.control_preprocess = controlnet_args(args), args.control_preprocess
+            opts.sparsectrl = args.sparsectrl
         else:
             opts.grid = args.grid
     written = (render.animate if video else render.sample)(opts, jobs)

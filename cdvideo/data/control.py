@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cdvideo.data.references import read_clip
+from cdvideo.data.references import fit, read_clip
 from cdvideo.errors import CdvideoError
 
 PREPROCESS = ("none", "canny")  # what turns a plain clip into condition frames; `none`: the frames are the condition
@@ -23,6 +23,18 @@ def canny(frame: np.ndarray, low: int = CANNY_THRESHOLDS[0], high: int = CANNY_T
         raise CdvideoError("--control-preprocess canny needs OpenCV: pip install 'cdvideo[video]'") from None
     edges = cv2.Canny(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), low, high)
     return np.repeat(edges[:, :, None], 3, axis=2)
+
+
+def keyframe(path: str | Path, width: int, height: int) -> Image.Image:
+    """A SparseCtrl keyframe (an RGB image or a scribble) resized to cover the clip's size, centre-cropped."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            return Image.fromarray(fit(im, width, height))
+    except FileNotFoundError:
+        raise CdvideoError(f"keyframe {path} not found") from None
+    except OSError:
+        raise CdvideoError(f"keyframe {path}: not a readable image") from None
 
 
 def control_frames(path: str | Path, num_frames: int, fps: int, width: int, height: int,

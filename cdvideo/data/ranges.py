@@ -1,6 +1,6 @@
 """Valid intervals of numeric settings, declared once beside each schema field (`Annotated[int, Range(1, 240)]`) or
-command-line flag (`type=Flag.of(schema, key)`, `type=Flag(int, Range(1, 65535))`), and checked where a value enters: config files, `key=value`
-overrides, prompt files, sidecars, the web app's forms and the flags."""
+command-line flag (`type=Flag.of(schema, key)` or `Flag(int, Range(1, 65535))`), and checked where a value enters:
+config files, `key=value` overrides, prompt files, sidecars, the web app's forms and the flags."""
 
 from __future__ import annotations
 

@@ -34,6 +34,7 @@ class Job:
     video: Optional[str] = None  # video-to-video: the source clip (a video file, a GIF or a folder of frames)
     strength: Annotated[float, Range(0, 1, above=True)] = 0.8  # how much of the source is noised away (1: all)
     control_videos: list[str] = field(default_factory=list)  # one clip of condition frames per ControlNet
+    keyframes: dict[int, str] = field(default_factory=dict)  # SparseCtrl: frame index -> image (RGB or scribble)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Options:
     # (folder, file or hub id; conditioning scale), each with its job's control video; several as diffusers allows
     controlnets: list[tuple[str, Annotated[float, CONTROL_SCALE]]] = field(default_factory=list)
     control_preprocess: list[str] = field(default_factory=list)  # per ControlNet: none (default) or canny
+    sparsectrl: Optional[str] = None  # a SparseCtrl ControlNet (RGB or scribble) for the jobs' keyframes
     decode_chunk_size: Annotated[int, Range(1, MAX_FRAMES)] = 16
     grid: bool = True
     # MP4/GIF/WebP enlarged this many times (nearest) for viewing; PNG frames stay raw

@@ -7,7 +7,7 @@ from cdvideo.models.single_file import check_adapter_fits
 
 
 def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", base: str = "base", unet=None,
-                   video_to_video: bool = False, controlnets: list | None = None):
+                   video_to_video: bool = False, controlnets: list | None = None, sparsectrl=None):
     """diffusers' AnimateDiff pipeline for the task (text or video to video, with ControlNets or without) over the
     (personalized) 2D UNet; it builds the UNetMotionModel (or takes `unet`, one built already, e.g. the one a motion
     LoRA trains)."""
@@ -19,6 +19,8 @@ def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", b
             (False, True): "AnimateDiffControlNetPipeline",
             (True, True): "AnimateDiffVideoToVideoControlNetPipeline"}[video_to_video, bool(controlnets)]
     extra = {"controlnet": controlnets if len(controlnets) > 1 else controlnets[0]} if controlnets else {}
+    if sparsectrl is not None:  # SparseCtrl: keyframes through its own ControlNet (text to video only)
+        name, extra = "AnimateDiffSparseControlNetPipeline", {"controlnet": sparsectrl}
     return getattr(diffusers, name)(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
                                     unet=unet if unet is not None else m["unet"], motion_adapter=adapter,
                                     scheduler=scheduler, **extra)

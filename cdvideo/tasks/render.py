@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from cdvideo import __version__
 from cdvideo.data.clips import check_formats, write_clip, write_images
-from cdvideo.data.control import control_frames
+from cdvideo.data.control import control_frames, keyframe
 from cdvideo.data.config import from_dict
 from cdvideo.data.files import slug, text_lines
 from cdvideo.data.references import read_clip
@@ -145,11 +145,13 @@ def animate(opts: Options, jobs: list[Job], timer=NO_TIMER, progress=None) -> li
         adapter_name = opts.adapter or default_adapter(model)
         adapter = load_adapter(adapter_name, dtype)
         controlnets = load_controlnets(opts, m, model, dtype)
+        sparse = load_sparsectrl(opts, m, model, dtype)
     base = {**_base_record(opts, w, model, dev, dtype), "kind": "video", "adapter": adapter_name,
             "free_init": opts.free_init, "motion_loras": motion_lora_record(opts.motion_loras),
             "decode_chunk_size": opts.decode_chunk_size,
             "upscale": opts.upscale, "preset": active_preset(opts.preset, opts.adapter),
-            "model_config": opts.model_config, "controlnets": controlnet_record(opts.controlnets, preprocessing(opts))}
+            "model_config": opts.model_config, "controlnets": controlnet_record(opts.controlnets, preprocessing(opts)),
+            "sparsectrl": controlnet_record([(opts.sparsectrl, 1.0)], ["none"]) if opts.sparsectrl else []}
     loras = read_motion_loras(opts.motion_loras)  # every file read and checked before rendering starts
     sources = [read_source(job) for job in jobs]  # video-to-video: each source clip, normalised to the job's clip
     controls = [read_controls(job, opts) for job in jobs]  # each ControlNet's condition frames
@@ -164,9 +166,10 @@ def animate(opts: Options, jobs: list[Job], timer=NO_TIMER, progress=None) -> li
             pipe = None  # release the old pipeline before building the next (peak memory)
             with timer("load"):
                 pipe = _video_pipe(m, adapter, opts, dev, free_noise, loras, adapter_name, source is not None,
-                                   controlnets)
+                                   controlnets, sparse)
             pipe_key = (free_noise, source is not None)
-        inputs = {**source_record(job.video), "control_videos": weights_record(job.control_videos)}  # hashed once
+        inputs = {**source_record(job.video), "control_videos": weights_record(job.control_videos),  # hashed once
+                  "keyframe_files": weights_record([job.keyframes[k] for k in sorted(job.keyframes)])}
         for seed in job.seed:
             with timer.pipeline() as callback:
                 frames = _render_clip(pipe, job, seed, opts, counter.chain(callback), source, control)
@@ -215,7 +218,8 @@ def active_preset(preset: str | None, adapter: str | None) -> str | None:
 
 
 def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool, loras: list = (),
-                adapter_name: str = "adapter", video_to_video: bool = False, controlnets: list = ()):
+                adapter_name: str = "adapter", video_to_video: bool = False, controlnets: list = (),
+                sparsectrl=None):
     name = active_preset(opts.preset, opts.adapter)
     if name:
         p = presets.get(name)
@@ -223,7 +227,7 @@ def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool, loras: l
     else:
         sched = make_scheduler(opts.scheduler, m["scheduler"].config, animatediff=True)
     pipe = video_pipeline(m, adapter, sched, opts.adapter or "adapter", opts.model or "base",
-                          video_to_video=video_to_video, controlnets=list(controlnets))
+                          video_to_video=video_to_video, controlnets=list(controlnets), sparsectrl=sparsectrl)
     lora = presets.lora_file(name, opts.lcm_lora) if name else None
     if lora:
         try:
@@ -266,6 +270,15 @@ def load_controlnets(opts: Options, m: dict, model: str, dtype: torch.dtype) -> 
     return nets
 
 
+def load_sparsectrl(opts: Options, m: dict, model: str, dtype: torch.dtype):
+    """The --sparsectrl ControlNet, loaded and checked to fit the base (None without one)."""
+    if opts.sparsectrl is None:
+        return None
+    net = load_controlnet(opts.sparsectrl, dtype, sparse=True)
+    check_fits(net, m["unet"], 2 ** (len(m["vae"].config.block_out_channels) - 1), opts.sparsectrl, model)
+    return net
+
+
 def preprocessing(opts: Options) -> list[str]:
     """Each ControlNet's preprocessing of its control clip (none unless given)."""
     n = len(opts.controlnets)
@@ -277,6 +290,14 @@ def preprocessing(opts: Options) -> list[str]:
 
 def check_controls(job: Job, opts: Options) -> None:
     """One control clip per ControlNet, and at most one preprocessing each."""
+    if bool(job.keyframes) != bool(opts.sparsectrl):
+        raise CdvideoError("--keyframes and --sparsectrl go together: give both (SparseCtrl conditions keyframes)")
+    if opts.sparsectrl and (job.video or opts.controlnets or job.num_frames > FREE_NOISE["context_length"]
+                            or isinstance(job.prompt, dict)):
+        raise CdvideoError(f"--sparsectrl renders text to video of at most {FREE_NOISE['context_length']} frames "
+                           "(diffusers' SparseCtrl pipeline): without --video, --controlnet or a prompt schedule")
+    if any(not 0 <= k < job.num_frames for k in job.keyframes):
+        raise CdvideoError(f"--keyframes {sorted(job.keyframes)}: a keyframe index must lie in [0, {job.num_frames})")
     if len(job.control_videos) != len(opts.controlnets):
         raise CdvideoError(f"give one --control-video per --controlnet ({len(opts.controlnets)} ControlNet(s), "
                            f"{len(job.control_videos)} control video(s))")
@@ -285,6 +306,10 @@ def check_controls(job: Job, opts: Options) -> None:
 
 def read_controls(job: Job, opts: Options) -> dict:
     """diffusers' ControlNet arguments for a job: each ControlNet's condition frames and scale ({} without)."""
+    if job.keyframes:  # SparseCtrl: the keyframe images at the clip's size, and where they sit
+        indices = sorted(job.keyframes)
+        return {"conditioning_frames": [keyframe(job.keyframes[k], job.width, job.height) for k in indices],
+                "controlnet_frame_indices": indices}
     if not opts.controlnets:
         return {}
     frames = [control_frames(v, job.num_frames, job.fps, job.width, job.height, pre)
@@ -297,11 +322,12 @@ def read_controls(job: Job, opts: Options) -> dict:
 def _render_clip(pipe, job: Job, seed: int, opts: Options, callback=None, source=None, control=None) -> list[list]:
     gen = torch.Generator("cpu").manual_seed(seed)  # CPU noise: the same clip on any device
     frames = {"video": source, "strength": job.strength} if source is not None else {"num_frames": job.num_frames}
+    if not job.keyframes:  # diffusers' SparseCtrl pipeline decodes every frame at once: it takes no chunk size
+        frames["decode_chunk_size"] = opts.decode_chunk_size
     out = pipe(prompt=job.prompt, negative_prompt=job.negative_prompt, **frames, **(control or {}),
                height=job.height, width=job.width, num_inference_steps=job.num_inference_steps,
                guidance_scale=job.guidance_scale, num_videos_per_prompt=job.num_videos_per_prompt,
-               generator=gen, decode_chunk_size=opts.decode_chunk_size, output_type="pil",
-               callback_on_step_end=callback)
+               generator=gen, output_type="pil", callback_on_step_end=callback)
     return out.frames
 
 
@@ -361,6 +387,11 @@ def from_sidecar(record: dict, output_dir: str) -> tuple[Options, list[Job]]:
     if isinstance(job_data.get("prompt"), dict):
         job_data["prompt"] = {int(k): v for k, v in job_data["prompt"].items()}
     job_data["seed"], job_data["control_videos"] = [record["seed"]], control_videos
+    for r in record.get("keyframe_files") or []:
+        check_unchanged(r, "keyframe")
+    files = [r["path"] for r in record.get("keyframe_files") or []]  # resolved, in index order
+    job_data["keyframes"] = dict(zip(sorted(int(k) for k in record.get("keyframes") or {}), files))
+    opts.sparsectrl = record["sparsectrl"][0]["path"] if record.get("sparsectrl") else None
     if record.get("video"):
         check_unchanged({"path": record["video"], "sha256": record["video_sha256"]}, "source video")
     return opts, [from_dict(Job, job_data)]
