@@ -146,14 +146,14 @@ def test_video_to_video_keeps_the_source_motion_and_shows_the_subject(demo_run, 
     (`animate --video`): they keep the source's motion and show more of the subject than the sources do. On these 4
     clips: motion kept 0.85, identity 0.21 against the sources' 0.00 (the study's 12 clips: 0.73 [0.63, 0.81], 0.13
     against 0.03; python -m cdvideo.apps.worldbuild.v2v_study). About half of each as the margin."""
-    from cdvideo.apps.worldbuild.v2v_study import read_gif, restyle, score
+    from cdvideo.apps.worldbuild.v2v_study import restyle, score, source_frames
     from cdvideo.toyworld import motions
     from cdvideo.toyworld.world import NOVEL_MOTIONS
 
     root, _ = demo_run
     inst, judge = instances.get("striped_ball"), J.load()
     sources = [motions.write_reference_clips(m, tmp_path / "sources", n=1)[0] for m in NOVEL_MOTIONS]
-    frames = [np.stack([np.asarray(f) for f in read_gif(p)]) for p in sources]
+    frames = [source_frames(p) for p in sources]
     clips = restyle(root / "striped_ball" / "run" / "weights.safetensors", "a sks ball", sources, [0.3], [0, 1],
                     tmp_path / "out")
     rows = score(judge, inst, clips, [f for f in frames for _ in (0, 1)])

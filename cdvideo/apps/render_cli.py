@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from cdvideo.errors import CdvideoError
-
 from cdvideo.data.control import PREPROCESS
 from cdvideo.data.ranges import Flag, Range
 from cdvideo.data.render_config import MOTION_SCALE, Job, Options
+from cdvideo.errors import CdvideoError
 
 RANK = Range(1, 1024)  # `export --rank`: a LoRA's rank
 

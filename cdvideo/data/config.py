@@ -15,13 +15,16 @@ from cdvideo.data.files import check_name
 from cdvideo.data.ranges import (
     BATCH,
     EVERY,
+    GRAD_NORM,
     GUIDANCE,
     INFERENCE_STEPS,
+    KEPT_CHECKPOINTS,
     LEARNING_RATE,
     LOSS_WEIGHT,
     SEED,
     SIZE,
     STEPS,
+    WEIGHT_DECAY,
     OutOfRange,
     Range,
     range_of,
@@ -65,9 +68,9 @@ class OptimizerConfig:
     learning_rate: Annotated[float, LEARNING_RATE] = 1e-5
     scale_lr: bool = True  # lr *= batch_size * gradient_accumulation_steps * num_processes
     betas: tuple[Annotated[float, BETA], Annotated[float, BETA]] = (0.9, 0.999)
-    weight_decay: Annotated[float, Range(0, 1)] = 1e-2
+    weight_decay: Annotated[float, WEIGHT_DECAY] = 1e-2
     eps: Annotated[float, Range(0, 1, above=True)] = 1e-8
-    max_grad_norm: Annotated[float, Range(0, 1e6, above=True)] = 1.0
+    max_grad_norm: Annotated[float, GRAD_NORM] = 1.0
     use_8bit_adam: bool = False
     lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
     lr_warmup_steps: Annotated[int, EVERY] = 0
@@ -113,7 +116,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the UNet
     channels_last: bool = False  # UNet in channels-last memory format
     checkpoint_every: Annotated[int, EVERY] = 250  # 0 disables
-    checkpoints_total_limit: Optional[Annotated[int, Range(1, 10_000)]] = 2
+    checkpoints_total_limit: Optional[Annotated[int, KEPT_CHECKPOINTS]] = 2
     resume: Optional[str] = None  # "latest" or a checkpoint folder
     save_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     report_to: Literal["tensorboard", "none"] = "tensorboard"

@@ -11,13 +11,16 @@ from cdvideo.data.config import load_config
 from cdvideo.data.ranges import (
     CLIP_FPS,
     EVERY,
+    GRAD_NORM,
     GUIDANCE,
     INFERENCE_STEPS,
+    KEPT_CHECKPOINTS,
     LEARNING_RATE,
     LOSS_WEIGHT,
     SEED,
     SIZE,
     STEPS,
+    WEIGHT_DECAY,
     Range,
 )
 from cdvideo.errors import CdvideoError
@@ -59,15 +62,15 @@ class MotionTrainConfig:
     # world needs it)
     loss_weighting: Literal["uniform", "high-noise"] = "uniform"
     high_noise_cap: Annotated[float, Range(1, 1000)] = 10.0
-    weight_decay: Annotated[float, Range(0, 1)] = 1e-2
-    max_grad_norm: Annotated[float, Range(0, 1e6, above=True)] = 1.0
+    weight_decay: Annotated[float, WEIGHT_DECAY] = 1e-2
+    max_grad_norm: Annotated[float, GRAD_NORM] = 1.0
     lr_warmup_steps: Annotated[int, EVERY] = 0
     seed: Annotated[int, SEED] = 42
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_checkpointing: bool = False
     log_every: Annotated[int, STEPS] = 10
     checkpoint_every: Annotated[int, EVERY] = 100  # 0 disables
-    checkpoints_total_limit: Optional[Annotated[int, Range(1, 10_000)]] = 2
+    checkpoints_total_limit: Optional[Annotated[int, KEPT_CHECKPOINTS]] = 2
     resume: Optional[str] = None  # "latest" or a checkpoint folder
     save_dtype: Literal["float32", "float16", "bfloat16"] = "float16"
     report_to: Literal["tensorboard", "none"] = "tensorboard"

@@ -59,6 +59,9 @@ INFERENCE_STEPS = Range(1, 1000)  # the schedulers' 1,000 training timesteps
 GUIDANCE = Range(0, 100)  # classifier-free guidance scale (at most 1: no guidance)
 LEARNING_RATE = Range(0, 1, above=True)
 LOSS_WEIGHT = Range(0, 100)
+WEIGHT_DECAY = Range(0, 1)  # AdamW's decoupled decay per unit learning rate
+GRAD_NORM = Range(0, 1e6, above=True)  # the clipping norm
+KEPT_CHECKPOINTS = Range(1, 10_000)  # checkpoints_total_limit (null keeps all)
 SIZE = Range(64, 4096)  # pixels; multiples of 8 are checked beside
 BATCH = Range(1, 1024)
 CLIP_FPS = Range(1, 240)

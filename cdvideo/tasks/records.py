@@ -25,10 +25,15 @@ def source_record(video: str | None) -> dict:
     return {} if video is None else {"video": str(Path(video).resolve()), "video_sha256": sha256_file(video)}
 
 
+def model_record(ref: str) -> dict:
+    """A model file or folder's path and sha256; a hub id's name (no local file to hash: sha256 None)."""
+    return weights_record([ref])[0] if Path(ref).exists() else {"path": ref, "sha256": None}
+
+
 def controlnet_record(controlnets: list[tuple[str, float]], preprocess: list[str]) -> list[dict]:
-    """The ControlNets: path and sha256 when local (a hub id has none), scale, preprocessing of the control clip."""
-    return [{**(weights_record([ref])[0] if Path(ref).exists() else {"path": ref, "sha256": None}), "scale": scale,
-             "preprocess": pre} for (ref, scale), pre in zip(controlnets, preprocess)]
+    """The ControlNets: path and sha256 (`model_record`), scale, preprocessing of the control clip."""
+    return [{**model_record(ref), "scale": scale, "preprocess": pre}
+            for (ref, scale), pre in zip(controlnets, preprocess)]
 
 
 def controlnets_from_record(record: dict) -> tuple[list[tuple[str, float]], list[str], list[str]]:
@@ -37,6 +42,14 @@ def controlnets_from_record(record: dict) -> tuple[list[tuple[str, float]], list
     for r in [*(n for n in nets if n["sha256"] is not None), *videos]:
         check_unchanged(r, "ControlNet or control video")
     return [(n["path"], float(n["scale"])) for n in nets], [n["preprocess"] for n in nets], [v["path"] for v in videos]
+
+
+def sparsectrl_from_record(record: dict) -> str | None:
+    """The sidecar's SparseCtrl model, checked to be the one rendered with (None without one)."""
+    rec = record.get("sparsectrl")
+    if rec and rec["sha256"] is not None:
+        check_unchanged(rec, "SparseCtrl model")
+    return rec["path"] if rec else None
 
 
 def read_motion_loras(entries: list[tuple[str, float]]) -> list[tuple]:
@@ -63,8 +76,7 @@ def hub_motion_lora(repo_id: str) -> Path:
 
 def motion_lora_record(entries: list[tuple[str, float]]) -> list[dict]:
     """What the sidecar keeps of each motion LoRA: its file, sha256 and scale."""
-    return [{**(weights_record([ref])[0] if Path(ref).exists() else {"path": ref, "sha256": None}), "scale": scale}
-            for ref, scale in entries]  # a hub id has no local file to hash
+    return [{**model_record(ref), "scale": scale} for ref, scale in entries]
 
 
 def motion_loras_from_record(record: dict) -> list[tuple[str, float]]:

@@ -31,10 +31,12 @@ from cdvideo.tasks.records import (
     check_unchanged,
     controlnet_record,
     controlnets_from_record,
+    model_record,
     motion_lora_record,
     motion_loras_from_record,
     read_motion_loras,
     source_record,
+    sparsectrl_from_record,
     weights_record,
 )
 from cdvideo.tasks.timing import NO_TIMER
@@ -101,7 +103,7 @@ def check_job(job: Job, video: bool, formats: tuple[str, ...] = ()) -> None:
 
 def native_size(jobs: list[Job], m: dict) -> None:
     """Fill unset height/width with the size the model was trained at (UNet sample size x VAE factor)."""
-    size = m["unet"].config.sample_size * 2 ** (len(m["vae"].config.block_out_channels) - 1)
+    size = m["unet"].config.sample_size * vae_factor(m)
     for job in jobs:
         job.height, job.width = job.height or size, job.width or size
 
@@ -144,14 +146,14 @@ def animate(opts: Options, jobs: list[Job], timer=NO_TIMER, progress=None) -> li
         native_size(jobs, m)
         adapter_name = opts.adapter or default_adapter(model)
         adapter = load_adapter(adapter_name, dtype)
-        controlnets = load_controlnets(opts, m, model, dtype)
-        sparse = load_sparsectrl(opts, m, model, dtype)
+        controlnets = load_controlnets([ref for ref, _ in opts.controlnets], m, model, dtype)
+        sparse = load_controlnets([opts.sparsectrl], m, model, dtype, sparse=True)[0] if opts.sparsectrl else None
     base = {**_base_record(opts, w, model, dev, dtype), "kind": "video", "adapter": adapter_name,
             "free_init": opts.free_init, "motion_loras": motion_lora_record(opts.motion_loras),
             "decode_chunk_size": opts.decode_chunk_size,
             "upscale": opts.upscale, "preset": active_preset(opts.preset, opts.adapter),
             "model_config": opts.model_config, "controlnets": controlnet_record(opts.controlnets, preprocessing(opts)),
-            "sparsectrl": controlnet_record([(opts.sparsectrl, 1.0)], ["none"]) if opts.sparsectrl else []}
+            "sparsectrl": model_record(opts.sparsectrl) if opts.sparsectrl else None}
     loras = read_motion_loras(opts.motion_loras)  # every file read and checked before rendering starts
     sources = [read_source(job) for job in jobs]  # video-to-video: each source clip, normalised to the job's clip
     controls = [read_controls(job, opts) for job in jobs]  # each ControlNet's condition frames
@@ -261,22 +263,17 @@ def denoising_steps(job: Job) -> int:
         else job.num_inference_steps
 
 
-def load_controlnets(opts: Options, m: dict, model: str, dtype: torch.dtype) -> list:
-    """Each --controlnet, loaded and checked to fit the base."""
-    nets = [load_controlnet(ref, dtype) for ref, _ in opts.controlnets]
-    factor = 2 ** (len(m["vae"].config.block_out_channels) - 1)
-    for net, (ref, _) in zip(nets, opts.controlnets):
-        check_fits(net, m["unet"], factor, ref, model)
+def load_controlnets(refs: list[str], m: dict, model: str, dtype: torch.dtype, sparse: bool = False) -> list:
+    """Each ControlNet (SparseCtrl's when `sparse`), loaded and checked to fit the base."""
+    nets = [load_controlnet(ref, dtype, sparse) for ref in refs]
+    for net, ref in zip(nets, refs):
+        check_fits(net, m["unet"], vae_factor(m), ref, model)
     return nets
 
 
-def load_sparsectrl(opts: Options, m: dict, model: str, dtype: torch.dtype):
-    """The --sparsectrl ControlNet, loaded and checked to fit the base (None without one)."""
-    if opts.sparsectrl is None:
-        return None
-    net = load_controlnet(opts.sparsectrl, dtype, sparse=True)
-    check_fits(net, m["unet"], 2 ** (len(m["vae"].config.block_out_channels) - 1), opts.sparsectrl, model)
-    return net
+def vae_factor(m: dict) -> int:
+    """How many pixels a latent spans on a side: 2 per VAE down block after the first (8 for SD1.5)."""
+    return 2 ** (len(m["vae"].config.block_out_channels) - 1)
 
 
 def preprocessing(opts: Options) -> list[str]:
@@ -391,7 +388,7 @@ def from_sidecar(record: dict, output_dir: str) -> tuple[Options, list[Job]]:
         check_unchanged(r, "keyframe")
     files = [r["path"] for r in record.get("keyframe_files") or []]  # resolved, in index order
     job_data["keyframes"] = dict(zip(sorted(int(k) for k in record.get("keyframes") or {}), files))
-    opts.sparsectrl = record["sparsectrl"][0]["path"] if record.get("sparsectrl") else None
+    opts.sparsectrl = sparsectrl_from_record(record)
     if record.get("video"):
         check_unchanged({"path": record["video"], "sha256": record["video_sha256"]}, "source video")
     return opts, [from_dict(Job, job_data)]

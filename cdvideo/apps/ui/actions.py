@@ -170,11 +170,10 @@ def start_render(mgr: JobManager, client: Client, weights: str | None, prompts: 
     lines = [p.strip() for p in (prompts or "").splitlines() if p.strip()]
     if not lines:
         raise CdvideoError("an empty prompt; write what the clip should show (one prompt per line)")
+    video = {"video": source_video(client, source), "strength": float(strength)} if source else {}  # checked once
     jobs = [from_dict(RenderJob, {"prompt": p, "seed": seed_list, "num_frames": int(num_frames),
                                   "height": int(size), "width": int(size), "num_inference_steps": int(steps),
-                                  "guidance_scale": float(guidance),
-                                  **({"video": source_video(client, source), "strength": float(strength)}
-                                     if source else {})}) for p in lines]
+                                  "guidance_scale": float(guidance), **video}) for p in lines]
     weights = uploaded or (client.readable_path(weights, "weights file") if weights else None)
     opts = Options(weights=[weights] if weights else [], model=base_ref(client, model) or None,
                    adapter=base_ref(client, adapter, "adapter") or None, output_dir=str(client.folder / "outputs"),

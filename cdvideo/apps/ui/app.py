@@ -16,6 +16,7 @@ from cdvideo.apps.ui.access import MAX_FILE_SIZE, Access, Client
 from cdvideo.apps.ui.jobs import Job, JobManager
 from cdvideo.apps.ui.motion import motion_loras, motion_tab
 from cdvideo.data import builtins
+from cdvideo.data.references import CLIP_SUFFIXES
 from cdvideo.errors import CdvideoError
 
 CLIENT_JS = """() => { let id = sessionStorage.getItem('cdvideo-client');
@@ -136,7 +137,7 @@ def animate_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
             motion_scale = gr.Slider(0, 1.5, value=1.0, step=0.05, label="motion LoRA scale",
                                      elem_id="anim-motion-scale")
             source = gr.File(label="source clip to restyle (video-to-video; empty: from text)",
-                             file_types=[".mp4", ".mov", ".webm", ".mkv", ".gif"], elem_id="anim-source")
+                             file_types=list(CLIP_SUFFIXES), elem_id="anim-source")
             strength = gr.Slider(0.05, 1, value=0.8, step=0.05, label="strength (video-to-video: lower keeps more "
                                  "of the source)", elem_id="anim-strength")
     with gr.Row():

@@ -24,6 +24,7 @@ from PIL import Image
 from cdvideo.apps.demo import RENDER, train_config
 from cdvideo.data.files import atomic_path, write_text_atomic
 from cdvideo.data.ranges import SEED, Flag, Parser, Range
+from cdvideo.data.references import read_clip
 from cdvideo.data.render_config import Job, Options
 from cdvideo.math.metrics import bootstrap_ci
 from cdvideo.math.motion import track_similarity
@@ -32,7 +33,7 @@ from cdvideo.tasks.train import train
 from cdvideo.toyworld import MODEL_ID, motions
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import DEMO_INSTANCE, Instance, get
-from cdvideo.toyworld.world import NOVEL_MOTIONS
+from cdvideo.toyworld.world import NOVEL_MOTIONS, NUM_FRAMES
 
 ARMS = ("base", "ClassDiffusion")
 
@@ -69,7 +70,7 @@ def run(strengths: list[float], seeds: list[int], work: Path, docs: Path) -> dic
     inst, judge = get(DEMO_INSTANCE), J.load()
     weights = train(train_config(inst, work / "subject", 120, 1.0, {"overwrite": True}))
     sources = [p for m in NOVEL_MOTIONS for p in motions.write_reference_clips(m, work / "sources")]
-    frames = [np.stack([np.asarray(f.convert("RGB")) for f in read_gif(p)]) for p in sources]
+    frames = [source_frames(p) for p in sources]
     expected = [f for f in frames for _ in strengths for _ in seeds]  # each output's source, in render order
     result = {"instance": inst.name, "strengths": strengths, "seeds": seeds, "sources": [p.name for p in sources],
               "source": score(judge, inst, frames, frames)}
@@ -83,11 +84,9 @@ def run(strengths: list[float], seeds: list[int], work: Path, docs: Path) -> dic
     return result
 
 
-def read_gif(path: Path) -> list[Image.Image]:
-    from PIL import ImageSequence
-
-    with Image.open(path) as im:
-        return [f.convert("RGB") for f in ImageSequence.Iterator(im)]
+def source_frames(path: Path) -> np.ndarray:
+    """A source clip as `animate --video` reads it for a 16-frame 64 px clip at 8 fps: (16, 64, 64, 3) uint8."""
+    return read_clip(path, NUM_FRAMES, 8, 64, 64, "source video")
 
 
 def table(result: dict) -> str:
