@@ -188,6 +188,7 @@ def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, tim
     if acc.is_main_process:
         save_weights(cfg, trainable_state(acc.unwrap_model(unet), kv_names, rows), path)
     unsplice(text_encoder)
+    acc.wait_for_everyone()  # every process tears the process group down together, once the weights are written
     acc.end_training()
     return path if acc.is_main_process else None
 
