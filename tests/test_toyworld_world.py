@@ -18,7 +18,7 @@ def tokenizer():
 def test_vocabulary_sizes_and_single_tokens(tokenizer):
     assert len(world.CLASSES) >= 8 and len(world.COLOURS) >= 8 and len(world.BACKGROUNDS) >= 8
     assert len(world.POSITIONS) == 5 and len(world.SIZES) == 2
-    for word in (*world.CLASSES, *world.COLOURS):
+    for word in (*world.CLASSES, *world.COLOURS, *world.ACCESSORIES, "wearing", "beside"):
         assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
 
 
@@ -65,7 +65,9 @@ def test_instances_never_occur_in_pretraining_and_photos_are_the_generators():
     rng = np.random.default_rng(2)
     banned = instances.excluded()
     assert len(instances.INSTANCES) >= 6 and sum(i.held_out for i in instances.INSTANCES.values()) == 2
-    assert not any(world.sample_scene(rng, exclude=banned).appearance in banned for _ in range(3000))
+    mixes = ({}, {"accessory_p": 0.5, "companion_p": 0.5})  # alone or with anything
+    assert not any(world.sample_scene(rng, exclude=banned, **mix).appearance in banned
+                   for mix in mixes for _ in range(3000))
     for inst in instances.INSTANCES.values():
         folder = images_folder(f"toyworld:{inst.name}")
         files = sorted(folder.glob("*.png"))
@@ -74,3 +76,58 @@ def test_instances_never_occur_in_pretraining_and_photos_are_the_generators():
         assert len({s.background for s in scenes}) == instances.PHOTOS
         for path, scene in zip(files, scenes):
             assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), draw.render(scene)[0]), path
+
+
+def _pixels(frame: np.ndarray, rgb) -> np.ndarray:
+    """(N, 2) y, x of the pixels within 30 of a colour."""
+    return np.argwhere(np.abs(frame.astype(int) - np.asarray(rgb)).max(axis=-1) < 30)
+
+
+def test_accessories_sit_on_top_and_companions_stand_on_the_other_side():
+    rng = np.random.default_rng(4)
+    ball = world.Scene("ball", "blue", background="black", position="centre", size="big", seed=5)
+    assert len(_pixels(draw.render(ball)[0], world.COLOURS["red"])) == 0
+    for accessory in world.ACCESSORIES:
+        frame = draw.render(world.with_accessory(ball, rng, accessory, "red"))[0]
+        worn, body = _pixels(frame, world.COLOURS["red"]), _pixels(frame, world.COLOURS["blue"])
+        assert len(worn) > 60, accessory  # a readable patch at 64 px
+        assert worn[:, 0].mean() < body[:, 0].min() + 6, accessory  # on the top of the ball
+        assert abs(worn[:, 1].mean() - body[:, 1].mean()) < 3, accessory  # above its middle
+    for relation, sign in (("left", 1), ("right", -1)):
+        scene = world.with_companion(ball, rng, "star", "yellow", relation)
+        frame = draw.render(scene)[0]
+        body, other = _pixels(frame, world.COLOURS["blue"]), _pixels(frame, world.COLOURS["yellow"])
+        assert sign * (other[:, 1].mean() - body[:, 1].mean()) > 20  # the companion on the other side
+        assert len(body) > 2 * len(other)  # the object big, the companion small
+        assert world.companion(scene).pattern == "plain" and world.companion(scene).size == "small"
+
+
+def test_clips_with_an_accessory_or_a_companion_keep_them_in_view():
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        scene = world.sample_scene(rng, clip=True, accessory_p=0.5, companion_p=0.5)
+        if scene.other:
+            assert scene.motion in world.COMPANION_MOTIONS and scene.position == scene.relation
+        if scene.accessory:
+            assert scene.motion not in ("up", "growing", "shrinking") and scene.position != "top"
+    with pytest.raises(ValueError, match="beside another object"):
+        world.with_motion(world.with_companion(world.Scene("ball", "red"), rng), rng, "left")
+
+
+def test_captions_name_the_accessory_and_the_companion():
+    rng = np.random.default_rng(6)
+    scene = world.with_companion(world.with_accessory(world.Scene("box", "pink", seed=2), rng, "crown", "white"),
+                                 rng, "moon", "green", "right")
+    kinds = set()
+    for _ in range(300):
+        text, mentioned = world.describe(scene, rng)
+        assert mentioned["position"] is None  # the relation places the object
+        if mentioned["accessory"]:
+            assert "wearing a" in text and "crown" in text
+        if mentioned["other"]:
+            words = "to the right of" if mentioned["relation"] else ("next to", "beside")
+            assert any(f"{w} a" in text for w in ([words] if isinstance(words, str) else words)) and "moon" in text
+            kinds.add(mentioned["relation"])
+        if mentioned["accessory_colour"]:
+            assert "white crown" in text
+    assert kinds == {"right", None}  # both the side and "next to" / "beside"

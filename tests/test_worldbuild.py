@@ -10,9 +10,12 @@ import pytest
 from safetensors.torch import load_file
 
 from cdvideo.apps.worldbuild import judge
+from cdvideo.apps.worldbuild.__main__ import finished
+from cdvideo.apps.worldbuild.common import mark_done
 from cdvideo.apps.worldbuild.plans import PROFILES, JudgePlan, Renders, parse_rounds, plans_for
+from cdvideo.errors import CdvideoError
 
-SMALL = JudgePlan(steps=3, batch=20, head_steps=2, head_batch=4,
+SMALL = JudgePlan(steps=3, batch=20, head_steps=2, head_batch=4, identity_renders=1,
                   renders=(Renders("judge_images", 40, 101, clip=False, exclude=False),
                            Renders("judge_clips", 12, 102, clip=True, exclude=False),
                            Renders("judge_spins", 12, 105, clip="spinning", exclude=False)),
@@ -22,10 +25,10 @@ SMALL = JudgePlan(steps=3, batch=20, head_steps=2, head_batch=4,
 
 def test_plans_scale_every_stage_and_keep_the_rest():
     p = plans_for("cpu", 0.01)
-    assert (p.judge.steps, p.text.steps, p.vae.steps, p.unet.steps) == (16, 5, 16, 28)
+    assert (p.judge.steps, p.text.steps, p.vae.steps, p.unet.rounds) == (50, 8, 30, (15,) * 7)
     assert p.motion.rounds == ((40, "min-snr"), (15, "high-noise"))
     assert p.judge.head_steps == PROFILES["cpu"].judge.head_steps  # the motion head's steps are not scaled
-    assert dataclasses.replace(p.unet, steps=2800) == PROFILES["cpu"].unet
+    assert dataclasses.replace(p.unet, rounds=(1500,) * 7) == PROFILES["cpu"].unet
     assert plans_for("cuda").unet.batch == 256 and plans_for("cuda").motion.device == "cuda"
     assert plans_for("cpu", rounds=parse_rounds("10,5:high-noise")).motion.rounds == ((10, "min-snr"),
                                                                                        (5, "high-noise"))
@@ -53,3 +56,40 @@ def test_the_build_command_refuses_an_unknown_stage_in_one_line(tmp_path):
                         "--work", str(tmp_path / "w")], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown stage paint" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_a_finished_stage_is_skipped_and_another_plans_record_is_refused(tmp_path):
+    """A committed stage's record lets a later sitting go on after it, but only for the same plan."""
+    plans = plans_for("cpu")
+    assert not finished(tmp_path, "judge", plans)
+    mark_done(tmp_path, "judge", {"seconds": 1}, plans.judge)
+    assert finished(tmp_path, "judge", plans)
+    with pytest.raises(CdvideoError, match=r"judge.done was made with another plan.*--stage judge"):
+        finished(tmp_path, "judge", plans_for("cpu", 0.5))
+
+
+def test_a_unet_round_is_saved_whole_and_a_later_sitting_goes_on_after_it(tmp_path):
+    """The UNet stage's rounds: the state after a finished round, found again by a build of the same plan and seed
+    (not by another plan's, nor another seed's)."""
+    from diffusers import UNet2DConditionModel
+
+    from cdvideo.apps.worldbuild import unet
+    from cdvideo.apps.worldbuild.common import Curve
+    from cdvideo.apps.worldbuild.plans import UNetPlan
+
+    tiny = UNet2DConditionModel(block_out_channels=(8, 8), layers_per_block=1, sample_size=8, cross_attention_dim=8,
+                                norm_num_groups=4, attention_head_dim=2,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    ema, plan = unet.EMA(tiny, 0.99), UNetPlan(rounds=(4, 6))
+    ema.step, curve = 4, Curve(tmp_path, "unet")
+    curve.add(3, loss=0.5)
+    unet.save_round(tmp_path, ema, 0, plan, 1, curve)
+    done, ema_step, again = unet.resume_round(tmp_path, 0, plan)
+    assert (done, ema_step, again.values) == (1, 4, [{"step": 3, "loss": 0.5}])
+    saved = UNet2DConditionModel.from_pretrained(str(tmp_path / "unet.round"))
+    assert all(a.equal(b) for a, b in zip(saved.parameters(), tiny.parameters()))
+    assert unet.resume_round(tmp_path, 1, plan)[0] == 0  # another seed
+    assert unet.resume_round(tmp_path, 0, UNetPlan(rounds=(5, 6)))[0] == 0  # rounds that do not begin with it
+    assert unet.resume_round(tmp_path, 0, UNetPlan(rounds=(4, 6), batch=8))[0] == 0  # another plan
+    assert not list(tmp_path.glob(".unet.round.tmp-*"))

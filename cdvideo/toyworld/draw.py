@@ -11,13 +11,27 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cdvideo.toyworld.world import COLOURS, NUM_FRAMES, RESOLUTION, Scene, geometry
+from cdvideo.toyworld.world import COLOURS, NUM_FRAMES, RESOLUTION, Scene, companion, geometry
 
 SS = 4  # supersampling factor
 TRUNK = (110, 70, 35)
 PLAIN_BACKGROUNDS = {"blue": (35, 60, 135), "green": (45, 110, 55), "gray": (125, 125, 125), "black": (22, 22, 26)}
 SPOT_CENTRE = {"heart": (0.0, 0.05), "cup": (-0.12, 0.0), "moon": (-0.5, 0.15), "tree": (0.0, 0.05)}
 DOTS = ((-0.42, -0.35), (0.35, -0.42), (0.02, 0.08), (-0.45, 0.45), (0.45, 0.38))
+# Second edition: bolder dots (the first edition's were 0.2 r: a small object's were 4 px, a 4x4-pixel latent
+# cell's worth). A wider rim or spot would hide the body's colour: a 0.22 r rim covers 46% of a box, and the
+# first edition's judge then read the body colour of rimmed objects in 40% of renders
+DOT_RADIUS, RIM_WIDTH, SPOT_RADIUS = 0.25, 0.15, 0.38
+# Accessories, in units of the object's radius: x to the right, y up from the accessory's base, which sits
+# ACCESSORY_SINK below the top of the body
+ACCESSORY_SINK = 0.15
+ACCESSORY_SHAPES = {
+    "hat": [[(-0.62, 0.0), (0.62, 0.0), (0.62, 0.15), (-0.62, 0.15)],
+            [(-0.38, 0.15), (0.38, 0.15), (0.38, 0.72), (-0.38, 0.72)]],
+    "crown": [[(-0.55, 0.0), (0.55, 0.0), (0.55, 0.62), (0.28, 0.3), (0.0, 0.68), (-0.28, 0.3), (-0.55, 0.62)]],
+    "bow": [[(0.0, 0.28), (-0.62, 0.6), (-0.62, -0.04)], [(0.0, 0.28), (0.62, 0.6), (0.62, -0.04)],
+            [(-0.15, 0.14), (0.15, 0.14), (0.15, 0.42), (-0.15, 0.42)]],
+}
 
 
 # -- Backgrounds (64 x 64 x 3 float) --------------------------------------------------------------------------
@@ -133,22 +147,39 @@ def pattern_mask(cls: str, pattern: str, body: Image.Image, r: float, centre: fl
             d.rectangle((0, centre + (-1 + 0.4 * k) * r, size, centre + (-0.6 + 0.4 * k) * r), fill=255)
     elif pattern == "dots":
         for u, v in DOTS:
-            _ellipse(d, centre + u * r, centre + v * r, 0.2 * r, 255)
+            _ellipse(d, centre + u * r, centre + v * r, DOT_RADIUS * r, 255)
     elif pattern == "spot":
         u, v = SPOT_CENTRE.get(cls, (0.0, 0.0))
-        _ellipse(d, centre + u * r, centre + v * r, 0.38 * r, 255)
+        _ellipse(d, centre + u * r, centre + v * r, SPOT_RADIUS * r, 255)
     elif pattern == "rim":
         b = np.asarray(body) > 0
-        return Image.fromarray(np.where(b & ~_erode(b, max(1, round(0.15 * r))), 255, 0).astype(np.uint8))
+        return Image.fromarray(np.where(b & ~_erode(b, max(1, round(RIM_WIDTH * r))), 255, 0).astype(np.uint8))
     else:
         raise ValueError(f"unknown pattern {pattern!r}")
     return Image.fromarray(np.minimum(np.asarray(p), np.asarray(body)))
 
 
+def accessory_mask(accessory: str, body: Image.Image, r: float, centre: float) -> Image.Image:
+    """A hard 'L' mask of the accessory on the body's top, above its middle (a hat on a heart sits in its dip)."""
+    b = np.asarray(body)[:, int(centre - 0.2 * r):int(centre + 0.2 * r) + 1] > 0
+    top = float(np.argmax(b.any(axis=1)))  # the first body row in the middle band
+    base = top + ACCESSORY_SINK * r
+    mask = Image.new("L", body.size, 0)
+    d = ImageDraw.Draw(mask)
+    for polygon in ACCESSORY_SHAPES[accessory]:
+        d.polygon([(centre + u * r, base - v * r) for u, v in polygon], fill=255)
+    return mask
+
+
+def sprite_size(scene: Scene, extent: float) -> int:
+    """The sprite's canvas (px at 64 px scale): room for rotated corners, an accessory and a sub-pixel shift."""
+    return int(math.ceil(extent * (1.75 if scene.accessory else 1.3))) + 2
+
+
 def sprite(scene: Scene, extent: float, angle: float, offset: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """The object as (colour (s, s, 3), alpha (s, s)) at 64 px scale, rotated by `angle` degrees and shifted by a
     sub-pixel `offset` within its box."""
-    s = int(math.ceil(extent * 1.3)) + 2  # room for rotated corners and the shift
+    s = sprite_size(scene, extent)
     size, r = s * SS, extent * SS / 2
     centre = size / 2
     body, trunk = shape_masks(scene.cls, size, r, centre)
@@ -158,6 +189,8 @@ def sprite(scene: Scene, extent: float, angle: float, offset: tuple[float, float
         layers.append((pat, COLOURS[scene.pattern_colour]))
     if trunk is not None:
         layers.append((trunk, TRUNK))
+    if scene.accessory:
+        layers.append((accessory_mask(scene.accessory, body, r, centre), COLOURS[scene.accessory_colour]))
     shift = (offset[0] * SS, offset[1] * SS)
     colour = np.zeros((size, size, 3), np.float32)
     alpha = np.zeros((size, size), np.float32)
@@ -188,7 +221,7 @@ def composite(canvas: np.ndarray, colour: np.ndarray, alpha: np.ndarray, top: in
 
 def draw_object(canvas: np.ndarray, scene: Scene, cx: float, cy: float, extent: float, angle: float,
                 coverage: np.ndarray | None = None) -> None:
-    s = int(math.ceil(extent * 1.3)) + 2
+    s = sprite_size(scene, extent)
     x, y = cx - s / 2, cy - s / 2
     colour, alpha = sprite(scene, extent, angle, (x - math.floor(x), y - math.floor(y)))
     composite(canvas, colour, alpha, math.floor(y), math.floor(x), coverage)
@@ -199,15 +232,18 @@ def render_with_alpha(scene: Scene, num_frames: int | None = None,
                       extra: list[tuple[Scene, np.ndarray]] = ()) -> tuple[np.ndarray, np.ndarray]:
     """uint8 frames (F, 64, 64, 3) and the objects' coverage (F, 64, 64) in [0, 1]: one frame for a still
     scene, NUM_FRAMES for a clip. `extra`: more objects, each with its own (F, 4) geometry, drawn on the same
-    background (scenes with two objects)."""
+    background; a scene's companion is drawn first, still."""
     frames = num_frames or (NUM_FRAMES if scene.motion else 1)
-    geo = geometry(scene, frames)
+    objects = [(scene, geometry(scene, frames)), *extra]
+    other = companion(scene)
+    if other is not None:
+        objects.insert(0, (other, geometry(other, 1)))  # drawn first: the object stands in front
     bg = background(scene.background, np.random.default_rng([scene.seed, 2]))
     out = np.empty((frames, RESOLUTION, RESOLUTION, 3), np.uint8)
     coverage = np.zeros((frames, RESOLUTION, RESOLUTION), np.float32)
     for f in range(frames):
         canvas = bg.copy()
-        for obj, g in [(scene, geo), *extra]:
+        for obj, g in objects:
             draw_object(canvas, obj, *g[min(f, len(g) - 1)], coverage=coverage[f])
         out[f] = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
     return out, coverage

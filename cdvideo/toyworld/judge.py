@@ -21,12 +21,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cdvideo.toyworld.world import (
+    ACCESSORIES,
     BACKGROUNDS,
     CLASSES,
     COLOURS,
     MOTIONS,
     PATTERNS,
     POSITIONS,
+    RELATIONS,
     SIZES,
     Scene,
     geometry,
@@ -35,7 +37,11 @@ from cdvideo.toyworld.world import (
 
 MOTION_FRAMES = 16  # a clip's per-frame readings are resampled to this many frames for the motion head
 HEADS = {"cls": CLASSES, "colour": tuple(COLOURS), "pattern": PATTERNS, "pattern_colour": (*COLOURS, "none"),
-         "background": BACKGROUNDS, "position": tuple(POSITIONS), "size": tuple(SIZES)}
+         "background": BACKGROUNDS, "position": tuple(POSITIONS), "size": tuple(SIZES),
+         # second edition: the accessory, the companion, and where the object stands relative to it
+         "accessory": (*ACCESSORIES, "none"), "accessory_colour": (*COLOURS, "none"), "other": (*CLASSES, "none"),
+         "other_colour": (*COLOURS, "none"), "relation": (*RELATIONS, "none")}
+FIRST_EDITION_HEADS = ("cls", "colour", "pattern", "pattern_colour", "background", "position", "size")
 REGRESSION = ("cx", "cy", "log_extent", "cos", "sin")  # cos/sin of (symmetry order x angle)
 IGNORE = -100
 WEIGHTS_FILE = "judge.safetensors"
@@ -45,22 +51,27 @@ class Judge(nn.Module):
     """(B, 3, 64, 64) frames in [-1, 1] -> per-head logits and (B, 5) regressions. Coordinates enter as two
     extra channels, so position survives the convolutions."""
 
-    def __init__(self, width: int = 32, hidden: int = 256):
+    def __init__(self, width: int = 32, hidden: int = 256, heads: tuple[str, ...] = FIRST_EDITION_HEADS,
+                 stem_stride: int = 2):
         super().__init__()
         w = width
 
         def block(cin, cout, stride):
             return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(8, cout), nn.SiLU())
 
-        self.trunk = nn.Sequential(block(5, w // 2, 2), block(w // 2, w, 1), block(w, w, 2),
-                                   block(w, 2 * w, 1), block(2 * w, 2 * w, 2), nn.Conv2d(2 * w, 16, 1),
+        # stem_stride 1 (second edition) reads the first layer at full resolution, where a small object's 4 px
+        # dots are; the same layers down to the same 8 x 8 grid, with the strides moved
+        strides = (1, 2, 1, 2, 2) if stem_stride == 1 else (2, 1, 2, 1, 2)
+        widths = (5, w // 2, w, w, 2 * w, 2 * w)
+        self.trunk = nn.Sequential(*(block(widths[i], widths[i + 1], st) for i, st in enumerate(strides)),
+                                   nn.Conv2d(2 * w, 16, 1),
                                    nn.Flatten(), nn.Linear(16 * 8 * 8, hidden), nn.SiLU())
-        self.heads = nn.ModuleDict({k: nn.Linear(hidden, len(v)) for k, v in HEADS.items()})
+        self.heads = nn.ModuleDict({k: nn.Linear(hidden, len(HEADS[k])) for k in heads})
         self.regress = nn.Linear(hidden, len(REGRESSION))
         self.frame_proj = nn.Linear(hidden, 16)
         self.motion_head = nn.Sequential(nn.Linear(MOTION_FRAMES * (16 + len(REGRESSION)), 128), nn.SiLU(),
                                          nn.Linear(128, len(MOTIONS)))
-        self.config = {"width": width, "hidden": hidden}
+        self.config = {"width": width, "hidden": hidden, "heads": list(heads), "stem_stride": stem_stride}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, hidden) penultimate features of frames (B, 3, 64, 64) in [-1, 1]."""
@@ -97,7 +108,8 @@ def targets(scene: Scene, num_frames: int) -> tuple[dict[str, np.ndarray], np.nd
          "background": BACKGROUNDS.index(scene.background),
          "position": IGNORE if moving else HEADS["position"].index(scene.position),
          "size": IGNORE if scene.size is None or scene.motion in ("growing", "shrinking")
-         else HEADS["size"].index(scene.size)}
+         else HEADS["size"].index(scene.size),
+         **{k: HEADS[k].index(getattr(scene, k) or "none") for k in HEADS if k not in FIRST_EDITION_HEADS}}
     cls_t = {k: np.full(num_frames, v, np.int64) for k, v in t.items()}
     n = symmetry(scene.cls, scene.pattern)
     theta = np.deg2rad(g[:, 3]) * n
@@ -109,8 +121,8 @@ def targets(scene: Scene, num_frames: int) -> tuple[dict[str, np.ndarray], np.nd
 
 
 def loss(logits: dict, reg: torch.Tensor, cls_t: dict, reg_t: torch.Tensor, reg_mask: torch.Tensor) -> torch.Tensor:
-    """Sum of the heads' cross-entropies and the masked regression MSE (x10, as its targets are small)."""
-    total = sum(F.cross_entropy(logits[k], cls_t[k], ignore_index=IGNORE) for k in HEADS)
+    """Sum of the (judge's) heads' cross-entropies and the masked regression MSE (x10, as its targets are small)."""
+    total = sum(F.cross_entropy(logits[k], cls_t[k], ignore_index=IGNORE) for k in logits)
     return total + 10 * ((reg - reg_t).pow(2) * reg_mask).sum() / reg_mask.sum().clamp_min(1)
 
 
@@ -127,7 +139,7 @@ def load(path: str | Path | None = None) -> Judge:
     path = Path(path) if path else weights_path()
     with safe_open(str(path), framework="pt") as f:
         config = json.loads(f.metadata()["config"])
-    judge = Judge(**config)
+    judge = Judge(**{"heads": FIRST_EDITION_HEADS, **config})
     judge.load_state_dict(load_file(str(path)))
     return judge.eval()
 
@@ -191,7 +203,7 @@ def motion(reading: Reading) -> str:
 
 def attributes(reading: Reading, clip: bool) -> dict[str, str]:
     """The judge's labels for an image (or a clip: labels of the mean probabilities, plus its motion)."""
-    out = {k: reading.label(k) for k in HEADS}
+    out = {k: reading.label(k) for k in reading.probs}
     if clip:
         out["motion"] = motion(reading)
     return out

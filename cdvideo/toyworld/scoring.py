@@ -9,6 +9,7 @@ import numpy as np
 
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.world import (
+    ACCESSORIES,
     BACKGROUNDS,
     CLASSES,
     COLOURS,
@@ -16,6 +17,8 @@ from cdvideo.toyworld.world import (
     MOTIONS,
     POSITION_WORDS,
     POSITIONS,
+    RELATION_WORDS,
+    RELATIONS,
     clashes,
     prompt,
     subject_phrase,
@@ -68,6 +71,51 @@ def clip_prompts(n: int = 16, seed: int = 0) -> list[EvalPrompt]:
                 break
         out.append(EvalPrompt(prompt(subject_phrase(cls, colour), None, bg, motion),
                               {"cls": cls, "colour": colour, "background": bg, "motion": motion}, seed=i))
+    return out
+
+
+def spelled_prompts(inst, n: int = 16) -> list[EvalPrompt]:
+    """n prompts naming every trait of a personal instance ('a big yellow ball with purple stripes on a gray
+    background', backgrounds cycling): the images any personalization of it can at best reach. Big: the judge
+    reads a small (19 px) object's 4 px dots and 2 px rim less surely (docs/toyworld.md)."""
+    bgs = [b for b in BACKGROUNDS if not clashes(inst.colour, b)]
+    return [EvalPrompt(prompt(f"a big {inst.describe()}", None, bgs[i % len(bgs)]), {"background": bgs[i % len(bgs)]},
+                       seed=i, appearance=inst.appearance) for i in range(n)]
+
+
+def _colours(rng: np.random.Generator, k: int, background: str) -> list[str]:
+    """k different colours that show on the background."""
+    return [str(c) for c in rng.permutation([c for c in COLOURS if not clashes(c, background)])[:k]]
+
+
+def accessory_prompts(n: int = 24, seed: int = 0) -> list[EvalPrompt]:
+    """n prompts 'a <colour> <class> wearing a <colour> <accessory> on a <background> background'."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        cls, acc, bg = CLASSES[i % len(CLASSES)], ACCESSORIES[i % len(ACCESSORIES)], BACKGROUNDS[(5 * i) % 9]
+        colour, acc_colour = _colours(rng, 2, bg)
+        out.append(EvalPrompt(prompt(f"{subject_phrase(cls, colour)} wearing {subject_phrase(acc, acc_colour)}",
+                                     None, bg), {"cls": cls, "colour": colour, "accessory": acc,
+                                                 "accessory_colour": acc_colour, "background": bg}, seed=i))
+    return out
+
+
+def companion_prompts(n: int = 24, seed: int = 0) -> list[EvalPrompt]:
+    """n prompts 'a <colour> <class> next to / to the left of / to the right of a <colour> <class> on a
+    <background> background' (the relation asked only when the words give a side)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        cls, bg = CLASSES[i % len(CLASSES)], BACKGROUNDS[(7 * i) % 9]
+        other = CLASSES[(i + 1 + i // len(CLASSES)) % len(CLASSES)]
+        colour, other_colour = _colours(rng, 2, bg)
+        relation = (*RELATIONS, None)[i % 3]
+        words = RELATION_WORDS[relation][0]
+        out.append(EvalPrompt(prompt(f"{subject_phrase(cls, colour)} {words} {subject_phrase(other, other_colour)}",
+                                     None, bg), {"cls": cls, "colour": colour, "other": other,
+                                                 "other_colour": other_colour, "relation": relation,
+                                                 "background": bg}, seed=i))
     return out
 
 

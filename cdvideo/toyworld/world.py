@@ -1,8 +1,10 @@
 """The miniature world's vocabulary, scenes and captions (numpy only; drawing lives in `draw.py`).
 
 A scene is one object (class, body colour, optional pattern in a second colour) of one of two sizes at one
-of five positions on one of nine backgrounds; a clip adds a motion. Every word the captions use for a class,
-colour, background or motion is one token of the SD1.5 tokenizer.
+of five positions on one of nine backgrounds; a clip adds a motion. Second edition: the object may wear an
+accessory (hat, crown, bow) in a colour, and a second, small, plain object may stand beside it ("a red ball next
+to a blue star"). Every word the captions use for a class, colour, accessory, background or motion is one token
+of the SD1.5 tokenizer.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ POSITION_WORDS = {"left": ("on the left",), "right": ("on the right",), "top": (
 MOTION_WORDS = {"left": "moving left", "right": "moving right", "up": "moving up", "down": "moving down",
                 "growing": "growing", "shrinking": "shrinking", "spinning": "spinning"}
 SIZE_WORDS = {"small": ("small", "tiny"), "big": ("big", "large")}
+ACCESSORIES = ("hat", "crown", "bow")  # drawn on a big object's top
+# Where the object stands relative to its companion (the companion takes the other side, small and plain)
+RELATIONS = ("left", "right")
+RELATION_WORDS = {"left": ("to the left of",), "right": ("to the right of",), None: ("next to", "beside")}
+COMPANION_MOTIONS = ("still", "up", "down", "growing", "shrinking", "spinning")  # none crosses the companion
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,11 @@ class Scene:
     size: Optional[str] = "big"  # None while growing or shrinking
     motion: Optional[str] = None  # None for a still image
     seed: int = 0
+    accessory: Optional[str] = None  # hat, crown or bow, on a big object
+    accessory_colour: Optional[str] = None
+    other: Optional[str] = None  # the companion's class: a small plain object on the other side
+    other_colour: Optional[str] = None
+    relation: Optional[str] = None  # where this object stands relative to the companion: left or right
 
     def labels(self) -> dict:
         return asdict(self)
@@ -82,8 +94,10 @@ def clashes(colour: str, background: str) -> bool:
 
 
 def sample_scene(rng: np.random.Generator, clip: bool = False, exclude: frozenset = frozenset(),
-                 pattern_p: float = 0.4) -> Scene:
-    """A random scene (clip: with a motion); appearances in `exclude` (the personal instances) never occur."""
+                 pattern_p: float = 0.4, accessory_p: float = 0.0, companion_p: float = 0.0) -> Scene:
+    """A random scene (clip: with a motion); appearances in `exclude` (the personal instances) never occur, alone
+    or with anything. An accessory and a companion each come with their probability (0: no draw is made, so the
+    first edition's scenes come out as they did)."""
     while True:
         cls = CLASSES[rng.integers(len(CLASSES))]
         colour = list(COLOURS)[rng.integers(len(COLOURS))]
@@ -98,17 +112,66 @@ def sample_scene(rng: np.random.Generator, clip: bool = False, exclude: frozense
             continue
         scene = Scene(cls, colour, pattern, pc, bg, list(POSITIONS)[rng.integers(len(POSITIONS))],
                       list(SIZES)[rng.integers(len(SIZES))], seed=int(rng.integers(2**31)))
+        if accessory_p and rng.random() < accessory_p:
+            scene = with_accessory(scene, rng)
+        if companion_p and rng.random() < companion_p:
+            scene = with_companion(scene, rng)
         return with_motion(scene, rng) if clip else scene
+
+
+def _pick(rng: np.random.Generator, options) -> str:
+    options = list(options)
+    return options[rng.integers(len(options))]
+
+
+def with_accessory(scene: Scene, rng: np.random.Generator, accessory: str | None = None,
+                   colour: str | None = None) -> Scene:
+    """The object wearing an accessory (random kind and colour unless given): big, and not at the top, so that the
+    accessory stays in the frame; its colour differs from the body's and shows on the background."""
+    colour = colour or _pick(rng, (c for c in COLOURS if c != scene.colour and not clashes(c, scene.background)))
+    position = "centre" if scene.position == "top" else scene.position
+    return replace(scene, accessory=accessory or _pick(rng, ACCESSORIES), accessory_colour=colour, size="big",
+                   position=position)
+
+
+def with_companion(scene: Scene, rng: np.random.Generator, other: str | None = None, colour: str | None = None,
+                   relation: str | None = None) -> Scene:
+    """The object (big) beside a small plain companion of another class: the object on the `relation` side."""
+    other = other or _pick(rng, (c for c in CLASSES if c != scene.cls))
+    colour = colour or _pick(rng, (c for c in COLOURS if not clashes(c, scene.background)))
+    relation = relation or _pick(rng, RELATIONS)
+    return replace(scene, other=other, other_colour=colour, relation=relation, position=relation, size="big")
+
+
+def companion(scene: Scene) -> Scene | None:
+    """The companion as a scene of its own (small, plain, still, on the other side), or None."""
+    if scene.other is None:
+        return None
+    side = "right" if scene.relation == "left" else "left"
+    return Scene(scene.other, scene.other_colour, background=scene.background, position=side, size="small",
+                 seed=(scene.seed * 7919 + 1) % 2**31)
+
+
+def allowed_motions(scene: Scene) -> list[str]:
+    """The motions a clip of the scene may show: spinning only where visible; with a companion none that crosses
+    it; with an accessory none that takes it out of the frame or shrinks it."""
+    allowed = [m for m in MOTIONS if m != "spinning" or can_spin(scene.cls, scene.pattern)]
+    if scene.other is not None:
+        allowed = [m for m in allowed if m in COMPANION_MOTIONS]
+    if scene.accessory is not None:
+        allowed = [m for m in allowed if m not in ("up", "growing", "shrinking")]
+    return allowed
 
 
 def with_motion(scene: Scene, rng: np.random.Generator, motion: str | None = None) -> Scene:
     """The scene as a clip with `motion` (random among those its object allows; a novel motion only when asked)."""
-    allowed = [m for m in MOTIONS if m != "spinning" or can_spin(scene.cls, scene.pattern)]
+    allowed = allowed_motions(scene)
     motion = motion or allowed[rng.integers(len(allowed))]
-    if motion in NOVEL_MOTIONS:
+    if motion in NOVEL_MOTIONS and scene.other is None and scene.accessory is None:
         return replace(scene, position="centre", size="small", motion=motion)  # its path spans the frame
     if motion not in allowed:
-        raise ValueError(f"a {scene.pattern} {scene.cls} cannot be seen spinning")
+        where = " beside another object" if scene.other else " wearing an accessory" if scene.accessory else ""
+        raise ValueError(f"a {scene.pattern} {scene.cls}{where} cannot be seen {MOTION_WORDS.get(motion, motion)}")
     position, size = scene.position, scene.size
     if motion in ("left", "right") and position in ("left", "right"):
         position = "centre"  # moves along its row: top, centre or bottom
@@ -172,20 +235,32 @@ def subject_phrase(cls: str, colour: str | None = None, size: str | None = None,
 
 def describe(scene: Scene, rng: np.random.Generator, keep: float = 0.8) -> tuple[str, dict]:
     """One of several phrasings of the scene, and which attributes it names. Each attribute but the class is
-    named with probability about `keep`."""
+    named with probability about `keep` (the pattern, when the colour is); an accessory and a companion with 0.9,
+    their colours with `keep`, the companion's side with 0.5 (else "next to" or "beside")."""
     def named(p: float = keep) -> bool:
         return bool(rng.random() < p)
 
     size = scene.size if scene.size and named(keep * 0.7) else None
     colour = scene.colour if named() else None
-    pattern = scene.pattern if colour and scene.pattern != "plain" and named(0.6) else "plain"
+    pattern = scene.pattern if colour and scene.pattern != "plain" and named(keep) else "plain"
     prefix = ("", "a photo of ", "an image of ")[rng.choice(3, p=[0.6, 0.3, 0.1])]
     size_word = SIZE_WORDS[size][rng.integers(2)] if size else None
     parts = [subject_phrase(scene.cls, colour, size_word, pattern, scene.pattern_colour, prefix)]
+    accessory = scene.accessory if scene.accessory and named(0.9) else None
+    accessory_colour = scene.accessory_colour if accessory and named() else None
+    if accessory:
+        parts.append(f"wearing {subject_phrase(accessory, accessory_colour)}")
     motion = scene.motion if scene.motion and scene.motion != "still" and named(0.95) else None
     if motion:
         parts.append(MOTION_WORDS[motion])
-    position = scene.position if (scene.motion in (None, "still") or named(0.4)) and named() else None
+    other = scene.other if scene.other and named(0.9) else None
+    other_colour = scene.other_colour if other and named() else None
+    relation = scene.relation if other and named(0.5) else None  # else "next to" or "beside": no side
+    if other:
+        words = RELATION_WORDS[relation]
+        parts.append(f"{words[rng.integers(len(words))]} {subject_phrase(other, other_colour)}")
+    alone = scene.other is None
+    position = scene.position if alone and (scene.motion in (None, "still") or named(0.4)) and named() else None
     if position:
         words = POSITION_WORDS[position]
         parts.append(words[rng.integers(len(words))])
@@ -196,7 +271,9 @@ def describe(scene: Scene, rng: np.random.Generator, keep: float = 0.8) -> tuple
                 f"{text} in front of a {background} background")[rng.integers(3)]
     mentioned = {"cls": scene.cls, "colour": colour, "size": size, "position": position, "background": background,
                  "motion": motion, "pattern": scene.pattern if colour and pattern != "plain" else None,
-                 "pattern_colour": scene.pattern_colour if pattern != "plain" else None}
+                 "pattern_colour": scene.pattern_colour if pattern != "plain" else None, "accessory": accessory,
+                 "accessory_colour": accessory_colour, "other": other, "other_colour": other_colour,
+                 "relation": relation}
     return text, mentioned
 
 

@@ -19,6 +19,7 @@ numbers of docs/toyworld.md into --docs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -26,18 +27,21 @@ from pathlib import Path
 
 from cdvideo.apps.worldbuild.common import log
 from cdvideo.apps.worldbuild.plans import PROFILES, Plans, parse_rounds, plans_for
+from cdvideo.apps.worldbuild.plans import record as plan_record
 from cdvideo.data.files import write_fault
 from cdvideo.data.ranges import SEED, Flag, Parser, Range
 from cdvideo.errors import CdvideoError
 from cdvideo.toyworld import assets_dir
 
 STAGES = ("judge", "text", "vae", "unet", "motion", "export", "report")
+TRAINED = ("judge", "text", "vae", "unet", "motion")  # stages with a record (work/<stage>.done) and a plan
 
 
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m cdvideo.apps.worldbuild", description=__doc__.splitlines()[0])
     p.add_argument("--stage", default="all", help=f"all, or a comma-separated list of {', '.join(STAGES)}, latents")
-    p.add_argument("--work", default=".toyworld-build", help="intermediate files (default: %(default)s)")
+    p.add_argument("--work", default="toyworld-build", help="the build folder: finished stages (committed) and "
+                   "intermediate files (not) (default: %(default)s)")
     p.add_argument("--assets", default=str(assets_dir()), help="where `export` writes the shipped files (default: the "
                    "installed package's)")
     p.add_argument("--docs", default="docs/toyworld", help="where `report` writes (default: %(default)s)")
@@ -70,6 +74,9 @@ def main() -> None:
     try:
         work.mkdir(parents=True, exist_ok=True)
         for stage in stages:
+            if args.stage == "all" and stage in TRAINED and finished(work, stage, plans):
+                log(f"== stage {stage}: finished before ({work / stage}.done), skipped")
+                continue
             log(f"== stage {stage} ({args.device} profile)")
             run_stage(stage, work, args.seed, plans, args)
     except Exception as e:  # a user's mistake or a full disk: one line (the rest is a bug, with its traceback)
@@ -79,6 +86,19 @@ def main() -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     log(f"done in {(time.time() - t0) / 60:.1f} min")
+
+
+def finished(work: Path, stage: str, plans: Plans) -> bool:
+    """Whether a training stage's record is in `work` (committed when the stage ended, or from an earlier call) and
+    holds this build's plan; a record of another plan is an error, not a silent reuse."""
+    record = work / f"{stage}.done"
+    if not record.is_file():
+        return False
+    ran = json.loads(record.read_text()).get("plan")
+    if ran != json.loads(json.dumps(plan_record(getattr(plans, stage)))):  # tuples as JSON lists
+        raise CdvideoError(f"{record} was made with another plan than this build's; run that stage again with "
+                           f"--stage {stage}, or remove the record")
+    return True
 
 
 def run_stage(stage: str, work: Path, seed: int, plans: Plans, args: argparse.Namespace) -> None:

@@ -26,7 +26,8 @@ UNET = dict(block_out_channels=(32, 64, 96, 96), layers_per_block=1, sample_size
             cross_attention_dim=TEXT_WIDTH, attention_head_dim=2, norm_num_groups=8,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
-VAE = dict(block_out_channels=(16, 32, 64), layers_per_block=1, in_channels=3, out_channels=3, latent_channels=4,
+# second edition: twice the first's widths at 64 and 32 px, where a pattern's colour is kept or lost
+VAE = dict(block_out_channels=(32, 64, 64), layers_per_block=1, in_channels=3, out_channels=3, latent_channels=4,
            down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
            norm_num_groups=8, sample_size=64, mid_block_add_attention=False)
 TEXT = dict(hidden_size=TEXT_WIDTH, intermediate_size=4 * TEXT_WIDTH, num_hidden_layers=3, num_attention_heads=4,
@@ -77,10 +78,10 @@ def _render_chunk(scenes: list) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([p[0] for p in pairs]), np.stack([(p[1] * 255).round().astype(np.uint8) for p in pairs])
 
 
-def spinning_scene(rng: np.random.Generator, exclude: frozenset = frozenset()) -> world.Scene:
-    """A random clip whose object spins."""
+def spinning_scene(rng: np.random.Generator, exclude: frozenset = frozenset(), **mix: float) -> world.Scene:
+    """A random clip whose object spins (`mix`: sample_scene's accessory and companion shares)."""
     while True:
-        scene = world.sample_scene(rng, exclude=exclude)
+        scene = world.sample_scene(rng, exclude=exclude, **mix)
         if world.can_spin(scene.cls, scene.pattern):
             return world.with_motion(scene, rng, "spinning")
 
@@ -97,10 +98,11 @@ def render_set(work: Path, renders: Renders, seed: int) -> tuple[np.ndarray, lis
             return np.load(arrays, mmap_mode="r"), scenes
     rng = np.random.default_rng(seed)
     ex = excluded() if exclude else frozenset()
+    mix = dict(accessory_p=renders.accessory_p, companion_p=renders.companion_p)
     if clip == "spinning":
-        scenes = [spinning_scene(rng, ex) for _ in range(n)]
+        scenes = [spinning_scene(rng, ex, **mix) for _ in range(n)]
     else:
-        scenes = [world.sample_scene(rng, clip=clip, exclude=ex) for _ in range(n)]
+        scenes = [world.sample_scene(rng, clip=clip, exclude=ex, **mix) for _ in range(n)]
     chunks = [scenes[i:i + 500] for i in range(0, n, 500)]
     t0 = time.time()
     with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:

@@ -14,13 +14,15 @@ from cdvideo.apps.worldbuild.common import (Curve, log, mark_done, optimizer, op
 from cdvideo.apps.worldbuild.plans import JudgePlan
 from cdvideo.data.files import atomic_path
 from cdvideo.toyworld import judge as J
-from cdvideo.toyworld.world import MOTIONS, NUM_FRAMES
+from cdvideo.toyworld.draw import render
+from cdvideo.toyworld.instances import INSTANCES
+from cdvideo.toyworld.world import BACKGROUNDS, MOTIONS, NUM_FRAMES, POSITIONS, clashes
 
 
 def all_targets(scenes: list, frames: int) -> tuple[dict, np.ndarray, np.ndarray]:
     """Stacked targets of every scene: heads (N, F), regression (N, F, 5), mask (N, F, 5)."""
     per = [J.targets(s, frames) for s in scenes]
-    heads = {k: np.stack([p[0][k] for p in per]) for k in J.HEADS}
+    heads = {k: np.stack([p[0][k] for p in per]) for k in J.HEADS}  # every head: the judge picks its own
     return heads, np.stack([p[1] for p in per]), np.stack([p[2] for p in per])
 
 
@@ -45,13 +47,13 @@ def evaluate(judge: J.Judge, images: np.ndarray, scenes: list, clips: np.ndarray
     """Per-attribute accuracy on still renders, and motion accuracy on clips."""
     judge.eval()
     heads, _, _ = all_targets(scenes, 1)
-    logits = {k: [] for k in J.HEADS}
+    logits = {k: [] for k in judge.heads}
     for i in range(0, len(images), 500):
         out, _ = judge(to_pixels(images[i:i + 500]))
-        for k in J.HEADS:
+        for k in judge.heads:
             logits[k].append(out[k].argmax(-1))
     acc = {}
-    for k in J.HEADS:
+    for k in judge.heads:
         t = torch.from_numpy(heads[k][:, 0])
         valid = t != J.IGNORE
         acc[k] = float((torch.cat(logits[k])[valid] == t[valid]).double().mean())
@@ -61,6 +63,20 @@ def evaluate(judge: J.Judge, images: np.ndarray, scenes: list, clips: np.ndarray
     return acc
 
 
+@torch.no_grad()
+def instance_identity(judge: J.Judge, per_size: int = 16, seed: int = 0) -> dict[str, float]:
+    """Identity the judge reads on each personal instance's own renders (big and small, random background and
+    position): the most a generated image of it can score."""
+    rng, out = np.random.default_rng(seed), {}
+    for name, inst in INSTANCES.items():
+        backgrounds = [b for b in BACKGROUNDS if not clashes(inst.colour, b)]
+        frames = [render(inst.scene(backgrounds[rng.integers(len(backgrounds))], list(POSITIONS)[rng.integers(5)],
+                                    size, seed=int(rng.integers(2**31))))[0]
+                  for size in ("big", "small") for _ in range(per_size)]
+        out[name] = round(J.identity(J.read(judge, frames), inst.appearance), 4)
+    return out
+
+
 def run(work: Path, seed: int, plan: JudgePlan) -> dict:
     seed_everything(seed)
     (images, scenes), (clips, clip_scenes), (spins, spin_scenes) = (render_set(work, r, seed) for r in plan.renders)
@@ -68,7 +84,8 @@ def run(work: Path, seed: int, plan: JudgePlan) -> dict:
     img_t, clip_t = all_targets(scenes, 1), all_targets(clip_scenes, NUM_FRAMES)
     spin_t = all_targets(spin_scenes, NUM_FRAMES)
 
-    judge = J.Judge().to(memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPU
+    judge = J.Judge(plan.width, plan.hidden, tuple(J.HEADS), plan.stem_stride)
+    judge = judge.to(memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPU
     steps, batch = plan.steps, plan.batch
     opt, sched = optimizer(judge.parameters(), plan.optim, steps)
     gen = torch.Generator().manual_seed(seed)
@@ -82,7 +99,7 @@ def run(work: Path, seed: int, plan: JudgePlan) -> dict:
         x = torch.cat([to_pixels(images[ii]), to_pixels(np.stack([clips[c, f] for c, f in zip(ci, fi)])),
                        to_pixels(np.stack([spins[c, f] for c, f in zip(si, sf)]))])
         cls_t = {k: torch.from_numpy(np.concatenate([img_t[0][k][ii, 0], clip_t[0][k][ci, fi], spin_t[0][k][si, sf]]))
-                 for k in J.HEADS}
+                 for k in judge.heads}
         reg_t, mask = (torch.from_numpy(np.concatenate([img_t[j][ii, 0], clip_t[j][ci, fi], spin_t[j][si, sf]]))
                        for j in (1, 2))
         logits, reg = judge(augment(x, gen).contiguous(memory_format=torch.channels_last))
@@ -95,8 +112,11 @@ def run(work: Path, seed: int, plan: JudgePlan) -> dict:
     train_motion_head(judge, [clips, spins], clip_scenes + spin_scenes, gen, rng, curve, plan)
     acc = evaluate(judge, test_images, test_scenes, test_clips, test_clip_scenes)
     log("judge accuracy on fresh renders: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+    judge.eval()
+    identity = instance_identity(judge, plan.identity_renders)
+    log("identity read on the instances' own renders: " + ", ".join(f"{k} {v:.3f}" for k, v in identity.items()))
     save(judge, work / "judge.safetensors")
-    info = {"accuracy": acc, "steps": steps, "seconds": round(time.time() - t0)}
+    info = {"accuracy": acc, "instances": identity, "steps": steps, "seconds": round(time.time() - t0)}
     mark_done(work, "judge", info, plan)
     return info
 

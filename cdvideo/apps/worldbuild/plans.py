@@ -16,10 +16,12 @@ class Renders:
     seed_offset: int
     clip: bool | str
     exclude: bool = True
+    accessory_p: float = 0.25  # the share of scenes whose object wears an accessory
+    companion_p: float = 0.25  # ... and that stand beside a second object
 
 
 # the pretraining renders (personal instances excluded), shared by the text, VAE, UNet and motion stages
-PRETRAIN = (Renders("images", 32000, 1, clip=False), Renders("clips", 1600, 2, clip=True))
+PRETRAIN = (Renders("images", 40000, 1, clip=False), Renders("clips", 1600, 2, clip=True))
 
 
 @dataclass(frozen=True)
@@ -35,26 +37,30 @@ class Optim:
 @dataclass(frozen=True)
 class JudgePlan:
     """Stage judge: the per-frame trunk and heads on fresh renders (every appearance), then the clip motion head."""
-    steps: int = 1600
+    steps: int = 5000
     batch: int = 96
+    width: int = 32
+    hidden: int = 256
+    stem_stride: int = 1  # the first layer at full resolution (the first edition's judge: 2)
+    identity_renders: int = 16  # renders of each instance per size on which the trained judge's identity is read
     optim: Optim = Optim(2e-3, 1e-4, 100, max_norm=None)
     clip_divisor: int = 5  # batch // 5 frames from moving clips and as many from spinning ones
     head_steps: int = 400  # the motion head over the frozen trunk (not scaled by --scale)
     head_batch: int = 24
     head_optim: Optim = Optim(3e-3, 1e-4, 0, max_norm=None)
     renders: tuple[Renders, ...] = (
-        Renders("judge_images", 20000, 101, clip=False, exclude=False),
+        Renders("judge_images", 30000, 101, clip=False, exclude=False, accessory_p=0.3, companion_p=0.3),
         Renders("judge_clips", 1500, 102, clip=True, exclude=False),
         Renders("judge_spins", 1000, 105, clip="spinning", exclude=False))
     tests: tuple[Renders, ...] = (
-        Renders("judge_test_images", 2000, 103, clip=False, exclude=False),
+        Renders("judge_test_images", 2000, 103, clip=False, exclude=False, accessory_p=0.3, companion_p=0.3),
         Renders("judge_test_clips", 240, 104, clip=True, exclude=False))
 
 
 @dataclass(frozen=True)
 class TextPlan:
     """Stage text: LiT-style contrastive training of the text encoder against the locked judge, attribute heads."""
-    steps: int = 500
+    steps: int = 800
     batch: int = 512
     optim: Optim = Optim(2e-3, 1e-4, 100)
     class_weight: float = 2.0  # the attribute loss's weight on the class head
@@ -67,8 +73,8 @@ class TextPlan:
 @dataclass(frozen=True)
 class VAEPlan:
     """Stage vae: an AutoencoderKL on 32 px crops, object pixels weighted up; then every render encoded."""
-    steps: int = 1600
-    batch: int = 16
+    steps: int = 3000
+    batch: int = 32
     optim: Optim = Optim(2e-3, 0.0, 50)
     crop: int = 32
     kl_weight: float = 1e-6
@@ -89,8 +95,10 @@ class DenoiserPlan:
 
 @dataclass(frozen=True)
 class UNetPlan(DenoiserPlan):
-    """Stage unet: epsilon prediction, min-SNR weighting, caption dropout, EMA; a quarter of a batch clip frames."""
-    steps: int = 2800
+    """Stage unet: epsilon prediction, min-SNR weighting, caption dropout, EMA; a quarter of a batch clip frames.
+    Trained in rounds of `rounds` steps, each a warm restart from the last round's EMA weights, saved when it ends
+    (work/unet.round/): a CPU build goes on from a finished round in a later sitting."""
+    rounds: tuple[int, ...] = (1500,) * 7
     batch: int = 64
     optim: Optim = Optim(1e-3, 1e-2, 100, floor=0.2)
     ema_decay: float = 0.998
@@ -118,7 +126,7 @@ class Plans:
 
 # "cpu" is the 2-core build; "cuda" feeds the UNet 2.9x and the motion modules 2x the samples in GPU minutes
 PROFILES = {"cpu": Plans(),
-            "cuda": Plans(unet=UNetPlan(steps=2000, batch=256, device="cuda"),
+            "cuda": Plans(unet=UNetPlan(rounds=(2000,), batch=256, device="cuda"),
                           motion=MotionPlan(rounds=((2000, "min-snr"), (750, "high-noise")), clips_per_batch=16,
                                             device="cuda"))}
 MOTION_WEIGHTINGS = ("min-snr", "high-noise")  # of the motion stage's epsilon loss (motion.high_noise_weights)
@@ -141,7 +149,8 @@ def plans_for(device: str = "cpu", scale: float = 1.0, rounds: tuple[tuple[int, 
     steps = lambda n: max(2, int(n * scale))  # noqa: E731
     motion = rounds or p.motion.rounds
     return Plans(judge=replace(p.judge, steps=steps(p.judge.steps)), text=replace(p.text, steps=steps(p.text.steps)),
-                 vae=replace(p.vae, steps=steps(p.vae.steps)), unet=replace(p.unet, steps=steps(p.unet.steps)),
+                 vae=replace(p.vae, steps=steps(p.vae.steps)),
+                 unet=replace(p.unet, rounds=tuple(steps(n) for n in p.unet.rounds)),
                  motion=replace(p.motion, rounds=tuple((steps(n), w) for n, w in motion)))
 
 

@@ -21,8 +21,7 @@ from cdvideo.models.text import eos_index
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.world import MOTIONS, NUM_FRAMES, describe
 
-ATTRS = {**{k: v for k, v in J.HEADS.items() if k != "pattern_colour"},
-         "pattern_colour": J.HEADS["pattern_colour"][:-1], "motion": MOTIONS[1:]}
+ATTRS = {**{k: tuple(x for x in v if x != "none") for k, v in J.HEADS.items()}, "motion": MOTIONS[1:]}
 
 
 @torch.no_grad()

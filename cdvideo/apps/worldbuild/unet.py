@@ -6,6 +6,7 @@ an EMA of the weights. A quarter of each batch are clip frames captioned with th
 from __future__ import annotations
 
 import copy
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +17,8 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, UNET, Curve, log, mark_done, optimizer, optimizer_step,
     pretraining, seed_everything, step_rngs)
-from cdvideo.apps.worldbuild.plans import UNetPlan
+from cdvideo.apps.worldbuild.plans import UNetPlan, record
+from cdvideo.data.files import atomic_folder
 from cdvideo.models.architectures import tokenizer_dir
 from cdvideo.models.text import tokenize
 from cdvideo.toyworld.world import caption
@@ -87,22 +89,49 @@ def batch_at(step: int, seed: int, data: dict, plan: UNetPlan, tokenizer) -> dic
 
 
 def run(work: Path, seed: int, plan: UNetPlan) -> dict:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # lazy: start-up time
+    from diffusers import AutoencoderKL, DDPMScheduler  # lazy: start-up time
 
     seed_everything(seed)
-    steps, device = plan.steps, plan.device
+    device, rounds = plan.device, [int(n) for n in plan.rounds]
     _, scenes, _, clip_scenes = pretraining(work, seed, plan.renders)
     tokenizer, text_encoder = load_text(work)
     text_encoder.to(device)
     data = dict(scenes=scenes, clip_scenes=clip_scenes, latents=(latents(work, "images"), latents(work, "clips")),
                 scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"],
                 sched=DDPMScheduler(**SD_SCHEDULE))
-    unet = UNet2DConditionModel(**UNET).train().to(device, memory_format=torch.channels_last)  # ~1.1x on CPU
+    done, ema_step, curve = resume_round(work, seed, plan)
+    unet = build(work / "unet.round" if done else None).train().to(device, memory_format=torch.channels_last)
     ema = EMA(unet, plan.ema_decay)
-    opt, lr_sched = optimizer(unet.parameters(), plan.optim, steps)
-    curve, t0 = Curve(work, "unet"), time.time()
+    ema.step, t0 = ema_step, time.time()
+    log(f"unet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters")
+    for k in range(done, len(rounds)):
+        train_round(unet, ema, data, text_encoder, tokenizer, curve, (seed, plan, work), sum(rounds[:k]), rounds[k])
+        save_round(work, ema, seed, plan, k + 1, curve)
+        unet.load_state_dict(ema.model.state_dict())  # the next round starts from the average (a warm restart)
+    curve.save()
+    ema.model.cpu().save_pretrained(str(work / "unet"))
+    info = {"seconds": round(time.time() - t0), "went_on_after_rounds": done}
+    mark_done(work, "unet", info, plan)
+    return info
+
+
+def build(saved: Path | None = None):
+    """A fresh UNet of the world's architecture, or a saved round's (its EMA weights)."""
+    from diffusers import UNet2DConditionModel  # lazy: start-up time
+
+    return UNet2DConditionModel.from_pretrained(str(saved)) if saved else UNet2DConditionModel(**UNET)
+
+
+def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curve, run: tuple, r0: int,
+                n: int) -> None:
+    """Steps r0 .. r0 + n of the run (seed, plan, work): a fresh AdamW and warm-up cosine over the round; a step
+    checkpoint every plan.checkpoint_every steps, for a stop inside the round (never committed)."""
+    seed, plan, work = run
+    device, steps = plan.device, r0 + n
+    opt, lr_sched = optimizer(unet.parameters(), plan.optim, n)
     state = dict(unet=unet, ema=ema.model, opt=opt, lr_sched=lr_sched)
-    start, ema.step = resume(work / "unet.ckpt", state, curve)
+    start, ema.step = resume(work / "unet.ckpt", state, curve, r0, ema.step)
+    t0 = time.time()
     with ThreadPoolExecutor(1) as pool:  # the next batch is drawn while this one trains
         pending = pool.submit(batch_at, start, seed, data, plan, tokenizer)
         for step in range(start, steps):
@@ -118,15 +147,42 @@ def run(work: Path, seed: int, plan: UNetPlan) -> dict:
             ema.update(unet)
             if step % 25 == 0 or step == steps - 1:
                 curve.add(step, loss=loss.item())
-                log(f"unet step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
+                log(f"unet step {step}/{sum(plan.rounds)} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
             if (step + 1) % plan.checkpoint_every == 0 and step + 1 < steps:
                 checkpoint(work / "unet.ckpt", step + 1, state, curve, ema.step)
-    curve.save()
-    ema.model.cpu().save_pretrained(str(work / "unet"))
-    info = {"seconds": round(time.time() - t0)}
-    mark_done(work, "unet", info, plan)
     (work / "unet.ckpt").unlink(missing_ok=True)
-    return info
+
+
+def saved_plan(seed: int, plan: UNetPlan) -> dict:
+    """What a saved round must share with this run to go on from it: the seed and the plan but its later rounds."""
+    return json.loads(json.dumps({"seed": seed, **{k: v for k, v in record(plan).items() if k != "rounds"}}))
+
+
+def save_round(work: Path, ema: EMA, seed: int, plan: UNetPlan, done: int, curve: Curve) -> None:
+    """The EMA weights after `done` rounds, with the plan and curve so far, in work/unet.round/ (written whole, then
+    renamed): a finished round, which a build may commit and go on from in a later sitting."""
+    with atomic_folder(work / "unet.round") as tmp:
+        ema.model.save_pretrained(str(tmp))
+        blob = {"plan": saved_plan(seed, plan), "rounds": [int(n) for n in plan.rounds[:done]],
+                "ema_step": ema.step, "curve": curve.values}
+        (Path(tmp) / "round.json").write_text(json.dumps(blob))
+    log(f"unet: saved after rounds {list(plan.rounds[:done])}")
+
+
+def resume_round(work: Path, seed: int, plan: UNetPlan) -> tuple[int, int, Curve]:
+    """How many of the plan's rounds work/unet.round has done (0 unless its plan is this one and its rounds begin
+    the plan's), its EMA step and the curve up to there."""
+    curve, saved = Curve(work, "unet"), work / "unet.round" / "round.json"
+    if not saved.is_file():
+        return 0, 0, curve
+    blob = json.loads(saved.read_text())
+    done = blob["rounds"]
+    if blob["plan"] != saved_plan(seed, plan) or done != [int(n) for n in plan.rounds[:len(done)]]:
+        log(f"unet: the saved rounds {done} were made with another plan; starting over")
+        return 0, 0, curve
+    curve.values = blob["curve"]
+    log(f"unet: going on after rounds {done} ({saved.parent})")
+    return len(done), blob["ema_step"], curve
 
 
 def checkpoint(path: Path, step: int, state: dict, curve, ema_step: int) -> None:
@@ -137,11 +193,13 @@ def checkpoint(path: Path, step: int, state: dict, curve, ema_step: int) -> None
     path.with_suffix(".tmp").replace(path)
 
 
-def resume(path: Path, state: dict, curve) -> tuple[int, int]:
-    """Load a checkpoint left by an interrupted run; returns the loop step and EMA step to go on from."""
+def resume(path: Path, state: dict, curve, r0: int, ema_step: int) -> tuple[int, int]:
+    """Load a step checkpoint left inside this round (from r0); returns the step and EMA step to go on from."""
     if not path.is_file():
-        return 0, 0
+        return r0, ema_step
     blob = torch.load(path, weights_only=False, map_location="cpu")
+    if blob["step"] <= r0:
+        return r0, ema_step
     for k, v in state.items():
         v.load_state_dict(blob[k])
     curve.values = blob["curve"]
