@@ -30,7 +30,9 @@ def references(tmp_path_factory):
 
 
 FIXTURE = ROOT / "tests" / "fixtures" / "motion" / "circling_temporal_200.safetensors"  # scripts/make_fixtures.py
-GAIN = 0.12  # the fixture's gain, 6 clips at 10 steps: +0.24 (mean fidelity -0.09 -> 0.16); the threshold keeps half
+# the fixture's gain, 6 clips at 10 steps: +0.066 since the world's second edition drew bolder dots in the reference
+# clips (the fixture rebuilt on them; +0.24 on the first edition's); the threshold keeps half
+GAIN = 0.033
 
 
 def test_the_first_motion_steps_are_those_that_made_the_fixture(tmp_path, references):
