@@ -163,6 +163,12 @@ def mark_done(work: Path, stage: str, info: dict, plan) -> None:
     write_text_atomic(work / f"{stage}.done", json.dumps({**info, "plan": record(plan)}, indent=1))
 
 
+def round_plan(seed: int, plan) -> dict:
+    """What a saved round (UNet or motion stage) must share with a run to go on from it: the seed and the plan but
+    its rounds, as JSON values (tuples as lists)."""
+    return json.loads(json.dumps({"seed": seed, **{k: v for k, v in record(plan).items() if k != "rounds"}}))
+
+
 def pretraining(work: Path, seed: int, renders: tuple[Renders, ...]):
     """The pretraining renders: stills and clips (personal instances excluded), shared by the later stages."""
     (images, scenes), (clips, clip_scenes) = (render_set(work, r, seed) for r in renders)

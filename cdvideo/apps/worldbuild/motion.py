@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from cdvideo.apps.worldbuild.common import (ADAPTER, MOTION_SCHEDULE, Curve, log, mark_done, optimizer,
-    optimizer_step, pretraining, seed_everything, step_rngs)
-from cdvideo.apps.worldbuild.plans import MotionPlan, record
+    optimizer_step, pretraining, round_plan, seed_everything, step_rngs)
+from cdvideo.apps.worldbuild.plans import MotionPlan
 from cdvideo.apps.worldbuild.unet import captions, latents, load_text, noised, sample_latents
 from cdvideo.models.text import tokenize
 
@@ -112,17 +112,12 @@ def train_round(model, trainable, data: dict, text_encoder, tokenizer, curve: Cu
             log(f"motion step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
 
 
-def saved_plan(seed: int, plan: MotionPlan) -> dict:
-    """What a saved round must share with this run to go on from it: the seed and the plan but its rounds."""
-    return {"seed": seed, **{k: v for k, v in record(plan).items() if k != "rounds"}}
-
-
 def save_round(work: Path, model, seed: int, plan: MotionPlan, rounds: list[tuple[int, str]], curve: Curve) -> None:
     """The motion modules after the given rounds, with the plan and curve so far (written whole, then renamed)."""
     tmp = work / "motion.round.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_motion_modules(str(tmp))
-    blob = {"plan": saved_plan(seed, plan), "rounds": rounds, "curve": curve.values}
+    blob = {"plan": round_plan(seed, plan), "rounds": rounds, "curve": curve.values}
     (tmp / "round.json").write_text(json.dumps(blob))
     shutil.rmtree(work / "motion.round", ignore_errors=True)
     tmp.replace(work / "motion.round")
@@ -135,7 +130,7 @@ def resume(work: Path, seed: int, plan: MotionPlan, rounds: list[tuple[int, str]
     curve, saved = Curve(work, "motion"), work / "motion.round" / "round.json"
     if not saved.is_file():
         return 0, curve
-    blob, plan = json.loads(saved.read_text()), json.loads(json.dumps(saved_plan(seed, plan)))  # tuples as lists
+    blob, plan = json.loads(saved.read_text()), round_plan(seed, plan)
     done = [tuple(r) for r in blob["rounds"]]
     if blob["plan"] != plan or done != rounds[:len(done)]:
         log(f"motion: the saved rounds {done} of {blob['plan']} do not begin {rounds} of {plan}; starting over")

@@ -16,8 +16,8 @@ import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, UNET, Curve, log, mark_done, optimizer, optimizer_step,
-    pretraining, seed_everything, step_rngs)
-from cdvideo.apps.worldbuild.plans import UNetPlan, record
+    pretraining, round_plan, seed_everything, step_rngs)
+from cdvideo.apps.worldbuild.plans import UNetPlan
 from cdvideo.data.files import atomic_folder
 from cdvideo.models.architectures import tokenizer_dir
 from cdvideo.models.text import tokenize
@@ -153,17 +153,12 @@ def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curv
     (work / "unet.ckpt").unlink(missing_ok=True)
 
 
-def saved_plan(seed: int, plan: UNetPlan) -> dict:
-    """What a saved round must share with this run to go on from it: the seed and the plan but its later rounds."""
-    return json.loads(json.dumps({"seed": seed, **{k: v for k, v in record(plan).items() if k != "rounds"}}))
-
-
 def save_round(work: Path, ema: EMA, seed: int, plan: UNetPlan, done: int, curve: Curve) -> None:
     """The EMA weights after `done` rounds, with the plan and curve so far, in work/unet.round/ (written whole, then
     renamed): a finished round, which a build may commit and go on from in a later sitting."""
     with atomic_folder(work / "unet.round") as tmp:
         ema.model.save_pretrained(str(tmp))
-        blob = {"plan": saved_plan(seed, plan), "rounds": [int(n) for n in plan.rounds[:done]],
+        blob = {"plan": round_plan(seed, plan), "rounds": [int(n) for n in plan.rounds[:done]],
                 "ema_step": ema.step, "curve": curve.values}
         (Path(tmp) / "round.json").write_text(json.dumps(blob))
     log(f"unet: saved after rounds {list(plan.rounds[:done])}")
@@ -177,7 +172,7 @@ def resume_round(work: Path, seed: int, plan: UNetPlan) -> tuple[int, int, Curve
         return 0, 0, curve
     blob = json.loads(saved.read_text())
     done = blob["rounds"]
-    if blob["plan"] != saved_plan(seed, plan) or done != [int(n) for n in plan.rounds[:len(done)]]:
+    if blob["plan"] != round_plan(seed, plan) or done != [int(n) for n in plan.rounds[:len(done)]]:
         log(f"unet: the saved rounds {done} were made with another plan; starting over")
         return 0, 0, curve
     curve.values = blob["curve"]
