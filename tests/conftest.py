@@ -90,3 +90,11 @@ def controlnet(tmp_path_factory):
     ControlNetModel.from_unet(tiny.build_components()["unet"], conditioning_embedding_out_channels=(8, 8, 16, 16)) \
         .save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def ip_adapter(tmp_path_factory):
+    """A random plain IP-Adapter for the tiny base in h94's layout: ip-adapter.safetensors, image_encoder/."""
+    from cdvideo.models import architectures as tiny
+
+    return tiny.save_ip_adapter(tmp_path_factory.mktemp("ipa") / "models")

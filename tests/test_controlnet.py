@@ -5,6 +5,8 @@ the base, or is damaged, is one line before anything renders."""
 
 import json
 import re
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -173,3 +175,57 @@ def test_bad_keyframes_are_one_line_and_render_nothing(args, message, tmp_path, 
     assert animate(tmp_path, perturbed_weights, "--sparsectrl", str(sparsectrl), *args) == 2
     assert re.search(message, line(capsys.readouterr().err))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_the_animate_tab_takes_a_control_clip_keyframes_and_an_image_prompt(tmp_path, controlnet, sparsectrl,
+                                                                             ip_adapter, perturbed_weights):
+    """The web app's Render with each conditioning input: the dropped files checked and kept in the user's folder
+    under their sha256 (the sidecar names the kept copies), keyframes spread over the clip, the models picked inside
+    the allowed folders; a model outside them, a dropped file of the wrong kind or a clip without its model is one
+    line before any job starts."""
+    from conftest import release_openmp_team
+
+    from cdvideo.apps.ui import actions
+    from cdvideo.apps.ui.access import Access
+    from cdvideo.apps.ui.conditions import Conditions
+    from cdvideo.apps.ui.jobs import JobManager
+    from cdvideo.errors import CdvideoError
+
+    release_openmp_team()  # as served: the jobs' threads hold the only OpenMP team
+    allowed = [str(p.parent) for p in (controlnet, sparsectrl, ip_adapter)]
+    mgr, me = JobManager(tmp_path / "ui"), Access(tmp_path / "ui", allowed).client("tab", None)
+    clip, frames = source_gif(tmp_path / "walk.gif"), keyframes(tmp_path).split(",")
+    first, last = (f.split(":", 1)[1] for f in frames)
+    cases = {"control": Conditions(control=str(clip), controlnet=str(controlnet), preprocess="canny",
+                                   control_scale=0.5),
+             "keyframes": Conditions(keyframes=[first, last], sparsectrl=str(sparsectrl)),
+             "image prompt": Conditions(ip_image=first, ip_adapter=str(ip_adapter), ip_scale=0.5)}
+    render = lambda c: actions.start_render(mgr, me, None, "a sks dog", 8, 64, 4, 5.0, "1", "", 1.0,  # noqa: E731
+                                            "tiny", uploaded=str(perturbed_weights), conditions=c)
+    try:
+        jobs = {name: render(c) for name, c in cases.items()}
+        deadline = time.time() + 180
+        while any(j.active for j in jobs.values()) and time.time() < deadline:
+            time.sleep(0.05)
+        records = {}
+        for name, job in jobs.items():
+            assert job.status == "done", (name, job.message)
+            records[name] = json.loads(next(p for p in map(Path, job.files) if p.suffix == ".json").read_text())
+        kept = lambda path: Path(path).parent == me.folder / "sources"  # noqa: E731
+        r = records["control"]
+        assert kept(r["control_videos"][0]["path"]) and [(n["scale"], n["preprocess"]) for n in r["controlnets"]] \
+            == [(0.5, "canny")]
+        assert sorted(records["keyframes"]["keyframes"]) == ["0", "7"]
+        assert all(kept(f["path"]) for f in records["keyframes"]["keyframe_files"])
+        r = records["image prompt"]
+        assert kept(r["ip_adapter_image"]) and r["ip_adapter_scale"] == 0.5
+        (tmp_path / "notes.txt").write_text("hello")
+        for c, message in [(Conditions(control=str(clip), controlnet="/etc"), "outside the app's folders"),
+                           (Conditions(keyframes=[str(tmp_path / "notes.txt")], sparsectrl=str(sparsectrl)),
+                            "notes.txt: not an image"),
+                           (Conditions(control=str(clip)), "give a control clip and a ControlNet together")]:
+            with pytest.raises(CdvideoError, match=message):
+                render(c)
+        assert len(mgr.jobs) == 3
+    finally:
+        mgr.shutdown(timeout=60)

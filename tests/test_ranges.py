@@ -146,16 +146,17 @@ def test_every_numeric_flag_of_every_command_checks_its_range(capsys):
 
 
 @pytest.mark.parametrize("command", ["animate", "sample"])
-def test_render_flags_the_ranges_accept_run_together(command, tmp_path, perturbed_weights, controlnet):
-    """Every probe the render flags accept (a zero scale, seed and guidance; a zero ControlNet scale, with a
-    ControlNet), in one render."""
+def test_render_flags_the_ranges_accept_run_together(command, tmp_path, perturbed_weights, controlnet, ip_adapter):
+    """Every probe the render flags accept (a zero scale, seed and guidance; a zero ControlNet and IP-Adapter scale,
+    with a ControlNet and an IP-Adapter), in one render."""
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     accepted = [arg for _, a, kind in numeric_flags(sub) for probe in PROBES if accepts(kind.kind, kind.valid, probe)
                 for arg in (a.option_strings[0], probe)]
     zeros = ["--scale", "0", "--seed", "0", "--guidance-scale", "0"]
-    assert accepted == (zeros + ["--control-scale", "0"] if command == "animate" else zeros)
+    assert accepted == (zeros + ["--control-scale", "0", "--ip-adapter-scale", "0"] if command == "animate" else zeros)
     size = ["--num-frames", "2", "--format", "gif", "--controlnet", str(controlnet), "--control-video",
+            str(source_gif(tmp_path / "c.gif")), "--ip-adapter", str(ip_adapter), "--ip-adapter-image",
             str(source_gif(tmp_path / "c.gif"))] if command == "animate" else []
     assert main([command, "--weights", str(perturbed_weights), "--prompt", "a sks dog", "--num-inference-steps", "2",
                  "--height", "64", "--width", "64", *size, "--output-dir", str(tmp_path), *accepted]) == 0

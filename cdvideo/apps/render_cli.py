@@ -61,6 +61,12 @@ def render_args(p: argparse.ArgumentParser, video: bool) -> None:
                        "diffusers folder, a .safetensors file or a hub id) conditioning --keyframes")
         p.add_argument("--keyframes", type=keyframes_arg, metavar="I:IMAGE,...", help="SparseCtrl's keyframes: "
                        "frame index and image, e.g. 0:first.png,15:last.png")
+        opt(p, "ip_adapter", metavar="NAME_OR_PATH", help="an IP-Adapter for an image prompt: a weights file with its "
+            "image encoder in image_encoder/ beside it (h94/IP-Adapter's layout), a hub path such as "
+            "h94/IP-Adapter/models/ip-adapter_sd15.safetensors, or sd15, sd15-light, plus-sd15")
+        opt(p, "ip_adapter_image", metavar="IMAGE", help="the image prompt the IP-Adapter reads")
+        opt(p, "ip_adapter_scale", type=Flag.of(Options, "ip_adapter_scale"), default=1.0,
+            help="how strongly the image prompt conditions (default 1.0; 0 leaves the text alone)")
         p.add_argument("--adapter", help="motion adapter: v1-5-2 (default), v1-5-3, v1-5, animatelcm, "
                        "lightning-1/2/4/8, a hub id, a folder, or one file (an original AnimateDiff motion module "
                        "or a diffusers state dict)")
@@ -118,7 +124,7 @@ def motion_lora_arg(text: str) -> tuple[str, float]:
 
 JOB_KEYS = ("negative_prompt", "seed", "num_frames", "height", "width", "num_inference_steps", "guidance_scale",
             "num_videos_per_prompt", "num_images_per_prompt", "fps", "video", "strength", "control_videos",
-            "keyframes")
+            "keyframes", "ip_adapter_image")
 
 
 def render(args: argparse.Namespace, video: bool) -> None:
@@ -148,7 +154,8 @@ def render(args: argparse.Namespace, video: bool) -> None:
             opts.motion_loras, opts.decode_chunk_size = args.motion_lora, args.decode_chunk_size
             opts.upscale, opts.preset, opts.lcm_lora = args.upscale, args.preset, args.lcm_lora
             opts.controlnets, opts.control_preprocess = controlnet_args(args), args.control_preprocess
-            opts.sparsectrl = args.sparsectrl
+            opts.sparsectrl, opts.ip_adapter, opts.ip_adapter_scale = args.sparsectrl, args.ip_adapter, \
+                args.ip_adapter_scale
         else:
             opts.grid = args.grid
     written = (render.animate if video else render.sample)(opts, jobs)

@@ -27,14 +27,19 @@ def canny(frame: np.ndarray, low: int = CANNY_THRESHOLDS[0], high: int = CANNY_T
 
 def keyframe(path: str | Path, width: int, height: int) -> Image.Image:
     """A SparseCtrl keyframe (an RGB image or a scribble) resized to cover the clip's size, centre-cropped."""
+    return Image.fromarray(fit(read_image(path, "keyframe"), width, height))
+
+
+def read_image(path: str | Path, what: str) -> Image.Image:
+    """An image file as RGB; missing or unreadable is one line naming `what` and the file."""
     path = Path(path)
     try:
         with Image.open(path) as im:
-            return Image.fromarray(fit(im, width, height))
+            return im.convert("RGB")
     except FileNotFoundError:
-        raise CdvideoError(f"keyframe {path} not found") from None
+        raise CdvideoError(f"{what} {path} not found") from None
     except OSError:
-        raise CdvideoError(f"keyframe {path}: not a readable image") from None
+        raise CdvideoError(f"{what} {path}: not a readable image") from None
 
 
 def control_frames(path: str | Path, num_frames: int, fps: int, width: int, height: int,

@@ -14,6 +14,7 @@ MAX_FRAMES = 512  # FreeNoise holds the latents of every frame at once
 FRAMES = Range(1, MAX_FRAMES)
 PER_PROMPT = Range(1, 64)  # clips or images of one prompt and seed, rendered as one batch
 CONTROL_SCALE = Range(0, 10)  # controlnet_conditioning_scale
+IP_ADAPTER_SCALE = Range(0, 5)  # how strongly the image prompt conditions (diffusers' set_ip_adapter_scale)
 MOTION_SCALE = Range(-10, 10)  # a motion LoRA's strength; below 0 pushes away from its motion
 
 
@@ -35,6 +36,7 @@ class Job:
     strength: Annotated[float, Range(0, 1, above=True)] = 0.8  # how much of the source is noised away (1: all)
     control_videos: list[str] = field(default_factory=list)  # one clip of condition frames per ControlNet
     keyframes: dict[int, str] = field(default_factory=dict)  # SparseCtrl: frame index -> image (RGB or scribble)
+    ip_adapter_image: Optional[str] = None  # IP-Adapter: the image prompt
 
 
 @dataclass
@@ -60,6 +62,8 @@ class Options:
     controlnets: list[tuple[str, Annotated[float, CONTROL_SCALE]]] = field(default_factory=list)
     control_preprocess: list[str] = field(default_factory=list)  # per ControlNet: none (default) or canny
     sparsectrl: Optional[str] = None  # a SparseCtrl ControlNet (RGB or scribble) for the jobs' keyframes
+    ip_adapter: Optional[str] = None  # an IP-Adapter (file with image_encoder/ beside it, hub path or short name)
+    ip_adapter_scale: Annotated[float, IP_ADAPTER_SCALE] = 1.0
     decode_chunk_size: Annotated[int, Range(1, MAX_FRAMES)] = 16
     grid: bool = True
     # MP4/GIF/WebP enlarged this many times (nearest) for viewing; PNG frames stay raw

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from cdvideo.models.ip_adapter import cross_attention_shapes
+
 TINY_ID = "tiny"
 SD15_ID = "sd15-random"
 CROSS_DIM = 32
@@ -37,6 +39,8 @@ ARCHITECTURES = {
                      projection_dim=CROSS_DIM, **_TEXT_IDS),
         "adapter": dict(block_out_channels=BLOCKS, motion_layers_per_block=LAYERS_PER_BLOCK,
                         motion_norm_num_groups=8, motion_num_attention_heads=2, motion_max_seq_length=32),
+        "image_encoder": dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
+                              num_hidden_layers=2, num_attention_heads=4, projection_dim=16),
     },
     SD15_ID: {
         "unet": dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, sample_size=64, in_channels=4,
@@ -52,6 +56,9 @@ ARCHITECTURES = {
         "adapter": dict(block_out_channels=(320, 640, 1280, 1280), motion_layers_per_block=2,
                         motion_mid_block_layers_per_block=1, motion_num_attention_heads=8, motion_norm_num_groups=32,
                         motion_max_seq_length=32, use_motion_mid_block=True),
+        # IP-Adapter's image encoder: OpenCLIP ViT-H/14's vision tower (h94/IP-Adapter models/image_encoder)
+        "image_encoder": dict(image_size=224, patch_size=14, hidden_size=1280, intermediate_size=5120,
+                              num_hidden_layers=32, num_attention_heads=16, projection_dim=1024, hidden_act="gelu"),
     },
 }
 
@@ -96,6 +103,36 @@ def save_pretrained(folder: str | Path, seed: int = 0) -> Path:
                                    requires_safety_checker=False)
     pipe.save_pretrained(folder)
     return Path(folder)
+
+
+def save_ip_adapter(folder: str | Path, seed: int = 0, arch: str = TINY_ID) -> Path:
+    """A randomly initialised plain IP-Adapter for `arch`'s UNet in h94/IP-Adapter's layout: `ip-adapter.safetensors`
+    (image_proj.*, ip_adapter.<i>.to_k_ip/to_v_ip.weight, i counting every attention layer) and `image_encoder/`.
+    Returns the weights file."""
+    from diffusers import UNet2DConditionModel  # lazy: start-up time
+    from safetensors.torch import save_file  # lazy: start-up time
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection  # lazy: start-up time
+
+    a, folder = ARCHITECTURES[arch], Path(folder)
+    with torch.device("meta"):  # shapes only
+        unet = UNet2DConditionModel(**a["unet"])
+    names, shapes = list(unet.attn_processors), iter(cross_attention_shapes(unet))  # attn1, attn2 of every block
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**a["image_encoder"]))
+        dim, embed = a["unet"]["cross_attention_dim"], a["image_encoder"]["projection_dim"]
+        state = {"image_proj.proj.weight": torch.randn(4 * dim, embed) / embed ** 0.5,
+                 "image_proj.proj.bias": torch.zeros(4 * dim),
+                 "image_proj.norm.weight": torch.ones(dim), "image_proj.norm.bias": torch.zeros(dim)}
+        for i, name in enumerate(names):
+            if name.endswith("attn2.processor"):
+                shape = next(shapes)
+                for kv in ("k", "v"):
+                    state[f"ip_adapter.{i}.to_{kv}_ip.weight"] = torch.randn(shape) / shape[1] ** 0.5
+    folder.mkdir(parents=True, exist_ok=True)
+    encoder.save_pretrained(folder / "image_encoder")
+    save_file(state, folder / "ip-adapter.safetensors")
+    return folder / "ip-adapter.safetensors"
 
 
 # -- Tiny feature extractors for `cdvideo eval` (random weights, real classes and processors) ---------------

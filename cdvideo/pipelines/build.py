@@ -7,10 +7,11 @@ from cdvideo.models.single_file import check_adapter_fits
 
 
 def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", base: str = "base", unet=None,
-                   video_to_video: bool = False, controlnets: list | None = None, sparsectrl=None):
-    """diffusers' AnimateDiff pipeline for the task (text or video to video, with ControlNets or without) over the
-    (personalized) 2D UNet; it builds the UNetMotionModel (or takes `unet`, one built already, e.g. the one a motion
-    LoRA trains)."""
+                   video_to_video: bool = False, controlnets: list | None = None, sparsectrl=None, ip_adapter=None,
+                   ip_adapter_scale: float = 1.0):
+    """diffusers' AnimateDiff pipeline for the task (text or video to video, with ControlNets or without, an image
+    prompt through `ip_adapter` or not) over the (personalized) 2D UNet; it builds the UNetMotionModel (or takes
+    `unet`, one built already, e.g. the one a motion LoRA trains)."""
     import diffusers  # lazy: start-up time
 
     if unet is None:
@@ -21,9 +22,15 @@ def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", b
     extra = {"controlnet": controlnets if len(controlnets) > 1 else controlnets[0]} if controlnets else {}
     if sparsectrl is not None:  # SparseCtrl: keyframes through its own ControlNet (text to video only)
         name, extra = "AnimateDiffSparseControlNetPipeline", {"controlnet": sparsectrl}
-    return getattr(diffusers, name)(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
+    if ip_adapter is not None:  # the image encoder and its processor are the pipeline's own components
+        extra.update(image_encoder=ip_adapter.image_encoder, feature_extractor=ip_adapter.feature_extractor)
+    pipe = getattr(diffusers, name)(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
                                     unet=unet if unet is not None else m["unet"], motion_adapter=adapter,
                                     scheduler=scheduler, **extra)
+    if ip_adapter is not None:  # diffusers' own loader, given the weights already read and checked
+        pipe.load_ip_adapter(ip_adapter.state, subfolder="", weight_name="")
+        pipe.set_ip_adapter_scale(ip_adapter_scale)
+    return pipe
 
 
 def motion_unet(m: dict, adapter, adapter_name: str = "adapter", base: str = "base"):

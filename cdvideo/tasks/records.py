@@ -52,6 +52,14 @@ def sparsectrl_from_record(record: dict) -> str | None:
     return rec["path"] if rec else None
 
 
+def ip_adapter_from_record(record: dict) -> tuple[str | None, float]:
+    """The sidecar's IP-Adapter weights file (checked to be the one rendered with; None without one) and scale."""
+    rec = record.get("ip_adapter")
+    if rec and rec["sha256"] is not None:
+        check_unchanged(rec, "IP-Adapter")
+    return (rec["path"] if rec else None), float(record.get("ip_adapter_scale", 1.0))
+
+
 def read_motion_loras(entries: list[tuple[str, float]]) -> list[tuple]:
     """(MotionLora, scale, name) of each --motion-lora: a file in either layout, a folder holding one, or a hub id."""
     out = []

@@ -9,28 +9,35 @@ from typing import Any
 
 import torch
 import yaml
-from PIL import Image
 from tqdm.auto import tqdm
 
 from cdvideo import __version__
 from cdvideo.data.clips import check_formats, write_clip, write_images
-from cdvideo.data.control import control_frames, keyframe
 from cdvideo.data.config import from_dict
 from cdvideo.data.files import slug, text_lines
-from cdvideo.data.references import read_clip
 from cdvideo.data.render_config import Job, Options, check_options
 from cdvideo.errors import CdvideoError
-from cdvideo.models.controlnet import check_fits, load_controlnet
 from cdvideo.models.motion_lora import apply_motion_loras
 from cdvideo.pipelines import presets
 from cdvideo.pipelines.build import image_pipeline, video_pipeline
 from cdvideo.pipelines.personalized import load_personalized
 from cdvideo.pipelines.presets import PRESETS
 from cdvideo.pipelines.registry import default_adapter, load_adapter, make_scheduler, pick_device
+from cdvideo.tasks.conditioning import (
+    FREE_NOISE,
+    check_controls,
+    load_controlnets,
+    load_ip,
+    preprocessing,
+    read_controls,
+    read_source,
+    vae_factor,
+)
 from cdvideo.tasks.records import (
     check_unchanged,
     controlnet_record,
     controlnets_from_record,
+    ip_adapter_from_record,
     model_record,
     motion_lora_record,
     motion_loras_from_record,
@@ -42,7 +49,6 @@ from cdvideo.tasks.records import (
 from cdvideo.tasks.timing import NO_TIMER
 
 log = logging.getLogger(__name__)
-FREE_NOISE = {"context_length": 16, "context_stride": 4}
 IMAGE_DEFAULTS = {"num_inference_steps": 100, "guidance_scale": 6.0}  # `sample`: the paper's image settings
 
 
@@ -97,8 +103,9 @@ def check_job(job: Job, video: bool, formats: tuple[str, ...] = ()) -> None:
                                "raise --strength or --num-inference-steps")
         if isinstance(job.prompt, dict) and any(not 0 <= k < job.num_frames for k in job.prompt):
             raise CdvideoError(f"prompt schedule frames {sorted(job.prompt)} must lie in [0, {job.num_frames})")
-    elif isinstance(job.prompt, dict) or job.video is not None:
-        raise CdvideoError("a per-frame prompt schedule or a source video is for `cdvideo animate` only")
+    elif isinstance(job.prompt, dict) or job.video is not None or job.ip_adapter_image is not None:
+        raise CdvideoError("a per-frame prompt schedule, a source video or an IP-Adapter image is for "
+                           "`cdvideo animate` only")
 
 
 def native_size(jobs: list[Job], m: dict) -> None:
@@ -148,12 +155,14 @@ def animate(opts: Options, jobs: list[Job], timer=NO_TIMER, progress=None) -> li
         adapter = load_adapter(adapter_name, dtype)
         controlnets = load_controlnets([ref for ref, _ in opts.controlnets], m, model, dtype)
         sparse = load_controlnets([opts.sparsectrl], m, model, dtype, sparse=True)[0] if opts.sparsectrl else None
+        ip = load_ip(opts.ip_adapter, m, model, dtype)
     base = {**_base_record(opts, w, model, dev, dtype), "kind": "video", "adapter": adapter_name,
             "free_init": opts.free_init, "motion_loras": motion_lora_record(opts.motion_loras),
             "decode_chunk_size": opts.decode_chunk_size,
             "upscale": opts.upscale, "preset": active_preset(opts.preset, opts.adapter),
             "model_config": opts.model_config, "controlnets": controlnet_record(opts.controlnets, preprocessing(opts)),
-            "sparsectrl": model_record(opts.sparsectrl) if opts.sparsectrl else None}
+            "sparsectrl": model_record(opts.sparsectrl) if opts.sparsectrl else None,
+            "ip_adapter": model_record(str(ip.path)) if ip else None, "ip_adapter_scale": opts.ip_adapter_scale}
     loras = read_motion_loras(opts.motion_loras)  # every file read and checked before rendering starts
     sources = [read_source(job) for job in jobs]  # video-to-video: each source clip, normalised to the job's clip
     controls = [read_controls(job, opts) for job in jobs]  # each ControlNet's condition frames
@@ -168,10 +177,11 @@ def animate(opts: Options, jobs: list[Job], timer=NO_TIMER, progress=None) -> li
             pipe = None  # release the old pipeline before building the next (peak memory)
             with timer("load"):
                 pipe = _video_pipe(m, adapter, opts, dev, free_noise, loras, adapter_name, source is not None,
-                                   controlnets, sparse)
+                                   controlnets, sparse, ip)
             pipe_key = (free_noise, source is not None)
         inputs = {**source_record(job.video), "control_videos": weights_record(job.control_videos),  # hashed once
-                  "keyframe_files": weights_record([job.keyframes[k] for k in sorted(job.keyframes)])}
+                  "keyframe_files": weights_record([job.keyframes[k] for k in sorted(job.keyframes)]),
+                  "ip_adapter_image_file": weights_record([job.ip_adapter_image] if job.ip_adapter_image else [])}
         for seed in job.seed:
             with timer.pipeline() as callback:
                 frames = _render_clip(pipe, job, seed, opts, counter.chain(callback), source, control)
@@ -221,7 +231,7 @@ def active_preset(preset: str | None, adapter: str | None) -> str | None:
 
 def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool, loras: list = (),
                 adapter_name: str = "adapter", video_to_video: bool = False, controlnets: list = (),
-                sparsectrl=None):
+                sparsectrl=None, ip_adapter=None):
     name = active_preset(opts.preset, opts.adapter)
     if name:
         p = presets.get(name)
@@ -229,7 +239,8 @@ def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool, loras: l
     else:
         sched = make_scheduler(opts.scheduler, m["scheduler"].config, animatediff=True)
     pipe = video_pipeline(m, adapter, sched, opts.adapter or "adapter", opts.model or "base",
-                          video_to_video=video_to_video, controlnets=list(controlnets), sparsectrl=sparsectrl)
+                          video_to_video=video_to_video, controlnets=list(controlnets), sparsectrl=sparsectrl,
+                          ip_adapter=ip_adapter, ip_adapter_scale=opts.ip_adapter_scale)
     lora = presets.lora_file(name, opts.lcm_lora) if name else None
     if lora:
         try:
@@ -249,71 +260,10 @@ def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool, loras: l
     return pipe
 
 
-def read_source(job: Job) -> list[Image.Image] | None:
-    """A job's video-to-video source as frames at the job's fps, count and size (None without one)."""
-    if job.video is None:
-        return None
-    clip = read_clip(job.video, job.num_frames, job.fps, job.width, job.height, "source video")  # (F, H, W, 3)
-    return [Image.fromarray(frame) for frame in clip]
-
-
 def denoising_steps(job: Job) -> int:
     """The steps a job runs: video-to-video starts `strength` of the way from the end (diffusers' rule)."""
     return min(int(job.num_inference_steps * job.strength), job.num_inference_steps) if job.video \
         else job.num_inference_steps
-
-
-def load_controlnets(refs: list[str], m: dict, model: str, dtype: torch.dtype, sparse: bool = False) -> list:
-    """Each ControlNet (SparseCtrl's when `sparse`), loaded and checked to fit the base."""
-    nets = [load_controlnet(ref, dtype, sparse) for ref in refs]
-    for net, ref in zip(nets, refs):
-        check_fits(net, m["unet"], vae_factor(m), ref, model)
-    return nets
-
-
-def vae_factor(m: dict) -> int:
-    """How many pixels a latent spans on a side: 2 per VAE down block after the first (8 for SD1.5)."""
-    return 2 ** (len(m["vae"].config.block_out_channels) - 1)
-
-
-def preprocessing(opts: Options) -> list[str]:
-    """Each ControlNet's preprocessing of its control clip (none unless given)."""
-    n = len(opts.controlnets)
-    if len(opts.control_preprocess) > n:
-        raise CdvideoError(f"{len(opts.control_preprocess)} --control-preprocess for {n} --controlnet; give at most "
-                           "one per ControlNet")
-    return [*opts.control_preprocess, *["none"] * (n - len(opts.control_preprocess))]
-
-
-def check_controls(job: Job, opts: Options) -> None:
-    """One control clip per ControlNet, and at most one preprocessing each."""
-    if bool(job.keyframes) != bool(opts.sparsectrl):
-        raise CdvideoError("--keyframes and --sparsectrl go together: give both (SparseCtrl conditions keyframes)")
-    if opts.sparsectrl and (job.video or opts.controlnets or job.num_frames > FREE_NOISE["context_length"]
-                            or isinstance(job.prompt, dict)):
-        raise CdvideoError(f"--sparsectrl renders text to video of at most {FREE_NOISE['context_length']} frames "
-                           "(diffusers' SparseCtrl pipeline): without --video, --controlnet or a prompt schedule")
-    if any(not 0 <= k < job.num_frames for k in job.keyframes):
-        raise CdvideoError(f"--keyframes {sorted(job.keyframes)}: a keyframe index must lie in [0, {job.num_frames})")
-    if len(job.control_videos) != len(opts.controlnets):
-        raise CdvideoError(f"give one --control-video per --controlnet ({len(opts.controlnets)} ControlNet(s), "
-                           f"{len(job.control_videos)} control video(s))")
-    preprocessing(opts)
-
-
-def read_controls(job: Job, opts: Options) -> dict:
-    """diffusers' ControlNet arguments for a job: each ControlNet's condition frames and scale ({} without)."""
-    if job.keyframes:  # SparseCtrl: the keyframe images at the clip's size, and where they sit
-        indices = sorted(job.keyframes)
-        return {"conditioning_frames": [keyframe(job.keyframes[k], job.width, job.height) for k in indices],
-                "controlnet_frame_indices": indices}
-    if not opts.controlnets:
-        return {}
-    frames = [control_frames(v, job.num_frames, job.fps, job.width, job.height, pre)
-              for v, pre in zip(job.control_videos, preprocessing(opts))]
-    scales = [scale for _, scale in opts.controlnets]
-    return {"conditioning_frames": frames if len(frames) > 1 else frames[0],
-            "controlnet_conditioning_scale": scales if len(scales) > 1 else scales[0]}
 
 
 def _render_clip(pipe, job: Job, seed: int, opts: Options, callback=None, source=None, control=None) -> list[list]:
@@ -389,6 +339,10 @@ def from_sidecar(record: dict, output_dir: str) -> tuple[Options, list[Job]]:
     files = [r["path"] for r in record.get("keyframe_files") or []]  # resolved, in index order
     job_data["keyframes"] = dict(zip(sorted(int(k) for k in record.get("keyframes") or {}), files))
     opts.sparsectrl = sparsectrl_from_record(record)
+    opts.ip_adapter, opts.ip_adapter_scale = ip_adapter_from_record(record)
+    for r in record.get("ip_adapter_image_file") or []:
+        check_unchanged(r, "IP-Adapter image")
+        job_data["ip_adapter_image"] = r["path"]
     if record.get("video"):
         check_unchanged({"path": record["video"], "sha256": record["video_sha256"]}, "source video")
     return opts, [from_dict(Job, job_data)]

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 from cdvideo.apps.ui.access import MAX_VIDEO_SECONDS, MAX_VIDEO_SIDE, Client
+from cdvideo.apps.ui.conditions import Conditions, check_clip_upload, kept, resolve
 from cdvideo.apps.ui.jobs import Cancelled, Job, JobManager
 from cdvideo.data import builtins
 from cdvideo.data.config import from_dict, load_train_config
-from cdvideo.data.files import atomic_path, check_name, file_stem, sha256_file
-from cdvideo.data.references import CLIP_SUFFIXES
-from cdvideo.data.video import VIDEO_SUFFIXES, check_video, is_video
+from cdvideo.data.files import check_name, file_stem
+from cdvideo.data.video import check_video, is_video
 from cdvideo.errors import CdvideoError
 from cdvideo.tasks.compose import compose_files
 from cdvideo.tasks.drift import drift
@@ -135,33 +135,13 @@ def run_training(run, total: int, job: Job, mgr: JobManager, stopped: type[Excep
         raise Cancelled from None
 
 
-def check_clip_upload(f: Path) -> None:
-    """A dropped clip: a video file or a GIF; a video's length and size are read before it is decoded."""
-    if f.suffix.lower() not in CLIP_SUFFIXES:
-        raise CdvideoError(f"{f.name}: not a clip; drop mp4, mov, webm, mkv or gif files")
-    if f.suffix.lower() in VIDEO_SUFFIXES:
-        check_video(f, MAX_VIDEO_SECONDS, MAX_VIDEO_SIDE)
-
-
-def source_video(client: Client, upload: str) -> str:
-    """A source clip dropped for video-to-video, checked, kept in the user's folder under its sha256 (so the clip's
-    sidecar can regenerate it after Gradio's upload is gone)."""
-    f = Path(upload)
-    check_clip_upload(f)
-    dest = client.folder / "sources" / f"{sha256_file(f)[:16]}{f.suffix.lower()}"
-    if not dest.exists():
-        with atomic_path(dest) as tmp:
-            shutil.copyfile(f, tmp)
-    return str(dest)
-
-
 def start_render(mgr: JobManager, client: Client, weights: str | None, prompts: str, num_frames: int, size: int,
                  steps: int, guidance: float, seeds: str, adapter: str, scale: float, model: str,
                  uploaded: str | None = None, motion_lora: str | None = None, motion_scale: float = 1.0,
-                 source: str | None = None, strength: float = 0.8) -> Job:
+                 source: str | None = None, strength: float = 0.8, conditions: Conditions | None = None) -> Job:
     """Clips of `prompts`; `weights` is a picked path (checked), `uploaded` a file Gradio received (used first);
     `motion_lora` a picked motion LoRA (checked) merged at `motion_scale`; `source` a dropped clip to restyle
-    (video-to-video) at `strength`."""
+    (video-to-video) at `strength`; `conditions` a control clip, keyframes or an image prompt with their models."""
 
     try:
         seed_list = [int(s) for s in seeds.replace(",", " ").split()] or [0]
@@ -170,16 +150,17 @@ def start_render(mgr: JobManager, client: Client, weights: str | None, prompts: 
     lines = [p.strip() for p in (prompts or "").splitlines() if p.strip()]
     if not lines:
         raise CdvideoError("an empty prompt; write what the clip should show (one prompt per line)")
-    video = {"video": source_video(client, source), "strength": float(strength)} if source else {}  # checked once
+    video = {"video": kept(client, source, check_clip_upload), "strength": float(strength)} if source else {}
+    extra, conditioned = resolve(client, conditions or Conditions(), int(num_frames), base_ref)  # checked once
     jobs = [from_dict(RenderJob, {"prompt": p, "seed": seed_list, "num_frames": int(num_frames),
                                   "height": int(size), "width": int(size), "num_inference_steps": int(steps),
-                                  "guidance_scale": float(guidance), **video}) for p in lines]
+                                  "guidance_scale": float(guidance), **video, **extra}) for p in lines]
     weights = uploaded or (client.readable_path(weights, "weights file") if weights else None)
     opts = Options(weights=[weights] if weights else [], model=base_ref(client, model) or None,
                    adapter=base_ref(client, adapter, "adapter") or None, output_dir=str(client.folder / "outputs"),
                    formats=["mp4", "gif"], scale=float(scale), upscale=4 if int(size) <= 128 else 1,
                    motion_loras=[(client.readable_path(motion_lora, "motion LoRA"), float(motion_scale))]
-                   if motion_lora else [])
+                   if motion_lora else [], **conditioned)
     for j in jobs:
         check_job(j, video=True, formats=tuple(opts.formats))
     title = f"{lines[0][:60]}" + (f" (+{len(lines) - 1})" if len(lines) > 1 else "")

@@ -13,9 +13,11 @@ import gradio as gr
 
 from cdvideo.apps.ui import actions
 from cdvideo.apps.ui.access import MAX_FILE_SIZE, Access, Client
+from cdvideo.apps.ui.conditions import IMAGE_SUFFIXES, Conditions
 from cdvideo.apps.ui.jobs import Job, JobManager
 from cdvideo.apps.ui.motion import motion_loras, motion_tab
 from cdvideo.data import builtins
+from cdvideo.data.control import PREPROCESS
 from cdvideo.data.references import CLIP_SUFFIXES
 from cdvideo.errors import CdvideoError
 
@@ -111,6 +113,29 @@ def train_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
     return refresh, [status, gallery, weights]
 
 
+def conditioning_inputs() -> list:
+    """The Animate tab's control clip + ControlNet, keyframes + SparseCtrl, image prompt + IP-Adapter, in the order
+    of `Conditions`' fields."""
+    with gr.Accordion("Conditioning: ControlNet, SparseCtrl keyframes, image prompt (IP-Adapter)", open=False):
+        with gr.Row():
+            control = gr.File(label="control clip (its frames or edges condition every frame)",
+                              file_types=list(CLIP_SUFFIXES), elem_id="anim-control")
+            controlnet = gr.Textbox(label="ControlNet (folder, .safetensors or hub id)", elem_id="anim-controlnet")
+            preprocess = gr.Radio(list(PREPROCESS), value="none", label="control clip preprocessing",
+                                  elem_id="anim-preprocess")
+            control_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="control scale", elem_id="anim-control-scale")
+        with gr.Row():
+            keyframes = gr.File(label="keyframes (first on frame 0, last on the last frame, others between)",
+                                file_count="multiple", file_types=list(IMAGE_SUFFIXES), elem_id="anim-keyframes")
+            sparsectrl = gr.Textbox(label="SparseCtrl model (RGB or scribble)", elem_id="anim-sparsectrl")
+        with gr.Row():
+            ip_image = gr.File(label="image prompt", file_types=list(IMAGE_SUFFIXES), elem_id="anim-ip-image")
+            ip_adapter = gr.Textbox(label="IP-Adapter (file with image_encoder/ beside it, sd15, plus-sd15)",
+                                    elem_id="anim-ip-adapter")
+            ip_scale = gr.Slider(0, 1.5, value=1.0, step=0.05, label="image prompt scale", elem_id="anim-ip-scale")
+    return [control, controlnet, preprocess, control_scale, keyframes, sparsectrl, ip_image, ip_adapter, ip_scale]
+
+
 def animate_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
     size = actions.native_size(model)
     with gr.Row():
@@ -140,6 +165,7 @@ def animate_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
                              file_types=list(CLIP_SUFFIXES), elem_id="anim-source")
             strength = gr.Slider(0.05, 1, value=0.8, step=0.05, label="strength (video-to-video: lower keeps more "
                                  "of the source)", elem_id="anim-strength")
+    conditions = conditioning_inputs()
     with gr.Row():
         render = gr.Button("Render", variant="primary", elem_id="anim-render")
         cancel = gr.Button("Cancel", elem_id="anim-cancel")
@@ -152,11 +178,12 @@ def animate_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
     earlier = gr.Gallery(label="earlier clips (select one for its settings)", columns=6, height=200,
                          elem_id="anim-gallery")
 
-    def go(c, w, u, p, fr, sz, st, g, sd, ad, sc, b, ml, ms, src, k):
+    def go(c, w, u, p, fr, sz, st, g, sd, ad, sc, b, ml, ms, src, k, *cond):
         return status_md(actions.start_render(mgr, c, w or None, p, fr, sz, st, g, sd, ad, sc, b, uploaded=u,
-                                              motion_lora=ml or None, motion_scale=ms, source=src, strength=k))
+                                              motion_lora=ml or None, motion_scale=ms, source=src, strength=k,
+                                              conditions=Conditions(*cond)))
     on(render.click, access, go, [client, weights, upload, prompts, frames, side, steps, guidance, seeds, adapter,
-                                  scale, base, motion_file, motion_scale, source, strength], status,
+                                  scale, base, motion_file, motion_scale, source, strength, *conditions], status,
        api_name="render")
     on(motion_file.focus, access, lambda c: gr.update(choices=motion_loras(c.folder)), [client], motion_file)
     on(cancel.click, access, lambda c: _cancel(mgr, c, "animate"), [client], status, api_name="cancel_render")

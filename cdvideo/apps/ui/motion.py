@@ -8,7 +8,8 @@ from pathlib import Path
 import gradio as gr
 
 from cdvideo.apps.ui.access import Client
-from cdvideo.apps.ui.actions import base_ref, check_clip_upload, copy_inputs, resume_last, run_training, stamp
+from cdvideo.apps.ui.actions import base_ref, copy_inputs, resume_last, run_training, stamp
+from cdvideo.apps.ui.conditions import check_clip_upload
 from cdvideo.apps.ui.jobs import Job, JobManager
 from cdvideo.data.files import file_stem
 from cdvideo.data.motion_config import MAX_REFERENCES, load_motion_config

@@ -4,7 +4,8 @@
     python -m cdvideo.apps.worldbuild.drawing --unet toyworld-build/unet.round
 
 - the spelled-out identity of each personal instance ("a yellow ball with purple stripes on a gray background"):
-  the ceiling of any personalization of it, since a tuned token can at best say what these words say;
+  the ceiling of any personalization of it, since a tuned token can at best say what these words say; and each
+  trait's share of it (class, colour, pattern, pattern colour);
 - the accessory (kind and colour) and the companion (class, colour, side) on prompts that ask for them;
 - class, colour, background and position on the world's fixed image prompts.
 Prints one JSON object (and writes it to --out when given).
@@ -60,11 +61,13 @@ def measure(work: Path, unet: Path, n: int = 16, guidance: float = 5.0, steps: i
     judge = J.load(work / "judge.safetensors")
     pipe = image_pipeline(components(work, unet))
     pipe.set_progress_bar_config(disable=True)
-    out: dict = {"unet": str(unet), "guidance": guidance, "steps": steps, "spelled_out": {}}
+    out: dict = {"unet": str(unet), "guidance": guidance, "steps": steps, "spelled_out": {}, "spelled_out_traits": {}}
     for name, inst in INSTANCES.items():
         prompts = scoring.spelled_prompts(inst, n)
-        drawn = draw(pipe, prompts, guidance, steps)
-        out["spelled_out"][name] = round(scoring.score(judge, drawn, prompts).identity, 4)
+        readings = [J.read(judge, frames) for frames in draw(pipe, prompts, guidance, steps)]
+        out["spelled_out"][name] = round(float(np.mean([J.identity(r, inst.appearance) for r in readings])), 4)
+        traits = {t: np.mean([J.identity(r, inst.appearance, (t,)) for r in readings]) for t in J.TRAITS}
+        out["spelled_out_traits"][name] = {t: round(float(v), 4) for t, v in traits.items()}  # which trait fails
     for kind, prompts in (("accessory", scoring.accessory_prompts(24)), ("companion", scoring.companion_prompts(24)),
                           ("image", scoring.image_prompts(48))):
         out[kind] = {k: round(v, 4) for k, v in scoring.score(judge, draw(pipe, prompts, guidance, steps),

@@ -1,7 +1,8 @@
-"""Stage 4: the UNet, a UNet2DConditionModel with SD1.5's block types (three cross-attention down blocks, one
-plain), trained on the encoded renders with the frozen text encoder: epsilon prediction under SD1.5's DDPM
-schedule, min-SNR-5 loss weighting (Hang et al. ICCV 2023), 10% of captions dropped for classifier-free guidance,
-an EMA of the weights. A quarter of each batch are clip frames captioned with their motion."""
+"""Stage 4: the UNet, a UNet2DConditionModel with SD1.5's block types at the 8 x 8 and 4 x 4 levels and the mid block
+(cross-attention) and, in the second edition, the decoder's 16 x 16 level too (`unet_config`), trained on the
+encoded renders with the frozen text encoder: epsilon prediction under SD1.5's DDPM schedule, min-SNR-5 loss
+weighting (Hang et al. ICCV 2023), 10% of captions dropped for classifier-free guidance, an EMA of the weights. A
+quarter of each batch are clip frames captioned with their motion."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import numpy as np
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, UNET, Curve, log, mark_done, optimizer, optimizer_step,
-    pretraining, round_plan, seed_everything, step_rngs)
+from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, Curve, log, mark_done, optimizer, optimizer_step, pretraining,
+    round_plan, seed_everything, step_rngs, unet_config)
 from cdvideo.apps.worldbuild.plans import UNetPlan
 from cdvideo.data.files import atomic_folder
 from cdvideo.models.architectures import tokenizer_dir
@@ -100,7 +101,8 @@ def run(work: Path, seed: int, plan: UNetPlan) -> dict:
                 scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"],
                 sched=DDPMScheduler(**SD_SCHEDULE))
     done, ema_step, curve = resume_round(work, seed, plan)
-    unet = build(work / "unet.round" if done else None).train().to(device, memory_format=torch.channels_last)
+    unet = build(unet_config(plan.decoder_attention_16), work / "unet.round" if done else None)
+    unet = unet.train().to(device, memory_format=torch.channels_last)
     ema = EMA(unet, plan.ema_decay)
     ema.step, t0 = ema_step, time.time()
     log(f"unet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters")
@@ -115,11 +117,11 @@ def run(work: Path, seed: int, plan: UNetPlan) -> dict:
     return info
 
 
-def build(saved: Path | None = None):
-    """A fresh UNet of the world's architecture, or a saved round's (its EMA weights)."""
+def build(config: dict, saved: Path | None = None):
+    """A fresh UNet of `config`, or a saved round's (its EMA weights)."""
     from diffusers import UNet2DConditionModel  # lazy: start-up time
 
-    return UNet2DConditionModel.from_pretrained(str(saved)) if saved else UNet2DConditionModel(**UNET)
+    return UNet2DConditionModel.from_pretrained(str(saved)) if saved else UNet2DConditionModel(**config)
 
 
 def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curve, run: tuple, r0: int,
@@ -130,7 +132,7 @@ def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curv
     device, steps = plan.device, r0 + n
     opt, lr_sched = optimizer(unet.parameters(), plan.optim, n)
     state = dict(unet=unet, ema=ema.model, opt=opt, lr_sched=lr_sched)
-    start, ema.step = resume(work / "unet.ckpt", state, curve, r0, ema.step)
+    start, ema.step = resume(work / "unet.ckpt", state, curve, r0, ema.step, round_plan(seed, plan))
     t0 = time.time()
     with ThreadPoolExecutor(1) as pool:  # the next batch is drawn while this one trains
         pending = pool.submit(batch_at, start, seed, data, plan, tokenizer)
@@ -149,7 +151,7 @@ def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curv
                 curve.add(step, loss=loss.item())
                 log(f"unet step {step}/{sum(plan.rounds)} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
             if (step + 1) % plan.checkpoint_every == 0 and step + 1 < steps:
-                checkpoint(work / "unet.ckpt", step + 1, state, curve, ema.step)
+                checkpoint(work / "unet.ckpt", step + 1, state, curve, ema.step, round_plan(seed, plan))
     (work / "unet.ckpt").unlink(missing_ok=True)
 
 
@@ -180,20 +182,22 @@ def resume_round(work: Path, seed: int, plan: UNetPlan) -> tuple[int, int, Curve
     return len(done), blob["ema_step"], curve
 
 
-def checkpoint(path: Path, step: int, state: dict, curve, ema_step: int) -> None:
-    """Everything the loop needs to continue bitwise where it stopped (batches are functions of the step)."""
+def checkpoint(path: Path, step: int, state: dict, curve, ema_step: int, plan: dict) -> None:
+    """Everything the loop needs to continue bitwise where it stopped (batches are functions of the step), and the
+    plan it belongs to."""
     blob = {k: v.state_dict() for k, v in state.items()}
-    blob.update(step=step, ema_step=ema_step, curve=curve.values)
+    blob.update(step=step, ema_step=ema_step, curve=curve.values, plan=plan)
     torch.save(blob, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
 
 
-def resume(path: Path, state: dict, curve, r0: int, ema_step: int) -> tuple[int, int]:
-    """Load a step checkpoint left inside this round (from r0); returns the step and EMA step to go on from."""
+def resume(path: Path, state: dict, curve, r0: int, ema_step: int, plan: dict) -> tuple[int, int]:
+    """Load a step checkpoint of this plan left inside this round (from r0); returns the step and EMA step to go on
+    from."""
     if not path.is_file():
         return r0, ema_step
     blob = torch.load(path, weights_only=False, map_location="cpu")
-    if blob["step"] <= r0:
+    if blob["step"] <= r0 or blob.get("plan") != plan:
         return r0, ema_step
     for k, v in state.items():
         v.load_state_dict(blob[k])
