@@ -28,6 +28,17 @@ def animate(tmp_path, weights, *args) -> int:
                  *FAST, *args])
 
 
+def diffusers_pipeline(cls, weights, **extra):
+    """diffusers' AnimateDiff pipeline `cls` over the tiny base with `weights`, built by hand as its docs do, with
+    cdvideo's scheduler settings and VAE slicing: what each conditioned render is compared with."""
+    m, _, _ = load_personalized(None, [str(weights)])
+    pipe = cls(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"], unet=m["unet"],
+               motion_adapter=load_adapter("tiny", torch.float32),
+               scheduler=make_scheduler("ddim", m["scheduler"].config, animatediff=True), **extra)
+    pipe.vae.enable_slicing()
+    return pipe
+
+
 @torch.no_grad()
 def test_canny_conditioned_clip_is_diffusers_own_and_its_sidecar_regenerates_it(tmp_path, capsys, controlnet,
                                                                                 perturbed_weights):
@@ -37,12 +48,8 @@ def test_canny_conditioned_clip_is_diffusers_own_and_its_sidecar_regenerates_it(
     assert animate(tmp_path, perturbed_weights, "--controlnet", str(controlnet), "--control-video", str(src),
                    "--control-preprocess", "canny", "--control-scale", "0.8", "--format", "gif,png") == 0
     mine = frames_of(tmp_path / "out" / "a_sks_dog_s7_frames")
-    m, _, _ = load_personalized(None, [str(perturbed_weights)])
-    pipe = AnimateDiffControlNetPipeline(
-        vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"], unet=m["unet"],
-        motion_adapter=load_adapter("tiny", torch.float32), controlnet=ControlNetModel.from_pretrained(controlnet),
-        scheduler=make_scheduler("ddim", m["scheduler"].config, animatediff=True))
-    pipe.vae.enable_slicing()
+    pipe = diffusers_pipeline(AnimateDiffControlNetPipeline, perturbed_weights,
+                              controlnet=ControlNetModel.from_pretrained(controlnet))
     edges = [Image.fromarray(np.repeat(cv2.Canny(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), 100, 200)[:, :, None], 3, 2))
              for f in read_clip(src, 16, 8, 64, 64)]
     plain = pipe("a sks dog", num_frames=16, conditioning_frames=edges, controlnet_conditioning_scale=0.8,
@@ -142,12 +149,8 @@ def test_sparsectrl_keyframes_are_diffusers_own_and_the_sidecar_regenerates_the_
 
     assert animate(tmp_path, perturbed_weights, "--sparsectrl", str(sparsectrl), "--keyframes", keyframes(tmp_path),
                    "--format", "gif,png") == 0
-    m, _, _ = load_personalized(None, [str(perturbed_weights)])
-    pipe = AnimateDiffSparseControlNetPipeline(
-        vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"], unet=m["unet"],
-        motion_adapter=load_adapter("tiny", torch.float32),
-        controlnet=SparseControlNetModel.from_pretrained(sparsectrl),
-        scheduler=make_scheduler("ddim", m["scheduler"].config, animatediff=True))
+    pipe = diffusers_pipeline(AnimateDiffSparseControlNetPipeline, perturbed_weights,
+                              controlnet=SparseControlNetModel.from_pretrained(sparsectrl))
     frames = [Image.open(tmp_path / "first.png").convert("RGB"),
               Image.fromarray(np.asarray(Image.open(tmp_path / "last.png").convert("RGB").resize((128, 64)))[:, 32:96])]
     plain = pipe("a sks dog", num_frames=16, conditioning_frames=frames, controlnet_frame_indices=[0, 15],

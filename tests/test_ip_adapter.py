@@ -13,12 +13,10 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from test_controlnet import animate
+from test_controlnet import animate, diffusers_pipeline
 from test_video_to_video import frames_of, line
 
 from cdvideo.apps.cli import main
-from cdvideo.pipelines.personalized import load_personalized
-from cdvideo.pipelines.registry import load_adapter, make_scheduler
 
 
 def photo(path, colour=(220, 40, 40)):
@@ -36,13 +34,9 @@ def test_image_prompt_is_diffusers_own_and_its_sidecar_regenerates_it(tmp_path, 
     image = photo(tmp_path / "photo.png")
     assert animate(tmp_path, perturbed_weights, "--ip-adapter", str(ip_adapter), "--ip-adapter-image", str(image),
                    "--ip-adapter-scale", "0.7", "--num-frames", "8", "--format", "gif,png") == 0
-    m, _, _ = load_personalized(None, [str(perturbed_weights)])
-    pipe = AnimateDiffPipeline(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"], unet=m["unet"],
-                               motion_adapter=load_adapter("tiny", torch.float32),
-                               scheduler=make_scheduler("ddim", m["scheduler"].config, animatediff=True))
+    pipe = diffusers_pipeline(AnimateDiffPipeline, perturbed_weights)
     pipe.load_ip_adapter(str(ip_adapter.parent), subfolder="", weight_name=ip_adapter.name)  # reads the files
     pipe.set_ip_adapter_scale(0.7)
-    pipe.vae.enable_slicing()
     plain = pipe("a sks dog", num_frames=8, ip_adapter_image=Image.open(image).convert("RGB"), height=64, width=64,
                  num_inference_steps=4, generator=torch.Generator("cpu").manual_seed(7), output_type="np").frames[0]
     assert np.abs(np.round(plain * 255) - frames_of(tmp_path / "out" / "a_sks_dog_s7_frames")).max() <= 1

@@ -99,9 +99,6 @@ class UNetPlan(DenoiserPlan):
     Trained in rounds of `rounds` steps, each a warm restart from the last round's EMA weights, saved when it ends
     (work/unet.round/): a CPU build goes on from a finished round in a later sitting."""
     rounds: tuple[int, ...] = (1500,) * 7
-    # attention (self and cross) in the decoder's 16 x 16 level too, where a pattern's, an accessory's and a
-    # companion's colours are drawn: 18% more per CPU step (SD1.5's layout, in the encoder as well, costs 35%)
-    decoder_attention_16: bool = True
     batch: int = 64
     optim: Optim = Optim(1e-3, 1e-2, 100, floor=0.2)
     ema_decay: float = 0.998

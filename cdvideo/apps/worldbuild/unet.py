@@ -1,8 +1,7 @@
-"""Stage 4: the UNet, a UNet2DConditionModel with SD1.5's block types at the 8 x 8 and 4 x 4 levels and the mid block
-(cross-attention) and, in the second edition, the decoder's 16 x 16 level too (`unet_config`), trained on the
-encoded renders with the frozen text encoder: epsilon prediction under SD1.5's DDPM schedule, min-SNR-5 loss
-weighting (Hang et al. ICCV 2023), 10% of captions dropped for classifier-free guidance, an EMA of the weights. A
-quarter of each batch are clip frames captioned with their motion."""
+"""Stage 4: the UNet, a UNet2DConditionModel with SD1.5's block types (cross-attention at the 8 x 8 and 4 x 4 levels
+and the mid block), trained on the encoded renders with the frozen text encoder: epsilon prediction under SD1.5's
+DDPM schedule, min-SNR-5 loss weighting (Hang et al. ICCV 2023), 10% of captions dropped for classifier-free
+guidance, an EMA of the weights. A quarter of each batch are clip frames captioned with their motion."""
 
 from __future__ import annotations
 
@@ -16,8 +15,8 @@ import numpy as np
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, Curve, log, mark_done, optimizer, optimizer_step, pretraining,
-    round_plan, seed_everything, step_rngs, unet_config)
+from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, UNET, Curve, log, mark_done, optimizer, optimizer_step,
+    pretraining, round_plan, seed_everything, step_rngs)
 from cdvideo.apps.worldbuild.plans import UNetPlan
 from cdvideo.data.files import atomic_folder
 from cdvideo.models.architectures import tokenizer_dir
@@ -101,8 +100,7 @@ def run(work: Path, seed: int, plan: UNetPlan) -> dict:
                 scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"],
                 sched=DDPMScheduler(**SD_SCHEDULE))
     done, ema_step, curve = resume_round(work, seed, plan)
-    unet = build(unet_config(plan.decoder_attention_16), work / "unet.round" if done else None)
-    unet = unet.train().to(device, memory_format=torch.channels_last)
+    unet = build(work / "unet.round" if done else None).train().to(device, memory_format=torch.channels_last)
     ema = EMA(unet, plan.ema_decay)
     ema.step, t0 = ema_step, time.time()
     log(f"unet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters")
@@ -117,11 +115,11 @@ def run(work: Path, seed: int, plan: UNetPlan) -> dict:
     return info
 
 
-def build(config: dict, saved: Path | None = None):
-    """A fresh UNet of `config`, or a saved round's (its EMA weights)."""
+def build(saved: Path | None = None):
+    """A fresh UNet of the world's architecture, or a saved round's (its EMA weights)."""
     from diffusers import UNet2DConditionModel  # lazy: start-up time
 
-    return UNet2DConditionModel.from_pretrained(str(saved)) if saved else UNet2DConditionModel(**config)
+    return UNet2DConditionModel.from_pretrained(str(saved)) if saved else UNet2DConditionModel(**UNET)
 
 
 def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curve, run: tuple, r0: int,
