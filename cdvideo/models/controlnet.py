@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from cdvideo.errors import CdvideoError
+from cdvideo.errors import CdvideoError, first_line
 from cdvideo.models.loading import load_error
 
 FIT_KEYS = ("cross_attention_dim", "block_out_channels", "in_channels")  # what a ControlNet shares with its UNet
@@ -32,7 +32,7 @@ def load_controlnet(ref: str, dtype: torch.dtype, sparse: bool = False):
         raise
     except Exception as e:  # safetensors, huggingface_hub and diffusers raise many types for a bad file
         if path.exists():
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            first = first_line(e, 160)
             raise CdvideoError(f"ControlNet {ref}: cannot be read ({first}); is it a complete ControlNet?") from None
         raise load_error(ref, e) from None
 

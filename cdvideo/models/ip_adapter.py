@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from cdvideo.errors import CdvideoError
+from cdvideo.errors import CdvideoError, first_line
 
 # short names for h94's SD1.5 IP-Adapters (the image encoder sits in models/image_encoder beside each file)
 IP_ADAPTERS = {
@@ -73,7 +73,7 @@ def read_weights(path: Path, dtype: torch.dtype) -> dict:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # safetensors and pickle raise many types for a damaged file
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        first = first_line(e, 160)
         raise CdvideoError(f"IP-Adapter {path}: cannot be read ({first}); is it a complete IP-Adapter?") from None
     if not isinstance(state, dict) or not state.get("image_proj") or not state.get("ip_adapter"):
         raise CdvideoError(f"IP-Adapter {path}: holds no image_proj and ip_adapter weights; is it an IP-Adapter?")
@@ -90,7 +90,7 @@ def load_image_encoder(folder: Path, dtype: torch.dtype, ref: str):
     try:
         encoder = CLIPVisionModelWithProjection.from_pretrained(str(folder), dtype=dtype).eval()
     except Exception as e:  # transformers raises many types for a bad folder
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        first = first_line(e, 160)
         raise CdvideoError(f"IP-Adapter image encoder {folder}: cannot be read ({first})") from None
     size = encoder.config.image_size
     return encoder, CLIPImageProcessor(size=size, crop_size=size)

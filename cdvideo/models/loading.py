@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from cdvideo.data import builtins
-from cdvideo.errors import CdvideoError
+from cdvideo.errors import CdvideoError, first_line
 from cdvideo.models.single_file import is_single_file, load_single_file
 
 
@@ -57,7 +57,7 @@ def load_components(model: str, revision: str | None = None, variant: str | None
 
 def load_error(model: str, e: Exception) -> CdvideoError:
     """A one-line explanation for a model that cannot be loaded, with what to do offline."""
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    first = first_line(e)
     if Path(model).exists():
         return CdvideoError(f"cannot load model from folder {model}: {first}")
     return CdvideoError(

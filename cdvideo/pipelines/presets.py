@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdvideo.errors import CdvideoError
+from cdvideo.errors import CdvideoError, first_line
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def fetch(repo: str, file: str) -> str:
     try:
         return hf_hub_download(repo, file)
     except Exception as e:  # offline, gated, missing: all the same to the user
-        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        first = first_line(e, 120)
         raise CdvideoError(f"cannot fetch {file} from {repo} ({first}); download it once elsewhere "
                            f"(`hf download {repo} {file}`) and pass the local file") from None
 
