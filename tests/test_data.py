@@ -80,3 +80,20 @@ def test_batches_balance_concepts():
     batch = sample_batch(concepts, 2, 0, np.random.default_rng(0), 64, 8, True, True)
     assert batch["pixels"].shape == (2, 3, 64, 64) and batch["mask"].shape == (2, 1, 8, 8)
     assert batch["prompts"][0].endswith("sks dog") and batch["prompts"][1].endswith("zwx backpack")
+
+
+def test_a_library_error_without_text_is_still_one_line_naming_the_file(tmp_path, monkeypatch):
+    """A loader that raises an exception with no message (as some do on a damaged file) gives the file and the
+    exception's type, not an IndexError from quoting its first line."""
+    import safetensors.torch
+
+    from cdvideo.data.tensors import read_tensors
+
+    def raise_bare(*args, **kwargs):
+        raise ValueError()
+
+    monkeypatch.setattr(safetensors.torch, "load_file", raise_bare)
+    path = tmp_path / "lora.safetensors"
+    path.write_bytes(b"\0" * 16)
+    with pytest.raises(CdvideoError, match=r"lora.safetensors: not a readable safetensors file \(ValueError\)"):
+        read_tensors(path)

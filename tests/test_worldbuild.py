@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from cdvideo.apps.worldbuild import judge
@@ -25,10 +26,11 @@ SMALL = JudgePlan(steps=3, batch=20, head_steps=2, head_batch=4, identity_render
 
 def test_plans_scale_every_stage_and_keep_the_rest():
     p = plans_for("cpu", 0.01)
-    assert (p.judge.steps, p.text.steps, p.vae.steps, p.unet.rounds) == (50, 8, 30, (15,) * 7)
+    assert (p.judge.steps, p.text.steps, p.vae.steps) == (50, 8, 30)
+    assert p.unet.rounds == ((15, 1.0),) * 4 + ((15, 4.0),) * 3  # the object weight is kept
     assert p.motion.rounds == ((40, "min-snr"), (15, "high-noise"))
     assert p.judge.head_steps == PROFILES["cpu"].judge.head_steps  # the motion head's steps are not scaled
-    assert dataclasses.replace(p.unet, rounds=(1500,) * 7) == PROFILES["cpu"].unet
+    assert dataclasses.replace(p.unet, rounds=((1500, 1.0),) * 4 + ((1500, 4.0),) * 3) == PROFILES["cpu"].unet
     assert plans_for("cuda").unet.batch == 256 and plans_for("cuda").motion.device == "cuda"
     assert plans_for("cpu", rounds=parse_rounds("10,5:high-noise")).motion.rounds == ((10, "min-snr"),
                                                                                        (5, "high-noise"))
@@ -70,7 +72,7 @@ def test_a_finished_stage_is_skipped_and_another_plans_record_is_refused(tmp_pat
 
 def test_a_unet_round_is_saved_whole_and_a_later_sitting_goes_on_after_it(tmp_path):
     """The UNet stage's rounds: the state after a finished round, found again by a build of the same plan and seed
-    (not by another plan's, nor another seed's)."""
+    (not by another plan's, nor another seed's, nor by rounds of another object weight)."""
     from diffusers import UNet2DConditionModel
 
     from cdvideo.apps.worldbuild import unet
@@ -81,7 +83,7 @@ def test_a_unet_round_is_saved_whole_and_a_later_sitting_goes_on_after_it(tmp_pa
                                 norm_num_groups=4, attention_head_dim=2,
                                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
-    ema, plan = unet.EMA(tiny, 0.99), UNetPlan(rounds=(4, 6))
+    ema, plan = unet.EMA(tiny, 0.99), UNetPlan(rounds=((4, 1.0), (6, 4.0)))
     ema.step, curve = 4, Curve(tmp_path, "unet")
     curve.add(3, loss=0.5)
     unet.save_round(tmp_path, ema, 0, plan, 1, curve)
@@ -90,6 +92,24 @@ def test_a_unet_round_is_saved_whole_and_a_later_sitting_goes_on_after_it(tmp_pa
     saved = UNet2DConditionModel.from_pretrained(str(tmp_path / "unet.round"))
     assert all(a.equal(b) for a, b in zip(saved.parameters(), tiny.parameters()))
     assert unet.resume_round(tmp_path, 1, plan)[0] == 0  # another seed
-    assert unet.resume_round(tmp_path, 0, UNetPlan(rounds=(5, 6)))[0] == 0  # rounds that do not begin with it
-    assert unet.resume_round(tmp_path, 0, UNetPlan(rounds=(4, 6), batch=8))[0] == 0  # another plan
+    assert unet.resume_round(tmp_path, 0, UNetPlan(rounds=((5, 1.0), (6, 4.0))))[0] == 0  # do not begin with it
+    assert unet.resume_round(tmp_path, 0, UNetPlan(rounds=((4, 2.0), (6, 4.0))))[0] == 0  # another object weight
+    assert unet.resume_round(tmp_path, 0, UNetPlan(rounds=((4, 1.0),), batch=8))[0] == 0  # another plan
     assert not list(tmp_path.glob(".unet.round.tmp-*"))
+
+
+def test_the_object_weight_is_where_the_object_covers_the_latent_pixel():
+    """A 64 px coverage map at 16 x 16 latents: weight on covered latent pixels, 1 on the background, in between
+    on an edge; weight 1 is the plain min-SNR epsilon loss."""
+    from cdvideo.apps.worldbuild.unet import epsilon_loss, object_weights
+
+    alpha = torch.zeros(1, 64, 64)
+    alpha[0, :8, :4] = 1.0  # latent pixels (0, 0) and (1, 0) covered, (2, 0) half
+    alpha[0, 8:10, :4] = 1.0
+    w = object_weights(alpha, 4.0, 4)
+    assert w.shape == (1, 1, 16, 16)
+    assert (w[0, 0, 0, 0], w[0, 0, 1, 0], w[0, 0, 2, 0], w[0, 0, 3, 0]) == (4.0, 4.0, 2.5, 1.0)
+    assert w.sum() == 16 * 16 - 3 + 4 + 4 + 2.5
+    pred, noise, snr_w = torch.randn(3, 4, 16, 16), torch.randn(3, 4, 16, 16), torch.rand(3)
+    plain = (snr_w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+    assert torch.allclose(epsilon_loss(pred, noise, snr_w, object_weights(torch.rand(3, 64, 64), 1.0, 4)), plain)

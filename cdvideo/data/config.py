@@ -29,7 +29,7 @@ from cdvideo.data.ranges import (
     Range,
     range_of,
 )
-from cdvideo.errors import CdvideoError
+from cdvideo.errors import CdvideoError, first_line
 
 BETA = Range(0, 1, below=True)  # Adam's moment decay
 
@@ -290,7 +290,7 @@ def load_config(cls: type, path: str | Path | None, overrides: list[str] = (),
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise CdvideoError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+            raise CdvideoError(f"{path}: not valid YAML ({first_line(e)})") from None
         if not isinstance(data, dict):
             raise CdvideoError(f"{path}: expected a mapping of keys at the top level")
     for ov in overrides:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from cdvideo.data.files import atomic_path
-from cdvideo.errors import CdvideoError
+from cdvideo.errors import CdvideoError, first_line
 
 LAYOUTS = ("animatediff", "diffusers")
 PROJECTIONS = {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out": "to_out.0"}  # original -> diffusers
@@ -117,7 +117,7 @@ def read(path: str | Path) -> MotionLora:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # safetensors and torch raise several types for a damaged file
-        raise CdvideoError(f"{path}: not a readable weights file ({str(e).splitlines()[0][:100]})") from None
+        raise CdvideoError(f"{path}: not a readable weights file ({first_line(e, 100)})") from None
     if not isinstance(state, dict):
         raise CdvideoError(f"{path}: holds a {type(state).__name__}, not a state dict of LoRA weights")
     return MotionLora(parse_state_dict(state, str(path)), metadata)

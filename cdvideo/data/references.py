@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from cdvideo.data.video import VIDEO_SUFFIXES, probe
-from cdvideo.errors import CdvideoError
+from cdvideo.errors import CdvideoError, first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 CLIP_SUFFIXES = (*VIDEO_SUFFIXES, ".gif")
@@ -62,7 +62,7 @@ def _video(path: Path, num_frames: int, fps: int, size: int) -> list[Image.Image
     except CdvideoError:
         raise
     except Exception as e:  # decord raises its own errors for damaged streams
-        raise CdvideoError(f"{path.name}: cannot be decoded ({str(e).splitlines()[0][:100]})") from None
+        raise CdvideoError(f"{path.name}: cannot be decoded ({first_line(e, 100)})") from None
 
 
 def _gif(path: Path, num_frames: int, fps: int) -> list[Image.Image]:
@@ -73,7 +73,7 @@ def _gif(path: Path, num_frames: int, fps: int) -> list[Image.Image]:
                 frames.append(f.convert("RGB"))
                 durations.append(f.info.get("duration", 1000 / fps) or 1000 / fps)
     except (OSError, ValueError) as e:
-        raise CdvideoError(f"{path.name}: not a readable GIF ({str(e).splitlines()[0][:100]})") from None
+        raise CdvideoError(f"{path.name}: not a readable GIF ({first_line(e, 100)})") from None
     if len(frames) < MIN_SOURCE_FRAMES:
         raise CdvideoError(f"{path.name}: {len(frames)} frame(s); a clip needs at least "
                            f"{MIN_SOURCE_FRAMES} (a still image shows no motion)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from cdvideo.errors import CdvideoError
+from cdvideo.errors import CdvideoError, first_line
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 
@@ -24,13 +24,13 @@ def read_tensors(path: str | Path) -> dict:
         try:
             return load_file(str(path))
         except Exception as e:  # safetensors raises its own types for truncated or foreign files
-            raise CdvideoError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:120]}); "
+            raise CdvideoError(f"{path}: not a readable safetensors file ({first_line(e, 120)}); "
                                "re-download or re-export it") from None
     if path.suffix in PICKLE_SUFFIXES:
         try:
             return torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:
-            what = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            what = first_line(e, 160)
             if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
                 raise CdvideoError(f"{path}: refused: this pickle holds more than tensors (it could run code when "
                                    "loaded); convert it to .safetensors with a tool you trust") from None
@@ -51,4 +51,4 @@ def safetensors_metadata(path: str | Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except Exception as e:
-        raise CdvideoError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
+        raise CdvideoError(f"{path}: not a readable safetensors file ({first_line(e, 120)})") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cdvideo.errors import CdvideoError
+from cdvideo.errors import CdvideoError, first_line
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
 CANDIDATES = 96  # frames read, evenly spaced over the video
@@ -92,7 +92,7 @@ def read_video(path: Path, candidates: int = CANDIDATES) -> list[np.ndarray]:
     try:
         vr = decord.VideoReader(str(path))
     except Exception as e:  # decord raises its own errors for unreadable files
-        raise CdvideoError(f"{path}: cannot be read as a video ({str(e).splitlines()[0][:120]})") from None
+        raise CdvideoError(f"{path}: cannot be read as a video ({first_line(e, 120)})") from None
     idx = np.unique(np.linspace(0, len(vr) - 1, min(candidates, len(vr))).round().astype(int))
     return list(vr.get_batch(list(idx)).asnumpy())
 

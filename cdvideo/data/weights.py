@@ -15,7 +15,7 @@ import torch
 
 from cdvideo import __version__
 from cdvideo.data.files import atomic_path
-from cdvideo.errors import CdvideoError, NotCdvideoWeights
+from cdvideo.errors import CdvideoError, NotCdvideoWeights, first_line
 
 FORMAT = "cdvideo.personalization.v1"
 DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -72,7 +72,7 @@ def _read(path: Path, tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Te
             keys = list(f.keys())
             found = {k: f.get_tensor(k) for k in keys} if tensors else {}
     except Exception as e:  # safetensors raises its own error types for foreign files
-        raise CdvideoError(f"{path}: not a safetensors file ({str(e).splitlines()[0][:120]})") from None
+        raise CdvideoError(f"{path}: not a safetensors file ({first_line(e, 120)})") from None
     if raw_meta.get("format") != FORMAT or TOKEN_KEY not in keys:
         raise NotCdvideoWeights(f"{path}: not a cdvideo weights file (made by `cdvideo train` or `cdvideo compose`)")
     return {k: _decode(v) for k, v in raw_meta.items()}, found

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from cdvideo.data.hub import download_file
 from cdvideo.errors import CdvideoError, first_line
 
 # short names for h94's SD1.5 IP-Adapters (the image encoder sits in models/image_encoder beside each file)
@@ -50,15 +51,9 @@ def _local_file(ref: str) -> Path:
         raise CdvideoError(f"IP-Adapter {ref}: no such file; give a weights file (.safetensors or .bin) with its "
                            f"image encoder in {ENCODER_FOLDER}/ beside it, a hub path (owner/repo/folder/file) or "
                            f"one of {', '.join(IP_ADAPTERS)}")
-    from huggingface_hub import snapshot_download  # lazy: start-up time
-
     repo, file = hub.groups()
     encoder = f"{Path(file).parent.as_posix()}/{ENCODER_FOLDER}/*".lstrip("./")
-    try:
-        return Path(snapshot_download(repo, allow_patterns=[file, encoder])) / file
-    except Exception as e:  # the hub client raises many types (offline, missing repo, gated)
-        raise CdvideoError(f"IP-Adapter {ref}: not a local file and not downloadable "
-                           f"({str(e).splitlines()[0][:100]})") from None
+    return download_file(repo, file, f"IP-Adapter {ref}", also=(encoder,))
 
 
 def read_weights(path: Path, dtype: torch.dtype) -> dict:

@@ -13,7 +13,7 @@ import torch
 from cdvideo.data import builtins
 from cdvideo.data.files import atomic_folder
 from cdvideo.data.tensors import PICKLE_SUFFIXES, read_tensors
-from cdvideo.errors import CdvideoError
+from cdvideo.errors import CdvideoError, first_line
 from cdvideo.models import architectures as tiny
 
 SINGLE_FILE_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
@@ -71,7 +71,7 @@ def load_single_file(path: str, config: str = "sd15", dtype: torch.dtype = torch
             requires_safety_checker=False)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise CdvideoError(f"{path}: not an SD1.5 checkpoint for config {config} "
-                           f"({str(e).strip().splitlines()[0][:160]})") from None
+                           f"({first_line(e, 160)})") from None
     return {"tokenizer": pipe.tokenizer, "text_encoder": pipe.text_encoder.eval(), "vae": pipe.vae, "unet": pipe.unet,
             "scheduler": DDPMScheduler.from_config(pipe.scheduler.config)}
 

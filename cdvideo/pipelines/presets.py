@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdvideo.errors import CdvideoError, first_line
+from cdvideo.data.hub import download_file
+from cdvideo.errors import CdvideoError
 
 
 @dataclass(frozen=True)
@@ -46,14 +47,7 @@ def get(name: str) -> Preset:
 
 def fetch(repo: str, file: str) -> str:
     """A file of a hub repo, from the local cache or the network; offline, a one-line error saying what to do."""
-    from huggingface_hub import hf_hub_download  # lazy: start-up time
-
-    try:
-        return hf_hub_download(repo, file)
-    except Exception as e:  # offline, gated, missing: all the same to the user
-        first = first_line(e, 120)
-        raise CdvideoError(f"cannot fetch {file} from {repo} ({first}); download it once elsewhere "
-                           f"(`hf download {repo} {file}`) and pass the local file") from None
+    return str(download_file(repo, file, f"{file} from {repo}"))
 
 
 def adapter_source(name: str) -> str:

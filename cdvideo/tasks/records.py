@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cdvideo.data import motion_lora
 from cdvideo.data.files import sha256_file
+from cdvideo.data.hub import download
 from cdvideo.errors import CdvideoError
 
 
@@ -73,13 +74,7 @@ def read_motion_loras(entries: list[tuple[str, float]]) -> list[tuple]:
 
 def hub_motion_lora(repo_id: str) -> Path:
     """A motion LoRA repository from the Hugging Face hub (e.g. guoyww/animatediff-motion-lora-zoom-in)."""
-    from huggingface_hub import snapshot_download  # lazy: start-up time
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=["*.safetensors", "*.ckpt"]))
-    except Exception as e:  # the hub client raises many types (offline, missing repo, gated)
-        raise CdvideoError(f"motion LoRA {repo_id}: not a local file and not downloadable "
-                           f"({str(e).splitlines()[0][:100]})") from None
+    return download(repo_id, f"motion LoRA {repo_id}", ["*.safetensors", "*.ckpt"])
 
 
 def motion_lora_record(entries: list[tuple[str, float]]) -> list[dict]:

@@ -16,7 +16,7 @@ from cdvideo.data.clips import check_formats, write_clip, write_images
 from cdvideo.data.config import from_dict
 from cdvideo.data.files import slug, text_lines
 from cdvideo.data.render_config import Job, Options, check_options
-from cdvideo.errors import CdvideoError
+from cdvideo.errors import CdvideoError, first_line
 from cdvideo.models.motion_lora import apply_motion_loras
 from cdvideo.pipelines import presets
 from cdvideo.pipelines.build import image_pipeline, video_pipeline
@@ -67,7 +67,7 @@ def load_jobs(prompt: str | None, prompt_file: str | None, defaults: dict) -> li
         try:
             entries = yaml.safe_load(path.read_text()) or []
         except yaml.YAMLError as e:
-            raise CdvideoError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+            raise CdvideoError(f"{path}: not valid YAML ({first_line(e)})") from None
         if not isinstance(entries, list):
             raise CdvideoError(f"{path}: expected a list of prompt entries")
         entries = [e if isinstance(e, dict) else {"prompt": e} for e in entries]
@@ -247,7 +247,7 @@ def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool, loras: l
             pipe.load_lora_weights(lora[0], adapter_name="lcm")
             pipe.set_adapters(["lcm"], [lora[1]])
         except (ImportError, ValueError, OSError) as e:
-            raise CdvideoError(f"LCM LoRA {lora[0]}: {str(e).splitlines()[0]} "
+            raise CdvideoError(f"LCM LoRA {lora[0]}: {first_line(e)} "
                                "(needs peft: pip install 'cdvideo[lora]')") from None
     if loras:  # merged into this pipeline's own UNetMotionModel; all checked before any weight changes
         apply_motion_loras(pipe.unet, loras, adapter_name)

@@ -1,4 +1,4 @@
-"""Rebuild the miniature world's shipped weights: judge, text encoder, VAE, UNet, motion adapter.
+"""Rebuild the miniature world's shipped weights: judge, text encoder, VAE, UNet, motion adapter, ControlNet.
 
     python -m cdvideo.apps.worldbuild                  # every stage, about 164 minutes on 2 CPU cores
     python -m cdvideo.apps.worldbuild --stage unet     # one stage (the earlier ones must have run)
@@ -19,6 +19,7 @@ numbers of docs/toyworld.md into --docs.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -33,8 +34,9 @@ from cdvideo.data.ranges import SEED, Flag, Parser, Range
 from cdvideo.errors import CdvideoError
 from cdvideo.toyworld import assets_dir
 
-STAGES = ("judge", "text", "vae", "unet", "motion", "export", "report")
-TRAINED = ("judge", "text", "vae", "unet", "motion")  # stages with a record (work/<stage>.done) and a plan
+STAGES = ("judge", "text", "vae", "unet", "motion", "controlnet", "export", "report")
+# stages with a record (work/<stage>.done) and a plan
+TRAINED = ("judge", "text", "vae", "unet", "motion", "controlnet")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -103,31 +105,17 @@ def finished(work: Path, stage: str, plans: Plans) -> bool:
 
 def run_stage(stage: str, work: Path, seed: int, plans: Plans, args: argparse.Namespace) -> None:
     """One stage with its plan (the stage modules import torch and diffusers: only the stages asked for load)."""
-    if stage == "judge":
-        from cdvideo.apps.worldbuild import judge  # lazy: start-up time (each stage loads only what it needs)
-        judge.run(work, seed, plans.judge)
-    elif stage == "text":
-        from cdvideo.apps.worldbuild import text  # lazy: start-up time
-        text.run(work, seed, plans.text)
-    elif stage == "vae":
-        from cdvideo.apps.worldbuild import vae  # lazy: start-up time
-        vae.run(work, seed, plans.vae)
-    elif stage == "latents":
+    if stage == "latents":
         from cdvideo.apps.worldbuild import vae  # lazy: start-up time
         vae.reencode(work, seed, plans.vae, args.device)
-    elif stage == "unet":
-        from cdvideo.apps.worldbuild import unet  # lazy: start-up time
-        unet.run(work, seed, plans.unet)
-    elif stage == "motion":
-        from cdvideo.apps.worldbuild import motion  # lazy: start-up time
-        motion.run(work, seed, plans.motion)
     elif stage == "export":
         from cdvideo.apps.worldbuild import export  # lazy: start-up time
         export.run(work, Path(args.assets))
     elif stage == "report":
         from cdvideo.apps.worldbuild import report  # lazy: start-up time
         report.run(work, seed, Path(args.docs))
-
+    else:  # a training stage: its module's run(work, seed, plan)
+        importlib.import_module(f"cdvideo.apps.worldbuild.{stage}").run(work, seed, getattr(plans, stage))
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cdvideo.apps.worldbuild.plans import Optim, Renders, record
-from cdvideo.data.files import atomic_path, write_text_atomic
+from cdvideo.data.files import atomic_folder, atomic_path, write_text_atomic
 from cdvideo.toyworld import draw, world
 from cdvideo.toyworld.instances import excluded
 
@@ -170,6 +170,31 @@ def round_plan(seed: int, plan) -> dict:
     """What a saved round (UNet or motion stage) must share with a run to go on from it: the seed and the plan but
     its rounds, as JSON values (tuples as lists)."""
     return json.loads(json.dumps({"seed": seed, **{k: v for k, v in record(plan).items() if k != "rounds"}}))
+
+
+def save_round(work: Path, stage: str, write_weights, blob: dict) -> None:
+    """A finished round of a stage trained in rounds (UNet, motion), which a build may commit and go on from in a
+    later sitting: work/<stage>.round/ with the weights `write_weights(folder)` writes and round.json (`blob`: the
+    plan, the rounds done, the curve so far), written whole, then renamed."""
+    with atomic_folder(work / f"{stage}.round") as tmp:
+        write_weights(str(tmp))
+        (Path(tmp) / "round.json").write_text(json.dumps(blob))
+    log(f"{stage}: saved after rounds {blob['rounds']}")
+
+
+def saved_round(work: Path, stage: str, seed: int, plan) -> dict | None:
+    """The record of work/<stage>.round when it was made with this seed and plan and its rounds begin the plan's;
+    None (start over) otherwise."""
+    saved = work / f"{stage}.round" / "round.json"
+    if not saved.is_file():
+        return None
+    blob = json.loads(saved.read_text())
+    done, wanted = blob["rounds"], json.loads(json.dumps(plan.rounds))  # tuples as JSON lists
+    if blob["plan"] != round_plan(seed, plan) or done != wanted[:len(done)]:
+        log(f"{stage}: the saved rounds {done} were made with another plan than {wanted}; starting over")
+        return None
+    log(f"{stage}: going on after rounds {done} ({saved.parent})")
+    return blob
 
 
 def pretraining(work: Path, seed: int, renders: tuple[Renders, ...]):

@@ -6,6 +6,9 @@
 - the spelled-out identity of each personal instance ("a yellow ball with purple stripes on a gray background"):
   the ceiling of any personalization of it, since a tuned token can at best say what these words say; and each
   trait's share of it (class, colour, pattern, pattern colour);
+- the same reading for each instance's colours and pattern on another class ("a yellow heart with purple
+  stripes"), an appearance pretraining shows (how often: `seen`): whether a missed trait is one the model cannot
+  compose or one it cannot draw at all; with --against, the paired difference from an earlier measurement;
 - the accessory (kind and colour) and the companion (class, colour, side) on prompts that ask for them;
 - class, colour, background and position on the world's fixed image prompts.
 Prints one JSON object (and writes it to --out when given).
@@ -15,18 +18,24 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cdvideo.apps.worldbuild.common import SD_SCHEDULE, log
+from cdvideo.apps.worldbuild.plans import PRETRAIN
 from cdvideo.data.files import write_text_atomic
 from cdvideo.data.ranges import Flag, Parser, Range
+from cdvideo.errors import CdvideoError
+from cdvideo.math.metrics import bootstrap_ci
 from cdvideo.models.architectures import tokenizer_dir
 from cdvideo.toyworld import scoring
 from cdvideo.toyworld import judge as J
-from cdvideo.toyworld.instances import INSTANCES
+from cdvideo.toyworld.instances import INSTANCES, Instance
+from cdvideo.toyworld.world import Scene
 
 
 def components(work: Path, unet: Path) -> dict:
@@ -54,20 +63,59 @@ def draw(pipe, prompts: list[scoring.EvalPrompt], guidance: float, steps: int, b
     return out
 
 
+# each instance's colours and pattern on a class whose shape takes the pattern: an appearance pretraining shows
+OTHER_CLASS = {"ball": "heart", "star": "moon", "tree": "cup", "box": "heart", "heart": "box", "cup": "ball"}
+
+
+def on_other_class(inst: Instance) -> Instance:
+    return replace(inst, name=f"{inst.name} as a {OTHER_CLASS[inst.cls]}", cls=OTHER_CLASS[inst.cls])
+
+
+def pretraining_appearances(work: Path) -> Counter | None:
+    """How often each appearance is among the pretraining stills (work/images.json), None without them."""
+    labels = work / f"{PRETRAIN[0].name}.json"
+    if not labels.is_file():
+        return None
+    return Counter(Scene(**d).appearance for d in json.loads(labels.read_text()))
+
+
+def spelled_out(judge, pipe, inst: Instance, n: int, guidance: float, steps: int) -> tuple[list[float], dict]:
+    """The instance's identity on each of n spelled-out prompts, and each trait's share (which trait fails)."""
+    readings = [J.read(judge, frames) for frames in draw(pipe, scoring.spelled_prompts(inst, n), guidance, steps)]
+    traits = {t: round(float(np.mean([J.identity(r, inst.appearance, (t,)) for r in readings])), 4) for t in J.TRAITS}
+    return [round(J.identity(r, inst.appearance), 4) for r in readings], traits
+
+
+def against(result: dict, other: dict) -> dict:
+    """The paired difference (this minus the other measurement) of the spelled-out identity over the same prompts
+    and seeds, instances and other classes together, with its 95% bootstrap interval."""
+    mine, theirs = result["per_image"], other.get("per_image")
+    if not theirs or theirs.keys() != mine.keys() or any(len(theirs[k]) != len(mine[k]) for k in mine):
+        raise CdvideoError("it holds no per-image identities of the same prompts; measure it again with this --n")
+    diffs = [a - b for k in mine for a, b in zip(mine[k], theirs[k])]
+    mean, low, high = bootstrap_ci(diffs)
+    return {"unet": other["unet"], "difference": round(mean, 4), "low": round(low, 4), "high": round(high, 4),
+            "n": len(diffs)}
+
+
 def measure(work: Path, unet: Path, n: int = 16, guidance: float = 5.0, steps: int = 25) -> dict:
-    """Spelled-out identity per instance, and the rates of the asked attributes per prompt set."""
+    """Spelled-out identity per instance (and on another class), and the rates of the asked attributes per prompt
+    set."""
     from cdvideo.pipelines.build import image_pipeline  # lazy: start-up time
 
     judge = J.load(work / "judge.safetensors")
     pipe = image_pipeline(components(work, unet))
     pipe.set_progress_bar_config(disable=True)
-    out: dict = {"unet": str(unet), "guidance": guidance, "steps": steps, "spelled_out": {}, "spelled_out_traits": {}}
+    out: dict = {"unet": str(unet), "guidance": guidance, "steps": steps, "spelled_out": {}, "spelled_out_traits": {},
+                 "other_class": {}, "per_image": {}}
+    seen = pretraining_appearances(work)
     for name, inst in INSTANCES.items():
-        prompts = scoring.spelled_prompts(inst, n)
-        readings = [J.read(judge, frames) for frames in draw(pipe, prompts, guidance, steps)]
-        out["spelled_out"][name] = round(float(np.mean([J.identity(r, inst.appearance) for r in readings])), 4)
-        traits = {t: np.mean([J.identity(r, inst.appearance, (t,)) for r in readings]) for t in J.TRAITS}
-        out["spelled_out_traits"][name] = {t: round(float(v), 4) for t, v in traits.items()}  # which trait fails
+        out["per_image"][name], out["spelled_out_traits"][name] = spelled_out(judge, pipe, inst, n, guidance, steps)
+        out["spelled_out"][name] = round(float(np.mean(out["per_image"][name])), 4)
+        other = on_other_class(inst)
+        out["per_image"][other.name], traits = spelled_out(judge, pipe, other, n, guidance, steps)
+        out["other_class"][other.name] = {"identity": round(float(np.mean(out["per_image"][other.name])), 4),
+                                          "seen": seen and seen[other.appearance], **traits}
     for kind, prompts in (("accessory", scoring.accessory_prompts(24)), ("companion", scoring.companion_prompts(24)),
                           ("image", scoring.image_prompts(48))):
         out[kind] = {k: round(v, 4) for k, v in scoring.score(judge, draw(pipe, prompts, guidance, steps),
@@ -81,12 +129,22 @@ def main() -> None:
     p.add_argument("--unet", default=None, help="a UNet folder (default: WORK/unet)")
     p.add_argument("--n", type=Flag(int, Range(1, 1000)), default=16, help="images per instance (default: 16)")
     p.add_argument("--guidance", type=Flag(float, Range(1, 30)), default=5.0)
+    p.add_argument("--steps", type=Flag(int, Range(1, 1000)), default=25, help="DDIM steps (default: 25)")
     p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--against", default=None, metavar="JSON", help="an earlier measurement (--out) of another UNet: "
+                   "the paired difference of the spelled-out identity, with its 95%% interval")
     args = p.parse_args()
+    if args.against and not Path(args.against).is_file():
+        p.error(f"--against {args.against}: no such file (an earlier --out)")
     torch.manual_seed(0)
     work = Path(args.work)
     t0 = time.time()
-    result = measure(work, Path(args.unet) if args.unet else work / "unet", args.n, args.guidance)
+    result = measure(work, Path(args.unet) if args.unet else work / "unet", args.n, args.guidance, args.steps)
+    if args.against:
+        try:
+            result["against"] = against(result, json.loads(Path(args.against).read_text()))
+        except (OSError, ValueError, CdvideoError) as e:
+            p.error(f"--against {args.against}: {e}")
     result["seconds"] = round(time.time() - t0)
     text = json.dumps(result, indent=1)
     print(text)

@@ -1,6 +1,6 @@
 """Stage 6: write the shipped files (by default into the installed cdvideo/toyworld/assets/): the model as a
 diffusers StableDiffusionPipeline folder (float16 weights, SD1.5's tokenizer, a DDIM scheduler), the motion
-adapter folder, the judge, and the personal instances' photos."""
+adapter folder, the mask ControlNet (when its stage has run), the judge, and the personal instances' photos."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def run(work: Path, assets: Path) -> None:
     """The model, adapter, judge and photos from the stage outputs in `work` into `assets`."""
     from diffusers import (  # lazy: start-up time
         AutoencoderKL,
+        ControlNetModel,
         DDIMScheduler,
         MotionAdapter,
         StableDiffusionPipeline,
@@ -39,6 +40,10 @@ def run(work: Path, assets: Path) -> None:
     adapter = MotionAdapter.from_pretrained(str(work / "motion_adapter"))
     with atomic_folder(assets / "adapter") as d:
         adapter.to(torch.float16).save_pretrained(d)
+    if (work / "controlnet_mask").is_dir():  # the controlnet stage's (issue 30), once it has run
+        controlnet = ControlNetModel.from_pretrained(str(work / "controlnet_mask"))
+        with atomic_folder(assets / "controlnet_mask") as d:
+            controlnet.to(torch.float16).save_pretrained(d)
     shutil.copyfile(work / "judge.safetensors", assets / "judge.safetensors")
     with atomic_folder(assets / "instances") as d:
         write_photos(d)

@@ -9,14 +9,13 @@ the run that went on is the run that did not stop."""
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cdvideo.apps.worldbuild import common
 from cdvideo.apps.worldbuild.common import (ADAPTER, MOTION_SCHEDULE, Curve, log, mark_done, optimizer,
     optimizer_step, pretraining, round_plan, seed_everything, step_rngs)
 from cdvideo.apps.worldbuild.plans import MotionPlan
@@ -73,7 +72,7 @@ def run(work: Path, seed: int, plan: MotionPlan) -> dict:
     data = dict(clip_scenes=clip_scenes, latents=latents(work, "clips"), sched=DDPMScheduler(**MOTION_SCHEDULE),
                 scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"])
     rounds = [(int(n), w) for n, w in plan.rounds]
-    done, curve = resume(work, seed, plan, rounds)
+    done, curve = resume(work, seed, plan)
     model, trainable = build(work, work / "motion.round" if done else None)
     model.to(plan.device)
     log(f"motion modules: {sum(p.numel() for p in trainable) / 1e6:.2f}M parameters")
@@ -113,28 +112,16 @@ def train_round(model, trainable, data: dict, text_encoder, tokenizer, curve: Cu
 
 
 def save_round(work: Path, model, seed: int, plan: MotionPlan, rounds: list[tuple[int, str]], curve: Curve) -> None:
-    """The motion modules after the given rounds, with the plan and curve so far (written whole, then renamed)."""
-    tmp = work / "motion.round.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_motion_modules(str(tmp))
-    blob = {"plan": round_plan(seed, plan), "rounds": rounds, "curve": curve.values}
-    (tmp / "round.json").write_text(json.dumps(blob))
-    shutil.rmtree(work / "motion.round", ignore_errors=True)
-    tmp.replace(work / "motion.round")
-    log(f"motion: saved after rounds {rounds}")
+    """The motion modules after the given rounds, with the plan and curve so far, in work/motion.round/."""
+    common.save_round(work, "motion", model.save_motion_modules,
+                      {"plan": round_plan(seed, plan), "rounds": rounds, "curve": curve.values})
 
 
-def resume(work: Path, seed: int, plan: MotionPlan, rounds: list[tuple[int, str]]) -> tuple[int, Curve]:
-    """How many of `rounds` the saved state has done (0 unless its plan is this one and its rounds begin
-    `rounds`), and the curve up to there."""
-    curve, saved = Curve(work, "motion"), work / "motion.round" / "round.json"
-    if not saved.is_file():
-        return 0, curve
-    blob, plan = json.loads(saved.read_text()), round_plan(seed, plan)
-    done = [tuple(r) for r in blob["rounds"]]
-    if blob["plan"] != plan or done != rounds[:len(done)]:
-        log(f"motion: the saved rounds {done} of {blob['plan']} do not begin {rounds} of {plan}; starting over")
+def resume(work: Path, seed: int, plan: MotionPlan) -> tuple[int, Curve]:
+    """How many of the plan's rounds the saved state has done (0 unless its plan is this one and its rounds begin
+    the plan's), and the curve up to there."""
+    curve, blob = Curve(work, "motion"), common.saved_round(work, "motion", seed, plan)
+    if blob is None:
         return 0, curve
     curve.values = blob["curve"]
-    log(f"motion: going on after rounds {done} ({saved.parent})")
-    return len(done), curve
+    return len(blob["rounds"]), curve

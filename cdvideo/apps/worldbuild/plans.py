@@ -96,9 +96,10 @@ class DenoiserPlan:
 @dataclass(frozen=True)
 class UNetPlan(DenoiserPlan):
     """Stage unet: epsilon prediction, min-SNR weighting, caption dropout, EMA; a quarter of a batch clip frames.
-    Trained in rounds of `rounds` steps, each a warm restart from the last round's EMA weights, saved when it ends
-    (work/unet.round/): a CPU build goes on from a finished round in a later sitting."""
-    rounds: tuple[int, ...] = (1500,) * 7
+    Trained in rounds of (steps, object weight), each a warm restart from the last round's EMA weights, saved when
+    it ends (work/unet.round/): a CPU build goes on from a finished round in a later sitting. The object weight
+    multiplies the loss where the scene's objects are (1: every latent pixel alike)."""
+    rounds: tuple[tuple[int, float], ...] = ((1500, 1.0),) * 4 + ((1500, 4.0),) * 3
     batch: int = 64
     optim: Optim = Optim(1e-3, 1e-2, 100, floor=0.2)
     ema_decay: float = 0.998
@@ -116,19 +117,32 @@ class MotionPlan(DenoiserPlan):
 
 
 @dataclass(frozen=True)
+class ControlNetPlan(DenoiserPlan):
+    """Stage controlnet: a ControlNet on object masks over the frozen UNet; half the captions dropped (the mask
+    alone must place the object), a quarter of a batch clip frames."""
+    steps: int = 2000
+    batch: int = 32
+    clip_divisor: int = 4
+    caption_drop: float = 0.5
+    optim: Optim = Optim(5e-4, 1e-2, 100, floor=0.1)
+
+
+@dataclass(frozen=True)
 class Plans:
     judge: JudgePlan = field(default_factory=JudgePlan)
     text: TextPlan = field(default_factory=TextPlan)
     vae: VAEPlan = field(default_factory=VAEPlan)
     unet: UNetPlan = field(default_factory=UNetPlan)
     motion: MotionPlan = field(default_factory=MotionPlan)
+    controlnet: ControlNetPlan = field(default_factory=ControlNetPlan)
 
 
 # "cpu" is the 2-core build; "cuda" feeds the UNet 2.9x and the motion modules 2x the samples in GPU minutes
 PROFILES = {"cpu": Plans(),
-            "cuda": Plans(unet=UNetPlan(rounds=(2000,), batch=256, device="cuda"),
+            "cuda": Plans(unet=UNetPlan(rounds=((2000, 1.0),), batch=256, device="cuda"),
                           motion=MotionPlan(rounds=((2000, "min-snr"), (750, "high-noise")), clips_per_batch=16,
-                                            device="cuda"))}
+                                            device="cuda"),
+                          controlnet=ControlNetPlan(batch=128, device="cuda"))}
 MOTION_WEIGHTINGS = ("min-snr", "high-noise")  # of the motion stage's epsilon loss (motion.high_noise_weights)
 
 
@@ -150,8 +164,9 @@ def plans_for(device: str = "cpu", scale: float = 1.0, rounds: tuple[tuple[int, 
     motion = rounds or p.motion.rounds
     return Plans(judge=replace(p.judge, steps=steps(p.judge.steps)), text=replace(p.text, steps=steps(p.text.steps)),
                  vae=replace(p.vae, steps=steps(p.vae.steps)),
-                 unet=replace(p.unet, rounds=tuple(steps(n) for n in p.unet.rounds)),
-                 motion=replace(p.motion, rounds=tuple((steps(n), w) for n, w in motion)))
+                 unet=replace(p.unet, rounds=tuple((steps(n), w) for n, w in p.unet.rounds)),
+                 motion=replace(p.motion, rounds=tuple((steps(n), w) for n, w in motion)),
+                 controlnet=replace(p.controlnet, steps=steps(p.controlnet.steps)))
 
 
 def record(plan) -> dict:

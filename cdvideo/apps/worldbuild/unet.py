@@ -1,12 +1,12 @@
 """Stage 4: the UNet, a UNet2DConditionModel with SD1.5's block types (cross-attention at the 8 x 8 and 4 x 4 levels
 and the mid block), trained on the encoded renders with the frozen text encoder: epsilon prediction under SD1.5's
 DDPM schedule, min-SNR-5 loss weighting (Hang et al. ICCV 2023), 10% of captions dropped for classifier-free
-guidance, an EMA of the weights. A quarter of each batch are clip frames captioned with their motion."""
+guidance, an EMA of the weights. A quarter of each batch are clip frames captioned with their motion. Later rounds
+weigh the loss up where the objects are (their coverage at latent resolution), where a pattern's colour is drawn."""
 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from cdvideo.apps.worldbuild import common
 from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, UNET, Curve, log, mark_done, optimizer, optimizer_step,
     pretraining, round_plan, seed_everything, step_rngs)
 from cdvideo.apps.worldbuild.plans import UNetPlan
-from cdvideo.data.files import atomic_folder
 from cdvideo.models.architectures import tokenizer_dir
 from cdvideo.models.text import tokenize
 from cdvideo.toyworld.world import caption
@@ -29,6 +29,18 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float)
     a = alphas_cumprod[t]
     snr = a / (1 - a)
     return snr.clamp(max=gamma) / snr
+
+
+def object_weights(alpha: torch.Tensor, weight: float, factor: int) -> torch.Tensor:
+    """(B, H, W) object coverage in [0, 1] -> (B, 1, H / factor, W / factor) loss weights, 1 on the background and
+    `weight` where an object covers the latent pixel."""
+    cover = torch.nn.functional.avg_pool2d(alpha[:, None], factor)
+    return 1 + (weight - 1) * cover
+
+
+def epsilon_loss(pred: torch.Tensor, noise: torch.Tensor, snr_w: torch.Tensor, pixel_w: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the min-SNR-weighted (B,), pixel-weighted (B, 1, h, w) squared epsilon error."""
+    return (snr_w * (pixel_w * (pred - noise).pow(2)).mean(dim=(1, 2, 3))).mean()
 
 
 def noised(x0: torch.Tensor, sched, gen: torch.Generator, min_snr: float) -> dict:
@@ -72,10 +84,12 @@ class EMA:
         torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - d)
 
 
-def batch_at(step: int, seed: int, data: dict, plan: UNetPlan, tokenizer) -> dict:
-    """The step's batch, a pure function of (seed, step): stills and clip frames, noised, with token ids (CPU)."""
+def batch_at(step: int, seed: int, data: dict, plan: UNetPlan, tokenizer, object_weight: float = 1.0) -> dict:
+    """The step's batch, a pure function of (seed, step): stills and clip frames, noised, with token ids and the
+    loss's pixel weights (CPU)."""
     rng, gen = step_rngs(seed, step)
     scenes, clip_scenes, (im_mean, im_std), (cl_mean, cl_std) = data["scenes"], data["clip_scenes"], *data["latents"]
+    im_alpha, cl_alpha = data["alpha"]
     batch = plan.batch
     n_clip = batch // plan.clip_divisor  # a quarter of each batch are clip frames
     ii = np.sort(rng.choice(len(scenes), batch - n_clip, replace=False))
@@ -85,18 +99,22 @@ def batch_at(step: int, seed: int, data: dict, plan: UNetPlan, tokenizer) -> dic
     x0 = sample_latents(mean, std, data["scale"], gen)  # (B, 4, 16, 16)
     ids = tokenize(tokenizer, captions([scenes[i] for i in ii] + [clip_scenes[c] for c in ci], rng,
                                        plan.caption_drop))  # (B, 77)
-    return dict(noised(x0, data["sched"], gen, plan.min_snr), ids=ids)
+    alpha = np.concatenate([im_alpha[ii], np.stack([cl_alpha[c, f] for c, f in zip(ci, fi)])])
+    alpha = torch.from_numpy(alpha).float() / 255  # (B, 64, 64) object coverage
+    pixel_w = object_weights(alpha, object_weight, alpha.shape[-1] // x0.shape[-1])  # (B, 1, 16, 16)
+    return dict(noised(x0, data["sched"], gen, plan.min_snr), ids=ids, alpha=alpha, pixel_w=pixel_w)
 
 
 def run(work: Path, seed: int, plan: UNetPlan) -> dict:
     from diffusers import AutoencoderKL, DDPMScheduler  # lazy: start-up time
 
     seed_everything(seed)
-    device, rounds = plan.device, [int(n) for n in plan.rounds]
+    device, rounds = plan.device, [int(n) for n, _ in plan.rounds]
     _, scenes, _, clip_scenes = pretraining(work, seed, plan.renders)
     tokenizer, text_encoder = load_text(work)
     text_encoder.to(device)
     data = dict(scenes=scenes, clip_scenes=clip_scenes, latents=(latents(work, "images"), latents(work, "clips")),
+                alpha=tuple(np.load(work / f"{k}_alpha.npy", mmap_mode="r") for k in ("images", "clips")),
                 scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"],
                 sched=DDPMScheduler(**SD_SCHEDULE))
     done, ema_step, curve = resume_round(work, seed, plan)
@@ -105,7 +123,8 @@ def run(work: Path, seed: int, plan: UNetPlan) -> dict:
     ema.step, t0 = ema_step, time.time()
     log(f"unet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters")
     for k in range(done, len(rounds)):
-        train_round(unet, ema, data, text_encoder, tokenizer, curve, (seed, plan, work), sum(rounds[:k]), rounds[k])
+        train_round(unet, ema, data, text_encoder, tokenizer, curve, (seed, plan, work), sum(rounds[:k]),
+                    plan.rounds[k])
         save_round(work, ema, seed, plan, k + 1, curve)
         unet.load_state_dict(ema.model.state_dict())  # the next round starts from the average (a warm restart)
     curve.save()
@@ -123,61 +142,52 @@ def build(saved: Path | None = None):
 
 
 def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curve, run: tuple, r0: int,
-                n: int) -> None:
-    """Steps r0 .. r0 + n of the run (seed, plan, work): a fresh AdamW and warm-up cosine over the round; a step
-    checkpoint every plan.checkpoint_every steps, for a stop inside the round (never committed)."""
-    seed, plan, work = run
+                this_round: tuple[int, float]) -> None:
+    """Steps r0 .. r0 + n of the run (seed, plan, work), this_round = (n, object weight): a fresh AdamW and warm-up
+    cosine over the round; a step checkpoint every plan.checkpoint_every steps, for a stop inside the round (never
+    committed)."""
+    (seed, plan, work), (n, object_weight) = run, this_round
     device, steps = plan.device, r0 + n
     opt, lr_sched = optimizer(unet.parameters(), plan.optim, n)
     state = dict(unet=unet, ema=ema.model, opt=opt, lr_sched=lr_sched)
     start, ema.step = resume(work / "unet.ckpt", state, curve, r0, ema.step, round_plan(seed, plan))
     t0 = time.time()
     with ThreadPoolExecutor(1) as pool:  # the next batch is drawn while this one trains
-        pending = pool.submit(batch_at, start, seed, data, plan, tokenizer)
+        pending = pool.submit(batch_at, start, seed, data, plan, tokenizer, object_weight)
         for step in range(start, steps):
             b = {k: v.to(device) for k, v in pending.result().items()}
             if step + 1 < steps:
-                pending = pool.submit(batch_at, step + 1, seed, data, plan, tokenizer)
+                pending = pool.submit(batch_at, step + 1, seed, data, plan, tokenizer, object_weight)
             with torch.no_grad():
                 cond = text_encoder(b["ids"]).last_hidden_state  # (B, 77, D)
-            # -- prediction, min-SNR-weighted epsilon loss, update, EMA
-            pred = unet(b["noisy"].contiguous(memory_format=torch.channels_last), b["t"], cond).sample
-            loss = (b["w"] * (pred - b["noise"]).pow(2).mean(dim=(1, 2, 3))).mean()
+            # -- prediction, min-SNR- and object-weighted epsilon loss, update, EMA
+            pred = unet(b["noisy"].contiguous(memory_format=torch.channels_last), b["t"], cond).sample  # (B, 4, h, w)
+            loss = epsilon_loss(pred, b["noise"], b["w"], b["pixel_w"])
             optimizer_step(loss, opt, lr_sched, unet.parameters(), plan.optim.max_norm)
             ema.update(unet)
             if step % 25 == 0 or step == steps - 1:
                 curve.add(step, loss=loss.item())
-                log(f"unet step {step}/{sum(plan.rounds)} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
+                total = sum(k for k, _ in plan.rounds)
+                log(f"unet step {step}/{total} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
             if (step + 1) % plan.checkpoint_every == 0 and step + 1 < steps:
                 checkpoint(work / "unet.ckpt", step + 1, state, curve, ema.step, round_plan(seed, plan))
     (work / "unet.ckpt").unlink(missing_ok=True)
 
 
 def save_round(work: Path, ema: EMA, seed: int, plan: UNetPlan, done: int, curve: Curve) -> None:
-    """The EMA weights after `done` rounds, with the plan and curve so far, in work/unet.round/ (written whole, then
-    renamed): a finished round, which a build may commit and go on from in a later sitting."""
-    with atomic_folder(work / "unet.round") as tmp:
-        ema.model.save_pretrained(str(tmp))
-        blob = {"plan": round_plan(seed, plan), "rounds": [int(n) for n in plan.rounds[:done]],
-                "ema_step": ema.step, "curve": curve.values}
-        (Path(tmp) / "round.json").write_text(json.dumps(blob))
-    log(f"unet: saved after rounds {list(plan.rounds[:done])}")
+    """The EMA weights after `done` rounds, with the plan and curve so far, in work/unet.round/."""
+    blob = {"plan": round_plan(seed, plan), "rounds": plan.rounds[:done], "ema_step": ema.step, "curve": curve.values}
+    common.save_round(work, "unet", ema.model.save_pretrained, blob)
 
 
 def resume_round(work: Path, seed: int, plan: UNetPlan) -> tuple[int, int, Curve]:
     """How many of the plan's rounds work/unet.round has done (0 unless its plan is this one and its rounds begin
     the plan's), its EMA step and the curve up to there."""
-    curve, saved = Curve(work, "unet"), work / "unet.round" / "round.json"
-    if not saved.is_file():
-        return 0, 0, curve
-    blob = json.loads(saved.read_text())
-    done = blob["rounds"]
-    if blob["plan"] != round_plan(seed, plan) or done != [int(n) for n in plan.rounds[:len(done)]]:
-        log(f"unet: the saved rounds {done} were made with another plan; starting over")
+    curve, blob = Curve(work, "unet"), common.saved_round(work, "unet", seed, plan)
+    if blob is None:
         return 0, 0, curve
     curve.values = blob["curve"]
-    log(f"unet: going on after rounds {done} ({saved.parent})")
-    return len(done), blob["ema_step"], curve
+    return len(blob["rounds"]), blob["ema_step"], curve
 
 
 def checkpoint(path: Path, step: int, state: dict, curve, ema_step: int, plan: dict) -> None:
