@@ -2,7 +2,8 @@
 
     python scripts/suite_vs_alone.py [--top 25] [--suite-xml suite.xml]
 
-First the whole suite runs once (as `scripts/test.sh` runs it, without the installs), then each of its `--top`
+First the whole suite runs once in one process (`scripts/test.sh` runs it in two workers, where each test shares
+the cores with another: here like is compared with like), then each of its `--top`
 slowest tests runs alone in a fresh pytest process, one after another. A test's time is pytest's: its setup, call
 and teardown. A module fixture is paid by the first test that uses it in the suite and by every test alone, so a
 test sharing one reads faster in the suite (ratio below 1). The issue's bar: no test over 45 s, each within 1.3x of

@@ -12,4 +12,6 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 "$VENV/bin/lint-imports" --no-cache  # the layer contracts in pyproject.toml: an import that runs back up fails
-HF_HUB_OFFLINE=1 "$VENV/bin/python" -m pytest --durations=15 "$@"  # the slowest tests, so the next slow one is seen
+# two workers (pytest-xdist), each test file on one of them, one thread each (tests/conftest.py): 1.5x faster on 2
+# cores than one process with two threads; --durations: the slowest tests, so the next slow one is seen
+HF_HUB_OFFLINE=1 "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --durations=15 "$@"

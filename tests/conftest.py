@@ -4,6 +4,8 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"  # a test must never reach for the network
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n 2: one thread per worker (and its subprocesses), not two
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 
