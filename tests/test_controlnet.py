@@ -106,6 +106,8 @@ def damaged(folder, tmp_path):
     ("other base", r"ControlNet .*world-controlnet was made for another base than tiny \(cross_attention_dim"),
     ("damaged", r"ControlNet .*damaged: cannot be read"),
     ("missing", r"ControlNet .*nowhere: no such folder or file"),
+    ("bundled, not built", r"ControlNet toyworld:depth: not in this installation \(.*controlnet_depth is missing\)"),
+    ("bundled, a path", r"ControlNet toyworld:\.\./\.\./x: '\.\./\.\./x' is not a condition name of toyworld"),
     ("no frames", r"empty: 0 frame image\(s\)"),
     ("two nets, one clip", r"give one --control-video per --controlnet \(2 ControlNet\(s\), 1 control video\(s\)\)"),
 ])
@@ -115,7 +117,8 @@ def test_bad_controlnets_and_control_clips_are_one_line_and_render_nothing(case,
     clip = source_gif(tmp_path / "c.gif")
     (tmp_path / "empty").mkdir()
     net = {"other base": other_base_controlnet, "damaged": damaged(controlnet, tmp_path),
-           "missing": tmp_path / "nowhere"}.get(case, controlnet)
+           "missing": tmp_path / "nowhere", "bundled, not built": "toyworld:depth",
+           "bundled, a path": "toyworld:../../x"}.get(case, controlnet)
     nets = ["--controlnet", str(net)] * (2 if case == "two nets, one clip" else 1)
     video = tmp_path / "empty" if case == "no frames" else clip
     assert animate(tmp_path, perturbed_weights, *nets, "--control-video", str(video)) == 2

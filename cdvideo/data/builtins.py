@@ -1,12 +1,13 @@
 """Bundled bases behind one registry: each registers itself through the `cdvideo.builtins` entry point group
 (`tiny` from `cdvideo.models.architectures`, the miniature world from `cdvideo.toyworld.plugin`), so that no core
 module imports the packages that bring them. A base gives its model (a diffusers folder, or components built in
-code), its motion adapter, native size, the phrases `cdvideo drift` compares against, and its bundled photos
-(`<name>:<instance>` as a concept's `images:`). Judges for `cdvideo eval --judge` register the same way
-(`cdvideo.scorers`)."""
+code), its motion adapter, native size, the phrases `cdvideo drift` compares against, its bundled photos
+(`<name>:<instance>` as a concept's `images:`) and ControlNets (`<name>:<condition>` as `--controlnet`). Judges
+for `cdvideo eval --judge` register the same way (`cdvideo.scorers`)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -27,6 +28,7 @@ class Builtin:
     build_adapter: Callable[[], Any] | None = None  # ... or one built in code
     drift_phrases: Callable[[], list[str]] | None = None  # '<phrase> <class word>' neighbours for `cdvideo drift`
     photos: Callable[[str], Path] | None = None  # instance name -> its bundled photo folder
+    controlnet: Callable[[str], Path] | None = None  # condition name -> its bundled ControlNet folder
     rebuild: str = ""  # how to make a missing model folder
 
 
@@ -88,3 +90,18 @@ def images_folder(ref: str) -> Path:
     if b is not None and b.photos is not None:
         return b.photos(instance)
     return Path(ref).expanduser()
+
+
+def controlnet_ref(ref: str) -> str:
+    """`<base>:<condition>` -> a bundled base's ControlNet folder (e.g. `toyworld:mask`); anything else as given (a
+    folder, file or hub id); a bundled one not built yet is one line saying how to build it."""
+    name, sep, condition = ref.partition(":")
+    b = get(name) if sep else None
+    if b is None or b.controlnet is None:
+        return ref
+    if not re.fullmatch(r"[a-z0-9_-]+", condition):  # a name, never a path out of the package
+        raise CdvideoError(f"ControlNet {ref}: {condition!r} is not a condition name of {name} (e.g. {name}:mask)")
+    folder = b.controlnet(condition)
+    if not folder.is_dir():
+        raise CdvideoError(f"ControlNet {ref}: not in this installation ({folder} is missing); {b.rebuild}")
+    return str(folder)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from cdvideo.data import builtins
 from cdvideo.errors import CdvideoError, first_line
 from cdvideo.models.loading import load_error
 
@@ -15,19 +16,21 @@ FIT_KEYS = ("cross_attention_dim", "block_out_channels", "in_channels")  # what 
 
 
 def load_controlnet(ref: str, dtype: torch.dtype, sparse: bool = False):
-    """A `ControlNetModel` (`SparseControlNetModel` when `sparse`: SparseCtrl) from a folder or hub id
-    (`from_pretrained`) or one file (`from_single_file`, SD1.5's layout); a damaged or missing one is one line."""
+    """A `ControlNetModel` (`SparseControlNetModel` when `sparse`: SparseCtrl) from a folder, a bundled base's name
+    (`toyworld:mask`) or a hub id (`from_pretrained`), or one file (`from_single_file`, SD1.5's layout); a damaged
+    or missing one is one line."""
     import diffusers  # lazy: start-up time
 
     cls = diffusers.SparseControlNetModel if sparse else diffusers.ControlNetModel
-    path = Path(ref)
+    source = builtins.controlnet_ref(ref)  # a bundled base's (`toyworld:mask`) is a folder in the package
+    path = Path(source)
     try:
         if path.is_file():
             return cls.from_single_file(str(path), torch_dtype=dtype)
         if not path.exists() and not re.fullmatch(r"[\w.-]+/[\w.-]+", ref):  # neither a path nor a hub id
             raise CdvideoError(f"ControlNet {ref}: no such folder or file; give a diffusers folder, a .safetensors "
                                "file or a hub id")
-        return cls.from_pretrained(ref, torch_dtype=dtype)
+        return cls.from_pretrained(source, torch_dtype=dtype)
     except CdvideoError:
         raise
     except Exception as e:  # safetensors, huggingface_hub and diffusers raise many types for a bad file

@@ -33,6 +33,12 @@ def adapter_dir() -> Path:
     return assets_dir() / "adapter"
 
 
+def controlnet_dir(condition: str) -> Path:
+    """The diffusers ControlNetModel folder of a condition the world's build trains (`mask`: each frame's object
+    mask), for `--controlnet toyworld:mask`."""
+    return assets_dir() / f"controlnet_{condition}"
+
+
 def drift_phrases() -> list[str]:
     """The world's adjectives for `cdvideo drift` ('<adjective> ball'): colours, sizes and both together."""
 

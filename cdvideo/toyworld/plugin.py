@@ -4,14 +4,14 @@
 
 from __future__ import annotations
 
-from cdvideo.toyworld import MODEL_ID, adapter_dir, drift_phrases, judge, model_dir
+from cdvideo.toyworld import MODEL_ID, adapter_dir, controlnet_dir, drift_phrases, judge, model_dir
 from cdvideo.toyworld.instances import photos_dir
 from cdvideo.toyworld.scoring import asked_in, composition, read_appearance
 
 
 def base() -> dict:
     return {"name": MODEL_ID, "native_size": 64, "model_dir": model_dir, "adapter_dir": adapter_dir,
-            "drift_phrases": drift_phrases, "photos": photos_dir,
+            "drift_phrases": drift_phrases, "photos": photos_dir, "controlnet": controlnet_dir,
             "rebuild": "reinstall cdvideo or rebuild it with python -m cdvideo.apps.worldbuild"}
 
 
