@@ -113,3 +113,29 @@ def test_the_object_weight_is_where_the_object_covers_the_latent_pixel():
     pred, noise, snr_w = torch.randn(3, 4, 16, 16), torch.randn(3, 4, 16, 16), torch.rand(3)
     plain = (snr_w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
     assert torch.allclose(epsilon_loss(pred, noise, snr_w, object_weights(torch.rand(3, 64, 64), 1.0, 4)), plain)
+
+
+def test_a_motion_round_is_saved_whole_and_found_again_by_the_same_plan_only(tmp_path):
+    """The motion stage's rounds go through the same record as the UNet's: the motion modules after a round, found
+    again by a build of the same plan, not by one whose rounds begin otherwise."""
+    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+
+    from cdvideo.apps.worldbuild import motion
+    from cdvideo.apps.worldbuild.common import Curve
+    from cdvideo.apps.worldbuild.plans import MotionPlan
+
+    unet = UNet2DConditionModel(block_out_channels=(8, 8), layers_per_block=1, sample_size=8, cross_attention_dim=8,
+                                norm_num_groups=4, attention_head_dim=2,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    adapter = MotionAdapter(block_out_channels=(8, 8), motion_layers_per_block=1, motion_num_attention_heads=2,
+                            motion_norm_num_groups=4, motion_max_seq_length=8)
+    model, plan = UNetMotionModel.from_unet2d(unet, adapter), MotionPlan(rounds=((4, "min-snr"), (2, "high-noise")))
+    curve = Curve(tmp_path, "motion")
+    curve.add(3, loss=0.25)
+    motion.save_round(tmp_path, model, 0, plan, [(4, "min-snr")], curve)
+    done, again = motion.resume(tmp_path, 0, plan)
+    assert (done, again.values) == (1, [{"step": 3, "loss": 0.25}])
+    saved = MotionAdapter.from_pretrained(str(tmp_path / "motion.round"))
+    assert all(a.equal(b) for a, b in zip(saved.parameters(), adapter.parameters()))
+    assert motion.resume(tmp_path, 0, MotionPlan(rounds=((4, "high-noise"),)))[0] == 0
