@@ -28,7 +28,7 @@ def test_plans_scale_every_stage_and_keep_the_rest():
     p = plans_for("cpu", 0.01)
     assert (p.judge.steps, p.text.steps, p.vae.steps) == (50, 8, 30)
     assert p.unet.rounds == ((15, 1.0),) * 4 + ((15, 4.0),) * 3  # the object weight is kept
-    assert p.motion.rounds == ((40, "min-snr"), (15, "high-noise"))
+    assert p.motion.rounds == ((20, "min-snr"), (20, "min-snr"), (15, "high-noise"))
     assert p.judge.head_steps == PROFILES["cpu"].judge.head_steps  # the motion head's steps are not scaled
     assert dataclasses.replace(p.unet, rounds=((1500, 1.0),) * 4 + ((1500, 4.0),) * 3) == PROFILES["cpu"].unet
     assert plans_for("cuda").unet.batch == 256 and plans_for("cuda").motion.device == "cuda"
