@@ -117,5 +117,6 @@ def run_stage(stage: str, work: Path, seed: int, plans: Plans, args: argparse.Na
     else:  # a training stage: its module's run(work, seed, plan)
         importlib.import_module(f"cdvideo.apps.worldbuild.{stage}").run(work, seed, getattr(plans, stage))
 
+
 if __name__ == "__main__":
     main()
