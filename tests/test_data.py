@@ -97,3 +97,25 @@ def test_a_library_error_without_text_is_still_one_line_naming_the_file(tmp_path
     path.write_bytes(b"\0" * 16)
     with pytest.raises(CdvideoError, match=r"lora.safetensors: not a readable safetensors file \(ValueError\)"):
         read_tensors(path)
+
+
+def test_a_hub_file_offline_or_missing_is_one_line_with_the_command_to_fetch_it(tmp_path, monkeypatch):
+    """Offline: what was asked and the exact `hf download` line; a cached snapshot without the file: the same."""
+    import huggingface_hub
+
+    from cdvideo.data.hub import download_file
+
+    def offline(*args, **kwargs):
+        raise OSError("Cannot find an appropriate cached snapshot folder\nmore text")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(CdvideoError, match=r"^IP-Adapter x: not a local file and not downloadable \(Cannot find an "
+                                           r"appropriate cached snapshot folder\); download it once elsewhere "
+                                           r"\(`hf download h94/IP-Adapter --include models/a.bin 'models/enc/\*'`\)"):
+        download_file("h94/IP-Adapter", "models/a.bin", "IP-Adapter x", also=("models/enc/*",))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: str(tmp_path))
+    with pytest.raises(CdvideoError, match=r"a.safetensors is not in o/r as downloaded here; download it "
+                                           r"\(`hf download o/r a.safetensors`\)"):
+        download_file("o/r", "a.safetensors", "preset")
+    (tmp_path / "a.safetensors").write_bytes(b"x")
+    assert download_file("o/r", "a.safetensors", "preset") == tmp_path / "a.safetensors"
