@@ -42,7 +42,8 @@ def run(work: Path, seed: int, plan: ControlNetPlan) -> dict:
     device, (tokenizer, text_encoder) = plan.device, load_text(work)
     unet = UNet2DConditionModel.from_pretrained(str(work / "unet")).eval().requires_grad_(False)
     controlnet = build(unet).train().to(device)
-    unet.to(device), text_encoder.to(device)
+    unet.to(device)
+    text_encoder.to(device)
     data = dict(scenes=scenes, clip_scenes=clip_scenes, latents=(latents(work, "images"), latents(work, "clips")),
                 alpha=tuple(np.load(work / f"{k}_alpha.npy", mmap_mode="r") for k in ("images", "clips")),
                 scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"],
