@@ -13,7 +13,7 @@ from PIL import Image
 
 from cdvideo.errors import CdvideoError
 from cdvideo.toyworld.draw import render
-from cdvideo.toyworld.world import BACKGROUNDS, Scene, clashes, pattern_phrase
+from cdvideo.toyworld.world import Scene, backgrounds_for, pattern_phrase
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def get(name: str) -> Instance:
 def photo_scenes(inst: Instance) -> list[Scene]:
     """The instance's 5 photos: fixed positions and sizes, 5 different backgrounds drawn from its name."""
     rng = np.random.default_rng(list(inst.name.encode()))
-    bgs = [b for b in BACKGROUNDS if not clashes(inst.colour, b)]
+    bgs = backgrounds_for(inst.colour)
     chosen = [bgs[i] for i in rng.permutation(len(bgs))[:PHOTOS]]
     return [inst.scene(bg, pos, size, seed=int(rng.integers(2**31))) for bg, (pos, size) in zip(chosen, PHOTO_LAYOUT)]
 

@@ -11,6 +11,7 @@ from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.world import (
     ACCESSORIES,
     BACKGROUNDS,
+    backgrounds_for,
     CLASSES,
     COLOURS,
     MOTION_WORDS,
@@ -78,7 +79,7 @@ def spelled_prompts(inst, n: int = 16) -> list[EvalPrompt]:
     """n prompts naming every trait of a personal instance ('a big yellow ball with purple stripes on a gray
     background', backgrounds cycling): the images any personalization of it can at best reach. Big: the judge
     reads a small (19 px) object's 4 px dots and 2 px rim less surely (docs/toyworld.md)."""
-    bgs = [b for b in BACKGROUNDS if not clashes(inst.colour, b)]
+    bgs = backgrounds_for(inst.colour)
     return [EvalPrompt(prompt(f"a big {inst.describe()}", None, bgs[i % len(bgs)]), {"background": bgs[i % len(bgs)]},
                        seed=i, appearance=inst.appearance) for i in range(n)]
 
@@ -173,7 +174,7 @@ class Sample:
 def eval_set(colour: str, subject: str, still_seeds: int, clip_seeds: int) -> list[Sample]:
     """The fixed samples of a subject of body `colour`: 8 backgrounds, 5 positions and the 7 other colours (stills,
     `still_seeds` each) and 4 motions (clips, `clip_seeds` each)."""
-    bgs = [b for b in BACKGROUNDS if not clashes(colour, b)][:8]
+    bgs = backgrounds_for(colour)[:8]
     out = [Sample("background", f"a {subject} on a {b} background", {"background": b}, s)
            for b in bgs for s in range(still_seeds)]
     out += [Sample("position", f"a {subject} {words[0]}", {"position": p}, s)

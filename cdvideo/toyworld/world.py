@@ -93,6 +93,11 @@ def clashes(colour: str, background: str) -> bool:
     return (colour, background) in CLASHES
 
 
+def backgrounds_for(colour: str) -> list[str]:
+    """The backgrounds an object of `colour` shows on, in BACKGROUNDS' order."""
+    return [b for b in BACKGROUNDS if not clashes(colour, b)]
+
+
 def sample_scene(rng: np.random.Generator, clip: bool = False, exclude: frozenset = frozenset(),
                  pattern_p: float = 0.4, accessory_p: float = 0.0, companion_p: float = 0.0) -> Scene:
     """A random scene (clip: with a motion); appearances in `exclude` (the personal instances) never occur, alone

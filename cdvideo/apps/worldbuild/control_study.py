@@ -24,12 +24,12 @@ from cdvideo.data.ranges import Parser
 from cdvideo.toyworld import draw, world
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES
-from cdvideo.toyworld.world import BACKGROUNDS, POSITIONS, SIZES, clashes
+from cdvideo.toyworld.world import POSITIONS, SIZES, backgrounds_for
 
 
 def masked_scenes(inst) -> list[world.Scene]:
     """The instance at each position and size, backgrounds cycling: the scenes whose masks condition."""
-    bgs = [b for b in BACKGROUNDS if not clashes(inst.colour, b)]
+    bgs = backgrounds_for(inst.colour)
     layout = [(p, s) for p in POSITIONS for s in SIZES]
     return [inst.scene(bgs[i % len(bgs)], p, s, seed=i) for i, (p, s) in enumerate(layout)]
 

@@ -16,7 +16,7 @@ from cdvideo.data.files import atomic_path
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.draw import render
 from cdvideo.toyworld.instances import INSTANCES
-from cdvideo.toyworld.world import BACKGROUNDS, MOTIONS, NUM_FRAMES, POSITIONS, clashes
+from cdvideo.toyworld.world import MOTIONS, NUM_FRAMES, POSITIONS, backgrounds_for
 
 
 def all_targets(scenes: list, frames: int) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -69,7 +69,7 @@ def instance_identity(judge: J.Judge, per_size: int = 16, seed: int = 0) -> dict
     position): the most a generated image of it can score."""
     rng, out = np.random.default_rng(seed), {}
     for name, inst in INSTANCES.items():
-        backgrounds = [b for b in BACKGROUNDS if not clashes(inst.colour, b)]
+        backgrounds = backgrounds_for(inst.colour)
         frames = [render(inst.scene(backgrounds[rng.integers(len(backgrounds))], list(POSITIONS)[rng.integers(5)],
                                     size, seed=int(rng.integers(2**31))))[0]
                   for size in ("big", "small") for _ in range(per_size)]

@@ -17,16 +17,16 @@ import numpy as np
 import torch
 
 from cdvideo.apps.worldbuild.common import to_pixels
-from cdvideo.data.ranges import Parser
+from cdvideo.data.ranges import Flag, Parser, Range
 from cdvideo.toyworld import draw
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES
-from cdvideo.toyworld.world import BACKGROUNDS, clashes
+from cdvideo.toyworld.world import backgrounds_for
 
 
 def big_renders(inst, n: int) -> np.ndarray:
     """(n, 64, 64, 3) renders of the instance, big and centred, backgrounds cycling."""
-    bgs = [b for b in BACKGROUNDS if not clashes(inst.colour, b)]
+    bgs = backgrounds_for(inst.colour)
     return np.stack([draw.render(inst.scene(bgs[i % len(bgs)], "centre", "big", seed=i))[0] for i in range(n)])
 
 
@@ -48,7 +48,7 @@ def main() -> None:
     p = Parser(prog="python -m cdvideo.apps.worldbuild.keeps", description=__doc__.splitlines()[0])
     p.add_argument("--work", default="toyworld-build", help="the build folder (default: %(default)s)")
     p.add_argument("--noise", default="0,0.1,0.2,0.4", help="latent noise levels, comma-separated")
-    p.add_argument("--n", type=int, default=16, help="renders per instance (default: 16)")
+    p.add_argument("--n", type=Flag(int, Range(1, 1000)), default=16, help="renders per instance (default: 16)")
     args = p.parse_args()
     try:
         levels = [float(x) for x in args.noise.split(",")]

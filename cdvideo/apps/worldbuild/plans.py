@@ -111,7 +111,7 @@ class UNetPlan(DenoiserPlan):
 class MotionPlan(DenoiserPlan):
     """Stage motion: the motion modules over the frozen UNet in warm-restart rounds of (steps, weighting), each
     saved when it ends (work/motion.round/). The second edition splits the first's 4,000 min-SNR steps in two
-    rounds: one of 2,000 (about 33 CPU minutes) ends inside a sitting."""
+    rounds: one of 2,000 (24 CPU minutes measured) ends inside a sitting."""
     rounds: tuple[tuple[int, str], ...] = ((2000, "min-snr"), (2000, "min-snr"), (1500, "high-noise"))
     clips_per_batch: int = 4
     optim: Optim = Optim(1e-3, 1e-2, 50, floor=0.1)
