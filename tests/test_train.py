@@ -83,6 +83,22 @@ def test_only_kv_and_token_rows_change(trained):
             assert torch.equal(p0, p1), n
 
 
+def test_token_learning_rate_is_the_token_rows_own(tmp_path, dog_dir):
+    """optimizer.token_learning_rate=10x the K/V's: the token row moves about 10x as far from its initializer
+    (Adam's steps scale with the rate), the K/V about as far as with one rate for both."""
+    base = tiny.build_components()
+    (init,) = add_tokens(base["tokenizer"], base["text_encoder"], ["sks"], ["dog"])
+    row0 = base["text_encoder"].get_input_embeddings().weight[init].detach()
+    kv0 = dict(base["unet"].named_parameters())
+    moved = {}
+    for name, extra in (("one rate", ()), ("token 10x", ("optimizer.token_learning_rate=1e-4",))):
+        w = weights.load(run(tmp_path / name.replace(" ", "-"), dog_dir, *extra)[0])  # learning_rate 1e-5
+        moved[name] = ((w.embeddings[0] - row0).norm().item(),
+                       sum((v - kv0[n].detach()).norm().item() for n, v in w.unet.items()))
+    token_ratio = moved["token 10x"][0] / moved["one rate"][0]
+    assert 7 < token_ratio < 13 and moved["token 10x"][1] == pytest.approx(moved["one rate"][1], rel=0.1), moved
+
+
 def test_file_metadata_and_reload_reproduces_outputs(trained):
     path, _ = trained
     w = weights.load(path)

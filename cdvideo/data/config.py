@@ -66,6 +66,8 @@ class PriorConfig:
 class OptimizerConfig:
     # the paper's text prints 1e-6; the public scripts use 1e-5 scaled by batch size
     learning_rate: Annotated[float, LEARNING_RATE] = 1e-5
+    # the new token rows' own rate (scaled like learning_rate); default learning_rate, as Custom Diffusion
+    token_learning_rate: Optional[Annotated[float, LEARNING_RATE]] = None
     scale_lr: bool = True  # lr *= batch_size * gradient_accumulation_steps * num_processes
     betas: tuple[Annotated[float, BETA], Annotated[float, BETA]] = (0.9, 0.999)
     weight_decay: Annotated[float, WEIGHT_DECAY] = 1e-2

@@ -105,10 +105,11 @@ def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, tim
 
     # -- Optimizer and LR schedule ---------------------------------------------------------------------------
     o = cfg.optimizer
-    lr = o.learning_rate * (cfg.batch_size * cfg.gradient_accumulation_steps * acc.num_processes
-                            if o.scale_lr else 1)
-    optimizer = make_optimizer(o.use_8bit_adam, dev)(params, lr=lr, betas=o.betas, weight_decay=o.weight_decay,
-                                                     eps=o.eps)
+    scale = cfg.batch_size * cfg.gradient_accumulation_steps * acc.num_processes if o.scale_lr else 1
+    groups = params if o.token_learning_rate is None else [  # one group unless asked: older checkpoints resume
+        {"params": kv}, {"params": [rows.rows], "lr": o.token_learning_rate * scale}]
+    optimizer = make_optimizer(o.use_8bit_adam, dev)(groups, lr=o.learning_rate * scale, betas=o.betas,
+                                                     weight_decay=o.weight_decay, eps=o.eps)
     lr_scheduler = get_scheduler(o.lr_scheduler, optimizer, num_warmup_steps=o.lr_warmup_steps,
                                  num_training_steps=cfg.max_steps)
     if cfg.compile:
