@@ -84,15 +84,16 @@ def test_short_personalization_raises_identity_above_the_base(demo_run):
 
 
 def test_spl_keeps_the_stills_composing_at_the_demos_setting(demo_run, tmp_path):
-    """What the ablation found at the demo's setting, on the demo's seed: SPL keeps the stills composing (measured
-    0.82 against 0.62 without SPL; base 0.97) at about the same identity (0.34 and 0.36). The run without SPL is
-    the demo's own (`--without-spl always` trains and scores it so); half the gap as margin."""
+    """At the demo's setting, on the demo's seed, SPL keeps the 52 stills composing at least as well as the same run
+    without SPL at about the same identity: on the second edition 0.94 against 0.87 (identity 0.57 and 0.59; the
+    first edition's 40 stills: 0.82 against 0.62). The run without SPL is the demo's own (`--without-spl always`
+    trains and scores it so); half the measured gap as margin."""
     root, _ = demo_run
     spl = json.loads((root / "striped_ball" / "report.json").read_text())["rows"]["ClassDiffusion (SPL 1.0)"]
     inst = instances.get("striped_ball")
     w_plain = train(train_config(inst, tmp_path / "run-no-spl", TRAIN["max_steps"], 0.0))
     plain = still_scores(J.load(), inst, w_plain, f"{TOKEN} {inst.cls}")
-    assert spl["stills composition"] > plain["stills composition"] + 0.1, (spl, plain)
+    assert spl["stills composition"] > plain["stills composition"] + 0.035, (spl, plain)
     assert abs(spl["stills identity"] - plain["stills identity"]) < 0.06, (spl, plain)
 
 
@@ -120,25 +121,25 @@ def test_shipped_toyworld_config_matches_the_demo():
     assert cfg.model == "toyworld" and cfg.concepts[0].images == "toyworld:striped_ball"
 
 
-# Measured on the shipped model with these prompts and seeds: base 0.33; after 120 steps (the demo's) 0.44, after 60
-# steps 0.43. The threshold leaves half the measured gain as margin.
-IDENTITY_GAIN = 0.05
+# Measured on the shipped second edition with these prompts and seeds: base 0.31; after 120 steps (the demo's) 0.59
+# (the first edition: 0.33 and 0.44). The threshold leaves half the measured gain as margin.
+IDENTITY_GAIN = 0.14
 
 
 def test_spl_keeps_the_token_near_its_class_where_plain_tuning_drifts(tmp_path):
-    """The ablation's clearest finding, pinned on its seed: at the strongest learning rate (6e-3, striped_ball,
-    seed 0) the token drifts 0.315 from its class without SPL and 0.030 with it after 240 steps
-    (cdvideo/apps/worldbuild/spl_strength.py; docs/toyworld.md); the drift is there after 40 steps already (measured
-    0.288 and 0.028), which this test runs. Thresholds leave a third of the gap as margin."""
+    """SPL's effect in text space, pinned on its seed: at a strong learning rate (6e-3, striped_ball, seed 0) the
+    token drifts from its class without SPL and stays with it. On the second edition after 120 steps 0.099
+    against 0.051 (after 240: 0.117 against 0.054; after 40 the two are level at 0.048 and 0.051; on the first
+    edition 0.315 against 0.030 after 240, docs/toyworld/first_edition.md). Thresholds leave a third of the gap."""
     from cdvideo.tasks.drift import compute, load_source
     from cdvideo.toyworld import drift_phrases
 
     drift = {}
     for spl in (0.0, 1.0):
-        w = train(train_config(instances.get("striped_ball"), tmp_path / f"spl{spl:g}", 40, spl,
+        w = train(train_config(instances.get("striped_ball"), tmp_path / f"spl{spl:g}", 120, spl,
                                {"optimizer.learning_rate": 6e-3, "seed": 0}))
         drift[spl] = compute([load_source(w)], drift_phrases())["runs"][0]["after"]["distance"]
-    assert drift[0.0] > 0.2 and drift[1.0] < 0.06 and drift[1.0] < drift[0.0] / 3, drift
+    assert drift[0.0] > 0.083 and drift[1.0] < 0.067 and drift[0.0] - drift[1.0] > 0.032, drift
 
 
 def test_video_to_video_keeps_the_source_motion_and_shows_the_subject(demo_run, tmp_path):

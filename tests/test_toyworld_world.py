@@ -131,3 +131,30 @@ def test_captions_name_the_accessory_and_the_companion():
         if mentioned["accessory_colour"]:
             assert "white crown" in text
     assert kinds == {"right", None}  # both the side and "next to" / "beside"
+
+
+def test_evaluation_prompts_ask_what_their_words_say():
+    """Every evaluation sample of every instance asks exactly what the scorer reads from its words (so that a
+    model drawing the words scores it), each kind is there, the accessory and second object among them; and the
+    world's captions read back the same way."""
+    from cdvideo.toyworld.scoring import KINDS, asked_in, eval_set
+
+    for inst in instances.INSTANCES.values():
+        samples = eval_set(inst.colour, f"sks {inst.cls}", 1, 1)
+        assert {s.kind for s in samples} == set(KINDS)
+        for s in samples:
+            read = {k: v for k, v in asked_in(s.text).items() if v is not None}
+            if s.kind == "property":  # the colour change is the subject's own word, not a composed attribute
+                assert read == {}, s
+            else:
+                assert {k: v for k, v in read.items() if k != "background"} == {
+                    k: v for k, v in s.asked.items() if k != "background"}, s
+            if s.kind == "companion":
+                assert s.asked["other"] != inst.cls
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        scene = world.with_companion(world.with_accessory(world.sample_scene(rng), rng), rng)
+        text, mentioned = world.describe(scene, rng)
+        read = asked_in(text)
+        for key in ("accessory", "accessory_colour", "other", "other_colour", "relation", "background"):
+            assert read.get(key) == mentioned[key], (text, key)

@@ -87,7 +87,7 @@ def test_a_motion_lora_and_freenoise_go_with_a_source(tmp_path):
     with Image.open(source_gif(tmp_path / "src.gif", frames=8)) as gif:
         for i, frame in enumerate(ImageSequence.Iterator(gif)):
             frame.convert("RGB").save(src / f"{i:02d}.png")
-    lora = ROOT / "tests" / "fixtures" / "motion" / "circling_temporal_200.safetensors"
+    lora = ROOT / "tests" / "fixtures" / "motion" / "circling_temporal_600.safetensors"
     out = tmp_path / "out"
     assert main(["animate", "--model", "toyworld", "--video", str(src), "--strength", "0.7", "--motion-lora",
                  f"{lora}:0.8", "--num-frames", "24", "--prompt", "a red ball", "--num-inference-steps", "3",

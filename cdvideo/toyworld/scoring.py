@@ -3,6 +3,7 @@ generated image or clip shows, and how much it looks like a personal instance.""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,12 +122,24 @@ def companion_prompts(n: int = 24, seed: int = 0) -> list[EvalPrompt]:
 
 
 def asked_in(text: str) -> dict[str, str | None]:
-    """The attributes a prompt asks for besides the subject: background, position, motion (None: not asked)."""
+    """The attributes a prompt asks for besides the subject (None: not asked): background, position, motion, an
+    accessory ('wearing a red hat': accessory, accessory_colour) and a second object ('next to a blue star', 'to
+    the left of a cup': other, other_colour, and the relation when the words give a side)."""
     t = " " + " ".join(text.lower().replace(",", " ").split()) + " "
     background = next((b for b in BACKGROUNDS if f" {b} background" in t), None)
     position = next((p for p, words in POSITION_WORDS.items() if any(f" {w} " in t for w in words)), None)
     motion = next((m for m, words in MOTION_WORDS.items() if f" {words} " in t), None)
-    return {"background": background, "position": position, "motion": motion}
+    asked = {"background": background, "position": position, "motion": motion}
+    colours, accessories, classes = "|".join(COLOURS), "|".join(ACCESSORIES), "|".join(CLASSES)
+    worn = re.search(rf" wearing an? (?:({colours}) )?({accessories}) ", t)
+    if worn:
+        asked |= {"accessory": worn[2], "accessory_colour": worn[1]}
+    relations = "|".join(w for words in RELATION_WORDS.values() for w in words)
+    beside = re.search(rf" ({relations}) an? (?:({colours}) )?({classes}) ", t)
+    if beside:
+        side = next(r for r, words in RELATION_WORDS.items() if beside[1] in words)
+        asked |= {"other": beside[3], "other_colour": beside[2], "relation": side}
+    return asked
 
 
 def read_appearance(judge: J.Judge, photos: list) -> tuple:
@@ -136,9 +149,21 @@ def read_appearance(judge: J.Judge, photos: list) -> tuple:
     return (reading.label("cls"), reading.label("colour"), reading.label("pattern"), None if pc == "none" else pc)
 
 
+# what a prompt composes with its subject: each group shown when all its asked attributes are
+GROUPS = {"background": ("background",), "position": ("position",), "motion": ("motion",),
+          "accessory": ("accessory", "accessory_colour"), "second object": ("other", "other_colour", "relation")}
+
+
+def shown(honoured: dict[str, bool]) -> dict[str, bool]:
+    """For each group the prompt asked (GROUPS), whether the sample shows all of it."""
+    return {g: all(honoured[k] for k in keys if k in honoured) for g, keys in GROUPS.items()
+            if any(k in honoured for k in keys)}
+
+
 def composition(honoured: dict[str, bool]) -> float:
-    """Fraction of the asked background, position and motion that a sample shows (NaN if none was asked)."""
-    hits = [v for k, v in honoured.items() if k in ("background", "position", "motion")]
+    """Fraction of the asked background, position, motion, accessory and second object that a sample shows (NaN
+    if none was asked)."""
+    hits = list(shown(honoured).values())
     return float(np.mean(hits)) if hits else float("nan")
 
 
@@ -158,8 +183,10 @@ def score(judge: J.Judge, samples: list, prompts: list[EvalPrompt]) -> Scores:
                   len(samples), founds)
 
 
-KINDS = ("background", "position", "property", "motion")  # the prompt kinds of DreamBench the world can show
+# DreamBench's prompt kinds the world can show, and the paper's two (an accessory, a second object)
+KINDS = ("background", "position", "property", "accessory", "companion", "motion")
 MOTION_DIRECTIONS = ("left", "right", "up", "down")
+COMPANIONS = ("star", "cup", "heart", "ball")  # the second objects asked, the subject's own class left out
 
 
 @dataclass(frozen=True)
@@ -171,19 +198,31 @@ class Sample:
     seed: int
 
 
-def eval_set(colour: str, subject: str, still_seeds: int, clip_seeds: int) -> list[Sample]:
-    """The fixed samples of a subject of body `colour`: 8 backgrounds, 5 positions and the 7 other colours (stills,
-    `still_seeds` each) and 4 motions (clips, `clip_seeds` each)."""
-    bgs = backgrounds_for(colour)[:8]
+def eval_set(colour: str, subject: str, still_seeds: int, clip_seeds: int, kinds: tuple = KINDS) -> list[Sample]:
+    """The fixed samples of a subject of body `colour` (stills `still_seeds` each, clips `clip_seeds` each), of the
+    `kinds` asked: 8 backgrounds, 5 positions, the 7 other colours, 3 accessories ('a sks ball wearing a red hat'),
+    3 second objects ('a sks ball next to a blue star'), 4 motions (clips)."""
+    bgs = backgrounds_for(colour)
     out = [Sample("background", f"a {subject} on a {b} background", {"background": b}, s)
-           for b in bgs for s in range(still_seeds)]
+           for b in bgs[:8] for s in range(still_seeds)]
     out += [Sample("position", f"a {subject} {words[0]}", {"position": p}, s)
             for p, words in POSITION_WORDS.items() for s in range(still_seeds)]
     out += [Sample("property", f"{'an' if c[0] in 'aeiou' else 'a'} {c} {subject}", {"colour": c}, s)
             for c in COLOURS if c != colour for s in range(still_seeds)]
+    for k, acc in enumerate(ACCESSORIES):  # colours other than the body's that show on the background
+        bg = bgs[k]
+        c = [c for c in COLOURS if c != colour and not clashes(c, bg)][2 * k]
+        out += [Sample("accessory", prompt(f"a {subject} wearing {subject_phrase(acc, c)}", None, bg),
+                       {"accessory": acc, "accessory_colour": c}, s) for s in range(still_seeds)]
+    others = [c for c in COMPANIONS if c not in subject.split()][:3]
+    for k, other in enumerate(others):
+        bg = bgs[k + 3]
+        c = [c for c in COLOURS if not clashes(c, bg)][3 * k + 1]
+        out += [Sample("companion", prompt(f"a {subject} next to {subject_phrase(other, c)}", None, bg),
+                       {"other": other, "other_colour": c}, s) for s in range(still_seeds)]
     out += [Sample("motion", f"a {subject} {MOTION_WORDS[m]}", {"motion": m}, s)
             for m in MOTION_DIRECTIONS for s in range(clip_seeds)]
-    return out
+    return [s for s in out if s.kind in kinds]
 
 
 def score_samples(judge: J.Judge, appearance: tuple, samples: list[Sample], frames: list[list]) -> dict:

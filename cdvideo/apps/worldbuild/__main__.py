@@ -1,19 +1,20 @@
 """Rebuild the miniature world's shipped weights: judge, text encoder, VAE, UNet, motion adapter, ControlNet.
 
-    python -m cdvideo.apps.worldbuild                  # every stage, about 164 minutes on 2 CPU cores
+    python -m cdvideo.apps.worldbuild                  # every stage not yet finished (~4 hours on 2 CPU cores)
     python -m cdvideo.apps.worldbuild --stage unet     # one stage (the earlier ones must have run)
-    python -m cdvideo.apps.worldbuild --stage latents,unet --device cuda   # the shipped UNet: one GPU, ~5 minutes
+    python -m cdvideo.apps.worldbuild --stage latents,unet --device cuda   # the UNet on one GPU, "cuda" profile
 
 --device cuda trains the UNet (and the motion adapter, if asked) on a GPU with the "cuda" profile of plans.py
 (larger batches, more samples); judge, text and VAE train on the CPU either way. `latents` re-encodes the renders
 with the trained VAE, for a machine that has the stage outputs but not the (large, re-renderable) datasets. The
-shipped weights: judge, text, vae on the CPU; latents, unet with --device cuda; motion, export on the CPU.
+shipped second edition was built on the CPU alone, stage by stage, each finished stage committed in the build
+folder (toyworld-build/) so that a later sitting goes on from there.
 
 Deterministic for a seed, a device and a thread count: every stage seeds its own RNGs and uses only its inputs and
 its plan (plans.py), which its record work/<stage>.done holds. Intermediate files (rendered datasets, latents,
-per-stage weights, curves) go to --work (default .toyworld-build/, not committed); `export` writes the shipped
-files into --assets (default the installed cdvideo/toyworld/assets/) and `report` renders the figures and
-numbers of docs/toyworld.md into --docs.
+curves) go to --work (default toyworld-build/, where only finished stages' weights and records are committed);
+`export` writes the shipped files into --assets (default the installed cdvideo/toyworld/assets/) and `report`
+renders the figures and numbers of docs/toyworld.md into --docs.
 """
 
 from __future__ import annotations

@@ -142,6 +142,35 @@ def clips(m: dict, judge: J.Judge, docs: Path) -> dict:
     return {"honoured": res.honoured, "motion_read": by_motion, "prompts": [p.text for p in prompts[:6]]}
 
 
+@torch.no_grad()
+def drawn(m: dict, judge: J.Judge, n: int = 16, n_clips: int = 4) -> dict:
+    """What the shipped model draws when told: each instance spelled out on n stills and n_clips clips (its
+    identity, the ceiling of any personalization, and each trait's share), accessories and second objects."""
+    from cdvideo.apps.worldbuild.drawing import draw, spelled_out  # lazy: start-up time
+
+    pipe = image_pipeline(m, scheduler=make_scheduler("ddim", m["scheduler"].config, animatediff=False))
+    pipe.set_progress_bar_config(disable=True)
+    vpipe = video_pipeline(m, load_adapter(MODEL_ID, torch.float32),
+                           make_scheduler("ddim", m["scheduler"].config, animatediff=True))
+    vpipe.set_progress_bar_config(disable=True)
+    out: dict = {"spelled_out": {}, "spelled_out_traits": {}, "spelled_out_clips": {}}
+    motions = [mo for mo in world.MOTIONS if mo not in ("still", "spinning")]
+    for name, inst in instances.INSTANCES.items():
+        ids, out["spelled_out_traits"][name] = spelled_out(judge, pipe, inst, n, 5.0, 25)
+        out["spelled_out"][name] = float(np.mean(ids))
+        bgs = world.backgrounds_for(inst.colour)
+        prompts = [world.prompt(f"a big {inst.describe()}", None, bgs[k % len(bgs)], motions[k % len(motions)])
+                   for k in range(n_clips)]
+        clips = [vpipe(t, num_frames=16, num_inference_steps=25, guidance_scale=5.0, output_type="pil",
+                       generator=torch.Generator().manual_seed(k)).frames[0] for k, t in enumerate(prompts)]
+        out["spelled_out_clips"][name] = float(np.mean([J.identity(J.read(judge, c), inst.appearance) for c in clips]))
+        log(f"{name} spelled out: stills {out['spelled_out'][name]:.3f}, clips {out['spelled_out_clips'][name]:.3f}")
+    for kind, prompts in (("accessory", scoring.accessory_prompts(24)), ("companion", scoring.companion_prompts(24))):
+        out[kind] = scoring.score(judge, draw(pipe, prompts, 5.0, 25), prompts).honoured
+        log(f"{kind}: " + ", ".join(f"{k} {v:.2f}" for k, v in out[kind].items()))
+    return out
+
+
 def curves(work: Path, docs: Path) -> None:
     import matplotlib  # lazy: start-up time
 
@@ -175,7 +204,7 @@ def run(work: Path, seed: int, docs: Path) -> dict:
     stages = {n: json.loads((work / f"{n}.done").read_text()) for n in ("judge", "text", "vae", "unet", "motion")
               if (work / f"{n}.done").is_file()}
     results = {"stages": stages, "text_space": text_space(m, seed, docs), "images": images(m, judge, docs),
-               "clips": clips(m, judge, docs)}
+               "clips": clips(m, judge, docs), "drawn": drawn(m, judge)}
     curves(work, docs)
     (docs / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     log(f"report written to {docs} in {time.time() - t0:.0f} s")

@@ -130,24 +130,33 @@ def measure_noise(args, judge) -> None:
             print(f"spl {weight:g} {key:22s} mean {v.mean():.3f} sd over render seeds {v.std(ddof=1):.3f}")
 
 
-def main() -> None:
-    p = Parser(description=__doc__.splitlines()[0])
-    p.add_argument("--instances", nargs="+", default=list(INSTANCES))
-    p.add_argument("--seeds", type=Flag(int, SEED), nargs="+", default=[0, 1, 2])
-    p.add_argument("--still-seeds", type=Flag(int, COUNT), default=3, help="render seeds per still prompt")
-    p.add_argument("--clip-seeds", type=Flag(int, COUNT), default=2, help="render seeds per motion prompt")
-    p.add_argument("--work", default=".toyworld-build/strength", help="the runs' weights (default: %(default)s)")
+def study_flags(p, work: str, seeds: list[int], still_seeds: int, clip_seeds: int) -> None:
+    """The flags every ablation study of the world takes."""
+    p.add_argument("--seeds", type=Flag(int, SEED), nargs="+", default=seeds, help="training seeds")
+    p.add_argument("--still-seeds", type=Flag(int, COUNT), default=still_seeds, help="render seeds per still prompt")
+    p.add_argument("--clip-seeds", type=Flag(int, COUNT), default=clip_seeds, help="render seeds per motion prompt")
+    p.add_argument("--work", default=work, help="the runs' weights (default: %(default)s)")
     p.add_argument("--docs", default="docs/toyworld", help="rows, tables and figures (default: %(default)s)")
     p.add_argument("--noise", action="store_true", help="measure the scorer's noise and stop")
     p.add_argument("--noise-repeats", type=Flag(int, COUNT), default=4)
     p.add_argument("--report", action="store_true", help="only write the summary of the rows so far")
-    args = p.parse_args()
+
+
+def study_main(args, measure, run, rows: str, report) -> None:
+    """--noise: measure the scorer's noise; else run the study (unless --report) and write its summary."""
     judge = J.load()
     if args.noise:
-        return measure_noise(args, judge)
+        return measure(args, judge)
     if not args.report:
-        run_ablation(args, judge)
-    write_report(read_rows(Path(args.docs) / ROWS), Path(args.docs))
+        run(args, judge)
+    report(read_rows(Path(args.docs) / rows), Path(args.docs))
+
+
+def main() -> None:
+    p = Parser(description=__doc__.splitlines()[0])
+    p.add_argument("--instances", nargs="+", default=list(INSTANCES))
+    study_flags(p, ".toyworld-build/strength", [0, 1, 2], 3, 2)
+    study_main(p.parse_args(), measure_noise, run_ablation, ROWS, write_report)
 
 
 if __name__ == "__main__":

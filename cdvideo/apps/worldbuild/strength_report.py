@@ -113,10 +113,15 @@ def plot(s: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def write_outputs(docs: Path, stem: str, s: dict, text: str, draw) -> None:
+    """A study's summary into docs: <stem>.md (the tables), <stem>.json (the numbers), <stem>.png (`draw`)."""
+    docs.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(docs / f"{stem}.md", text)
+    write_text_atomic(docs / f"{stem}.json", json.dumps(s, indent=1) + "\n")
+    draw(s, docs / f"{stem}.png")
+    print(text)
+
+
 def write_report(rows: list[dict], docs: Path) -> None:
     s = summary(rows)
-    docs.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(docs / "strength.md", table(s))
-    write_text_atomic(docs / "strength.json", json.dumps(s, indent=1) + "\n")
-    plot(s, docs / "strength.png")
-    print(table(s))
+    write_outputs(docs, "strength", s, table(s), plot)

@@ -1,0 +1,127 @@
+"""ClassDiffusion's claim where the paper makes it, measured in the miniature world: four arms, paired.
+
+    python -m cdvideo.apps.worldbuild.claim --noise        # the scorer's own noise first (~3 min)
+    python -m cdvideo.apps.worldbuild.claim --seeds 0      # one seed: 72 runs (~45 min on 2 cores)
+    python -m cdvideo.apps.worldbuild.claim                # seeds 0 1 (resumable: finished rows are kept)
+    python -m cdvideo.apps.worldbuild.claim --report       # tables and figure from the rows so far
+
+Arms, each `cdvideo train` with the world's recipe (configs/train/toyworld.yaml) on one instance's 5 photos:
+ClassDiffusion (SPL 1), Custom Diffusion (no SPL), and each with prior preservation (200 class images of
+"a photo of a <class>" from the base model, generated once per class and shared by every run; the paper's
+baseline question, the official repository's issue #14). Every (instance, seed, strength) is trained in every arm
+and scored on the same samples (prompts and render seeds: common random numbers) of six prompt kinds: background,
+position, property change, accessory ("a sks ball wearing a red hat"), second object ("a sks ball next to an
+orange star") and motion (clips). Beside them, per instance: the base model prompted with the class word and the
+spelled-out ceiling (the instance's traits in words). Rows go to docs/toyworld/claim_rows.jsonl as each run ends;
+the summary to claim.md, claim.json and claim.png (claim_report.py).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cdvideo.apps.demo import train_config
+from cdvideo.apps.worldbuild.claim_report import SUBJECT_KINDS, write_report
+from cdvideo.apps.worldbuild.spl_strength import (
+    append_row,
+    drift_distance,
+    read_rows,
+    score,
+    study_flags,
+    study_main,
+)
+from cdvideo.data.ranges import Parser
+from cdvideo.tasks.train import train
+from cdvideo.toyworld.instances import INSTANCES, Instance
+from cdvideo.toyworld.scoring import KINDS, Sample, eval_set
+
+ROWS = "claim_rows.jsonl"  # in --docs
+ARMS = {"ClassDiffusion": {"spl.weight": 1.0}, "Custom Diffusion": {"spl.weight": 0.0},
+        "ClassDiffusion + prior": {"spl.weight": 1.0, "prior.enabled": True},
+        "Custom Diffusion + prior": {"spl.weight": 0.0, "prior.enabled": True}}
+# the world's recipe (1e-3 x 120) between a lighter and a stronger fine-tuning
+STRENGTHS = {"1e-3 x 60": (1e-3, 60), "1e-3 x 120": (1e-3, 120), "2e-3 x 240": (2e-3, 240)}
+PRIOR = {"prior.num_class_images": 200, "prior.num_inference_steps": 25, "prior.guidance_scale": 5.0}
+
+
+def train_arm(inst: Instance, out: Path, arm: str, strength: str, seed: int, class_images: Path) -> Path:
+    """One run as `cdvideo train` reads it (cached: an existing weights file is reused)."""
+    if (out / "weights.safetensors").is_file():
+        return out / "weights.safetensors"
+    lr, steps = STRENGTHS[strength]
+    settings = dict(ARMS[arm])
+    spl = settings.pop("spl.weight")
+    extra = {"overwrite": True, "optimizer.learning_rate": lr, "seed": seed, **settings}
+    if settings.get("prior.enabled"):
+        extra |= {**PRIOR, "prior.class_images": str(class_images)}
+    return train(train_config(inst, out, steps, spl, extra))
+
+
+def samples(inst: Instance, subject: str, args) -> list[Sample]:
+    return eval_set(inst.colour, subject, args.still_seeds, args.clip_seeds)
+
+
+def tag(inst: str, seed: int, strength: str, arm: str) -> str:
+    return f"{inst}-{strength.replace(' ', '')}-{arm.replace(' + ', '-').replace(' ', '')}-s{seed}"
+
+
+def reference_rows(args, judge, done: set, rows: Path) -> None:
+    """Per instance, once: the base model told the class word ('a ball') and told the traits ('a yellow ball with
+    purple stripes'); the ceiling is read on the kinds whose words keep the subject (all but property)."""
+    for name in args.instances:
+        inst = INSTANCES[name]
+        for setting, subject in (("base", inst.cls), ("spelled out", inst.describe())):
+            if f"{name}-{setting}" in done:
+                continue
+            kinds = KINDS if setting == "base" else SUBJECT_KINDS
+            r = score(None, inst, subject, [s for s in samples(inst, subject, args) if s.kind in kinds], judge)
+            append_row({"tag": f"{name}-{setting}", "instance": name, "held_out": inst.held_out,
+                        "setting": setting, **r}, rows)
+
+
+def run_study(args, judge) -> None:
+    rows = Path(args.docs) / ROWS
+    work, done, t0 = Path(args.work), {r["tag"] for r in read_rows(rows)}, time.time()
+    reference_rows(args, judge, done, rows)
+    plan = [(s, name, st, arm) for s in args.seeds for name in args.instances for st in STRENGTHS for arm in ARMS]
+    for seed, name, strength, arm in plan:  # seed by seed: a stopped study leaves whole seeds
+        t = tag(name, seed, strength, arm)
+        if t in done:
+            continue
+        inst = INSTANCES[name]
+        path = train_arm(inst, work / t, arm, strength, seed, work / "class_images")
+        r = score(path, inst, f"sks {inst.cls}", samples(inst, f"sks {inst.cls}", args), judge)
+        row = {"tag": t, "instance": name, "held_out": inst.held_out, "seed": seed, "strength": strength,
+               "arm": arm, **r, "drift": drift_distance(path)}
+        append_row(row, rows)
+        print(f"[{time.time() - t0:6.0f} s] {t}: identity {r['identity']:.3f} composition {r['composition']:.3f}",
+              flush=True)
+
+
+def measure_noise(args, judge) -> None:
+    """The scorer's noise: one run (striped_ball, ClassDiffusion, the recipe, seed 0) scored again with other
+    render seeds (+100, +200, ...): the spread of each metric that is not the model's."""
+    inst = INSTANCES["striped_ball"]
+    path = train_arm(inst, Path(args.work) / tag(inst.name, 0, "1e-3 x 120", "ClassDiffusion"), "ClassDiffusion",
+                     "1e-3 x 120", 0, Path(args.work) / "class_images")
+    base = samples(inst, "sks ball", args)
+    scores = [score(path, inst, "sks ball", [Sample(x.kind, x.text, x.asked, x.seed + 100 * k) for x in base], judge)
+              for k in range(args.noise_repeats)]
+    for key in ("identity", "composition", *(f"composition_{k}" for k in KINDS), *(f"identity_{k}" for k in KINDS)):
+        v = np.array([s[key] for s in scores])
+        print(f"{key:24s} mean {v.mean():.3f}  sd over render seeds {v.std(ddof=1):.3f}")
+
+
+def main() -> None:
+    p = Parser(prog="python -m cdvideo.apps.worldbuild.claim", description=__doc__.splitlines()[0])
+    p.add_argument("--instances", nargs="+", choices=list(INSTANCES), default=list(INSTANCES), metavar="NAME",
+                   help=f"of {', '.join(INSTANCES)} (default: all)")
+    study_flags(p, ".toyworld-build/claim", [0, 1], 2, 1)
+    study_main(p.parse_args(), measure_noise, run_study, ROWS, write_report)
+
+
+if __name__ == "__main__":
+    main()
