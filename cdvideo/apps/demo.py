@@ -221,8 +221,10 @@ def write_report(out: Path, report: dict) -> list[Path]:
             f"Prompts ({report['token']} = the personal {report['class_word']}; before: the class word alone):\n\n"
             + "".join(f"- {p}\n" for p in report["prompts"])
             + "\nRead by the miniature world's judge: identity = expected share of the instance's traits "
-              "(class, colour, pattern, pattern colour) a clip shows; background, position, motion = share of "
-              "clips showing the prompted one; composition = their mean.\n\n" + table(report)
+              "(class, colour, pattern, pattern colour) a clip shows; background, position, motion, accessory, "
+              "second object = share of clips showing the prompted one (an accessory or object with its colour); "
+              "composition = their mean. Stills: 52 images of background, position, colour, accessory and "
+              "second-object prompts, with 95% intervals.\n\n" + table(report)
             + f"\n\n{report['seconds']:.0f} s in all.\n")
     write_text_atomic(out / "report.md", text)
     write_text_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")

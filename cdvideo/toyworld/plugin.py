@@ -16,8 +16,8 @@ def base() -> dict:
 
 
 class JudgeScorer:
-    """Identity (share of the subject's traits shown) and composition (share of the prompted background, position
-    and motion shown), read by the world's judge."""
+    """Identity (share of the subject's traits shown) and composition (share of the prompted background, position,
+    motion, accessory and second object shown), read by the world's judge."""
     metrics = ("identity", "composition")
 
     def __init__(self):

@@ -211,15 +211,15 @@ def eval_set(colour: str, subject: str, still_seeds: int, clip_seeds: int, kinds
             for c in COLOURS if c != colour for s in range(still_seeds)]
     for k, acc in enumerate(ACCESSORIES):  # colours other than the body's that show on the background
         bg = bgs[k]
-        c = [c for c in COLOURS if c != colour and not clashes(c, bg)][2 * k]
-        out += [Sample("accessory", prompt(f"a {subject} wearing {subject_phrase(acc, c)}", None, bg),
-                       {"accessory": acc, "accessory_colour": c}, s) for s in range(still_seeds)]
+        worn = [c for c in COLOURS if c != colour and not clashes(c, bg)][2 * k]
+        out += [Sample("accessory", prompt(f"a {subject} wearing {subject_phrase(acc, worn)}", None, bg),
+                       {"accessory": acc, "accessory_colour": worn}, s) for s in range(still_seeds)]
     others = [c for c in COMPANIONS if c not in subject.split()][:3]
     for k, other in enumerate(others):
         bg = bgs[k + 3]
-        c = [c for c in COLOURS if not clashes(c, bg)][3 * k + 1]
-        out += [Sample("companion", prompt(f"a {subject} next to {subject_phrase(other, c)}", None, bg),
-                       {"other": other, "other_colour": c}, s) for s in range(still_seeds)]
+        hue = [c for c in COLOURS if not clashes(c, bg)][3 * k + 1]
+        out += [Sample("companion", prompt(f"a {subject} next to {subject_phrase(other, hue)}", None, bg),
+                       {"other": other, "other_colour": hue}, s) for s in range(still_seeds)]
     out += [Sample("motion", f"a {subject} {MOTION_WORDS[m]}", {"motion": m}, s)
             for m in MOTION_DIRECTIONS for s in range(clip_seeds)]
     return [s for s in out if s.kind in kinds]
