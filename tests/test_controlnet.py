@@ -250,11 +250,10 @@ def test_the_worlds_mask_controlnet_steers_a_clip_along_a_path_pretraining_never
     appearance = ("ball", "yellow", "stripes", "purple")
     scene = world.with_motion(world.Scene(*appearance, "gray", "centre", "big", seed=3), np.random.default_rng(0),
                               "circling")
-    alpha = draw.render_with_alpha(scene)[1]  # (F, 64, 64) in [0, 1]
-    masks = [Image.fromarray(np.repeat((a[..., None] * 255).round().astype(np.uint8), 3, -1)) for a in alpha]
+    masks = draw.masks(scene)
     gif = tmp_path / "circling_masks.gif"
     masks[0].save(gif, save_all=True, append_images=masks[1:], duration=125, loop=0)
-    judge, truth = J.load(), world.geometry(scene, len(alpha))[:, :2]  # (F, 2) px
+    judge, truth = J.load(), world.geometry(scene, len(masks))[:, :2]  # (F, 2) px
     error, pattern = {}, {}
     for name, extra in (("with", ["--controlnet", "toyworld:mask", "--control-video", str(gif)]), ("without", [])):
         assert main(["animate", "--model", "toyworld", "--prompt", "a yellow ball with purple stripes on a gray "

@@ -27,6 +27,14 @@ def components():
     return load_components(MODEL_ID)
 
 
+@pytest.fixture(scope="module")
+def pipe(components):
+    """The shipped model's image pipeline with DDIM, as `cdvideo sample --model toyworld` builds it."""
+    pipe = image_pipeline(components, scheduler=make_scheduler("ddim", components["scheduler"].config, False))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def test_judge_reads_fresh_renders(judge):
     rng = np.random.default_rng(FRESH_SEED)
     scenes = [world.sample_scene(rng) for _ in range(400)]
@@ -86,8 +94,7 @@ def test_model_is_an_sd15_shaped_diffusers_folder(components):
 
 
 @torch.no_grad()
-def test_prompts_are_followed_and_guidance_matters(components, judge):
-    pipe = image_pipeline(components, scheduler=make_scheduler("ddim", components["scheduler"].config, False))
+def test_prompts_are_followed_and_guidance_matters(pipe, judge):
     prompts = scoring.image_prompts(32)
     rates = {}
     for g in (1.0, 5.0):
@@ -99,11 +106,9 @@ def test_prompts_are_followed_and_guidance_matters(components, judge):
 
 
 @torch.no_grad()
-def test_an_instance_spelled_out_is_drawn(components, judge):
+def test_an_instance_spelled_out_is_drawn(pipe, judge):
     """The ceiling of any personalization: told striped_ball's four traits in words ('a big yellow ball with purple
     stripes on a gray background'), the model draws them; told only 'ball', it does not."""
-    pipe = image_pipeline(components, scheduler=make_scheduler("ddim", components["scheduler"].config, False))
-    pipe.set_progress_bar_config(disable=True)
     inst = instances.get("striped_ball")
     spelled = scoring.spelled_prompts(inst, 8)
     reads = {}
@@ -116,10 +121,8 @@ def test_an_instance_spelled_out_is_drawn(components, judge):
 
 
 @torch.no_grad()
-def test_a_next_to_caption_draws_both_objects(components, judge):
+def test_a_next_to_caption_draws_both_objects(pipe, judge):
     """'a red ball next to a blue star': the judge finds the subject and the second object, each in its colour."""
-    pipe = image_pipeline(components, scheduler=make_scheduler("ddim", components["scheduler"].config, False))
-    pipe.set_progress_bar_config(disable=True)
     prompts = [p for p in scoring.companion_prompts(24) if p.asked["relation"] is None]  # 'next to'
     images = pipe([p.text for p in prompts], num_inference_steps=20, guidance_scale=5.0,
                   generator=[torch.Generator().manual_seed(p.seed) for p in prompts]).images

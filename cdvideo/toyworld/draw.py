@@ -256,3 +256,9 @@ def render(scene: Scene, num_frames: int | None = None, extra: list[tuple[Scene,
 
 def to_images(frames: np.ndarray) -> list[Image.Image]:
     return [Image.fromarray(f) for f in frames]
+
+
+def masks(scene: Scene, num_frames: int | None = None) -> list[Image.Image]:
+    """Each frame's object mask, white on black: the control images of the world's mask ControlNet."""
+    coverage = render_with_alpha(scene, num_frames)[1]  # (F, 64, 64) in [0, 1]
+    return to_images(np.repeat((coverage[..., None] * 255).round().astype(np.uint8), 3, axis=-1))

@@ -60,13 +60,15 @@ def image_prompts(n: int = 48, seed: int = 0) -> list[EvalPrompt]:
     return out
 
 
+CLIP_MOTIONS = tuple(m for m in MOTIONS if m not in ("still", "spinning"))  # translations and size changes
+
+
 def clip_prompts(n: int = 16, seed: int = 0) -> list[EvalPrompt]:
     """n prompts 'a <colour> <class> <motion> on a <background> background' for the translations and size changes."""
     rng = np.random.default_rng(seed)
-    motions = [m for m in MOTIONS if m not in ("still", "spinning")]
     out = []
     for i in range(n):
-        cls, motion = CLASSES[(3 * i) % len(CLASSES)], motions[i % len(motions)]
+        cls, motion = CLASSES[(3 * i) % len(CLASSES)], CLIP_MOTIONS[i % len(CLIP_MOTIONS)]
         while True:
             colour, bg = list(COLOURS)[rng.integers(len(COLOURS))], BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
             if not clashes(colour, bg):
@@ -76,13 +78,14 @@ def clip_prompts(n: int = 16, seed: int = 0) -> list[EvalPrompt]:
     return out
 
 
-def spelled_prompts(inst, n: int = 16) -> list[EvalPrompt]:
+def spelled_prompts(inst, n: int = 16, clips: bool = False) -> list[EvalPrompt]:
     """n prompts naming every trait of a personal instance ('a big yellow ball with purple stripes on a gray
-    background', backgrounds cycling): the images any personalization of it can at best reach. Big: the judge
-    reads a small (19 px) object's 4 px dots and 2 px rim less surely (docs/toyworld.md)."""
+    background', backgrounds cycling; clips: a motion too, CLIP_MOTIONS cycling): the images any personalization
+    of it can at best reach. Big: the judge reads a small (19 px) object's 4 px dots and 2 px rim less surely."""
     bgs = backgrounds_for(inst.colour)
-    return [EvalPrompt(prompt(f"a big {inst.describe()}", None, bgs[i % len(bgs)]), {"background": bgs[i % len(bgs)]},
-                       seed=i, appearance=inst.appearance) for i in range(n)]
+    motions = [CLIP_MOTIONS[i % len(CLIP_MOTIONS)] if clips else None for i in range(n)]
+    return [EvalPrompt(prompt(f"a big {inst.describe()}", None, bgs[i % len(bgs)], motions[i]),
+                       {"background": bgs[i % len(bgs)]}, seed=i, appearance=inst.appearance) for i in range(n)]
 
 
 def _colours(rng: np.random.Generator, k: int, background: str) -> list[str]:

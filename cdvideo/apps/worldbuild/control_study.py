@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from cdvideo.apps.worldbuild.drawing import components
 from cdvideo.data.files import write_text_atomic
@@ -32,12 +31,6 @@ def masked_scenes(inst) -> list[world.Scene]:
     bgs = backgrounds_for(inst.colour)
     layout = [(p, s) for p in POSITIONS for s in SIZES]
     return [inst.scene(bgs[i % len(bgs)], p, s, seed=i) for i, (p, s) in enumerate(layout)]
-
-
-def mask(scene: world.Scene) -> Image.Image:
-    """The scene's object mask, white on black: the control image."""
-    alpha = draw.render_with_alpha(scene)[1][0]  # (64, 64) in [0, 1]
-    return Image.fromarray(np.repeat((alpha[..., None] * 255).round().astype(np.uint8), 3, axis=-1))
 
 
 def centre_error(reading: J.Reading, scene: world.Scene) -> float:
@@ -63,8 +56,8 @@ def measure(work: Path, guidance: float = 5.0, steps: int = 25) -> dict:
     for name, inst in INSTANCES.items():
         scenes = masked_scenes(inst)
         prompts = [f"a big {inst.describe()} on a {s.background} background" for s in scenes]
-        row = {}
-        for arm, pipe, extra in (("without", plain, {}), ("with", controlled, {"image": [mask(s) for s in scenes]})):
+        row, control = {}, {"image": [draw.masks(s)[0] for s in scenes]}
+        for arm, pipe, extra in (("without", plain, {}), ("with", controlled, control)):
             pipe.set_progress_bar_config(disable=True)
             gens = [torch.Generator().manual_seed(i) for i in range(len(scenes))]
             images = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, generator=gens,

@@ -154,15 +154,12 @@ def drawn(m: dict, judge: J.Judge, n: int = 16, n_clips: int = 4) -> dict:
                            make_scheduler("ddim", m["scheduler"].config, animatediff=True))
     vpipe.set_progress_bar_config(disable=True)
     out: dict = {"spelled_out": {}, "spelled_out_traits": {}, "spelled_out_clips": {}}
-    motions = [mo for mo in world.MOTIONS if mo not in ("still", "spinning")]
     for name, inst in instances.INSTANCES.items():
         ids, out["spelled_out_traits"][name] = spelled_out(judge, pipe, inst, n, 5.0, 25)
         out["spelled_out"][name] = float(np.mean(ids))
-        bgs = world.backgrounds_for(inst.colour)
-        prompts = [world.prompt(f"a big {inst.describe()}", None, bgs[k % len(bgs)], motions[k % len(motions)])
-                   for k in range(n_clips)]
-        clips = [vpipe(t, num_frames=16, num_inference_steps=25, guidance_scale=5.0, output_type="pil",
-                       generator=torch.Generator().manual_seed(k)).frames[0] for k, t in enumerate(prompts)]
+        clips = [vpipe(p.text, num_frames=16, num_inference_steps=25, guidance_scale=5.0, output_type="pil",
+                       generator=torch.Generator().manual_seed(p.seed)).frames[0]
+                 for p in scoring.spelled_prompts(inst, n_clips, clips=True)]
         out["spelled_out_clips"][name] = float(np.mean([J.identity(J.read(judge, c), inst.appearance) for c in clips]))
         log(f"{name} spelled out: stills {out['spelled_out'][name]:.3f}, clips {out['spelled_out_clips'][name]:.3f}")
     for kind, prompts in (("accessory", scoring.accessory_prompts(24)), ("companion", scoring.companion_prompts(24))):
