@@ -1,25 +1,25 @@
 """The web app in a real headless Chromium (Debian's chromium + chromium-driver, driven by selenium): upload photos,
 train, render, download; a video as the subject; two tabs, a reload. Screenshots of each tab go to the test's
-temporary folder, or to docs/ with CDVIDEO_SCREENSHOTS=docs (to refresh the committed ones)."""
+temporary folder (the docs' screenshots, on the miniature world: python -m cdvideo.apps.ui.screenshots)."""
 
-import os
-import shutil
-import socket
 import urllib.request
-from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT, release_openmp_team
+from conftest import FIXTURES, release_openmp_team
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-SHOTS = os.environ.get("CDVIDEO_SCREENSHOTS")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from cdvideo.apps.ui.drive import (
+    CHROMIUM,
+    DRIVER,
+    chromium,
+    choose,
+    click,
+    fill,
+    free_port,
+    tab,
+    upload,
+    wait_for,
+    wait_text,
+)
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
@@ -40,93 +40,22 @@ def app(tmp_path_factory):
 def browser(tmp_path_factory):
     if not (CHROMIUM and DRIVER):
         pytest.fail("the browser test needs Debian's chromium and chromium-driver (scripts/test.sh installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1400,2000", f"--user-data-dir={tmp_path_factory.mktemp('chrome')}"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    yield driver
-    driver.quit()
-
-
-def wait_text(driver, elem_id: str, text: str, timeout: float = 240) -> str:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, timeout, poll_frequency=0.5).until(
-        lambda d: text in d.find_element(By.ID, elem_id).text or "error" in d.find_element(By.ID, elem_id).text)
-    got = driver.find_element(By.ID, elem_id).text
-    assert text in got, got
-    return got
-
-
-def fill(driver, elem_id: str, value: str, tag: str = "input") -> None:
-    from selenium.webdriver.common.by import By
-
-    box = driver.find_element(By.CSS_SELECTOR, f"#{elem_id} {tag}")
-    box.clear()
-    box.send_keys(value)
-
-
-def upload(driver, elem_id: str, paths: list[Path]) -> None:
-    from selenium.webdriver.common.by import By
-
-    driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=file]").send_keys("\n".join(map(str, paths)))
-
-
-def choose(driver, elem_id: str, value: str, tries: int = 5) -> None:
-    """Type `value` into a multiselect picker and press Enter until its chip shows. The picker refreshes its
-    choices when it gets focus, and an Enter that lands before that refresh selects nothing."""
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    name = Path(value).parent.name
-    for _ in range(tries):
-        box = driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input")
-        box.click()
-        box.send_keys(value)
-        box.send_keys("\n")
-        try:
-            WebDriverWait(driver, 5).until(lambda d: name in d.find_element(By.ID, elem_id).text)
-            return
-        except TimeoutException:
-            box.clear()
-    raise AssertionError(f"{value} never showed as chosen in #{elem_id}")
-
-
-def tab(driver, name: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    next(b for b in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if b.text.strip() == name).click()
-
-
-def click(driver, elem_id: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    driver.find_element(By.ID, elem_id).click()
+    with chromium(tmp_path_factory.mktemp("chrome")) as driver:
+        yield driver
 
 
 def test_train_render_download_in_the_browser(app, browser, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     url, root = app
     browser.get(url)
-    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#train-files input[type=file]"))
+    wait_for(browser, "#train-files input[type=file]")
     upload(browser, "train-files", sorted((FIXTURES / "dog").glob("*.jpg")))
     fill(browser, "train-class", "dog", "textarea")
     fill(browser, "train-steps", "2")
     click(browser, "train-start")
     wait_text(browser, "train-status", "2 steps: done")
-    shots = ROOT / SHOTS if SHOTS else tmp_path
-    shots.mkdir(exist_ok=True)
-    browser.save_screenshot(str(shots / "ui-train.png"))
+    browser.save_screenshot(str(tmp_path / "ui-train.png"))
 
     browser.refresh()  # a reload finds the tab's job again
     wait_text(browser, "train-status", "2 steps: done", timeout=60)
@@ -143,21 +72,21 @@ def test_train_render_download_in_the_browser(app, browser, tmp_path):
     fill(browser, "anim-steps", "2")
     click(browser, "anim-render")
     wait_text(browser, "anim-status", "done")
-    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#anim-video video[src]"))
+    wait_for(browser, "#anim-video video[src]")
     links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#anim-downloads a[href]")]
     mp4 = next(h for h in links if ".mp4" in h)
     with urllib.request.urlopen(mp4, timeout=30) as r:
         assert b"ftyp" in r.read(64)  # an MP4 came down
-    browser.save_screenshot(str(shots / "ui-animate.png"))
+    browser.save_screenshot(str(tmp_path / "ui-animate.png"))
 
     tab(browser, "Drift")
     choose(browser, "drift-files", str(weights))
     click(browser, "drift-go")
     wait_text(browser, "drift-status", "done")
-    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drift-plot img"))
-    browser.save_screenshot(str(shots / "ui-drift.png"))
+    wait_for(browser, "#drift-plot img")
+    browser.save_screenshot(str(tmp_path / "ui-drift.png"))
     tab(browser, "Compose")
-    browser.save_screenshot(str(shots / "ui-compose.png"))
+    browser.save_screenshot(str(tmp_path / "ui-compose.png"))
 
 
 def test_a_video_as_the_subject_in_the_browser(app, browser, tmp_path):
@@ -167,9 +96,7 @@ def test_a_video_as_the_subject_in_the_browser(app, browser, tmp_path):
     url, root = app
     write_video(tmp_path / "rex.mp4", [scene(s) for s in range(5) for _ in range(4)])
     browser.get(url)
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#train-files input[type=file]"))
+    wait_for(browser, "#train-files input[type=file]")
     upload(browser, "train-files", [tmp_path / "rex.mp4"])
     fill(browser, "train-steps", "1")
     click(browser, "train-start")  # this tab still shows the first test's job, "2 steps: done", until the new one

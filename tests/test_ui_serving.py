@@ -215,6 +215,7 @@ def test_cancel_stops_a_run_at_a_checkpoint_and_resume_finishes_it(tmp_path):
     from cdvideo.apps.ui import actions
     from cdvideo.apps.ui.access import Access
     from cdvideo.apps.ui.jobs import JobManager
+    from cdvideo.data.config import load_train_config
     from cdvideo.errors import CdvideoError
 
     release_openmp_team()  # as served: the jobs' threads hold the only OpenMP team
@@ -246,4 +247,7 @@ def test_cancel_stops_a_run_at_a_checkpoint_and_resume_finishes_it(tmp_path):
     assert resumed.status == "done", resumed.message
     assert steps_seen[0] == stopped + 1 and steps_seen[-1] == 40  # went on from the checkpoint, not from 0
     assert Path(resumed.files[0]).name == "weights.safetensors" and Path(resumed.files[0]).is_file()
+    cfg = load_train_config(Path(job.params["run"]) / "config.yaml")  # a 64 px base: the miniature world's recipe
+    assert (cfg.optimizer.learning_rate, cfg.optimizer.scale_lr, cfg.batch_size, cfg.augment) == (1e-3, False, 4,
+                                                                                                  False)
     mgr.shutdown(timeout=10)

@@ -144,7 +144,7 @@ def test_a_motion_round_is_saved_whole_and_found_again_by_the_same_plan_only(tmp
 def test_the_claim_report_pairs_arms_and_measures_the_share_of_the_ceiling(tmp_path):
     """The four-arm study's summary on rows whose answer is known: ClassDiffusion composes 0.1 better than Custom
     Diffusion on every (instance, seed), by kind where it does; an instance halfway from base to ceiling reads 0.5."""
-    from cdvideo.apps.worldbuild.claim_report import KINDS, summary, write_report
+    from cdvideo.apps.worldbuild.claim_report import KINDS, NOISE, summary, write_report
 
     def row(instance, seed, arm, comp, ident, **kind_comp):
         per = {f"composition_{k}": kind_comp.get(k, comp) for k in KINDS} | {f"identity_{k}": ident for k in KINDS}
@@ -160,9 +160,13 @@ def test_the_claim_report_pairs_arms_and_measures_the_share_of_the_ceiling(tmp_p
                  row(i, seed, "ClassDiffusion", 0.6 + jitter, 0.6, accessory=0.7)]
     s = summary(rows)
     p = s["paired"]["1e-3 x 120 | ClassDiffusion - Custom Diffusion"]
-    assert p["pairs"] == 4 and p["composition"] == pytest.approx((0.1, 0.1, 0.1), abs=1e-9)
+    assert (p["pairs"], p["instances"]) == (4, 2) and p["composition"] == pytest.approx((0.1, 0.1, 0.1), abs=1e-9)
     assert p["composition_accessory"][0] == pytest.approx(0.5) and p["subject identity"][0] == pytest.approx(0.0)
     share = s["recovery"]["1e-3 x 120 | ClassDiffusion"]
     assert {n: round(v["share"], 6) for n, v in share.items()} == {"a": 0.5, "b": 0.5}
+    noise = {k: {"mean": 0.5, "sd": 0.03} for k in ("identity", "composition", *(f"composition_{k}" for k in KINDS))}
+    (tmp_path / NOISE).write_text(json.dumps({"run": "a", "repeats": 4, "metrics": noise}))
     write_report(rows, tmp_path)
-    assert "+0.100 [+0.100, +0.100] *" in (tmp_path / "claim.md").read_text() and (tmp_path / "claim.png").is_file()
+    md = (tmp_path / "claim.md").read_text()
+    assert "+0.100 [+0.100, +0.100] *" in md and (tmp_path / "claim.png").is_file()
+    assert "noise" in md and "identity 0.030, composition 0.030" in md  # the scorer's own noise, when measured

@@ -100,6 +100,8 @@ def _demo(args: argparse.Namespace) -> None:
         opts.steps = args.steps
     if args.seed:
         opts.seeds = args.seed
+    if args.still_seeds is not None:
+        opts.still_seeds = args.still_seeds
     report, written = demo.run(opts)
     print("\n" + demo.table(report) + "\n")
     print("wrote:\n" + "\n".join(f"  {p}" for p in written))
@@ -198,6 +200,8 @@ def _start_commands(command) -> None:
                    "three compositional prompts)")
     p.add_argument("--steps", type=Flag.of(DemoOptions, "steps"), help=f"training steps (default {TRAIN['max_steps']})")
     p.add_argument("--seed", type=Flag.of(DemoOptions, "seeds"), nargs="+", help="render seeds (default 0)")
+    opt(p, "still_seeds", type=Flag.of(DemoOptions, "still_seeds"), help="render seeds per still prompt of the "
+        f"stills scores: 26 stills each (default {DemoOptions.still_seeds})")
     opt(p, "output_dir", default="demo", help="a new folder inside it each run")
     p.add_argument("--motion", metavar="MOTION", help="instead: learn a motion pretraining never shows (circling "
                    "or zigzag) from 3 clips with train-motion and render the instance doing it (~3 min)")

@@ -48,7 +48,7 @@ TRAIN = {"resolution": 64, "batch_size": 4, "max_steps": 120, "optimizer.learnin
          "optimizer.scale_lr": False, "augment": False, "checkpoint_every": 0, "validation.every": 0,
          "report_to": "none"}
 RENDER = {"num_inference_steps": 20, "guidance_scale": 5.0}
-STILL_SEEDS = 2  # render seeds per still prompt: 52 stills per model (eval_set's kinds but motion)
+STILL_SEEDS = 2  # render seeds per still prompt: 52 stills per model (eval_set's kinds but motion); --still-seeds
 
 
 @torch.no_grad()
@@ -77,10 +77,10 @@ def render_samples(weights: Path | None, samples: list[Sample], adapter: str = M
     return [frames[i] for i in range(len(samples))]
 
 
-def still_scores(judge, inst: Instance, weights: Path | None, subject: str) -> dict:
-    """Identity and composition on 52 stills (8 backgrounds, 5 positions, 7 colour changes, 3 accessories, 3 second
-    objects; 2 seeds each) with 95% bootstrap intervals over the samples."""
-    samples = eval_set(inst.colour, subject, STILL_SEEDS, 0)
+def still_scores(judge, inst: Instance, weights: Path | None, subject: str, seeds: int = STILL_SEEDS) -> dict:
+    """Identity and composition on 26 stills per seed (8 backgrounds, 5 positions, 7 colour changes, 3 accessories,
+    3 second objects) with 95% bootstrap intervals over the samples."""
+    samples = eval_set(inst.colour, subject, seeds, 0)
     per = score_samples(judge, inst.appearance, samples, render_samples(weights, samples))["samples"]
     out = {}
     for key, name in (("identity", "stills identity"), ("hit", "stills composition")):
@@ -95,6 +95,7 @@ class DemoOptions:
     prompts: list[str] = field(default_factory=lambda: list(PROMPTS))
     steps: Annotated[int, Range(1, 100_000)] = TRAIN["max_steps"]
     seeds: list[Annotated[int, SEED]] = field(default_factory=lambda: [0])
+    still_seeds: Annotated[int, Range(1, 100)] = STILL_SEEDS  # render seeds per still prompt (26 stills each)
     output_dir: str = "demo"
     without_spl: str = "auto"  # auto (when the time allows), always, never
 
@@ -168,14 +169,14 @@ def run(opts: DemoOptions) -> tuple[dict, list[Path]]:
     stage(1, total, f"base model, prompted with the class word '{inst.cls}'")
     rows["base model, class word"], files = render_and_score(
         judge, inst, None, [strip_tokens(p, [TOKEN]) for p in prompts], opts.seeds, out / "before")
-    rows["base model, class word"] |= still_scores(judge, inst, None, inst.cls)
+    rows["base model, class word"] |= still_scores(judge, inst, None, inst.cls, opts.still_seeds)
     written += files
 
     stage(2, total, f"ClassDiffusion on the 5 photos of {inst.name} ({inst.describe()}), {opts.steps} steps")
     t_run = time.time()
     w_spl = train(train_config(inst, out / "run", opts.steps, 1.0))
     rows["ClassDiffusion (SPL 1.0)"], files = render_and_score(judge, inst, w_spl, prompts, opts.seeds, out / "clips")
-    rows["ClassDiffusion (SPL 1.0)"] |= still_scores(judge, inst, w_spl, f"{TOKEN} {inst.cls}")
+    rows["ClassDiffusion (SPL 1.0)"] |= still_scores(judge, inst, w_spl, f"{TOKEN} {inst.cls}", opts.still_seeds)
     written += [out / "run" / "config.yaml", w_spl, *files]
     run_s = time.time() - t_run
 
@@ -184,7 +185,7 @@ def run(opts: DemoOptions) -> tuple[dict, list[Path]]:
         stage(3, total, "the same run without SPL (spl.weight=0), for comparison")
         w_plain = train(train_config(inst, out / "run-no-spl", opts.steps, 0.0))
         rows["no SPL"], files = render_and_score(judge, inst, w_plain, prompts, opts.seeds, out / "clips-no-spl")
-        rows["no SPL"] |= still_scores(judge, inst, w_plain, f"{TOKEN} {inst.cls}")
+        rows["no SPL"] |= still_scores(judge, inst, w_plain, f"{TOKEN} {inst.cls}", opts.still_seeds)
         written += [out / "run-no-spl" / "config.yaml", w_plain, *files]
         runs.append(w_plain)
     elif opts.without_spl == "auto":
@@ -195,7 +196,8 @@ def run(opts: DemoOptions) -> tuple[dict, list[Path]]:
 
     stage(total, total, "report")
     report = {"instance": inst.name, "looks": inst.describe(), "class_word": inst.cls, "token": TOKEN,
-              "steps": opts.steps, "prompts": prompts, "seeds": opts.seeds, "rows": rows,
+              "steps": opts.steps, "prompts": prompts, "seeds": opts.seeds,
+              "stills": len(eval_set(inst.colour, inst.cls, opts.still_seeds, 0)), "rows": rows,
               "seconds": round(time.time() - t0, 1)}
     written += write_report(out, report)
     return report, written
@@ -223,8 +225,8 @@ def write_report(out: Path, report: dict) -> list[Path]:
             + "\nRead by the miniature world's judge: identity = expected share of the instance's traits "
               "(class, colour, pattern, pattern colour) a clip shows; background, position, motion, accessory, "
               "second object = share of clips showing the prompted one (an accessory or object with its colour); "
-              "composition = their mean. Stills: 52 images of background, position, colour, accessory and "
-              "second-object prompts, with 95% intervals.\n\n" + table(report)
+              f"composition = their mean. Stills: {report['stills']} images of background, position, colour, accessory "
+              "and second-object prompts, with 95% intervals.\n\n" + table(report)
             + f"\n\n{report['seconds']:.0f} s in all.\n")
     write_text_atomic(out / "report.md", text)
     write_text_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")

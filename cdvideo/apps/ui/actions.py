@@ -25,6 +25,9 @@ from cdvideo.tasks.render import Options, animate, check_job
 from cdvideo.tasks.train import TrainingStopped, train
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+# A miniature base (64 px) trains with the miniature world's recipe (configs/train/toyworld.yaml, `cdvideo demo`; a
+# test keeps them the same): SD1.5's defaults (lr 1e-5, scale augmentation) learn next to nothing in 120 steps there
+SMALL_TRAIN = {"optimizer.learning_rate": 1e-3, "optimizer.scale_lr": False, "batch_size": 4, "augment": False}
 
 
 def native_size(model: str) -> int:
@@ -79,12 +82,12 @@ def start_training(mgr: JobManager, client: Client, files: list[str], class_word
     model = base_ref(client, model)
     run_dir = client.folder / "runs" / stamp(f"{file_stem(token)}-{file_stem(class_word)}")
     images, copies = subject_input(files, run_dir / "inputs")
-    n = int(steps)
+    n, size = int(steps), native_size(model)
     every = max(n // 4, 1)
     cfg = load_train_config(None, values={
-        "model": model, "output_dir": str(run_dir), "concepts.0.images": images,
+        **(SMALL_TRAIN if size <= 128 else {}), "model": model, "output_dir": str(run_dir), "concepts.0.images": images,
         "concepts.0.class_word": class_word, "concepts.0.token": token, "max_steps": n,
-        "spl.weight": float(spl_weight), "resolution": native_size(model), "validation.every": every,
+        "spl.weight": float(spl_weight), "resolution": size, "validation.every": every,
         "checkpoint_every": every, "validation.prompts": ["a photo of a {token} {class_word}"],
         "report_to": "none"})
     copy_inputs(copies)  # every value is checked: only now does the run's folder appear

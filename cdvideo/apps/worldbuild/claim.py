@@ -18,13 +18,14 @@ the summary to claim.md, claim.json and claim.png (claim_report.py).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from cdvideo.apps.demo import train_config
-from cdvideo.apps.worldbuild.claim_report import SUBJECT_KINDS, write_report
+from cdvideo.apps.worldbuild.claim_report import NOISE, SUBJECT_KINDS, write_report
 from cdvideo.apps.worldbuild.spl_strength import (
     append_row,
     drift_distance,
@@ -33,6 +34,7 @@ from cdvideo.apps.worldbuild.spl_strength import (
     study_flags,
     study_main,
 )
+from cdvideo.data.files import write_text_atomic
 from cdvideo.data.ranges import Parser
 from cdvideo.tasks.train import train
 from cdvideo.toyworld.instances import INSTANCES, Instance
@@ -110,9 +112,14 @@ def measure_noise(args, judge) -> None:
     base = samples(inst, "sks ball", args)
     scores = [score(path, inst, "sks ball", [Sample(x.kind, x.text, x.asked, x.seed + 100 * k) for x in base], judge)
               for k in range(args.noise_repeats)]
+    noise = {}
     for key in ("identity", "composition", *(f"composition_{k}" for k in KINDS), *(f"identity_{k}" for k in KINDS)):
         v = np.array([s[key] for s in scores])
+        noise[key] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1))}
         print(f"{key:24s} mean {v.mean():.3f}  sd over render seeds {v.std(ddof=1):.3f}")
+    record = {"run": "striped_ball, ClassDiffusion, 1e-3 x 120, seed 0", "repeats": args.noise_repeats,
+              "still_seeds": args.still_seeds, "clip_seeds": args.clip_seeds, "metrics": noise}
+    write_text_atomic(Path(args.docs) / NOISE, json.dumps(record, indent=1) + "\n")
 
 
 def main() -> None:

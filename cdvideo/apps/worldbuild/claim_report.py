@@ -4,6 +4,7 @@ instance; identity against composition per arm."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from cdvideo.apps.worldbuild.strength_report import write_outputs
 from cdvideo.math.metrics import bootstrap_ci
 
 KINDS = ("background", "position", "property", "accessory", "companion", "motion")
+NOISE = "claim_noise.json"  # in --docs: written by --noise, cited by the report
 SUBJECT_KINDS = tuple(k for k in KINDS if k != "property")  # whose words keep the subject as it is told
 CONTRASTS = (("ClassDiffusion", "Custom Diffusion"), ("ClassDiffusion + prior", "Custom Diffusion + prior"),
              ("Custom Diffusion + prior", "Custom Diffusion"), ("ClassDiffusion + prior", "ClassDiffusion"))
@@ -28,10 +30,15 @@ def value(row: dict, metric: str) -> float:
 
 
 def paired(rows: list[dict], strength: str, treated: str, control: str) -> dict:
-    """Per metric: (mean of treated - control, low, high) over pairs matched on (instance, seed), and the pairs."""
+    """Per metric: (mean of treated - control, low, high). Runs are paired on (instance, seed); an instance's
+    pairs are averaged over its seeds and the interval resamples instances (seeds of one instance share it)."""
     by = {(r["instance"], r["seed"], r["arm"]): r for r in rows if r.get("strength") == strength}
-    pairs = [(by[(i, s, treated)], by[(i, s, a)]) for (i, s, a) in by if a == control and (i, s, treated) in by]
-    return {"pairs": len(pairs), **{m: bootstrap_ci([value(t, m) - value(c, m) for t, c in pairs]) for m in METRICS}}
+    pairs = [(i, by[(i, s, treated)], by[(i, s, a)]) for (i, s, a) in by if a == control and (i, s, treated) in by]
+    instances = sorted({i for i, _, _ in pairs})
+
+    def per_instance(m: str) -> list[float]:
+        return [float(np.mean([value(t, m) - value(c, m) for j, t, c in pairs if j == i])) for i in instances]
+    return {"pairs": len(pairs), "instances": len(instances), **{m: bootstrap_ci(per_instance(m)) for m in METRICS}}
 
 
 def recovery(rows: list[dict], strength: str, arm: str) -> dict:
@@ -79,12 +86,12 @@ def fmt(ci) -> str:
 
 
 def table(s: dict) -> str:
-    head = ["strength", "contrast", "pairs", "composition", "subject identity", *KINDS]
+    head = ["strength", "contrast", "pairs (instances)", "composition", "subject identity", *KINDS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, p in s["paired"].items():
         strength, contrast = key.split(" | ")
         cells = [fmt(p["composition"]), fmt(p["subject identity"]), *(fmt(p[f"composition_{k}"]) for k in KINDS)]
-        lines.append(f"| {strength} | {contrast} | {p['pairs']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {strength} | {contrast} | {p['pairs']} ({p['instances']}) | " + " | ".join(cells) + " |")
     head = ["strength", "arm", "composition", "subject identity", "share of the ceiling (per instance)"]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, m in s["means"].items():
@@ -128,6 +135,18 @@ def plot(s: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def noise_line(docs: Path) -> str:
+    """The scorer's own noise (--noise), one line under the tables; empty until it is measured."""
+    if not (docs / NOISE).exists():
+        return ""
+    n = json.loads((docs / NOISE).read_text())
+    m = n["metrics"]
+    kinds = ", ".join(f"{k} {m[f'composition_{k}']['sd']:.3f}" for k in KINDS)
+    return (f"\nThe scorer's own noise ({n['run']}, scored {n['repeats']} times with other render seeds; sd of one "
+            f"run's reading): identity {m['identity']['sd']:.3f}, composition {m['composition']['sd']:.3f} "
+            f"({kinds}).\n")
+
+
 def write_report(rows: list[dict], docs: Path) -> None:
     s = summary(rows)
-    write_outputs(docs, "claim", s, table(s), plot)
+    write_outputs(docs, "claim", s, table(s) + noise_line(docs), plot)
