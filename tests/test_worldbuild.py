@@ -162,6 +162,8 @@ def test_the_claim_report_pairs_arms_and_measures_the_share_of_the_ceiling(tmp_p
     p = s["paired"]["1e-3 x 120 | ClassDiffusion - Custom Diffusion"]
     assert (p["pairs"], p["instances"]) == (4, 2) and p["composition"] == pytest.approx((0.1, 0.1, 0.1), abs=1e-9)
     assert p["composition_accessory"][0] == pytest.approx(0.5) and p["subject identity"][0] == pytest.approx(0.0)
+    m = s["matched"]["ClassDiffusion 1e-3 x 120 - Custom Diffusion 1e-3 x 120"]  # the only setting: its own match
+    assert m["composition"][0] == pytest.approx(0.1) and m["subject identity"][0] == pytest.approx(0.0)
     share = s["recovery"]["1e-3 x 120 | ClassDiffusion"]
     assert {n: round(v["share"], 6) for n, v in share.items()} == {"a": 0.5, "b": 0.5}
     noise = {k: {"mean": 0.5, "sd": 0.03} for k in ("identity", "composition", *(f"composition_{k}" for k in KINDS))}

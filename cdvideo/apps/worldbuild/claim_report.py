@@ -29,11 +29,13 @@ def value(row: dict, metric: str) -> float:
     return subject_identity(row) if metric == "subject identity" else row[metric]
 
 
-def paired(rows: list[dict], strength: str, treated: str, control: str) -> dict:
-    """Per metric: (mean of treated - control, low, high). Runs are paired on (instance, seed); an instance's
-    pairs are averaged over its seeds and the interval resamples instances (seeds of one instance share it)."""
-    by = {(r["instance"], r["seed"], r["arm"]): r for r in rows if r.get("strength") == strength}
-    pairs = [(i, by[(i, s, treated)], by[(i, s, a)]) for (i, s, a) in by if a == control and (i, s, treated) in by]
+def paired(rows: list[dict], treated: tuple[str, str], control: tuple[str, str]) -> dict:
+    """Per metric: (mean of treated - control, low, high), each a (strength, arm). Runs are paired on (instance,
+    seed); an instance's pairs are averaged over its seeds and the interval resamples instances (seeds of one
+    instance share it)."""
+    by = {(r["strength"], r["arm"], r["instance"], r["seed"]): r for r in rows if "arm" in r}
+    pairs = [(i, r, by[(*control, i, s)]) for (st, a, i, s), r in by.items() if (st, a) == treated
+             and (*control, i, s) in by]
     instances = sorted({i for i, _, _ in pairs})
 
     def per_instance(m: str) -> list[float]:
@@ -57,6 +59,21 @@ def recovery(rows: list[dict], strength: str, arm: str) -> dict:
     return out
 
 
+def matched(means: dict) -> dict:
+    """The paper's claim is about the trade-off: each SPL setting against the setting of its arm without SPL (any
+    strength, the same prior preservation) whose mean subject identity is nearest. {label: (treated, control)}."""
+    out = {}
+    for treated, control in CONTRASTS[:2]:
+        own = [k.split(" | ") for k in means if k.endswith(f" | {treated}")]
+        other = [k.split(" | ")[0] for k in means if k.endswith(f" | {control}")]
+        for strength, _ in own:
+            if other:
+                ident = means[f"{strength} | {treated}"]["subject identity"]
+                near = min(other, key=lambda o: abs(means[f"{o} | {control}"]["subject identity"] - ident))
+                out[f"{treated} {strength} - {control} {near}"] = ((strength, treated), (near, control))
+    return out
+
+
 def summary(rows: list[dict]) -> dict:
     strengths = sorted({r["strength"] for r in rows if "strength" in r}, key=lambda s: [float(x) for x in
                                                                                          s.split(" x ")][::-1])
@@ -64,7 +81,7 @@ def summary(rows: list[dict]) -> dict:
     out: dict = {"strengths": strengths, "paired": {}, "means": {}, "recovery": {}}
     for s in strengths:
         for treated, control in CONTRASTS:
-            p = paired(rows, s, treated, control)
+            p = paired(rows, (s, treated), (s, control))
             if p["pairs"]:
                 out["paired"][f"{s} | {treated} - {control}"] = p
         for a in arms:
@@ -72,6 +89,9 @@ def summary(rows: list[dict]) -> dict:
             if sel:
                 out["means"][f"{s} | {a}"] = {m: float(np.mean([value(r, m) for r in sel])) for m in METRICS}
                 out["recovery"][f"{s} | {a}"] = recovery(rows, s, a)
+    out["matched"] = matched(out["means"])
+    for key, (treated, control) in out["matched"].items():
+        out["matched"][key] = paired(rows, treated, control)
     base = [r for r in rows if r.get("setting") == "base"]
     out["base"] = {m: float(np.mean([value(r, m) for r in base])) for m in METRICS} if base else {}
     ceiling = [subject_identity(r) for r in rows if r.get("setting") == "spelled out"]
@@ -92,6 +112,12 @@ def table(s: dict) -> str:
         strength, contrast = key.split(" | ")
         cells = [fmt(p["composition"]), fmt(p["subject identity"]), *(fmt(p[f"composition_{k}"]) for k in KINDS)]
         lines.append(f"| {strength} | {contrast} | {p['pairs']} ({p['instances']}) | " + " | ".join(cells) + " |")
+    lines += ["", "At about the same identity (each SPL setting against the setting without SPL whose mean identity "
+              "is nearest):", "", "| contrast | pairs (instances) | composition | subject identity |",
+              "|---|---|---|---|"]
+    for key, p in s["matched"].items():
+        lines.append(f"| {key} | {p['pairs']} ({p['instances']}) | {fmt(p['composition'])} | "
+                     f"{fmt(p['subject identity'])} |")
     head = ["strength", "arm", "composition", "subject identity", "share of the ceiling (per instance)"]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, m in s["means"].items():
