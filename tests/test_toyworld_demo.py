@@ -154,11 +154,11 @@ def test_video_to_video_keeps_the_source_motion_and_shows_the_subject(demo_run, 
 
 def test_the_mask_controlnet_moves_the_personal_subject_along_the_path(demo_run, tmp_path):
     """The demo's subject under the world's mask ControlNet (`--weights ... --controlnet toyworld:mask`): the masks
-    of a big ball circling (a path pretraining never shows). Measured at these settings: the drawn ball 3.7 px from
-    the circle on average (19.9 px without the ControlNet), and recognisable as the subject where the base model
-    under the same control is not: identity 0.50 against 0.21 (0.65 without the ControlNet: the control costs some
-    identity). On another scene seed: 3.6 px, 0.40 against 0.14. Half the identity gap and twice the path error
-    as margins."""
+    of a big ball circling (a path pretraining never shows). Measured at these settings (10 steps): the drawn ball
+    3.9 px from the circle on average (20.0 px without the ControlNet), and recognisable as the subject where the
+    base model under the same control is not: identity 0.50 against 0.25 (0.61 without the ControlNet: the control
+    costs some identity). On another scene seed: 3.9 px, 0.41 against 0.18 (at 20 steps, docs/toyworld.md: 3.6-3.7
+    px, 0.40-0.50 against 0.14-0.21). Half the identity gap and twice the path error as margins."""
     import dataclasses
 
     from cdvideo.toyworld import draw, motions, world
@@ -176,12 +176,12 @@ def test_the_mask_controlnet_moves_the_personal_subject_along_the_path(demo_run,
     for name, prompt, extra in (("subject", "a sks ball on a gray background", weights), ("base", "a ball on a gray "
                                 "background", [])):
         out = tmp_path / name
-        assert main(["animate", "--model", "toyworld", *extra, "--prompt", prompt, "--num-inference-steps", "20",
+        assert main(["animate", "--model", "toyworld", *extra, "--prompt", prompt, "--num-inference-steps", "10",
                      "--seed", "0", "--format", "png", "--output-dir", str(out), "--controlnet", "toyworld:mask",
                      "--control-video", str(gif)]) == 0
         frames = [Image.open(f).convert("RGB") for f in sorted(next(out.glob("*_frames")).glob("*.png"))]
         reading = J.read(judge, frames)
         error[name] = float(np.linalg.norm(motions.track(reading)[:, :2] * 64 - truth, axis=1).mean())
         ident[name] = J.identity(reading, inst.appearance)
-    assert error["subject"] < 7.5, error
-    assert ident["subject"] > ident["base"] + 0.15, ident
+    assert error["subject"] < 7.8, error
+    assert ident["subject"] > ident["base"] + 0.12, ident
