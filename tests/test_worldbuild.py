@@ -36,6 +36,24 @@ def test_plans_scale_every_stage_and_keep_the_rest():
                                                                                        (5, "high-noise"))
     with pytest.raises(ValueError, match="is not STEPS"):
         parse_rounds("10:fast")
+    assert parse_rounds("4000,500:late") == ((4000, "min-snr"), (500, "late"))
+
+
+def test_a_late_motion_round_draws_only_high_timesteps():
+    """A "late" round (motion.LATE_FROM and up) sees only the noise levels where the caption decides a clip's
+    direction; the other weightings draw from the whole schedule, as before (a saved round's batches stay the
+    same)."""
+    from diffusers import DDPMScheduler
+
+    from cdvideo.apps.worldbuild.common import MOTION_SCHEDULE
+    from cdvideo.apps.worldbuild.motion import LATE_FROM
+    from cdvideo.apps.worldbuild.unet import noised
+
+    sched, x0 = DDPMScheduler(**MOTION_SCHEDULE), torch.zeros(256, 4, 2, 2)
+    late = noised(x0, sched, torch.Generator().manual_seed(0), 5.0, LATE_FROM)["t"]
+    whole = noised(x0, sched, torch.Generator().manual_seed(0), 5.0)["t"]
+    assert late.min() >= LATE_FROM and whole.min() < LATE_FROM < whole.max()
+    assert whole.equal(noised(x0, sched, torch.Generator().manual_seed(0), 5.0, 0)["t"])
 
 
 def test_a_stage_runs_from_its_plan_records_it_and_repeats_bitwise(tmp_path):

@@ -53,8 +53,9 @@ def parser() -> argparse.ArgumentParser:
                    help="multiply every stage's steps (0.05 for a smoke run)")
     p.add_argument("--device", default="cpu", choices=sorted(PROFILES), help="where the UNet and motion stages train")
     p.add_argument("--motion-rounds", default=None, metavar="STEPS[:WEIGHTING],...",
-                   help="motion stage: its warm-restart rounds, each steps and loss weighting (min-snr or "
-                   "high-noise); default the profile's; goes on after the saved rounds it begins with")
+                   help="motion stage: its warm-restart rounds, each steps and loss weighting (min-snr, "
+                   "high-noise, or late: high-noise on the upper half of the timesteps only); default the profile's; "
+                   "goes on after the saved rounds it begins with")
     return p
 
 

@@ -23,6 +23,9 @@ from cdvideo.apps.worldbuild.unet import captions, latents, load_text, noised, s
 from cdvideo.models.text import tokenize
 
 
+LATE_FROM = 500  # a "late" round's lowest timestep (of the schedule's 1,000): a round's weighting, not the plan's
+
+
 def build(work: Path, adapter_dir: Path | None = None):
     """UNetMotionModel of the trained (EMA) UNet and a MotionAdapter (fresh, or a saved round's); only the motion
     modules train."""
@@ -52,14 +55,15 @@ def high_noise_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, min_snr_w:
     return torch.maximum(min_snr_w, ((1 - a) / a).clamp(max=cap))
 
 
-def batch_at(step: int, seed: int, data: dict, plan: MotionPlan, tokenizer) -> dict:
-    """The step's clips, a pure function of (seed, step): noised latents and token ids (CPU)."""
+def batch_at(step: int, seed: int, data: dict, plan: MotionPlan, tokenizer, t_min: int = 0) -> dict:
+    """The step's clips, a pure function of (seed, step): noised latents (timesteps t_min and up) and token ids
+    (CPU)."""
     rng, gen = step_rngs(seed, step)
     mean, std = data["latents"]  # (N, F, 4, 16, 16)
     ci = np.sort(rng.choice(len(data["clip_scenes"]), plan.clips_per_batch, replace=False))
     x0 = sample_latents(mean[ci], std[ci], data["scale"], gen).permute(0, 2, 1, 3, 4)  # (B, 4, F, 16, 16)
     ids = tokenize(tokenizer, captions([data["clip_scenes"][c] for c in ci], rng, plan.caption_drop))  # (B, 77)
-    return dict(noised(x0, data["sched"], gen, plan.min_snr), ids=ids)
+    return dict(noised(x0, data["sched"], gen, plan.min_snr, t_min), ids=ids)
 
 
 def run(work: Path, seed: int, plan: MotionPlan) -> dict:
@@ -91,14 +95,16 @@ def run(work: Path, seed: int, plan: MotionPlan) -> dict:
 def train_round(model, trainable, data: dict, text_encoder, tokenizer, curve: Curve, run: tuple, r0: int, n: int,
                 weighting: str = "min-snr") -> None:
     """Steps r0 .. r0 + n of the run (seed, plan, total steps): a fresh AdamW and a warm-up cosine over the round;
-    the epsilon loss weighted by min-SNR, or `high_noise_weights`."""
+    the epsilon loss weighted by min-SNR, or `high_noise_weights` ("late": those, on timesteps from LATE_FROM
+    only, where the caption must decide the clip's direction)."""
     seed, plan, steps = run
     device = plan.device
     opt, lr_sched = optimizer(trainable, plan.optim, n)
     t0, alphas_cumprod = time.time(), data["sched"].alphas_cumprod.to(device)
+    t_min = LATE_FROM if weighting == "late" else 0
     for step in range(r0, r0 + n):
-        b = {k: v.to(device) for k, v in batch_at(step, seed, data, plan, tokenizer).items()}
-        if weighting == "high-noise":
+        b = {k: v.to(device) for k, v in batch_at(step, seed, data, plan, tokenizer, t_min).items()}
+        if weighting in ("high-noise", "late"):
             b["w"] = high_noise_weights(alphas_cumprod, b["t"], b["w"], plan.high_noise_cap)
         with torch.no_grad():
             cond = text_encoder(b["ids"]).last_hidden_state  # (B, 77, D)

@@ -145,7 +145,7 @@ PROFILES = {"cpu": Plans(),
                           motion=MotionPlan(rounds=((2000, "min-snr"), (750, "high-noise")), clips_per_batch=16,
                                             device="cuda"),
                           controlnet=ControlNetPlan(batch=128, device="cuda"))}
-MOTION_WEIGHTINGS = ("min-snr", "high-noise")  # of the motion stage's epsilon loss (motion.high_noise_weights)
+MOTION_WEIGHTINGS = ("min-snr", "high-noise", "late")  # of the motion stage's epsilon loss (motion.high_noise_weights)
 
 
 def parse_rounds(spec: str) -> tuple[tuple[int, str], ...]:
@@ -154,7 +154,7 @@ def parse_rounds(spec: str) -> tuple[tuple[int, str], ...]:
     for part in spec.split(","):
         steps, _, weighting = part.strip().partition(":")
         if not steps.isdigit() or int(steps) < 1 or (weighting or "min-snr") not in MOTION_WEIGHTINGS:
-            raise ValueError(f"{part!r} is not STEPS[:min-snr|high-noise], e.g. 4000 or 1500:high-noise")
+            raise ValueError(f"{part!r} is not STEPS[:min-snr|high-noise|late], e.g. 4000 or 1500:high-noise")
         rounds.append((int(steps), weighting or "min-snr"))
     return tuple(rounds)
 

@@ -43,10 +43,11 @@ def epsilon_loss(pred: torch.Tensor, noise: torch.Tensor, snr_w: torch.Tensor, p
     return (snr_w * (pixel_w * (pred - noise).pow(2)).mean(dim=(1, 2, 3))).mean()
 
 
-def noised(x0: torch.Tensor, sched, gen: torch.Generator, min_snr: float) -> dict:
-    """Noise and timesteps drawn from `gen`, the noised latents and their min-SNR weights (epsilon targets)."""
+def noised(x0: torch.Tensor, sched, gen: torch.Generator, min_snr: float, t_min: int = 0) -> dict:
+    """Noise and timesteps (t_min and up) drawn from `gen`, the noised latents and their min-SNR weights (epsilon
+    targets)."""
     noise = torch.randn(x0.shape, generator=gen)
-    t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=gen)
+    t = torch.randint(t_min, sched.config.num_train_timesteps, (len(x0),), generator=gen)
     return dict(noisy=sched.add_noise(x0, noise, t), noise=noise, t=t,
                 w=min_snr_weights(sched.alphas_cumprod, t, min_snr))
 
