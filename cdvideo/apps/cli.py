@@ -204,7 +204,7 @@ def _start_commands(command) -> None:
         f"stills scores: 26 stills each (default {DemoOptions.still_seeds})")
     opt(p, "output_dir", default="demo", help="a new folder inside it each run")
     p.add_argument("--motion", metavar="MOTION", help="instead: learn a motion pretraining never shows (circling "
-                   "or zigzag) from 3 clips with train-motion and render the instance doing it (~3 min)")
+                   "or zigzag) from 3 clips with train-motion and render the instance doing it (~4 min)")
     opt(p, "without_spl", default="auto", choices=["auto", "always", "never"],
          help="also train without SPL for comparison (auto: when it fits in 3 minutes)")
     p.set_defaults(func=_demo)
