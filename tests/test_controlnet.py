@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from conftest import source_gif
+from conftest import circling_masks, path_error, source_gif
 from test_video_to_video import FAST, frames_of, line
 
 from cdvideo.apps.cli import main
@@ -244,16 +244,10 @@ def test_the_worlds_mask_controlnet_steers_a_clip_along_a_path_pretraining_never
     ball keeps its stripes (pattern 1.00 both), but its identity reads 0.36 against 0.75: the circling mask is
     small, the ball drawn in it is small, and the judge reads its class in 22% of frames (90% without). A quarter
     of the path error as margin."""
-    from cdvideo.toyworld import draw, motions, world
     from cdvideo.toyworld import judge as J
 
     appearance = ("ball", "yellow", "stripes", "purple")
-    scene = world.with_motion(world.Scene(*appearance, "gray", "centre", "big", seed=3), np.random.default_rng(0),
-                              "circling")
-    masks = draw.masks(scene)
-    gif = tmp_path / "circling_masks.gif"
-    masks[0].save(gif, save_all=True, append_images=masks[1:], duration=125, loop=0)
-    judge, truth = J.load(), world.geometry(scene, len(masks))[:, :2]  # (F, 2) px
+    (gif, truth), judge = circling_masks(tmp_path), J.load()
     error, pattern = {}, {}
     for name, extra in (("with", ["--controlnet", "toyworld:mask", "--control-video", str(gif)]), ("without", [])):
         assert main(["animate", "--model", "toyworld", "--prompt", "a yellow ball with purple stripes on a gray "
@@ -261,7 +255,7 @@ def test_the_worlds_mask_controlnet_steers_a_clip_along_a_path_pretraining_never
                      "--output-dir", str(tmp_path / name), *extra]) == 0
         frames = frames_of(next((tmp_path / name).glob("*_frames")))
         reading = J.read(judge, [Image.fromarray(f) for f in frames])
-        error[name] = float(np.linalg.norm(motions.track(reading)[:, :2] * 64 - truth, axis=1).mean())
+        error[name] = path_error(reading, truth)
         pattern[name] = J.identity(reading, appearance, ("pattern",))
     assert error["with"] < 8.0 and error["without"] > 2 * error["with"], error
     assert pattern["with"] > 0.9, pattern

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, circling_masks, path_error
 from PIL import Image
 
 from cdvideo.apps.cli import main
@@ -159,18 +159,8 @@ def test_the_mask_controlnet_moves_the_personal_subject_along_the_path(demo_run,
     base model under the same control is not: identity 0.50 against 0.25 (0.61 without the ControlNet: the control
     costs some identity). On another scene seed: 3.9 px, 0.41 against 0.18 (at 20 steps, docs/toyworld.md: 3.6-3.7
     px, 0.40-0.50 against 0.14-0.21). Half the identity gap and twice the path error as margins."""
-    import dataclasses
-
-    from cdvideo.toyworld import draw, motions, world
-
     inst, judge = instances.get("striped_ball"), J.load()
-    scene = world.with_motion(world.Scene(*inst.appearance, "gray", "centre", "big", seed=3),
-                              np.random.default_rng(0), "circling")
-    scene = dataclasses.replace(scene, size="big")
-    masks = draw.masks(scene)
-    gif = tmp_path / "masks.gif"
-    masks[0].save(gif, save_all=True, append_images=masks[1:], duration=125, loop=0)
-    truth = world.geometry(scene, len(masks))[:, :2]  # (F, 2) px
+    gif, truth = circling_masks(tmp_path, "big")
     weights = ["--weights", str(demo_run[0] / "striped_ball" / "run" / "weights.safetensors")]
     error, ident = {}, {}
     for name, prompt, extra in (("subject", "a sks ball on a gray background", weights), ("base", "a ball on a gray "
@@ -181,7 +171,7 @@ def test_the_mask_controlnet_moves_the_personal_subject_along_the_path(demo_run,
                      "--control-video", str(gif)]) == 0
         frames = [Image.open(f).convert("RGB") for f in sorted(next(out.glob("*_frames")).glob("*.png"))]
         reading = J.read(judge, frames)
-        error[name] = float(np.linalg.norm(motions.track(reading)[:, :2] * 64 - truth, axis=1).mean())
+        error[name] = path_error(reading, truth)
         ident[name] = J.identity(reading, inst.appearance)
     assert error["subject"] < 7.8, error
     assert ident["subject"] > ident["base"] + 0.12, ident
