@@ -22,7 +22,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from cdvideo.apps.demo import train_config
 from cdvideo.apps.worldbuild.claim_report import NOISE, SUBJECT_KINDS, write_report
@@ -30,6 +29,7 @@ from cdvideo.apps.worldbuild.spl_strength import (
     append_row,
     drift_distance,
     read_rows,
+    rescored,
     score,
     study_flags,
     study_main,
@@ -109,14 +109,10 @@ def measure_noise(args, judge) -> None:
     inst = INSTANCES["striped_ball"]
     path = train_arm(inst, Path(args.work) / tag(inst.name, 0, "1e-3 x 120", "ClassDiffusion"), "ClassDiffusion",
                      "1e-3 x 120", 0, Path(args.work) / "class_images")
-    base = samples(inst, "sks ball", args)
-    scores = [score(path, inst, "sks ball", [Sample(x.kind, x.text, x.asked, x.seed + 100 * k) for x in base], judge)
-              for k in range(args.noise_repeats)]
-    noise = {}
-    for key in ("identity", "composition", *(f"composition_{k}" for k in KINDS), *(f"identity_{k}" for k in KINDS)):
-        v = np.array([s[key] for s in scores])
-        noise[key] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1))}
-        print(f"{key:24s} mean {v.mean():.3f}  sd over render seeds {v.std(ddof=1):.3f}")
+    keys = ("identity", "composition", *(f"composition_{k}" for k in KINDS), *(f"identity_{k}" for k in KINDS))
+    noise = rescored(path, inst, "sks ball", samples(inst, "sks ball", args), judge, args.noise_repeats, keys)
+    for key, v in noise.items():
+        print(f"{key:24s} mean {v['mean']:.3f}  sd over render seeds {v['sd']:.3f}")
     record = {"run": "striped_ball, ClassDiffusion, 1e-3 x 120, seed 0", "repeats": args.noise_repeats,
               "still_seeds": args.still_seeds, "clip_seeds": args.clip_seeds, "metrics": noise}
     write_text_atomic(Path(args.docs) / NOISE, json.dumps(record, indent=1) + "\n")

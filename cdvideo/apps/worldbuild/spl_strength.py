@@ -115,6 +115,16 @@ def run_ablation(args, judge) -> None:
               f"drift {row['drift']:.3f}", flush=True)
 
 
+def rescored(path: Path, inst, subject: str, samples: list[Sample], judge, repeats: int,
+             keys: tuple[str, ...]) -> dict:
+    """The same weights scored `repeats` times on `samples` with other render seeds (+100, +200, ...): per metric
+    its mean and standard deviation, the spread that is the scorer's and not the model's."""
+    scores = [score(path, inst, subject, [Sample(x.kind, x.text, x.asked, x.seed + 100 * k) for x in samples],
+                    judge) for k in range(repeats)]
+    return {key: {"mean": float(np.mean([s[key] for s in scores])),
+                  "sd": float(np.std([s[key] for s in scores], ddof=1))} for key in keys}
+
+
 def measure_noise(args, judge) -> None:
     """The scorer's noise: the same weights (striped_ball, seed 0, lr 1e-2 x 240 steps) scored again with other
     render seeds (+100, +200, ...), per metric."""
@@ -123,11 +133,9 @@ def measure_noise(args, judge) -> None:
         path = train_run(inst, Path(args.work) / f"{inst.name}-lr{lr:g}-n{steps}-spl{weight:g}-s0", lr, steps,
                          weight, 0, "eos")
         base = eval_set(inst.colour, "sks ball", args.still_seeds, args.clip_seeds)
-        scores = [score(path, inst, "sks ball", [Sample(x.kind, x.text, x.asked, x.seed + 100 * k) for x in base],
-                        judge) for k in range(args.noise_repeats)]
-        for key in ("identity", "composition", *(f"composition_{k}" for k in KINDS)):
-            v = np.array([s[key] for s in scores])
-            print(f"spl {weight:g} {key:22s} mean {v.mean():.3f} sd over render seeds {v.std(ddof=1):.3f}")
+        keys = ("identity", "composition", *(f"composition_{k}" for k in KINDS))
+        for key, v in rescored(path, inst, "sks ball", base, judge, args.noise_repeats, keys).items():
+            print(f"spl {weight:g} {key:22s} mean {v['mean']:.3f} sd over render seeds {v['sd']:.3f}")
 
 
 def study_flags(p, work: str, seeds: list[int], still_seeds: int, clip_seeds: int) -> None:
