@@ -62,8 +62,8 @@ def train_arm(inst: Instance, out: Path, arm: str, strength: str, seed: int, cla
     return train(train_config(inst, out, steps, spl, extra))
 
 
-def samples(inst: Instance, subject: str, args) -> list[Sample]:
-    return eval_set(inst.colour, subject, args.still_seeds, args.clip_seeds)
+def samples(inst: Instance, subject: str, args, kinds: tuple = KINDS) -> list[Sample]:
+    return eval_set(inst.colour, subject, args.still_seeds, args.clip_seeds, kinds)
 
 
 def tag(inst: str, seed: int, strength: str, arm: str) -> str:
@@ -79,7 +79,7 @@ def reference_rows(args, judge, done: set, rows: Path) -> None:
             if f"{name}-{setting}" in done:
                 continue
             kinds = KINDS if setting == "base" else SUBJECT_KINDS
-            r = score(None, inst, subject, [s for s in samples(inst, subject, args) if s.kind in kinds], judge)
+            r = score(None, inst, subject, samples(inst, subject, args, kinds), judge)
             append_row({"tag": f"{name}-{setting}", "instance": name, "held_out": inst.held_out,
                         "setting": setting, **r}, rows)
 
