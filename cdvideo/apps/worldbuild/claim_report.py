@@ -11,8 +11,7 @@ import numpy as np
 
 from cdvideo.apps.worldbuild.strength_report import write_outputs
 from cdvideo.math.metrics import bootstrap_ci
-
-KINDS = ("background", "position", "property", "accessory", "companion", "motion")
+from cdvideo.toyworld.scoring import KINDS  # the prompt kinds every run is scored on
 NOISE = "claim_noise.json"  # in --docs: written by --noise, cited by the report
 SUBJECT_KINDS = tuple(k for k in KINDS if k != "property")  # whose words keep the subject as it is told
 CONTRASTS = (("ClassDiffusion", "Custom Diffusion"), ("ClassDiffusion + prior", "Custom Diffusion + prior"),
