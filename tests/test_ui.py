@@ -14,26 +14,20 @@ from cdvideo.apps.ui.drive import (
     choose,
     click,
     fill,
-    free_port,
+    served,
     tab,
     upload,
     wait_for,
     wait_text,
 )
 
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    from cdvideo.apps.ui.app import build
-
     root = tmp_path_factory.mktemp("ui")
-    demo = build(root, "tiny")
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        allowed_paths=[str(root)])
-    release_openmp_team()  # as served: the jobs' threads hold the only OpenMP team
-    yield f"http://127.0.0.1:{port}", root
-    demo.close()
-    demo.mgr.shutdown()
+    with served(root, "tiny") as url:
+        release_openmp_team()  # as served: the jobs' threads hold the only OpenMP team
+        yield url, root
 
 
 @pytest.fixture(scope="module")

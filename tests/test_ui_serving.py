@@ -3,7 +3,6 @@ loopback, users kept apart, paths checked before anything touches disk, and fift
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,14 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import make_weights
 
+from cdvideo.apps.ui.drive import free_port
+
 ENV = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"}
 USERS = {f"user{i}": f"pw-{i}-secret" for i in range(5)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("where", [["--host", "0.0.0.0"], ["--host", "192.168.1.20"], ["--share"]])

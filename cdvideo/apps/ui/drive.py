@@ -21,6 +21,23 @@ def free_port() -> int:
 
 
 @contextmanager
+def served(root: Path, model: str) -> Iterator[str]:
+    """The web app over `root` (base model `model`) on a free local port, in this process: its URL. Closed, its jobs
+    stopped, on exit."""
+    from cdvideo.apps.ui.app import build  # lazy: gradio
+
+    app = build(root, model)
+    port = free_port()
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                       allowed_paths=[str(root)])
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        app.close()
+        app.mgr.shutdown()
+
+
+@contextmanager
 def chromium(profile: Path, size: tuple[int, int] = (1400, 2000)) -> Iterator:
     """A headless Chromium with its profile in `profile`, quit on exit."""
     if not (CHROMIUM and DRIVER):
@@ -52,14 +69,19 @@ def wait_for(driver, css: str, timeout: float = 60) -> None:
     WebDriverWait(driver, timeout, poll_frequency=0.5).until(lambda d: d.find_elements(By.CSS_SELECTOR, css))
 
 
+def text_of(driver, elem_id: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, elem_id).text
+
+
 def wait_text(driver, elem_id: str, text: str, timeout: float = 240) -> str:
     """Until #elem_id shows `text` (or an error, which fails here); its text."""
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(driver, timeout, poll_frequency=0.5).until(
-        lambda d: text in d.find_element(By.ID, elem_id).text or "error" in d.find_element(By.ID, elem_id).text)
-    got = driver.find_element(By.ID, elem_id).text
+        lambda d: text in text_of(d, elem_id) or "error" in text_of(d, elem_id))
+    got = text_of(driver, elem_id)
     assert text in got, got
     return got
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cdvideo.apps.ui.drive import chromium, choose, click, fill, free_port, tab, upload, wait_for, wait_text
+from cdvideo.apps.ui.drive import chromium, choose, click, fill, served, tab, text_of, upload, wait_for, wait_text
 from cdvideo.data.files import atomic_path
 from cdvideo.errors import CdvideoError
 from cdvideo.toyworld import motions
@@ -42,8 +42,8 @@ def train_run(d, root: Path, name: str, class_word: str, token: str, spl: str = 
     click(d, "train-start")
     deadline = time.time() + 600  # the status may still show the last run of the same title: wait for the file
     while not (new := set(root.rglob("weights.safetensors")) - before):
-        if time.time() > deadline or "error" in wait_text(d, "train-status", ""):
-            raise CdvideoError(f"the Train tab's job did not finish: {wait_text(d, 'train-status', '')}")
+        if time.time() > deadline or "error" in text_of(d, "train-status"):
+            raise CdvideoError(f"the Train tab's job did not finish: {text_of(d, 'train-status')}")
         time.sleep(1)
     wait_text(d, "train-status", f"{token} {class_word}, 120 steps: done")
     wait_for(d, "#train-gallery img")
@@ -93,20 +93,10 @@ def click_through(d, url: str, root: Path, work: Path, shots: Path) -> None:
 
 def take(output_dir: Path, work: Path) -> list[Path]:
     """Serve the app on the miniature world, click through it; the five screenshots, moved into `output_dir`."""
-    from cdvideo.apps.ui.app import build  # lazy: gradio
-
     root, shots = work / "ui", work / "shots"
     shots.mkdir(parents=True)
-    app = build(root, "toyworld")
-    port = free_port()
-    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                       allowed_paths=[str(root)])
-    try:
-        with chromium(work / "chrome", size=(1400, 1500)) as d:
-            click_through(d, f"http://127.0.0.1:{port}", root, work, shots)
-    finally:
-        app.close()
-        app.mgr.shutdown()
+    with served(root, "toyworld") as url, chromium(work / "chrome", size=(1400, 1500)) as d:
+        click_through(d, url, root, work, shots)
     written = []
     for name in TABS:  # all five taken: only now do they replace the docs' ones
         with atomic_path(output_dir / f"ui-{name}.png") as tmp:
