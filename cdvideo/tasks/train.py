@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import math
 from collections.abc import Mapping
@@ -190,6 +191,8 @@ def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, tim
         save_weights(cfg, trainable_state(acc.unwrap_model(unet), kv_names, rows), path)
     unsplice(text_encoder)
     acc.wait_for_everyone()  # every process tears the process group down together, once the weights are written
+    del unet, models  # the DDP wrapper goes first, while the process group lives: see release_ddp
+    release_ddp(acc)
     acc.end_training()
     return path if acc.is_main_process else None
 
@@ -301,6 +304,15 @@ def make_optimizer(use_8bit: bool, device: torch.device):
     except ImportError:
         raise CdvideoError("optimizer.use_8bit_adam needs bitsandbytes: pip install 'cdvideo[8bit]'") from None
     return bnb.optim.AdamW8bit
+
+
+def release_ddp(acc) -> None:
+    """Free the DDP wrapper (accelerate's reference to it, then its cycles) before the process group is destroyed.
+    torch's Reducer, when it holds the group last, frees it with the GIL held and joins gloo's worker threads,
+    which may be waiting for the GIL to free a finished collective's tensors: a hang at exit (1 launched run in 7
+    on two busy cores). Freed while the group lives, the group goes later through a destructor that drops the GIL."""
+    acc.free_memory()
+    gc.collect()
 
 
 def forget_previous_run() -> None:
