@@ -116,6 +116,28 @@ def test_a_unet_round_is_saved_whole_and_a_later_sitting_goes_on_after_it(tmp_pa
     assert not list(tmp_path.glob(".unet.round.tmp-*"))
 
 
+def test_more_unet_rounds_go_on_after_the_profiles_seven(tmp_path):
+    """`--unet-rounds 9`: the profile's 7 rounds and its last one twice more; a build of it goes on after a saved
+    7-round state (the committed UNet), a build of fewer rounds keeps the first ones."""
+    from diffusers import UNet2DConditionModel
+
+    from cdvideo.apps.worldbuild import unet
+    from cdvideo.apps.worldbuild.__main__ import parser
+    from cdvideo.apps.worldbuild.common import Curve
+
+    profile, more = plans_for("cpu").unet, plans_for("cpu", unet_rounds=9).unet
+    assert more.rounds == profile.rounds + ((1500, 4.0),) * 2 and more.batch == profile.batch
+    assert plans_for("cpu", unet_rounds=2).unet.rounds == profile.rounds[:2]
+    assert parser().parse_args(["--unet-rounds", "9"]).unet_rounds == 9
+    tiny = UNet2DConditionModel(block_out_channels=(8, 8), layers_per_block=1, sample_size=8, cross_attention_dim=8,
+                                norm_num_groups=4, attention_head_dim=2,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    unet.save_round(tmp_path, unet.EMA(tiny, 0.99), 0, profile, 7, Curve(tmp_path, "unet"))
+    assert unet.resume_round(tmp_path, 0, more)[0] == 7
+    assert unet.resume_round(tmp_path, 0, plans_for("cpu", 0.5, unet_rounds=9).unet)[0] == 0  # other steps
+
+
 def test_the_object_weight_is_where_the_object_covers_the_latent_pixel():
     """A 64 px coverage map at 16 x 16 latents: weight on covered latent pixels, 1 on the background, in between
     on an edge; weight 1 is the plain min-SNR epsilon loss."""

@@ -56,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
                    help="motion stage: its warm-restart rounds, each steps and loss weighting (min-snr, "
                    "high-noise, or late: high-noise on the upper half of the timesteps only); default the profile's; "
                    "goes on after the saved rounds it begins with")
+    p.add_argument("--unet-rounds", type=Flag(int, Range(1, 1000)), default=None, metavar="N",
+                   help="UNet stage: its first N warm-restart rounds, the profile's and then its last one again "
+                   "(default the profile's: 7 on the cpu); goes on after the saved rounds")
     return p
 
 
@@ -73,7 +76,7 @@ def main() -> None:
     if args.device == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
     work = Path(args.work)
-    plans = plans_for(args.device, args.scale, rounds)
+    plans = plans_for(args.device, args.scale, rounds, args.unet_rounds)
     t0 = time.time()
     try:
         work.mkdir(parents=True, exist_ok=True)

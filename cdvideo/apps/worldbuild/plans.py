@@ -159,11 +159,16 @@ def parse_rounds(spec: str) -> tuple[tuple[int, str], ...]:
     return tuple(rounds)
 
 
-def plans_for(device: str = "cpu", scale: float = 1.0, rounds: tuple[tuple[int, str], ...] | None = None) -> Plans:
-    """The profile's plans with every stage's steps multiplied by `scale` (at least 2), and the motion rounds."""
+def plans_for(device: str = "cpu", scale: float = 1.0, rounds: tuple[tuple[int, str], ...] | None = None,
+              unet_rounds: int | None = None) -> Plans:
+    """The profile's plans with every stage's steps multiplied by `scale` (at least 2), the motion rounds, and the
+    UNet's first `unet_rounds` rounds (beyond the profile's, its last round again: a build that goes on)."""
     p = PROFILES[device]
     steps = lambda n: max(2, int(n * scale))  # noqa: E731
     motion = rounds or p.motion.rounds
+    if unet_rounds is not None:
+        extra = max(0, unet_rounds - len(p.unet.rounds))
+        p = replace(p, unet=replace(p.unet, rounds=(p.unet.rounds + p.unet.rounds[-1:] * extra)[:unet_rounds]))
     return Plans(judge=replace(p.judge, steps=steps(p.judge.steps)), text=replace(p.text, steps=steps(p.text.steps)),
                  vae=replace(p.vae, steps=steps(p.vae.steps)),
                  unet=replace(p.unet, rounds=tuple((steps(n), w) for n, w in p.unet.rounds)),
