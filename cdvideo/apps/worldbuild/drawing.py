@@ -2,6 +2,7 @@
 
     python -m cdvideo.apps.worldbuild.drawing                        # toyworld-build/unet, ~2 minutes
     python -m cdvideo.apps.worldbuild.drawing --unet toyworld-build/unet.round
+    python -m cdvideo.apps.worldbuild.drawing --unet toyworld-build/unet.round --clips 4   # and on clips, ~2 min more
 
 - the spelled-out identity of each personal instance ("a yellow ball with purple stripes on a gray background"):
   the ceiling of any personalization of it, since a tuned token can at best say what these words say; and each
@@ -9,6 +10,7 @@
 - the same reading for each instance's colours and pattern on another class ("a yellow heart with purple
   stripes"), an appearance pretraining shows (how often: `seen`): whether a missed trait is one the model cannot
   compose or one it cannot draw at all; with --against, the paired difference from an earlier measurement;
+- with --clips, the spelled-out identity on clips (with a motion, through the build's motion adapter);
 - the accessory (kind and colour) and the companion (class, colour, side) on prompts that ask for them;
 - class, colour, background and position on the world's fixed image prompts.
 Prints one JSON object (and writes it to --out when given).
@@ -86,6 +88,27 @@ def spelled_out(judge, pipe, inst: Instance, n: int, guidance: float, steps: int
     return [round(J.identity(r, inst.appearance), 4) for r in readings], traits
 
 
+@torch.no_grad()
+def spelled_out_clips(work: Path, m: dict, judge, n_clips: int, guidance: float, steps: int) -> dict:
+    """Each instance spelled out with a motion on n_clips 16-frame clips through the build's motion adapter: the
+    identity clips can at best reach (the report's reading, with this UNet)."""
+    from diffusers import MotionAdapter  # lazy: start-up time
+
+    from cdvideo.pipelines.build import video_pipeline  # lazy: start-up time
+    from cdvideo.pipelines.registry import make_scheduler  # lazy: start-up time
+
+    adapter = MotionAdapter.from_pretrained(str(work / "motion_adapter"))
+    pipe = video_pipeline(m, adapter, make_scheduler("ddim", m["scheduler"].config, animatediff=True))
+    pipe.set_progress_bar_config(disable=True)
+    out = {}
+    for name, inst in INSTANCES.items():
+        clips = [pipe(p.text, num_frames=16, num_inference_steps=steps, guidance_scale=guidance, output_type="pil",
+                      generator=torch.Generator().manual_seed(p.seed)).frames[0]
+                 for p in scoring.spelled_prompts(inst, n_clips, clips=True)]
+        out[name] = [round(J.identity(J.read(judge, c), inst.appearance), 4) for c in clips]
+    return out
+
+
 def against(result: dict, other: dict) -> dict:
     """The paired difference (this minus the other measurement) of the spelled-out identity over the same prompts
     and seeds, instances and other classes together, with its 95% bootstrap interval."""
@@ -98,13 +121,13 @@ def against(result: dict, other: dict) -> dict:
             "n": len(diffs)}
 
 
-def measure(work: Path, unet: Path, n: int = 16, guidance: float = 5.0, steps: int = 25) -> dict:
-    """Spelled-out identity per instance (and on another class), and the rates of the asked attributes per prompt
-    set."""
+def measure(work: Path, unet: Path, n: int = 16, guidance: float = 5.0, steps: int = 25, clips: int = 0) -> dict:
+    """Spelled-out identity per instance (and on another class; on `clips` clips each when asked), and the rates
+    of the asked attributes per prompt set."""
     from cdvideo.pipelines.build import image_pipeline  # lazy: start-up time
 
-    judge = J.load(work / "judge.safetensors")
-    pipe = image_pipeline(components(work, unet))
+    judge, m = J.load(work / "judge.safetensors"), components(work, unet)
+    pipe = image_pipeline(m)
     pipe.set_progress_bar_config(disable=True)
     out: dict = {"unet": str(unet), "guidance": guidance, "steps": steps, "spelled_out": {}, "spelled_out_traits": {},
                  "other_class": {}, "per_image": {}}
@@ -120,6 +143,9 @@ def measure(work: Path, unet: Path, n: int = 16, guidance: float = 5.0, steps: i
                           ("image", scoring.image_prompts(48))):
         out[kind] = {k: round(v, 4) for k, v in scoring.score(judge, draw(pipe, prompts, guidance, steps),
                                                               prompts).honoured.items()}
+    if clips:
+        out["per_clip"] = spelled_out_clips(work, m, judge, clips, guidance, steps)
+        out["spelled_out_clips"] = {k: round(float(np.mean(v)), 4) for k, v in out["per_clip"].items()}
     return out
 
 
@@ -130,6 +156,8 @@ def main() -> None:
     p.add_argument("--n", type=Flag(int, Range(1, 1000)), default=16, help="images per instance (default: 16)")
     p.add_argument("--guidance", type=Flag(float, Range(1, 30)), default=5.0)
     p.add_argument("--steps", type=Flag(int, Range(1, 1000)), default=25, help="DDIM steps (default: 25)")
+    p.add_argument("--clips", type=Flag(int, Range(0, 1000)), default=0,
+                   help="also clips per instance, spelled out with a motion, through WORK/motion_adapter (default: 0)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.add_argument("--against", default=None, metavar="JSON", help="an earlier measurement (--out) of another UNet: "
                    "the paired difference of the spelled-out identity, with its 95%% interval")
@@ -139,7 +167,8 @@ def main() -> None:
     torch.manual_seed(0)
     work = Path(args.work)
     t0 = time.time()
-    result = measure(work, Path(args.unet) if args.unet else work / "unet", args.n, args.guidance, args.steps)
+    result = measure(work, Path(args.unet) if args.unet else work / "unet", args.n, args.guidance, args.steps,
+                     args.clips)
     if args.against:
         try:
             result["against"] = against(result, json.loads(Path(args.against).read_text()))
