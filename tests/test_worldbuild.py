@@ -88,6 +88,16 @@ def test_a_finished_stage_is_skipped_and_another_plans_record_is_refused(tmp_pat
         finished(tmp_path, "judge", plans_for("cpu", 0.5))
 
 
+def tiny_unet():
+    """A UNet2DConditionModel of a few thousand weights: a stand-in for the world's in the rounds' bookkeeping."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(block_out_channels=(8, 8), layers_per_block=1, sample_size=8, cross_attention_dim=8,
+                                norm_num_groups=4, attention_head_dim=2,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+
+
 def test_a_unet_round_is_saved_whole_and_a_later_sitting_goes_on_after_it(tmp_path):
     """The UNet stage's rounds: the state after a finished round, found again by a build of the same plan and seed
     (not by another plan's, nor another seed's, nor by rounds of another object weight)."""
@@ -97,10 +107,7 @@ def test_a_unet_round_is_saved_whole_and_a_later_sitting_goes_on_after_it(tmp_pa
     from cdvideo.apps.worldbuild.common import Curve
     from cdvideo.apps.worldbuild.plans import UNetPlan
 
-    tiny = UNet2DConditionModel(block_out_channels=(8, 8), layers_per_block=1, sample_size=8, cross_attention_dim=8,
-                                norm_num_groups=4, attention_head_dim=2,
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    tiny = tiny_unet()
     ema, plan = unet.EMA(tiny, 0.99), UNetPlan(rounds=((4, 1.0), (6, 4.0)))
     ema.step, curve = 4, Curve(tmp_path, "unet")
     curve.add(3, loss=0.5)
@@ -119,8 +126,6 @@ def test_a_unet_round_is_saved_whole_and_a_later_sitting_goes_on_after_it(tmp_pa
 def test_more_unet_rounds_go_on_after_the_profiles_seven(tmp_path):
     """`--unet-rounds 9`: the profile's 7 rounds and its last one twice more; a build of it goes on after a saved
     7-round state (the committed UNet), a build of fewer rounds keeps the first ones."""
-    from diffusers import UNet2DConditionModel
-
     from cdvideo.apps.worldbuild import unet
     from cdvideo.apps.worldbuild.__main__ import parser
     from cdvideo.apps.worldbuild.common import Curve
@@ -129,10 +134,7 @@ def test_more_unet_rounds_go_on_after_the_profiles_seven(tmp_path):
     assert more.rounds == profile.rounds + ((1500, 4.0),) * 2 and more.batch == profile.batch
     assert plans_for("cpu", unet_rounds=2).unet.rounds == profile.rounds[:2]
     assert parser().parse_args(["--unet-rounds", "9"]).unet_rounds == 9
-    tiny = UNet2DConditionModel(block_out_channels=(8, 8), layers_per_block=1, sample_size=8, cross_attention_dim=8,
-                                norm_num_groups=4, attention_head_dim=2,
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    tiny = tiny_unet()
     unet.save_round(tmp_path, unet.EMA(tiny, 0.99), 0, profile, 7, Curve(tmp_path, "unet"))
     assert unet.resume_round(tmp_path, 0, more)[0] == 7
     assert unet.resume_round(tmp_path, 0, plans_for("cpu", 0.5, unet_rounds=9).unet)[0] == 0  # other steps
