@@ -22,7 +22,6 @@ import json
 import time
 from pathlib import Path
 
-
 from cdvideo.apps.demo import train_config
 from cdvideo.apps.worldbuild.claim_report import NOISE, SUBJECT_KINDS, write_report
 from cdvideo.apps.worldbuild.spl_strength import (

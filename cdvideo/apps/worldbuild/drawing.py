@@ -88,10 +88,18 @@ def spelled_out(judge, pipe, inst: Instance, n: int, guidance: float, steps: int
     return [round(J.identity(r, inst.appearance), 4) for r in readings], traits
 
 
+def clip_identities(judge, vpipe, inst: Instance, n_clips: int, guidance: float, steps: int) -> list[float]:
+    """The instance's identity on each of n_clips spelled-out 16-frame clips (a motion each) through `vpipe`."""
+    clips = [vpipe(p.text, num_frames=16, num_inference_steps=steps, guidance_scale=guidance, output_type="pil",
+                   generator=torch.Generator().manual_seed(p.seed)).frames[0]
+             for p in scoring.spelled_prompts(inst, n_clips, clips=True)]
+    return [J.identity(J.read(judge, c), inst.appearance) for c in clips]
+
+
 @torch.no_grad()
 def spelled_out_clips(work: Path, m: dict, judge, n_clips: int, guidance: float, steps: int) -> dict:
-    """Each instance spelled out with a motion on n_clips 16-frame clips through the build's motion adapter: the
-    identity clips can at best reach (the report's reading, with this UNet)."""
+    """clip_identities of every instance through the build's motion adapter: the identity clips can at best reach
+    (the report's reading, with this UNet)."""
     from diffusers import MotionAdapter  # lazy: start-up time
 
     from cdvideo.pipelines.build import video_pipeline  # lazy: start-up time
@@ -100,13 +108,8 @@ def spelled_out_clips(work: Path, m: dict, judge, n_clips: int, guidance: float,
     adapter = MotionAdapter.from_pretrained(str(work / "motion_adapter"))
     pipe = video_pipeline(m, adapter, make_scheduler("ddim", m["scheduler"].config, animatediff=True))
     pipe.set_progress_bar_config(disable=True)
-    out = {}
-    for name, inst in INSTANCES.items():
-        clips = [pipe(p.text, num_frames=16, num_inference_steps=steps, guidance_scale=guidance, output_type="pil",
-                      generator=torch.Generator().manual_seed(p.seed)).frames[0]
-                 for p in scoring.spelled_prompts(inst, n_clips, clips=True)]
-        out[name] = [round(J.identity(J.read(judge, c), inst.appearance), 4) for c in clips]
-    return out
+    return {name: [round(v, 4) for v in clip_identities(judge, pipe, inst, n_clips, guidance, steps)]
+            for name, inst in INSTANCES.items()}
 
 
 def against(result: dict, other: dict) -> dict:

@@ -146,7 +146,7 @@ def clips(m: dict, judge: J.Judge, docs: Path) -> dict:
 def drawn(m: dict, judge: J.Judge, n: int = 16, n_clips: int = 4) -> dict:
     """What the shipped model draws when told: each instance spelled out on n stills and n_clips clips (its
     identity, the ceiling of any personalization, and each trait's share), accessories and second objects."""
-    from cdvideo.apps.worldbuild.drawing import draw, spelled_out  # lazy: start-up time
+    from cdvideo.apps.worldbuild.drawing import clip_identities, draw, spelled_out  # lazy: start-up time
 
     pipe = image_pipeline(m, scheduler=make_scheduler("ddim", m["scheduler"].config, animatediff=False))
     pipe.set_progress_bar_config(disable=True)
@@ -157,10 +157,7 @@ def drawn(m: dict, judge: J.Judge, n: int = 16, n_clips: int = 4) -> dict:
     for name, inst in instances.INSTANCES.items():
         ids, out["spelled_out_traits"][name] = spelled_out(judge, pipe, inst, n, 5.0, 25)
         out["spelled_out"][name] = float(np.mean(ids))
-        clips = [vpipe(p.text, num_frames=16, num_inference_steps=25, guidance_scale=5.0, output_type="pil",
-                       generator=torch.Generator().manual_seed(p.seed)).frames[0]
-                 for p in scoring.spelled_prompts(inst, n_clips, clips=True)]
-        out["spelled_out_clips"][name] = float(np.mean([J.identity(J.read(judge, c), inst.appearance) for c in clips]))
+        out["spelled_out_clips"][name] = float(np.mean(clip_identities(judge, vpipe, inst, n_clips, 5.0, 25)))
         log(f"{name} spelled out: stills {out['spelled_out'][name]:.3f}, clips {out['spelled_out_clips'][name]:.3f}")
     for kind, prompts in (("accessory", scoring.accessory_prompts(24)), ("companion", scoring.companion_prompts(24))):
         out[kind] = scoring.score(judge, draw(pipe, prompts, 5.0, 25), prompts).honoured
