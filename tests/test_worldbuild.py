@@ -27,10 +27,10 @@ SMALL = JudgePlan(steps=3, batch=20, head_steps=2, head_batch=4, identity_render
 def test_plans_scale_every_stage_and_keep_the_rest():
     p = plans_for("cpu", 0.01)
     assert (p.judge.steps, p.text.steps, p.vae.steps) == (50, 8, 30)
-    assert p.unet.rounds == ((15, 1.0),) * 4 + ((15, 4.0),) * 3  # the object weight is kept
+    assert p.unet.rounds == ((15, 1.0),) * 4 + ((15, 4.0),) * 9  # the object weight is kept
     assert p.motion.rounds == ((20, "min-snr"), (20, "min-snr"), (15, "high-noise"))
     assert p.judge.head_steps == PROFILES["cpu"].judge.head_steps  # the motion head's steps are not scaled
-    assert dataclasses.replace(p.unet, rounds=((1500, 1.0),) * 4 + ((1500, 4.0),) * 3) == PROFILES["cpu"].unet
+    assert dataclasses.replace(p.unet, rounds=((1500, 1.0),) * 4 + ((1500, 4.0),) * 9) == PROFILES["cpu"].unet
     assert plans_for("cuda").unet.batch == 256 and plans_for("cuda").motion.device == "cuda"
     assert plans_for("cpu", rounds=parse_rounds("10,5:high-noise")).motion.rounds == ((10, "min-snr"),
                                                                                        (5, "high-noise"))
@@ -123,21 +123,40 @@ def test_a_unet_round_is_saved_whole_and_a_later_sitting_goes_on_after_it(tmp_pa
     assert not list(tmp_path.glob(".unet.round.tmp-*"))
 
 
-def test_more_unet_rounds_go_on_after_the_profiles_seven(tmp_path):
-    """`--unet-rounds 9`: the profile's 7 rounds and its last one twice more; a build of it goes on after a saved
-    7-round state (the committed UNet), a build of fewer rounds keeps the first ones."""
+def test_more_unet_rounds_go_on_after_the_profiles_thirteen(tmp_path):
+    """`--unet-rounds 15`: the profile's 13 rounds and its last one twice more; a build of it goes on after a saved
+    13-round state (the committed UNet), a build of fewer rounds keeps the first ones."""
     from cdvideo.apps.worldbuild import unet
     from cdvideo.apps.worldbuild.__main__ import parser
     from cdvideo.apps.worldbuild.common import Curve
 
-    profile, more = plans_for("cpu").unet, plans_for("cpu", unet_rounds=9).unet
+    profile, more = plans_for("cpu").unet, plans_for("cpu", unet_rounds=15).unet
+    assert len(profile.rounds) == 13 and profile.rounds[6:] == ((1500, 4.0),) * 7
     assert more.rounds == profile.rounds + ((1500, 4.0),) * 2 and more.batch == profile.batch
-    assert plans_for("cpu", unet_rounds=2).unet.rounds == profile.rounds[:2]
-    assert parser().parse_args(["--unet-rounds", "9"]).unet_rounds == 9
+    assert plans_for("cpu", unet_rounds=7).unet.rounds == profile.rounds[:7]  # the first shipped UNet's plan
+    assert parser().parse_args(["--unet-rounds", "15"]).unet_rounds == 15
     tiny = tiny_unet()
-    unet.save_round(tmp_path, unet.EMA(tiny, 0.99), 0, profile, 7, Curve(tmp_path, "unet"))
-    assert unet.resume_round(tmp_path, 0, more)[0] == 7
-    assert unet.resume_round(tmp_path, 0, plans_for("cpu", 0.5, unet_rounds=9).unet)[0] == 0  # other steps
+    unet.save_round(tmp_path, unet.EMA(tiny, 0.99), 0, profile, 13, Curve(tmp_path, "unet"))
+    assert unet.resume_round(tmp_path, 0, more)[0] == 13
+    assert unet.resume_round(tmp_path, 0, plans_for("cpu", 0.5, unet_rounds=15).unet)[0] == 0  # other steps
+
+
+def test_a_unet_stage_whose_rounds_are_all_saved_ends_without_its_datasets(tmp_path):
+    """A checkout with the committed rounds but none of the (large, re-renderable) datasets: the stage writes the
+    last round's weights as the UNet and its record, rendering nothing."""
+    from diffusers import UNet2DConditionModel
+
+    from cdvideo.apps.worldbuild import unet
+    from cdvideo.apps.worldbuild.common import Curve
+    from cdvideo.apps.worldbuild.plans import UNetPlan
+
+    tiny, plan = tiny_unet(), UNetPlan(rounds=((4, 1.0), (6, 4.0)))
+    unet.save_round(tmp_path, unet.EMA(tiny, 0.99), 0, plan, 2, Curve(tmp_path, "unet"))
+    assert unet.run(tmp_path, 0, plan)["went_on_after_rounds"] == 2
+    shipped = UNet2DConditionModel.from_pretrained(str(tmp_path / "unet"))
+    assert all(a.equal(b) for a, b in zip(shipped.parameters(), tiny.parameters()))
+    assert json.loads((tmp_path / "unet.done").read_text())["plan"]["rounds"] == [[4, 1.0], [6, 4.0]]
+    assert not list(tmp_path.glob("*.npy"))  # nothing rendered
 
 
 def test_the_object_weight_is_where_the_object_covers_the_latent_pixel():
@@ -159,17 +178,16 @@ def test_the_object_weight_is_where_the_object_covers_the_latent_pixel():
 
 def test_a_motion_round_is_saved_whole_and_found_again_by_the_same_plan_only(tmp_path):
     """The motion stage's rounds go through the same record as the UNet's: the motion modules after a round, found
-    again by a build of the same plan, not by one whose rounds begin otherwise."""
-    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+    again by a build of the same plan over the same UNet, not by one whose rounds begin otherwise, nor once the
+    UNet has been trained further."""
+    from diffusers import MotionAdapter, UNetMotionModel
 
     from cdvideo.apps.worldbuild import motion
     from cdvideo.apps.worldbuild.common import Curve
     from cdvideo.apps.worldbuild.plans import MotionPlan
 
-    unet = UNet2DConditionModel(block_out_channels=(8, 8), layers_per_block=1, sample_size=8, cross_attention_dim=8,
-                                norm_num_groups=4, attention_head_dim=2,
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    unet = tiny_unet()
+    unet.save_pretrained(str(tmp_path / "unet"))
     adapter = MotionAdapter(block_out_channels=(8, 8), motion_layers_per_block=1, motion_num_attention_heads=2,
                             motion_norm_num_groups=4, motion_max_seq_length=8)
     model, plan = UNetMotionModel.from_unet2d(unet, adapter), MotionPlan(rounds=((4, "min-snr"), (2, "high-noise")))
@@ -181,6 +199,28 @@ def test_a_motion_round_is_saved_whole_and_found_again_by_the_same_plan_only(tmp
     saved = MotionAdapter.from_pretrained(str(tmp_path / "motion.round"))
     assert all(a.equal(b) for a, b in zip(saved.parameters(), adapter.parameters()))
     assert motion.resume(tmp_path, 0, MotionPlan(rounds=((4, "high-noise"),)))[0] == 0
+    with torch.no_grad():
+        next(unet.parameters()).add_(1e-3)  # the UNet trained further: its motion rounds are not this one's
+    unet.save_pretrained(str(tmp_path / "unet"))
+    assert motion.resume(tmp_path, 0, plan)[0] == 0
+
+
+def test_a_stage_over_the_unet_is_trained_again_when_the_unet_changed(tmp_path):
+    """`--stage all` skips a finished motion or ControlNet stage only if its record names the UNet now in the
+    build folder (the UNet's rounds went on: the motion modules learnt over the old one are not finished)."""
+    from cdvideo.apps.worldbuild.common import unet_digest
+
+    plans, unet = plans_for("cpu"), tiny_unet()
+    unet.save_pretrained(str(tmp_path / "unet"))
+    for stage in ("motion", "controlnet"):
+        mark_done(tmp_path, stage, {"unet": unet_digest(tmp_path)}, getattr(plans, stage))
+        assert finished(tmp_path, stage, plans)
+    with torch.no_grad():
+        next(unet.parameters()).add_(1e-3)
+    unet.save_pretrained(str(tmp_path / "unet"))
+    assert not finished(tmp_path, "motion", plans) and not finished(tmp_path, "controlnet", plans)
+    mark_done(tmp_path, "judge", {}, plans.judge)
+    assert finished(tmp_path, "judge", plans)  # stages before the UNet do not look at it
 
 
 def test_the_claim_report_pairs_arms_and_measures_the_share_of_the_ceiling(tmp_path):

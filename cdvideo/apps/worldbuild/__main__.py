@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from cdvideo.apps.worldbuild.common import log
+from cdvideo.apps.worldbuild.common import log, unet_digest
 from cdvideo.apps.worldbuild.plans import PROFILES, Plans, parse_rounds, plans_for
 from cdvideo.apps.worldbuild.plans import record as plan_record
 from cdvideo.data.files import write_fault
@@ -38,6 +38,7 @@ from cdvideo.toyworld import assets_dir
 STAGES = ("judge", "text", "vae", "unet", "motion", "controlnet", "export", "report")
 # stages with a record (work/<stage>.done) and a plan
 TRAINED = ("judge", "text", "vae", "unet", "motion", "controlnet")
+OVER_UNET = ("motion", "controlnet")  # trained over the frozen UNet: their record names it (common.unet_digest)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
                    "goes on after the saved rounds it begins with")
     p.add_argument("--unet-rounds", type=Flag(int, Range(1, 1000)), default=None, metavar="N",
                    help="UNet stage: its first N warm-restart rounds, the profile's and then its last one again "
-                   "(default the profile's: 7 on the cpu); goes on after the saved rounds")
+                   "(default the profile's: 13 on the cpu); goes on after the saved rounds")
     return p
 
 
@@ -97,14 +98,18 @@ def main() -> None:
 
 def finished(work: Path, stage: str, plans: Plans) -> bool:
     """Whether a training stage's record is in `work` (committed when the stage ended, or from an earlier call) and
-    holds this build's plan; a record of another plan is an error, not a silent reuse."""
+    holds this build's plan (and, for a stage over the UNet, this UNet); a record of another plan is an error, not
+    a silent reuse; one over another UNet is trained again."""
     record = work / f"{stage}.done"
     if not record.is_file():
         return False
-    ran = json.loads(record.read_text()).get("plan")
-    if ran != json.loads(json.dumps(plan_record(getattr(plans, stage)))):  # tuples as JSON lists
+    ran = json.loads(record.read_text())
+    if ran.get("plan") != json.loads(json.dumps(plan_record(getattr(plans, stage)))):  # tuples as JSON lists
         raise CdvideoError(f"{record} was made with another plan than this build's; run that stage again with "
                            f"--stage {stage}, or remove the record")
+    if stage in OVER_UNET and ran.get("unet") != unet_digest(work):
+        log(f"== stage {stage}: its record was trained over another UNet than {work / 'unet'}; trained again")
+        return False
     return True
 
 

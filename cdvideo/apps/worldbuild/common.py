@@ -3,6 +3,7 @@ and the architectures of the miniature model (SD1.5's component classes and bloc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing
@@ -166,10 +167,18 @@ def mark_done(work: Path, stage: str, info: dict, plan) -> None:
     write_text_atomic(work / f"{stage}.done", json.dumps({**info, "plan": record(plan)}, indent=1))
 
 
-def round_plan(seed: int, plan) -> dict:
+def unet_digest(work: Path) -> str | None:
+    """The trained UNet's weights (work/unet) as a short SHA-256: what the motion and ControlNet stages, trained
+    over the frozen UNet, record, so that weights trained over another UNet are not taken for this one's."""
+    weights = work / "unet" / "diffusion_pytorch_model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else None
+
+
+def round_plan(seed: int, plan, over_unet: str | None = None) -> dict:
     """What a saved round (UNet or motion stage) must share with a run to go on from it: the seed and the plan but
-    its rounds, as JSON values (tuples as lists)."""
-    return json.loads(json.dumps({"seed": seed, **{k: v for k, v in record(plan).items() if k != "rounds"}}))
+    its rounds, as JSON values (tuples as lists), and the UNet it trains over (the motion stage's)."""
+    blob = {"seed": seed, **{k: v for k, v in record(plan).items() if k != "rounds"}}
+    return json.loads(json.dumps(blob | ({"unet": over_unet} if over_unet else {})))
 
 
 def save_round(work: Path, stage: str, write_weights, blob: dict) -> None:
@@ -182,16 +191,17 @@ def save_round(work: Path, stage: str, write_weights, blob: dict) -> None:
     log(f"{stage}: saved after rounds {blob['rounds']}")
 
 
-def saved_round(work: Path, stage: str, seed: int, plan) -> dict | None:
-    """The record of work/<stage>.round when it was made with this seed and plan and its rounds begin the plan's;
-    None (start over) otherwise."""
+def saved_round(work: Path, stage: str, seed: int, plan, over_unet: str | None = None) -> dict | None:
+    """The record of work/<stage>.round when it was made with this seed and plan (over this UNet) and its rounds
+    begin the plan's; None (start over) otherwise."""
     saved = work / f"{stage}.round" / "round.json"
     if not saved.is_file():
         return None
     blob = json.loads(saved.read_text())
     done, wanted = blob["rounds"], json.loads(json.dumps(plan.rounds))  # tuples as JSON lists
-    if blob["plan"] != round_plan(seed, plan) or done != wanted[:len(done)]:
-        log(f"{stage}: the saved rounds {done} were made with another plan than {wanted}; starting over")
+    if blob["plan"] != round_plan(seed, plan, over_unet) or done != wanted[:len(done)]:
+        log(f"{stage}: the saved rounds {done} were made with another plan than {wanted}, or over another UNet; "
+            "starting over")
         return None
     log(f"{stage}: going on after rounds {done} ({saved.parent})")
     return blob

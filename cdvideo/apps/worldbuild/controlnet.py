@@ -10,13 +10,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, Curve, log, mark_done, optimizer, optimizer_step,
-    pretraining, seed_everything)
+from cdvideo.apps.worldbuild.common import (Curve, log, mark_done, optimizer, optimizer_step,
+    seed_everything, unet_digest)
 from cdvideo.apps.worldbuild.plans import ControlNetPlan
-from cdvideo.apps.worldbuild.unet import batch_at, epsilon_loss, latents, load_text
+from cdvideo.apps.worldbuild.unet import batch_at, epsilon_loss, load_text, training_data
 from cdvideo.data.files import atomic_folder
 
 CONDITION_CHANNELS = (16, 32, 64)  # the condition embedding: 64 px masks down to 16 x 16 latents (3 levels, 4x)
@@ -35,19 +34,15 @@ def build(unet):
 
 
 def run(work: Path, seed: int, plan: ControlNetPlan) -> dict:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # lazy: start-up time
+    from diffusers import UNet2DConditionModel  # lazy: start-up time
 
     seed_everything(seed)
-    _, scenes, _, clip_scenes = pretraining(work, seed, plan.renders)
+    data = training_data(work, seed, plan)
     device, (tokenizer, text_encoder) = plan.device, load_text(work)
     unet = UNet2DConditionModel.from_pretrained(str(work / "unet")).eval().requires_grad_(False)
     controlnet = build(unet).train().to(device)
     unet.to(device)
     text_encoder.to(device)
-    data = dict(scenes=scenes, clip_scenes=clip_scenes, latents=(latents(work, "images"), latents(work, "clips")),
-                alpha=tuple(np.load(work / f"{k}_alpha.npy", mmap_mode="r") for k in ("images", "clips")),
-                scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"],
-                sched=DDPMScheduler(**SD_SCHEDULE))
     log(f"controlnet: {sum(p.numel() for p in controlnet.parameters()) / 1e6:.2f}M parameters")
     opt, lr_sched = optimizer(controlnet.parameters(), plan.optim, plan.steps)
     curve, t0 = Curve(work, "controlnet"), time.time()
@@ -67,6 +62,7 @@ def run(work: Path, seed: int, plan: ControlNetPlan) -> dict:
     curve.save()
     with atomic_folder(work / "controlnet_mask") as tmp:
         controlnet.cpu().eval().save_pretrained(str(tmp))
-    info = {"steps": plan.steps, "seconds": round(time.time() - t0), "final_loss": loss.item()}
+    info = {"steps": plan.steps, "seconds": round(time.time() - t0), "final_loss": loss.item(),
+            "unet": unet_digest(work)}
     mark_done(work, "controlnet", info, plan)
     return info

@@ -17,7 +17,7 @@ import torch
 
 from cdvideo.apps.worldbuild import common
 from cdvideo.apps.worldbuild.common import (ADAPTER, MOTION_SCHEDULE, Curve, log, mark_done, optimizer,
-    optimizer_step, pretraining, round_plan, seed_everything, step_rngs)
+    optimizer_step, pretraining, round_plan, seed_everything, step_rngs, unet_digest)
 from cdvideo.apps.worldbuild.plans import MotionPlan
 from cdvideo.apps.worldbuild.unet import captions, latents, load_text, noised, sample_latents
 from cdvideo.models.text import tokenize
@@ -87,7 +87,8 @@ def run(work: Path, seed: int, plan: MotionPlan) -> dict:
         save_round(work, model, seed, plan, rounds[:k + 1], curve)
     curve.save()
     model.cpu().eval().save_motion_modules(str(work / "motion_adapter"))
-    info = {"steps": steps, "seconds": round(time.time() - t0), "went_on_after_rounds": done}
+    info = {"steps": steps, "seconds": round(time.time() - t0), "went_on_after_rounds": done,
+            "unet": unet_digest(work)}
     mark_done(work, "motion", info, plan)
     return info
 
@@ -120,13 +121,13 @@ def train_round(model, trainable, data: dict, text_encoder, tokenizer, curve: Cu
 def save_round(work: Path, model, seed: int, plan: MotionPlan, rounds: list[tuple[int, str]], curve: Curve) -> None:
     """The motion modules after the given rounds, with the plan and curve so far, in work/motion.round/."""
     common.save_round(work, "motion", model.save_motion_modules,
-                      {"plan": round_plan(seed, plan), "rounds": rounds, "curve": curve.values})
+                      {"plan": round_plan(seed, plan, unet_digest(work)), "rounds": rounds, "curve": curve.values})
 
 
 def resume(work: Path, seed: int, plan: MotionPlan) -> tuple[int, Curve]:
     """How many of the plan's rounds the saved state has done (0 unless its plan is this one and its rounds begin
-    the plan's), and the curve up to there."""
-    curve, blob = Curve(work, "motion"), common.saved_round(work, "motion", seed, plan)
+    the plan's, over this UNet), and the curve up to there."""
+    curve, blob = Curve(work, "motion"), common.saved_round(work, "motion", seed, plan, unet_digest(work))
     if blob is None:
         return 0, curve
     curve.values = blob["curve"]

@@ -106,23 +106,30 @@ def batch_at(step: int, seed: int, data: dict, plan: UNetPlan, tokenizer, object
     return dict(noised(x0, data["sched"], gen, plan.min_snr), ids=ids, alpha=alpha, pixel_w=pixel_w)
 
 
-def run(work: Path, seed: int, plan: UNetPlan) -> dict:
+def training_data(work: Path, seed: int, plan: UNetPlan) -> dict:
+    """What `batch_at` draws from: the pretraining scenes, their latents and object coverage (memory-mapped), the
+    VAE's scaling factor and SD1.5's DDPM schedule (the UNet and ControlNet stages)."""
     from diffusers import AutoencoderKL, DDPMScheduler  # lazy: start-up time
 
-    seed_everything(seed)
-    device, rounds = plan.device, [int(n) for n, _ in plan.rounds]
     _, scenes, _, clip_scenes = pretraining(work, seed, plan.renders)
-    tokenizer, text_encoder = load_text(work)
-    text_encoder.to(device)
-    data = dict(scenes=scenes, clip_scenes=clip_scenes, latents=(latents(work, "images"), latents(work, "clips")),
+    return dict(scenes=scenes, clip_scenes=clip_scenes, latents=(latents(work, "images"), latents(work, "clips")),
                 alpha=tuple(np.load(work / f"{k}_alpha.npy", mmap_mode="r") for k in ("images", "clips")),
                 scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"],
                 sched=DDPMScheduler(**SD_SCHEDULE))
+
+
+def run(work: Path, seed: int, plan: UNetPlan) -> dict:
+    seed_everything(seed)
+    device, rounds = plan.device, [int(n) for n, _ in plan.rounds]
     done, ema_step, curve = resume_round(work, seed, plan)
     unet = build(work / "unet.round" if done else None).train().to(device, memory_format=torch.channels_last)
     ema = EMA(unet, plan.ema_decay)
     ema.step, t0 = ema_step, time.time()
     log(f"unet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters")
+    if done < len(rounds):  # the renders and their latents only when a round is left to train
+        data = training_data(work, seed, plan)
+        tokenizer, text_encoder = load_text(work)
+        text_encoder.to(device)
     for k in range(done, len(rounds)):
         train_round(unet, ema, data, text_encoder, tokenizer, curve, (seed, plan, work), sum(rounds[:k]),
                     plan.rounds[k])
