@@ -1,6 +1,6 @@
 """Rebuild the miniature world's shipped weights: judge, text encoder, VAE, UNet, motion adapter, ControlNet.
 
-    python -m cdvideo.apps.worldbuild                  # every stage not yet finished (~4 hours on 2 CPU cores)
+    python -m cdvideo.apps.worldbuild                  # every stage not yet finished (~5.5 hours on 2 CPU cores)
     python -m cdvideo.apps.worldbuild --stage unet     # one stage (the earlier ones must have run)
     python -m cdvideo.apps.worldbuild --stage latents,unet --device cuda   # the UNet on one GPU, "cuda" profile
 
