@@ -4,7 +4,7 @@ four tuning instances only (the two held-out ones never enter it), each run scor
 (background, position, property, accessory, second object; 26 per render seed) as the share of the way from the
 base model (told the class word) to the spelled-out ceiling (told the traits) that its identity recovers.
 
-    python -m cdvideo.apps.worldbuild.tune    # about 10 minutes on 2 cores; writes docs/toyworld/tuning.md
+    python -m cdvideo.apps.worldbuild.tune    # about 5 minutes on 2 cores; writes docs/toyworld/tuning.md
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cdvideo.data.files import write_text_atomic
 from cdvideo.data.ranges import COUNT, Flag, Parser
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES, Instance
@@ -80,8 +81,7 @@ def main() -> None:
             + ", ".join(f"{n} {b:.2f} / {c:.2f}" for n, (b, c) in refs.items())
             + f". {26 * args.still_seeds} stills per run (`python -m cdvideo.apps.worldbuild.tune`, "
             f"{(time.time() - t0) / 60:.0f} min).\n")
-    Path(args.docs).mkdir(parents=True, exist_ok=True)
-    (Path(args.docs) / "tuning.md").write_text(text)
+    write_text_atomic(Path(args.docs) / "tuning.md", text)
     print(text)
 
 
