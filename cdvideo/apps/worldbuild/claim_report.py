@@ -24,6 +24,11 @@ def subject_identity(row: dict) -> float:
     return float(np.mean([row[f"identity_{k}"] for k in SUBJECT_KINDS if f"identity_{k}" in row]))
 
 
+def share(identity: float, base: float, ceiling: float) -> float:
+    """The share of the way from the base model's identity to the spelled-out ceiling (issue 29 asks 0.8)."""
+    return (identity - base) / max(ceiling - base, 1e-6)
+
+
 def value(row: dict, metric: str) -> float:
     return subject_identity(row) if metric == "subject identity" else row[metric]
 
@@ -54,7 +59,7 @@ def recovery(rows: list[dict], strength: str, arm: str) -> dict:
             continue
         base, ceiling = subject_identity(ref[(name, "base")]), subject_identity(ref[(name, "spelled out")])
         out[name] = {"identity": float(np.mean(runs)), "base": base, "ceiling": ceiling,
-                     "share": (float(np.mean(runs)) - base) / max(ceiling - base, 1e-6), "runs": len(runs)}
+                     "share": share(float(np.mean(runs)), base, ceiling), "runs": len(runs)}
     return out
 
 

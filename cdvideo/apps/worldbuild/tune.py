@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cdvideo.apps.worldbuild.claim_report import SUBJECT_KINDS, share
 from cdvideo.data.files import write_text_atomic
 from cdvideo.data.ranges import COUNT, Flag, Parser
 from cdvideo.toyworld import judge as J
@@ -23,37 +24,32 @@ GRID = [(lr, steps, 1.0) for lr in (1e-3, 2e-3, 4e-3) for steps in (120, 240)] +
 STILL_KINDS = ("background", "position", "property", "accessory", "companion")
 
 
-def share(identity: float, base: float, ceiling: float) -> float:
-    """The share of the way from the base model's identity to the spelled-out ceiling (issue 29's 80% aim)."""
-    return (identity - base) / max(ceiling - base, 1e-6)
+def stills(weights: Path | None, inst: Instance, subject: str, still_seeds: int, judge,
+           kinds: tuple[str, ...] = STILL_KINDS) -> dict:
+    """The claim study's scores of `subject` on the stills of `kinds` (rendered with `weights`, or the base)."""
+    from cdvideo.apps.worldbuild.spl_strength import score  # lazy: start-up time
+    from cdvideo.toyworld.scoring import eval_set  # lazy: start-up time
+
+    return score(weights, inst, subject, eval_set(inst.colour, subject, still_seeds, 0, kinds), judge)
 
 
 def references(inst: Instance, still_seeds: int, judge) -> tuple[float, float]:
     """The base model's identity told the class word, and the ceiling: told the traits (kinds keeping the subject)."""
-    from cdvideo.apps.worldbuild.claim_report import SUBJECT_KINDS  # lazy: start-up time
-    from cdvideo.apps.worldbuild.spl_strength import score  # lazy: start-up time
-    from cdvideo.toyworld.scoring import eval_set  # lazy: start-up time
-
-    base = score(None, inst, inst.cls, eval_set(inst.colour, inst.cls, still_seeds, 0, STILL_KINDS), judge)
-    told = inst.describe()
-    kinds = tuple(k for k in SUBJECT_KINDS if k in STILL_KINDS)
-    ceiling = score(None, inst, told, eval_set(inst.colour, told, still_seeds, 0, kinds), judge)
-    return base["identity"], ceiling["identity"]
+    told, kinds = inst.describe(), tuple(k for k in SUBJECT_KINDS if k in STILL_KINDS)
+    return (stills(None, inst, inst.cls, still_seeds, judge)["identity"],
+            stills(None, inst, told, still_seeds, judge, kinds)["identity"])
 
 
 def tuned(inst: Instance, work: Path, lr: float, steps: int, spl: float, still_seeds: int, judge) -> dict:
     """One run as `cdvideo train` reads it (cached: an existing weights file is reused), scored."""
     from cdvideo.apps.demo import train_config  # lazy: start-up time
-    from cdvideo.apps.worldbuild.spl_strength import score  # lazy: start-up time
     from cdvideo.tasks.train import train  # lazy: start-up time
-    from cdvideo.toyworld.scoring import eval_set  # lazy: start-up time
 
     out = work / f"{inst.name}-lr{lr:g}-{steps}-spl{spl:g}"
     path = out / "weights.safetensors"
     if not path.is_file():
         path = train(train_config(inst, out, steps, spl, {"overwrite": True, "optimizer.learning_rate": lr}))
-    subject = f"sks {inst.cls}"
-    return score(path, inst, subject, eval_set(inst.colour, subject, still_seeds, 0, STILL_KINDS), judge)
+    return stills(path, inst, f"sks {inst.cls}", still_seeds, judge)
 
 
 def main() -> None:
