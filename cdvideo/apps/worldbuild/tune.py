@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cdvideo.apps.worldbuild.claim_report import SUBJECT_KINDS, share
+from cdvideo.apps.worldbuild.claim_report import SUBJECT_KINDS, share, subject_identity
 from cdvideo.data.files import write_text_atomic
 from cdvideo.data.ranges import COUNT, Flag, Parser
 from cdvideo.toyworld import judge as J
@@ -34,10 +34,11 @@ def stills(weights: Path | None, inst: Instance, subject: str, still_seeds: int,
 
 
 def references(inst: Instance, still_seeds: int, judge) -> tuple[float, float]:
-    """The base model's identity told the class word, and the ceiling: told the traits (kinds keeping the subject)."""
+    """The base model's subject identity (kinds that keep the subject's words) told the class word, and the
+    ceiling: told the traits."""
     told, kinds = inst.describe(), tuple(k for k in SUBJECT_KINDS if k in STILL_KINDS)
-    return (stills(None, inst, inst.cls, still_seeds, judge)["identity"],
-            stills(None, inst, told, still_seeds, judge, kinds)["identity"])
+    return (subject_identity(stills(None, inst, inst.cls, still_seeds, judge)),
+            subject_identity(stills(None, inst, told, still_seeds, judge, kinds)))
 
 
 def tuned(inst: Instance, work: Path, lr: float, steps: int, spl: float, still_seeds: int, judge) -> dict:
@@ -66,7 +67,7 @@ def main() -> None:
     for lr, steps, spl in GRID:
         rows = {n: tuned(INSTANCES[n], Path(args.work), lr, steps, spl, args.still_seeds, judge)
                 for n in args.instances}
-        shares = [share(rows[n]["identity"], *refs[n]) for n in args.instances]
+        shares = [share(subject_identity(rows[n]), *refs[n]) for n in args.instances]  # as the claim study's
         ident, comp = (np.mean([r[k] for r in rows.values()]) for k in ("identity", "composition"))
         lines.append(f"| {lr:g} | {steps} | {spl:g} | {ident:.3f} | {comp:.3f} | {np.mean(shares):.2f} | "
                      + ", ".join(f"{s:.2f}" for s in shares) + " |")
