@@ -1,7 +1,7 @@
 """The README's strip of a `cdvideo demo` run: the base model's clips above, the personalized subject's below (the
 demo's raw 64 px frames, enlarged 2x, nearest), one animated GIF.
 
-    cdvideo demo --output-dir /tmp/demo && python scripts/demo_strip.py /tmp/demo/striped_ball docs/demo/demo_clips.gif
+    cdvideo demo --output-dir /tmp/demo && python scripts/demo_strip.py /tmp/demo/spotted_star docs/demo/demo_clips.gif
 """
 
 from __future__ import annotations

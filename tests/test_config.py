@@ -42,6 +42,23 @@ def test_the_motion_demo_runs_the_shipped_motion_config():
     assert all(getattr(shipped, k) == v for k, v in SMALL.items())
 
 
+def test_every_cell_of_the_recipe_tuning_is_the_train_config_it_names():
+    """tune.py's grid (docs/toyworld/tuning.md): each cell's overrides validate as `cdvideo train` reads them and
+    set what its table row says; each cell trains into a folder of its own."""
+    from cdvideo.apps.demo import train_config
+    from cdvideo.apps.worldbuild.tune import GRID
+    from cdvideo.toyworld.instances import get
+
+    for s in GRID:
+        cfg = train_config(get("striped_ball"), Path("out"), s.steps, s.spl, s.overrides())
+        o = cfg.optimizer
+        assert (o.learning_rate, o.token_learning_rate or o.learning_rate) == (s.lr, s.token_lr or s.lr)
+        assert (cfg.max_steps, cfg.spl.weight, cfg.spl.pooling) == (s.steps, s.spl, s.pooling)
+        assert (cfg.concepts[0].initializer or "ball") == (s.initializer or "ball")
+        assert not o.scale_lr and cfg.resolution == 64  # on top of the demo's recipe
+    assert len({s.tag() for s in GRID}) == len(GRID)
+
+
 def test_paper_defaults():
     cfg = load_train_config(ROOT / "configs/train/dog.yaml")
     assert (cfg.resolution, cfg.batch_size, cfg.max_steps, cfg.seed) == (512, 2, 500, 42)

@@ -1,82 +1,144 @@
 """How the miniature world's training recipe (configs/train/toyworld.yaml, `cdvideo demo`) is chosen: a small grid
-of learning rate x steps with ClassDiffusion (SPL 1) and one Custom Diffusion (no SPL) run of the recipe, on the
-four tuning instances only (the two held-out ones never enter it), each run scored on the claim study's stills
-(background, position, property, accessory, second object; 26 per render seed) as the share of the way from the
-base model (told the class word) to the spelled-out ceiling (told the traits) that its identity recovers.
+of settings (learning rates of the K/V and of the token, steps, SPL weight and pooling), each trained on the four
+tuning instances only (the two held-out ones never enter it) with two training seeds and scored on the claim
+study's stills (background, position, property, accessory, second object; 26 per render seed) and its 4 motion
+clips, as the share of the way from the base model (told the class word) to the spelled-out ceiling (told the
+traits) that its identity recovers, on stills and on clips apart.
 
-    python -m cdvideo.apps.worldbuild.tune    # about 5 minutes on 2 cores; writes docs/toyworld/tuning.md
+    python -m cdvideo.apps.worldbuild.tune    # about 30 minutes on 2 cores; writes docs/toyworld/tuning.md
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cdvideo.apps.worldbuild.claim_report import SUBJECT_KINDS, share, subject_identity
+from cdvideo.apps.worldbuild.claim_report import SUBJECT_KINDS, share
 from cdvideo.data.files import write_text_atomic
-from cdvideo.data.ranges import COUNT, Flag, Parser
+from cdvideo.data.ranges import COUNT, SEED, Flag, Parser
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES, Instance
 
-GRID = [(lr, steps, 1.0) for lr in (1e-3, 2e-3, 4e-3) for steps in (120, 240)] + [(1e-3, 120, 0.0)]
 STILL_KINDS = ("background", "position", "property", "accessory", "companion")
+CLIPS = 1  # render seeds per motion: 4 clips a run (moving left, right, up, down)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One cell of the grid: `cdvideo train` overrides on top of the demo's recipe."""
+    lr: float
+    steps: int
+    spl: float
+    token_lr: float | None = None  # None: the K/V's rate, as Custom Diffusion
+    pooling: str = "eos"
+    initializer: str | None = None  # None: the class word
+
+    def overrides(self) -> dict:
+        out = {"optimizer.learning_rate": self.lr, "spl.pooling": self.pooling}
+        out |= {"optimizer.token_learning_rate": self.token_lr} if self.token_lr is not None else {}
+        return out | ({"concepts.0.initializer": self.initializer} if self.initializer else {})
+
+    def tag(self) -> str:
+        return (f"lr{self.lr:g}-{self.steps}-spl{self.spl:g}" + (f"-tok{self.token_lr:g}" if self.token_lr else "")
+                + ("" if self.pooling == "eos" else f"-{self.pooling}")
+                + (f"-init{self.initializer}" if self.initializer else ""))
+
+    def cells(self) -> str:
+        notes = ([f"{self.pooling} pooling"] if self.pooling != "eos" else []) + (
+            [f"token initialised from '{self.initializer}'"] if self.initializer else [])
+        return (f"{self.lr:g} | {self.token_lr or self.lr:g} | {self.steps} | {self.spl:g}"
+                + (f" ({', '.join(notes)})" if notes else ""))
+
+
+GRID = (Setting(1e-3, 120, 1.0), Setting(1e-3, 120, 0.0),
+        Setting(1e-3, 120, 1.0, token_lr=3e-2), Setting(1e-3, 240, 1.0, token_lr=3e-2),
+        Setting(1e-3, 480, 1.0), Setting(1e-3, 480, 1.0, token_lr=3e-2), Setting(1e-3, 480, 0.0, token_lr=3e-2),
+        Setting(1e-3, 240, 1.0, pooling="official"),
+        Setting(1e-3, 120, 1.0, initializer="ktn"))  # Custom Diffusion's initializer: a rare word
 
 
 def stills(weights: Path | None, inst: Instance, subject: str, still_seeds: int, judge,
-           kinds: tuple[str, ...] = STILL_KINDS) -> dict:
-    """The claim study's scores of `subject` on the stills of `kinds` (rendered with `weights`, or the base)."""
+           kinds: tuple[str, ...] = STILL_KINDS, clip_seeds: int = 0) -> dict:
+    """The claim study's scores of `subject` on the stills of `kinds` (rendered with `weights`, or the base) and,
+    with `clip_seeds`, on its motion clips."""
     from cdvideo.apps.worldbuild.spl_strength import score  # lazy: start-up time
     from cdvideo.toyworld.scoring import eval_set  # lazy: start-up time
 
-    return score(weights, inst, subject, eval_set(inst.colour, subject, still_seeds, 0, kinds), judge)
+    kinds += ("motion",) if clip_seeds else ()
+    return score(weights, inst, subject, eval_set(inst.colour, subject, still_seeds, clip_seeds, kinds), judge)
 
 
-def references(inst: Instance, still_seeds: int, judge) -> tuple[float, float]:
-    """The base model's subject identity (kinds that keep the subject's words) told the class word, and the
-    ceiling: told the traits."""
-    told, kinds = inst.describe(), tuple(k for k in SUBJECT_KINDS if k in STILL_KINDS)
-    return (subject_identity(stills(None, inst, inst.cls, still_seeds, judge)),
-            subject_identity(stills(None, inst, told, still_seeds, judge, kinds)))
+def readings(row: dict) -> dict:
+    """Subject identity on stills (the kinds that keep the subject's words), on clips, and stills composition."""
+    still = [k for k in SUBJECT_KINDS if k != "motion" and f"identity_{k}" in row]
+    return {"stills": float(np.mean([row[f"identity_{k}"] for k in still])), "clips": row["identity_motion"],
+            "composition": float(np.mean([row[f"composition_{k}"] for k in STILL_KINDS if f"composition_{k}" in row]))}
 
 
-def tuned(inst: Instance, work: Path, lr: float, steps: int, spl: float, still_seeds: int, judge) -> dict:
-    """One run as `cdvideo train` reads it (cached: an existing weights file is reused), scored."""
+def references(inst: Instance, still_seeds: int, judge) -> tuple[dict, dict]:
+    """The base model's readings told the class word, and the ceiling's: told the traits."""
+    told = tuple(k for k in SUBJECT_KINDS if k in STILL_KINDS)
+    return (readings(stills(None, inst, inst.cls, still_seeds, judge, clip_seeds=CLIPS)),
+            readings(stills(None, inst, inst.describe(), still_seeds, judge, told, clip_seeds=CLIPS)))
+
+
+def tuned(inst: Instance, work: Path, setting: Setting, seed: int, still_seeds: int, judge) -> dict:
+    """One run as `cdvideo train` reads it, read (cached: an existing weights file is reused, and its readings for
+    the same number of render seeds)."""
     from cdvideo.apps.demo import train_config  # lazy: start-up time
     from cdvideo.tasks.train import train  # lazy: start-up time
 
-    out = work / f"{inst.name}-lr{lr:g}-{steps}-spl{spl:g}"
-    path = out / "weights.safetensors"
+    out = work / f"{inst.name}-{setting.tag()}-s{seed}"
+    path, cached = out / "weights.safetensors", out / f"readings-{still_seeds}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
     if not path.is_file():
-        path = train(train_config(inst, out, steps, spl, {"overwrite": True, "optimizer.learning_rate": lr}))
-    return stills(path, inst, f"sks {inst.cls}", still_seeds, judge)
+        path = train(train_config(inst, out, setting.steps, setting.spl,
+                                  {"overwrite": True, "seed": seed, **setting.overrides()}))
+    found = readings(stills(path, inst, f"sks {inst.cls}", still_seeds, judge, clip_seeds=CLIPS))
+    write_text_atomic(cached, json.dumps(found) + "\n")
+    return found
+
+
+def row(setting: Setting, runs: dict[str, list[dict]], refs: dict[str, tuple[dict, dict]]) -> str:
+    """One table line: means over instances and seeds; the shares per instance (mean over seeds), stills / clips."""
+    mean = {k: np.mean([r[k] for rs in runs.values() for r in rs]) for k in ("stills", "composition", "clips")}
+    shares = {on: [share(np.mean([r[on] for r in runs[n]]), refs[n][0][on], refs[n][1][on]) for n in runs]
+              for on in ("stills", "clips")}
+    return (f"| {setting.cells()} | {mean['stills']:.3f} | {mean['composition']:.3f} | {mean['clips']:.3f} | "
+            f"{np.mean(shares['stills']):.2f} | {np.mean(shares['clips']):.2f} | "
+            + ", ".join(f"{s:.2f} / {c:.2f}" for s, c in zip(shares["stills"], shares["clips"])) + " |")
 
 
 def main() -> None:
     p = Parser(prog="python -m cdvideo.apps.worldbuild.tune", description=__doc__.splitlines()[0])
     p.add_argument("--instances", nargs="+", choices=list(INSTANCES), metavar="NAME",
                    default=[n for n, i in INSTANCES.items() if not i.held_out])
+    p.add_argument("--seeds", nargs="+", type=Flag(int, SEED), default=[0, 1], help="training seeds per cell")
     p.add_argument("--still-seeds", type=Flag(int, COUNT), default=2, help="render seeds per still prompt")
     p.add_argument("--work", default=".toyworld-build/tuning", help="the runs' weights (default: %(default)s)")
     p.add_argument("--docs", default="docs/toyworld", help="where tuning.md goes (default: %(default)s)")
     args = p.parse_args()
-    judge, t0 = J.load(), time.time()
+    judge, t0, work = J.load(), time.time(), Path(args.work)
     refs = {n: references(INSTANCES[n], args.still_seeds, judge) for n in args.instances}
     lines = []
-    for lr, steps, spl in GRID:
-        rows = {n: tuned(INSTANCES[n], Path(args.work), lr, steps, spl, args.still_seeds, judge)
+    for setting in GRID:
+        runs = {n: [tuned(INSTANCES[n], work, setting, s, args.still_seeds, judge) for s in args.seeds]
                 for n in args.instances}
-        shares = [share(subject_identity(rows[n]), *refs[n]) for n in args.instances]  # as the claim study's
-        ident, comp = (np.mean([r[k] for r in rows.values()]) for k in ("identity", "composition"))
-        lines.append(f"| {lr:g} | {steps} | {spl:g} | {ident:.3f} | {comp:.3f} | {np.mean(shares):.2f} | "
-                     + ", ".join(f"{s:.2f}" for s in shares) + " |")
+        lines.append(row(setting, runs, refs))
         print(f"[{time.time() - t0:5.0f} s] {lines[-1]}", flush=True)
-    text = ("| learning rate | steps | SPL | identity | composition | share of the ceiling | per instance |\n"
-            "|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n\n"
-            f"Tuning instances: {', '.join(args.instances)}; base and spelled-out identity: "
-            + ", ".join(f"{n} {b:.2f} / {c:.2f}" for n, (b, c) in refs.items())
-            + f". {26 * args.still_seeds} stills per run (`python -m cdvideo.apps.worldbuild.tune`, "
+    text = ("| K/V learning rate | token learning rate | steps | SPL | identity, stills | composition | "
+            "identity, clips | share of the ceiling, stills | clips | per instance, stills / clips |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n\n"
+            f"Tuning instances: {', '.join(args.instances)}; training seeds {', '.join(map(str, args.seeds))}; "
+            "base and spelled-out subject identity, stills / clips: "
+            + ", ".join(f"{n} {b['stills']:.2f} / {c['stills']:.2f}, {b['clips']:.2f} / {c['clips']:.2f}"
+                        for n, (b, c) in refs.items())
+            + f". {26 * args.still_seeds} stills and 4 clips per run (`python -m cdvideo.apps.worldbuild.tune`, "
             f"{(time.time() - t0) / 60:.0f} min).\n")
     write_text_atomic(Path(args.docs) / "tuning.md", text)
     print(text)

@@ -32,7 +32,7 @@ from cdvideo.tasks.render import animate
 from cdvideo.tasks.train import train
 from cdvideo.toyworld import MODEL_ID, motions
 from cdvideo.toyworld import judge as J
-from cdvideo.toyworld.instances import DEMO_INSTANCE, Instance, get
+from cdvideo.toyworld.instances import Instance, get
 from cdvideo.toyworld.world import NOVEL_MOTIONS, NUM_FRAMES
 
 ARMS = ("base", "ClassDiffusion")
@@ -67,7 +67,7 @@ def write_gifs(docs: Path, source: np.ndarray, clips: dict[str, np.ndarray]) -> 
 
 
 def run(strengths: list[float], seeds: list[int], work: Path, docs: Path) -> dict:
-    inst, judge = get(DEMO_INSTANCE), J.load()
+    inst, judge = get("striped_ball"), J.load()  # the study in docs/toyworld/v2v.md
     weights = train(train_config(inst, work / "subject", 120, 1.0, {"overwrite": True}))
     sources = [p for m in NOVEL_MOTIONS for p in motions.write_reference_clips(m, work / "sources")]
     frames = [source_frames(p) for p in sources]
