@@ -49,7 +49,8 @@ def test_demo_end_to_end(demo_run):
             assert 0.0 <= lo <= r[key] <= hi <= 1.0 and hi - lo < 0.4, (key, r)
     md = (run / "report.md").read_text()
     r = rows["ClassDiffusion (SPL 1.0)"]
-    assert f"{r['identity']:.2f}" in md and f"{r['stills identity']:.2f} [{r['stills identity ci'][0]:.2f}" in md
+    assert f"{r['identity']:.2f} [{r['identity ci'][0]:.2f}, {r['identity ci'][1]:.2f}]" in md  # over the clips
+    assert f"{r['stills identity']:.2f} [{r['stills identity ci'][0]:.2f}" in md
     assert report["stills"] == 26 and "Stills: 26 images" in md
     assert list((run / "clips").glob("*.mp4")) and list((run / "clips").glob("*.gif"))
     assert (run / "drift.png").is_file() and (run / "run" / "weights.safetensors").is_file()

@@ -124,8 +124,8 @@ def new_folder(root: Path, name: str) -> Path:
 
 def render_and_score(judge, inst: Instance, weights: Path | None, prompts: list[str], seeds: list[int],
                      folder: Path) -> tuple[dict, list[Path]]:
-    """Clips of `prompts` (MP4 + GIF enlarged 4x, PNG frames) into `folder`; the judge's identity and the
-    share of clips showing each prompted attribute."""
+    """Clips of `prompts` (MP4 + GIF enlarged 4x, PNG frames) into `folder`; the judge's identity (with a 95%
+    bootstrap interval over the clips) and the share of clips showing each prompted attribute."""
 
     opts = Options(weights=[str(weights)] if weights else [], model=MODEL_ID, output_dir=str(folder),
                    formats=["mp4", "gif", "png"], upscale=4)
@@ -140,7 +140,8 @@ def render_and_score(judge, inst: Instance, weights: Path | None, prompts: list[
         for k, ok in shown(found).items():
             hits.setdefault(k, []).append(ok)
         hits.setdefault("composition", []).append(composition(found))
-    scores = {"identity": float(np.mean(ident)), **{k: float(np.nanmean(v)) for k, v in hits.items()}}
+    mean, lo, hi = bootstrap_ci(ident)
+    scores = {"identity": mean, "identity ci": [lo, hi], **{k: float(np.nanmean(v)) for k, v in hits.items()}}
     return scores, written
 
 
@@ -204,7 +205,7 @@ def run(opts: DemoOptions) -> tuple[dict, list[Path]]:
 
 
 def table(report: dict) -> str:
-    """The report's scores as a markdown table (stills: mean and 95% interval over the samples)."""
+    """The report's scores as a markdown table (identity and the stills': mean and 95% interval over the samples)."""
     cols = [c for c in ("identity", "background", "position", "motion", "accessory", "second object", "composition",
                         "stills identity", "stills composition") if any(c in r for r in report["rows"].values())]
     lines = ["| | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
@@ -223,8 +224,9 @@ def write_report(out: Path, report: dict) -> list[Path]:
             f"Prompts ({report['token']} = the personal {report['class_word']}; before: the class word alone):\n\n"
             + "".join(f"- {p}\n" for p in report["prompts"])
             + "\nRead by the miniature world's judge: identity = expected share of the instance's traits "
-              "(class, colour, pattern, pattern colour) a clip shows; background, position, motion, accessory, "
-              "second object = share of clips showing the prompted one (an accessory or object with its colour); "
+              "(class, colour, pattern, pattern colour) a clip shows, with a 95% interval over the clips; "
+              "background, position, motion, accessory, second object = share of clips showing the prompted one "
+              "(an accessory or object with its colour); "
               f"composition = their mean. Stills: {report['stills']} images of background, position, colour, accessory "
               "and second-object prompts, with 95% intervals.\n\n" + table(report)
             + f"\n\n{report['seconds']:.0f} s in all.\n")
