@@ -64,33 +64,6 @@ def release_openmp_team() -> None:
         ctypes.CDLL(lib).omp_pause_resource_all(1)  # omp_pause_soft
 
 
-def circling_masks(folder: Path, size: str = "small") -> tuple:
-    """The masks of a yellow ball with purple stripes circling (a path no pretraining clip shows; `size` of the
-    ball) as a GIF in `folder`, for `--controlnet toyworld:mask --control-video`, and its true path (F, 2) in px."""
-    import dataclasses
-
-    import numpy as np
-
-    from cdvideo.toyworld import draw, world
-
-    scene = world.with_motion(world.Scene("ball", "yellow", "stripes", "purple", "gray", "centre", "big", seed=3),
-                              np.random.default_rng(0), "circling")
-    scene = dataclasses.replace(scene, size=size)  # with_motion draws a circling object small
-    masks = draw.masks(scene)
-    gif = folder / f"circling_masks_{size}.gif"
-    masks[0].save(gif, save_all=True, append_images=masks[1:], duration=125, loop=0)
-    return gif, world.geometry(scene, len(masks))[:, :2]
-
-
-def path_error(reading, truth) -> float:
-    """Mean distance in px between the centres the judge read in a clip's frames and the true path (F, 2)."""
-    import numpy as np
-
-    from cdvideo.toyworld import motions
-
-    return float(np.linalg.norm(motions.track(reading)[:, :2] * 64 - truth, axis=1).mean())
-
-
 def source_gif(path, frames: int = 6, size: tuple[int, int] = (80, 48)):
     """A white square crossing a gray field: another length (6 frames) and size (80 x 48) than the clip's."""
     import numpy as np

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from conftest import circling_masks, path_error, source_gif
+from conftest import source_gif
 from test_video_to_video import FAST, frames_of, line
 
 from cdvideo.apps.cli import main
@@ -245,6 +245,7 @@ def test_the_worlds_mask_controlnet_steers_a_clip_along_a_path_pretraining_never
     7-round model its identity read 0.36 against 0.75: the circling mask is small, the ball drawn in it is small,
     and the judge read its class in 22% of frames (90% without). A quarter of the path error as margin."""
     from cdvideo.toyworld import judge as J
+    from cdvideo.toyworld.motions import circling_masks, path_error
 
     appearance = ("ball", "yellow", "stripes", "purple")
     (gif, truth), judge = circling_masks(tmp_path), J.load()

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT, circling_masks, path_error
+from conftest import ROOT
 from PIL import Image
 
 from cdvideo.apps.cli import main
@@ -16,6 +16,7 @@ from cdvideo.data.config import load_train_config
 from cdvideo.tasks.train import train
 from cdvideo.toyworld import instances
 from cdvideo.toyworld import judge as J
+from cdvideo.toyworld.motions import circling_masks, path_error
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ and log extent, in the judge's regression units) that motion fidelity compares."
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,22 @@ def true_track(scene: world.Scene, num_frames: int = world.NUM_FRAMES) -> np.nda
     """(F, 3) the generator's own track of a clip, in the judge's units."""
     g = world.geometry(scene, num_frames)
     return np.stack([g[:, 0] / 64, g[:, 1] / 64, np.log(g[:, 2] / 20)], axis=1)
+
+
+def circling_masks(folder: str | Path, size: str = "small", seed: int = 3) -> tuple[Path, np.ndarray]:
+    """The masks of a yellow ball with purple stripes circling (a path no pretraining clip shows; `size` of the
+    ball, `seed` of the scene) as a GIF in `folder`, for `--controlnet toyworld:mask --control-video`, and its true
+    path (F, 2) in px."""
+    scene = world.with_motion(world.Scene("ball", "yellow", "stripes", "purple", "gray", "centre", "big", seed=seed),
+                              np.random.default_rng(0), "circling")
+    scene = dataclasses.replace(scene, size=size)  # with_motion draws a circling object small
+    masks = draw.masks(scene)
+    gif = Path(folder) / f"circling_masks_{size}_{seed}.gif"
+    gif.parent.mkdir(parents=True, exist_ok=True)
+    masks[0].save(gif, save_all=True, append_images=masks[1:], duration=125, loop=0)
+    return gif, world.geometry(scene, len(masks))[:, :2]
+
+
+def path_error(reading: Reading, truth: np.ndarray) -> float:
+    """Mean distance in px between the centres the judge read in a clip's frames and the true path (F, 2)."""
+    return float(np.linalg.norm(track(reading)[:, :2] * 64 - truth, axis=1).mean())
