@@ -65,7 +65,9 @@ def circling_masks(folder: str | Path, size: str = "small", seed: int = 3) -> tu
     masks = draw.masks(scene)
     gif = Path(folder) / f"circling_masks_{size}_{seed}.gif"
     gif.parent.mkdir(parents=True, exist_ok=True)
-    masks[0].save(gif, save_all=True, append_images=masks[1:], duration=125, loop=0)
+    tmp = gif.with_name(f".{gif.name}.tmp")  # whole or absent, as the reference clips
+    masks[0].save(tmp, format="GIF", save_all=True, append_images=masks[1:], duration=125, loop=0)
+    tmp.replace(gif)
     return gif, world.geometry(scene, len(masks))[:, :2]
 
 

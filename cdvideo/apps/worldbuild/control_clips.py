@@ -16,6 +16,7 @@ from PIL import Image
 
 from cdvideo.data.files import write_text_atomic
 from cdvideo.data.ranges import INFERENCE_STEPS, Flag, Parser
+from cdvideo.errors import CdvideoError
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import get
 from cdvideo.toyworld.motions import circling_masks, path_error
@@ -28,8 +29,9 @@ def clip(args: list[str], out: Path, steps: int) -> list[Image.Image]:
     """One clip through `cdvideo animate` (seed 0) with `args` added; its raw frames."""
     from cdvideo.apps.cli import main  # lazy: start-up time
 
-    assert main(["animate", "--model", "toyworld", *args, "--num-inference-steps", str(steps), "--seed", "0",
-                 "--format", "png", "--output-dir", str(out)]) == 0
+    if main(["animate", "--model", "toyworld", *args, "--num-inference-steps", str(steps), "--seed", "0",
+             "--format", "png", "--output-dir", str(out)]) != 0:
+        raise CdvideoError(f"{out}: the clip was not rendered (the message above says why)")
     return [Image.open(f).convert("RGB") for f in sorted(next(out.glob("*_frames")).glob("*.png"))]
 
 
