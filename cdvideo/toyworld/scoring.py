@@ -85,7 +85,8 @@ def spelled_prompts(inst, n: int = 16, clips: bool = False) -> list[EvalPrompt]:
     bgs = backgrounds_for(inst.colour)
     motions = [CLIP_MOTIONS[i % len(CLIP_MOTIONS)] if clips else None for i in range(n)]
     return [EvalPrompt(prompt(f"a big {inst.describe()}", None, bgs[i % len(bgs)], motions[i]),
-                       {"background": bgs[i % len(bgs)]}, seed=i, appearance=inst.appearance) for i in range(n)]
+                       {"background": bgs[i % len(bgs)], **({"motion": motions[i]} if clips else {})}, seed=i,
+                       appearance=inst.appearance) for i in range(n)]
 
 
 def _colours(rng: np.random.Generator, k: int, background: str) -> list[str]:

@@ -88,18 +88,22 @@ def spelled_out(judge, pipe, inst: Instance, n: int, guidance: float, steps: int
     return [round(J.identity(r, inst.appearance), 4) for r in readings], traits
 
 
-def clip_identities(judge, vpipe, inst: Instance, n_clips: int, guidance: float, steps: int) -> list[float]:
-    """The instance's identity on each of n_clips spelled-out 16-frame clips (a motion each) through `vpipe`."""
-    clips = [vpipe(p.text, num_frames=16, num_inference_steps=steps, guidance_scale=guidance, output_type="pil",
-                   generator=torch.Generator().manual_seed(p.seed)).frames[0]
-             for p in scoring.spelled_prompts(inst, n_clips, clips=True)]
-    return [J.identity(J.read(judge, c), inst.appearance) for c in clips]
+def clip_readings(judge, vpipe, inst: Instance, n_clips: int, guidance: float, steps: int) -> list[tuple]:
+    """The instance's identity on each of n_clips spelled-out 16-frame clips (a motion each) through `vpipe`, and
+    whether the judge reads the prompted motion."""
+    prompts = scoring.spelled_prompts(inst, n_clips, clips=True)
+    readings = [J.read(judge, vpipe(p.text, num_frames=16, num_inference_steps=steps, guidance_scale=guidance,
+                                    output_type="pil", generator=torch.Generator().manual_seed(p.seed)).frames[0])
+                for p in prompts]
+    return [(J.identity(r, inst.appearance), J.motion(r) == p.asked["motion"]) for r, p in zip(readings, prompts)]
 
 
 @torch.no_grad()
-def spelled_out_clips(work: Path, m: dict, judge, n_clips: int, guidance: float, steps: int) -> dict:
-    """clip_identities of every instance through the build's motion adapter: the identity clips can at best reach
-    (the report's reading, with this UNet)."""
+def spelled_out_clips(work: Path, m: dict, judge, n_clips: int, guidance: float, steps: int,
+                      free_init: bool = False) -> dict:
+    """clip_readings of every instance through the build's motion adapter (with FreeInit's noise re-initialisation,
+    3 iterations, as `cdvideo animate --free-init`): the identity clips can at best reach (the report's reading,
+    with this UNet)."""
     from diffusers import MotionAdapter  # lazy: start-up time
 
     from cdvideo.pipelines.build import video_pipeline  # lazy: start-up time
@@ -108,8 +112,9 @@ def spelled_out_clips(work: Path, m: dict, judge, n_clips: int, guidance: float,
     adapter = MotionAdapter.from_pretrained(str(work / "motion_adapter"))
     pipe = video_pipeline(m, adapter, make_scheduler("ddim", m["scheduler"].config, animatediff=True))
     pipe.set_progress_bar_config(disable=True)
-    return {name: [round(v, 4) for v in clip_identities(judge, pipe, inst, n_clips, guidance, steps)]
-            for name, inst in INSTANCES.items()}
+    if free_init:
+        pipe.enable_free_init(num_iters=3, use_fast_sampling=False)
+    return {name: clip_readings(judge, pipe, inst, n_clips, guidance, steps) for name, inst in INSTANCES.items()}
 
 
 def against(result: dict, other: dict) -> dict:
@@ -124,7 +129,8 @@ def against(result: dict, other: dict) -> dict:
             "n": len(diffs)}
 
 
-def measure(work: Path, unet: Path, n: int = 16, guidance: float = 5.0, steps: int = 25, clips: int = 0) -> dict:
+def measure(work: Path, unet: Path, n: int = 16, guidance: float = 5.0, steps: int = 25, clips: int = 0,
+            free_init: bool = False) -> dict:
     """Spelled-out identity per instance (and on another class; on `clips` clips each when asked), and the rates
     of the asked attributes per prompt set."""
     from cdvideo.pipelines.build import image_pipeline  # lazy: start-up time
@@ -147,8 +153,11 @@ def measure(work: Path, unet: Path, n: int = 16, guidance: float = 5.0, steps: i
         out[kind] = {k: round(v, 4) for k, v in scoring.score(judge, draw(pipe, prompts, guidance, steps),
                                                               prompts).honoured.items()}
     if clips:
-        out["per_clip"] = spelled_out_clips(work, m, judge, clips, guidance, steps)
+        read = spelled_out_clips(work, m, judge, clips, guidance, steps, free_init)
+        out["free_init"] = free_init
+        out["per_clip"] = {k: [round(i, 4) for i, _ in v] for k, v in read.items()}
         out["spelled_out_clips"] = {k: round(float(np.mean(v)), 4) for k, v in out["per_clip"].items()}
+        out["clip_motion"] = round(float(np.mean([hit for v in read.values() for _, hit in v])), 4)
     return out
 
 
@@ -161,6 +170,8 @@ def main() -> None:
     p.add_argument("--steps", type=Flag(int, Range(1, 1000)), default=25, help="DDIM steps (default: 25)")
     p.add_argument("--clips", type=Flag(int, Range(0, 1000)), default=0,
                    help="also clips per instance, spelled out with a motion, through WORK/motion_adapter (default: 0)")
+    p.add_argument("--free-init", action="store_true", help="the clips with FreeInit (3 iterations, as `cdvideo "
+                   "animate --free-init`)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.add_argument("--against", default=None, metavar="JSON", help="an earlier measurement (--out) of another UNet: "
                    "the paired difference of the spelled-out identity, with its 95%% interval")
@@ -171,7 +182,7 @@ def main() -> None:
     work = Path(args.work)
     t0 = time.time()
     result = measure(work, Path(args.unet) if args.unet else work / "unet", args.n, args.guidance, args.steps,
-                     args.clips)
+                     args.clips, args.free_init)
     if args.against:
         try:
             result["against"] = against(result, json.loads(Path(args.against).read_text()))

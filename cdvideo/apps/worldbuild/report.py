@@ -146,7 +146,7 @@ def clips(m: dict, judge: J.Judge, docs: Path) -> dict:
 def drawn(m: dict, judge: J.Judge, n: int = 16, n_clips: int = 4) -> dict:
     """What the shipped model draws when told: each instance spelled out on n stills and n_clips clips (its
     identity, the ceiling of any personalization, and each trait's share), accessories and second objects."""
-    from cdvideo.apps.worldbuild.drawing import clip_identities, draw, spelled_out  # lazy: start-up time
+    from cdvideo.apps.worldbuild.drawing import clip_readings, draw, spelled_out  # lazy: start-up time
 
     pipe = image_pipeline(m, scheduler=make_scheduler("ddim", m["scheduler"].config, animatediff=False))
     pipe.set_progress_bar_config(disable=True)
@@ -157,7 +157,8 @@ def drawn(m: dict, judge: J.Judge, n: int = 16, n_clips: int = 4) -> dict:
     for name, inst in instances.INSTANCES.items():
         ids, out["spelled_out_traits"][name] = spelled_out(judge, pipe, inst, n, 5.0, 25)
         out["spelled_out"][name] = float(np.mean(ids))
-        out["spelled_out_clips"][name] = float(np.mean(clip_identities(judge, vpipe, inst, n_clips, 5.0, 25)))
+        clips = clip_readings(judge, vpipe, inst, n_clips, 5.0, 25)
+        out["spelled_out_clips"][name] = float(np.mean([identity for identity, _ in clips]))
         log(f"{name} spelled out: stills {out['spelled_out'][name]:.3f}, clips {out['spelled_out_clips'][name]:.3f}")
     for kind, prompts in (("accessory", scoring.accessory_prompts(24)), ("companion", scoring.companion_prompts(24))):
         out[kind] = scoring.score(judge, draw(pipe, prompts, 5.0, 25), prompts).honoured
