@@ -1,11 +1,12 @@
 """Does FreeInit (`cdvideo animate --free-init`: 3 iterations of low-frequency noise re-initialisation) lift the
 identity of the miniature world's clips? Paired on prompt and seed, plain against FreeInit:
 
-- the ceiling: each instance spelled out, "... moving left/right/up/down on a gray background", seeds 0-3;
+- the ceiling: each instance spelled out, "... moving left/right/up/down on a gray background", one clip a motion
+  (seeds 0-3);
 - the demo's clips: its three prompts x 4 render seeds, base model and ClassDiffusion at the demo's recipe, on
   spotted_star (the demo's subject) and striped_ball.
 
-    python -m cdvideo.apps.worldbuild.free_init_study    # about 10 minutes on 2 cores
+    python -m cdvideo.apps.worldbuild.free_init_study    # about 11 minutes on 2 cores
 """
 
 from __future__ import annotations
