@@ -28,6 +28,7 @@ from cdvideo.math.metrics import bootstrap_ci, strip_tokens
 from cdvideo.pipelines.build import image_pipeline, video_pipeline
 from cdvideo.pipelines.personalized import load_personalized
 from cdvideo.pipelines.registry import load_adapter, make_scheduler
+from cdvideo.tasks.conditioning import FREE_INIT
 from cdvideo.tasks.drift import drift
 from cdvideo.tasks.render import Job, Options, animate
 from cdvideo.tasks.train import train
@@ -52,9 +53,11 @@ STILL_SEEDS = 2  # render seeds per still prompt: 52 stills per model (eval_set'
 
 
 @torch.no_grad()
-def render_samples(weights: Path | None, samples: list[Sample], adapter: str = MODEL_ID) -> list[list]:
+def render_samples(weights: Path | None, samples: list[Sample], adapter: str = MODEL_ID,
+                   free_init: bool = False) -> list[list]:
     """Each sample's frames through the miniature model with `weights` applied: stills in batches, each with its own
-    seed (the same for every model, so differences between models are paired), clips through the motion adapter."""
+    seed (the same for every model, so differences between models are paired), clips through the motion adapter
+    (with FreeInit when asked, as `cdvideo animate --free-init`)."""
     m, _, _ = load_personalized(MODEL_ID, [str(weights)] if weights else [])
     frames: dict[int, list] = {}
     stills = [i for i, s in enumerate(samples) if s.kind != "motion"]
@@ -71,6 +74,8 @@ def render_samples(weights: Path | None, samples: list[Sample], adapter: str = M
         vpipe = video_pipeline(m, load_adapter(adapter, torch.float32),
                                make_scheduler("ddim", m["scheduler"].config, animatediff=True))
         vpipe.set_progress_bar_config(disable=True)
+        if free_init:
+            vpipe.enable_free_init(**FREE_INIT)
         for i in clips:
             frames[i] = vpipe(samples[i].text, num_frames=16, output_type="pil",
                               generator=torch.Generator().manual_seed(samples[i].seed), **RENDER).frames[0]

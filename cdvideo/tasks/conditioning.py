@@ -15,6 +15,7 @@ from cdvideo.models.ip_adapter import IPAdapter, load_ip_adapter
 from cdvideo.models.ip_adapter import check_fits as check_ip_fits
 
 FREE_NOISE = {"context_length": 16, "context_stride": 4}  # FreeNoise's sliding window over longer clips
+FREE_INIT = {"num_iters": 3, "use_fast_sampling": False}  # `--free-init`: FreeInit's noise re-initialisation
 
 
 def read_source(job: Job) -> list[Image.Image] | None:

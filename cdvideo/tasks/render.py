@@ -24,6 +24,7 @@ from cdvideo.pipelines.personalized import load_personalized
 from cdvideo.pipelines.presets import PRESETS
 from cdvideo.pipelines.registry import default_adapter, load_adapter, make_scheduler, pick_device
 from cdvideo.tasks.conditioning import (
+    FREE_INIT,
     FREE_NOISE,
     check_controls,
     load_controlnets,
@@ -254,7 +255,7 @@ def _video_pipe(m: dict, adapter, opts: Options, dev, free_noise: bool, loras: l
     if free_noise:
         pipe.enable_free_noise(**FREE_NOISE)
     if opts.free_init:
-        pipe.enable_free_init(num_iters=3, use_fast_sampling=False)
+        pipe.enable_free_init(**FREE_INIT)
     pipe.vae.enable_slicing()
     _place(pipe, opts, dev)
     return pipe

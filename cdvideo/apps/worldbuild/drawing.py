@@ -108,12 +108,13 @@ def spelled_out_clips(work: Path, m: dict, judge, n_clips: int, guidance: float,
 
     from cdvideo.pipelines.build import video_pipeline  # lazy: start-up time
     from cdvideo.pipelines.registry import make_scheduler  # lazy: start-up time
+    from cdvideo.tasks.conditioning import FREE_INIT  # lazy: start-up time
 
     adapter = MotionAdapter.from_pretrained(str(work / "motion_adapter"))
     pipe = video_pipeline(m, adapter, make_scheduler("ddim", m["scheduler"].config, animatediff=True))
     pipe.set_progress_bar_config(disable=True)
     if free_init:
-        pipe.enable_free_init(num_iters=3, use_fast_sampling=False)
+        pipe.enable_free_init(**FREE_INIT)
     return {name: clip_readings(judge, pipe, inst, n_clips, guidance, steps) for name, inst in INSTANCES.items()}
 
 

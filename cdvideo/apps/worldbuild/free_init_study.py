@@ -15,14 +15,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cdvideo.data.files import write_text_atomic
 from cdvideo.data.ranges import Parser
 from cdvideo.math.metrics import bootstrap_ci
-from cdvideo.toyworld import MODEL_ID
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES, Instance, get
+from cdvideo.toyworld.scoring import Sample
 from cdvideo.toyworld.world import MOTION_WORDS
 
 SEEDS = range(4)  # render seeds of each demo prompt
@@ -30,26 +29,15 @@ MOTIONS = ("left", "right", "up", "down")
 DEMO_SUBJECTS = ("spotted_star", "striped_ball")
 
 
-@torch.no_grad()
 def identities(weights: Path | None, inst: Instance, clips: list[tuple[str, int]], judge) -> dict[bool, list[float]]:
-    """The instance's identity on each (prompt, seed) clip (16 frames, 20 steps, guidance 5), plain and FreeInit."""
-    from cdvideo.apps.demo import RENDER  # lazy: start-up time
-    from cdvideo.pipelines.build import video_pipeline  # lazy: start-up time
-    from cdvideo.pipelines.personalized import load_personalized  # lazy: start-up time
-    from cdvideo.pipelines.registry import load_adapter, make_scheduler  # lazy: start-up time
+    """The instance's identity on each (prompt, seed) clip (the demo's 16 frames, 20 steps, guidance 5), plain and
+    with FreeInit."""
+    from cdvideo.apps.demo import render_samples  # lazy: start-up time
 
-    m, _, _ = load_personalized(MODEL_ID, [str(weights)] if weights else [])
-    pipe = video_pipeline(m, load_adapter(MODEL_ID, torch.float32),
-                          make_scheduler("ddim", m["scheduler"].config, animatediff=True))
-    pipe.set_progress_bar_config(disable=True)
-    out = {}
-    for free_init in (False, True):
-        if free_init:
-            pipe.enable_free_init(num_iters=3, use_fast_sampling=False)
-        out[free_init] = [J.identity(J.read(judge, pipe(t, num_frames=16, output_type="pil", **RENDER,
-                                                        generator=torch.Generator().manual_seed(s)).frames[0]),
-                                     inst.appearance) for t, s in clips]
-    return out
+    samples = [Sample("motion", text, {}, seed) for text, seed in clips]
+    return {free_init: [J.identity(J.read(judge, frames), inst.appearance)
+                        for frames in render_samples(weights, samples, free_init=free_init)]
+            for free_init in (False, True)}
 
 
 def paired(ids: dict[bool, list[float]]) -> dict:
