@@ -46,6 +46,22 @@ def test_clips_move_as_their_labels_say():
         world.with_motion(world.Scene("ball", "red"), rng, "spinning")
 
 
+def test_a_clips_progress_is_how_far_it_moves_the_way_its_word_asks():
+    """`motions.progress` on the generator's own tracks: a clip moves its own way (about 36 px along the frame, a
+    size change about 1 in log extent), the opposite word reads the same distance the other way, and played
+    backwards the clip is its opposite motion's."""
+    from cdvideo.toyworld import motions
+
+    rng = np.random.default_rng(1)
+    base = world.Scene("star", "pink", background="gray", position="centre", size="big", seed=7)
+    for motion in motions.AXIS:
+        scene = world.with_motion(base, rng, motion)
+        track, back = motions.true_track(scene), motions.true_track(world.played_backwards(scene))
+        own, other = motions.progress(track, motion), motions.progress(track, world.BACKWARDS[motion])
+        assert (30 < own < 42) if motion in ("left", "right", "up", "down") else (0.8 < own < 1.2), motion
+        assert other == pytest.approx(-own) and np.allclose(back, track[::-1]), motion
+
+
 def test_captions_name_what_the_scene_holds():
     rng = np.random.default_rng(1)
     scene = world.Scene("star", "blue", "dots", "white", "striped", "left", "small", "right", seed=1)

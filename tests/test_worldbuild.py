@@ -36,7 +36,8 @@ def test_plans_scale_every_stage_and_keep_the_rest():
                                                                                        (5, "high-noise"))
     with pytest.raises(ValueError, match="is not STEPS"):
         parse_rounds("10:fast")
-    assert parse_rounds("4000,500:late") == ((4000, "min-snr"), (500, "late"))
+    assert parse_rounds("4000,500:late,20:late+backwards") == ((4000, "min-snr"), (500, "late"),
+                                                              (20, "late+backwards"))
 
 
 def test_a_late_motion_round_draws_only_high_timesteps():
@@ -203,6 +204,38 @@ def test_a_motion_round_is_saved_whole_and_found_again_by_the_same_plan_only(tmp
         next(unet.parameters()).add_(1e-3)  # the UNet trained further: its motion rounds are not this one's
     unet.save_pretrained(str(tmp_path / "unet"))
     assert motion.resume(tmp_path, 0, plan)[0] == 0
+
+
+def test_a_backwards_round_pairs_each_clip_with_itself_played_backwards_under_the_opposite_word():
+    """A "backwards" motion round's batch: each clip beside its frames reversed, the same timestep and reversed
+    noise, captioned with the opposite motion; the world draws such a clip exactly (`played_backwards`)."""
+    import numpy as np
+    from diffusers import DDPMScheduler
+
+    from cdvideo.apps.worldbuild.common import MOTION_SCHEDULE
+    from cdvideo.apps.worldbuild.motion import batch_at
+    from cdvideo.apps.worldbuild.plans import MotionPlan
+    from cdvideo.models.architectures import tokenizer_dir
+    from cdvideo.toyworld import draw, world
+    from transformers import CLIPTokenizer
+
+    rng = np.random.default_rng(5)
+    scenes = [world.with_motion(world.sample_scene(rng), rng, m) for m in ("up", "left", "growing")]
+    for s in scenes:
+        assert np.array_equal(draw.render(world.played_backwards(s)), draw.render(s)[::-1])
+    data = dict(clip_scenes=scenes[:2], latents=(rng.normal(size=(2, 16, 4, 2, 2)), np.full((2, 16, 4, 2, 2), 0.1)),
+                sched=DDPMScheduler(**MOTION_SCHEDULE), scale=0.7)
+    tok = CLIPTokenizer.from_pretrained(str(tokenizer_dir()))
+    plan = MotionPlan(clips_per_batch=4, caption_drop=0.0)
+    b = batch_at(3, 0, data, plan, tok, backwards=True)  # both clips, then both backwards
+    assert b["noisy"].shape == (4, 4, 16, 2, 2) and b["t"][:2].equal(b["t"][2:])
+    assert b["noisy"][2:].equal(b["noisy"][:2].flip(2)) and b["noise"][2:].equal(b["noise"][:2].flip(2))
+    words = [tok.decode(ids, skip_special_tokens=True) for ids in b["ids"]]
+    assert "moving up" in words[0] and "moving left" in words[1], words
+    assert "moving down" in words[2] and "moving right" in words[3], words
+    plain = batch_at(3, 0, dict(data, clip_scenes=scenes[:2] * 2, latents=[np.tile(a, (2, 1, 1, 1, 1))
+                                                                             for a in data["latents"]]), plan, tok)
+    assert plain["noisy"].shape == (4, 4, 16, 2, 2) and not plain["t"][:2].equal(plain["t"][2:])
 
 
 def test_a_stage_over_the_unet_is_trained_again_when_the_unet_changed(tmp_path):

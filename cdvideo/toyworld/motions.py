@@ -49,6 +49,19 @@ def track(reading: Reading) -> np.ndarray:
     return reading.regression[:, :3].detach().cpu().numpy().astype(np.float64)
 
 
+# the motion's axis in a track (x, y, log extent) and the sign its word asks for (y grows downwards)
+AXIS = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1), "growing": (2, 1), "shrinking": (2, -1)}
+
+
+def progress(track: np.ndarray, motion: str) -> float:
+    """How far a clip moves the way `motion` asks: the least-squares slope of its track (F, 3) along the motion's
+    axis over the clip, in px (64 a frame) for a translation or log extent for a size change; below 0 the other
+    way."""
+    axis, sign = AXIS[motion]
+    t = np.linspace(0.0, 1.0, len(track))
+    return float(sign * (64.0 if axis < 2 else 1.0) * np.polyfit(t, track[:, axis], 1)[0])
+
+
 def true_track(scene: world.Scene, num_frames: int = world.NUM_FRAMES) -> np.ndarray:
     """(F, 3) the generator's own track of a clip, in the judge's units."""
     g = world.geometry(scene, num_frames)

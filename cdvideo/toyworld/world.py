@@ -47,6 +47,9 @@ ACCESSORIES = ("hat", "crown", "bow")  # drawn on a big object's top
 RELATIONS = ("left", "right")
 RELATION_WORDS = {"left": ("to the left of",), "right": ("to the right of",), None: ("next to", "beside")}
 COMPANION_MOTIONS = ("still", "up", "down", "growing", "shrinking", "spinning")  # none crosses the companion
+# A clip of each motion played backwards is a clip of this one (`geometry` draws each pair as t and 1 - t)
+BACKWARDS = {"left": "right", "right": "left", "up": "down", "down": "up", "growing": "shrinking",
+             "shrinking": "growing", "still": "still", "spinning": "spinning"}
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,14 @@ def with_motion(scene: Scene, rng: np.random.Generator, motion: str | None = Non
     if motion in ("growing", "shrinking"):
         size = None
     return replace(scene, position=position, size=size, motion=motion)
+
+
+def played_backwards(scene: Scene) -> Scene:
+    """The scene whose clip is this one's frames in reverse order: the opposite motion (spinning the other way is
+    spinning)."""
+    if scene.motion not in BACKWARDS:
+        raise ValueError(f"a clip {MOTION_WORDS.get(scene.motion, scene.motion)} has no motion word backwards")
+    return replace(scene, motion=BACKWARDS[scene.motion])
 
 
 # -- Geometry: where the object is, how large and at what angle, in each frame ------------------------------

@@ -18,9 +18,10 @@ import torch
 from cdvideo.apps.worldbuild import common
 from cdvideo.apps.worldbuild.common import (ADAPTER, MOTION_SCHEDULE, Curve, log, mark_done, optimizer,
     optimizer_step, pretraining, round_plan, seed_everything, step_rngs, unet_digest)
-from cdvideo.apps.worldbuild.plans import MotionPlan
+from cdvideo.apps.worldbuild.plans import BACKWARDS, MotionPlan
 from cdvideo.apps.worldbuild.unet import captions, latents, load_text, noised, sample_latents
 from cdvideo.models.text import tokenize
+from cdvideo.toyworld.world import played_backwards
 
 
 LATE_FROM = 500  # a "late" round's lowest timestep (of the schedule's 1,000): a round's weighting, not the plan's
@@ -55,15 +56,22 @@ def high_noise_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, min_snr_w:
     return torch.maximum(min_snr_w, ((1 - a) / a).clamp(max=cap))
 
 
-def batch_at(step: int, seed: int, data: dict, plan: MotionPlan, tokenizer, t_min: int = 0) -> dict:
+def batch_at(step: int, seed: int, data: dict, plan: MotionPlan, tokenizer, t_min: int = 0,
+             backwards: bool = False) -> dict:
     """The step's clips, a pure function of (seed, step): noised latents (timesteps t_min and up) and token ids
-    (CPU)."""
+    (CPU). `backwards`: half as many clips, each beside itself played backwards under the opposite motion word,
+    with the same timestep and the same noise reversed, so that only the word tells the two apart."""
     rng, gen = step_rngs(seed, step)
     mean, std = data["latents"]  # (N, F, 4, 16, 16)
-    ci = np.sort(rng.choice(len(data["clip_scenes"]), plan.clips_per_batch, replace=False))
-    x0 = sample_latents(mean[ci], std[ci], data["scale"], gen).permute(0, 2, 1, 3, 4)  # (B, 4, F, 16, 16)
-    ids = tokenize(tokenizer, captions([data["clip_scenes"][c] for c in ci], rng, plan.caption_drop))  # (B, 77)
-    return dict(noised(x0, data["sched"], gen, plan.min_snr, t_min), ids=ids)
+    n = plan.clips_per_batch // 2 if backwards else plan.clips_per_batch
+    ci = np.sort(rng.choice(len(data["clip_scenes"]), n, replace=False))
+    x0 = sample_latents(mean[ci], std[ci], data["scale"], gen).permute(0, 2, 1, 3, 4)  # (n, 4, F, 16, 16)
+    scenes = [data["clip_scenes"][c] for c in ci]
+    b = noised(x0, data["sched"], gen, plan.min_snr, t_min)
+    if backwards:
+        scenes += [played_backwards(s) for s in scenes]
+        b = {k: torch.cat([v, v.flip(2) if v.dim() == 5 else v]) for k, v in b.items()}  # (B, 4, F, 16, 16)
+    return dict(b, ids=tokenize(tokenizer, captions(scenes, rng, plan.caption_drop)))  # ids: (B, 77)
 
 
 def run(work: Path, seed: int, plan: MotionPlan) -> dict:
@@ -99,12 +107,14 @@ def train_round(model, trainable, data: dict, text_encoder, tokenizer, curve: Cu
     the epsilon loss weighted by min-SNR, or `high_noise_weights` ("late": those, on timesteps from LATE_FROM
     only, where the caption must decide the clip's direction)."""
     seed, plan, steps = run
-    device = plan.device
+    device, backwards = plan.device, weighting.endswith(BACKWARDS)
+    weighting = weighting.removesuffix(BACKWARDS)
     opt, lr_sched = optimizer(trainable, plan.optim, n)
     t0, alphas_cumprod = time.time(), data["sched"].alphas_cumprod.to(device)
     t_min = LATE_FROM if weighting == "late" else 0
     for step in range(r0, r0 + n):
-        b = {k: v.to(device) for k, v in batch_at(step, seed, data, plan, tokenizer, t_min).items()}
+        b = {k: v.to(device) for k, v in batch_at(step, seed, data, plan, tokenizer, t_min,
+                                                   backwards).items()}
         if weighting in ("high-noise", "late"):
             b["w"] = high_noise_weights(alphas_cumprod, b["t"], b["w"], plan.high_noise_cap)
         with torch.no_grad():

@@ -1,27 +1,38 @@
-"""Do the motion words reach the UNet's features, where the motion modules read the prompt?
+"""Do the motion words reach the UNet's features, where the motion modules read the prompt, and do the clips
+follow them?
 
-    python -m cdvideo.apps.worldbuild.motion_signal              # about a minute on 2 CPU cores
-    python -m cdvideo.apps.worldbuild.motion_signal --adapter .toyworld-build/motion_adapter   # another adapter's test
+    python -m cdvideo.apps.worldbuild.motion_signal              # every test, about 3 minutes on 2 CPU cores
+    python -m cdvideo.apps.worldbuild.motion_signal --adapter toyworld-build/motion_adapter   # another adapter's
+    python -m cdvideo.apps.worldbuild.motion_signal --test symmetry                 # seconds: the symmetry in time
+    python -m cdvideo.apps.worldbuild.motion_signal --test direction --out d.json   # 2 minutes: the direction test
 
 One noisy latent, prompts that differ only in their motion words, and prompts that differ only in their colour
 word, through the shipped UNet. It prints how far each block's output spreads across the prompts of each group:
 the RMS distance from the group mean, over the norm of the mean; then the same for pairs of opposite motions
-against a pair of colours. Last, the caption test: fresh rendered clips, noised, denoised by the UNet with the
+against a pair of colours. Then the caption test: fresh rendered clips, noised, denoised by the UNet with the
 shipped motion adapter under their own motion word, the opposite one, and none; if the model used the words, its
-own word would give the lowest loss. docs/toyworld.md quotes the numbers.
+own word would give the lowest loss. Then how far the UNet with the adapter is from symmetric in time. Last, the
+direction test: the report's 24 clip prompts rendered under their own motion word and under the opposite one on
+the same seed; a model that draws the word's direction moves the two clips of a pair opposite ways along the
+motion's axis. docs/toyworld.md quotes the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
-from cdvideo.apps.worldbuild.common import MOTION_SCHEDULE, to_pixels
+from cdvideo.apps.worldbuild.common import MOTION_SCHEDULE, log, to_pixels
+from cdvideo.data.files import write_text_atomic
 from cdvideo.models.loading import load_components
 from cdvideo.models.text import encode_prompts
-from cdvideo.pipelines.registry import load_adapter
-from cdvideo.toyworld import MODEL_ID, draw, world
+from cdvideo.pipelines.build import video_pipeline
+from cdvideo.pipelines.registry import load_adapter, make_scheduler
+from cdvideo.toyworld import MODEL_ID, draw, motions, scoring, world
+from cdvideo.toyworld import judge as J
 
 MOTIONS = ["moving left", "moving right", "moving up", "moving down", "growing", "shrinking"]
 COLOURS = ["red", "blue", "yellow", "white", "pink", "black"]
@@ -49,8 +60,7 @@ def block_outputs(m: dict, prompts: list[str], x: torch.Tensor, t: int) -> dict[
     return out
 
 
-OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "growing": "shrinking",
-            "shrinking": "growing"}
+OPPOSITE = {m: b for m, b in world.BACKWARDS.items() if m != b}  # the motions with an opposite word
 
 
 @torch.no_grad()
@@ -83,11 +93,74 @@ def caption_test(m: dict, adapter, per_motion: int = 4, seed: int = 777) -> None
               f"{len(own)} clips")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--adapter", default=MODEL_ID, help="the motion adapter of the caption test (default: shipped)")
-    args = p.parse_args()
-    m = load_components(MODEL_ID)
+@torch.no_grad()
+def direction_test(m: dict, adapter, n: int = 24) -> dict:
+    """The report's n clip prompts under their own motion word and the opposite one, on the same seed: per word,
+    the share the judge reads as asked, or as either motion of its axis (left or right, up or down, growing or
+    shrinking), and the share moving the asked way along it; per pair, the share in which the two words move the
+    clip opposite ways (a model that ignores the word's direction: near 0)."""
+    pipe = video_pipeline(m, adapter, make_scheduler("ddim", m["scheduler"].config, animatediff=True))
+    pipe.set_progress_bar_config(disable=True)
+    judge, rows = J.load(), []
+    for p in scoring.clip_prompts(n):
+        row = {"prompt": p.text, "seed": p.seed}
+        for name, motion in (("own", p.asked["motion"]), ("opposite", OPPOSITE[p.asked["motion"]])):
+            text = world.prompt(world.subject_phrase(p.asked["cls"], p.asked["colour"]), None,
+                                p.asked["background"], motion)
+            frames = pipe(text, num_frames=16, num_inference_steps=25, guidance_scale=5.0,
+                          generator=torch.Generator().manual_seed(p.seed), output_type="pil").frames[0]
+            reading = J.read(judge, frames)
+            row[name] = {"motion": motion, "read": J.motion(reading),
+                         "progress": motions.progress(motions.track(reading), motion)}
+        row["apart"] = row["own"]["progress"] > 0 and row["opposite"]["progress"] > 0
+        rows.append(row)
+        log(f"{p.seed:2d} " + " | ".join(f"{c['motion']:9s} read {c['read']:9s} progress {c['progress']:+6.2f}"
+                                         for c in (row["own"], row["opposite"])))
+    clips = [r[k] for r in rows for k in ("own", "opposite")]
+    by_word = {mo: {"read_as_asked": float(np.mean([c["read"] == mo for c in clips if c["motion"] == mo])),
+                    "moves_the_asked_way": float(np.mean([c["progress"] > 0 for c in clips if c["motion"] == mo]))}
+               for mo in motions.AXIS}
+    axis = {mo: a for mo, (a, _) in motions.AXIS.items()}  # still and spinning: on no axis
+    out = {"clips": len(clips), "read_as_asked": float(np.mean([c["read"] == c["motion"] for c in clips])),
+           "read_on_the_asked_axis": float(np.mean([axis.get(c["read"]) == axis[c["motion"]] for c in clips])),
+           "moves_the_asked_way": float(np.mean([c["progress"] > 0 for c in clips])),
+           "pairs_apart": float(np.mean([r["apart"] for r in rows])), "by_word": by_word, "rows": rows}
+    log(f"direction test: {len(clips)} clips, read as asked {out['read_as_asked']:.2f}, on the asked axis "
+        f"{out['read_on_the_asked_axis']:.2f}, moving the asked way "
+        f"{out['moves_the_asked_way']:.2f}; the two words of a pair move it opposite ways in "
+        f"{out['pairs_apart']:.2f} of {len(rows)} pairs")
+    for mo, v in by_word.items():
+        log(f"  {mo:9s} read as asked {v['read_as_asked']:.2f}, moving the asked way {v['moves_the_asked_way']:.2f}")
+    return out
+
+
+@torch.no_grad()
+def symmetry_test(m: dict, adapter, seed: int = 0) -> dict:
+    """How far the UNet with the adapter is from symmetric in time: |f(x) - R f(R x)| / |f(x)| for 16 noisy frames
+    x and R the frames reversed, by timestep; and how far the output moves at t = 500 with the motion modules'
+    positional embeddings zeroed (their only view of the frame order)."""
+    from diffusers import UNetMotionModel  # lazy: start-up time
+
+    model = UNetMotionModel.from_unet2d(m["unet"], adapter).eval()
+    cond = encode_prompts(m["text_encoder"], m["tokenizer"], ["a red box moving up on a blue background"])
+    cond = cond.repeat_interleave(16, 0)  # (F, 77, D)
+    x = torch.randn(1, 4, 16, 16, 16, generator=torch.Generator().manual_seed(seed))  # (1, 4, F, 16, 16)
+    out = {}
+    for t in (900, 500, 100):
+        a = model(x, torch.tensor(t), cond).sample
+        b = model(x.flip(2), torch.tensor(t), cond).sample.flip(2)
+        out[f"asymmetry_t{t}"] = ((a - b).norm() / a.norm()).item()
+    a = model(x, torch.tensor(500), cond).sample
+    for module in model.modules():
+        if type(module).__name__ == "SinusoidalPositionalEmbedding":
+            module.pe.zero_()
+    out["positional_embedding_t500"] = ((a - model(x, torch.tensor(500), cond).sample).norm() / a.norm()).item()
+    print("symmetry test: " + ", ".join(f"{k} {v:.3f}" for k, v in out.items()))
+    return out
+
+
+def features_test(m: dict) -> None:
+    """How far the blocks' outputs spread across motion words against colour words, at two timesteps."""
     x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))  # (1, 4, 16, 16)
     groups = {"motion words": [f"a red ball {w} on a green background" for w in MOTIONS],
               "colour words": [f"a {c} ball on a green background" for c in COLOURS]}
@@ -102,7 +175,26 @@ def main() -> None:
                     for w in (a, b)]
             o = block_outputs(m, pair, x, t)
             print(f"t={t} {name:18s} " + "  ".join(f"{block} {spread(f):.3f}" for block, f in o.items()))
-    caption_test(m, load_adapter(args.adapter, torch.float32))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--adapter", default=MODEL_ID, help="the motion adapter tested (default: the shipped one)")
+    p.add_argument("--test", choices=("all", "features", "caption", "symmetry", "direction"), default="all")
+    p.add_argument("--out", type=Path, help="also write the direction test's numbers here (JSON)")
+    args = p.parse_args()
+    m = load_components(MODEL_ID)
+    adapter = load_adapter(args.adapter, torch.float32)
+    if args.test in ("all", "features"):
+        features_test(m)
+    if args.test in ("all", "caption"):
+        caption_test(m, adapter)
+    if args.test in ("all", "symmetry"):
+        symmetry_test(m, adapter)
+    if args.test in ("all", "direction"):
+        result = direction_test(m, adapter)
+        if args.out:
+            write_text_atomic(args.out, json.dumps({"adapter": str(args.adapter), **result}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

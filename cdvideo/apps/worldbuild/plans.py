@@ -147,6 +147,9 @@ PROFILES = {"cpu": Plans(),
                                             device="cuda"),
                           controlnet=ControlNetPlan(batch=128, device="cuda"))}
 MOTION_WEIGHTINGS = ("min-snr", "high-noise", "late")  # of the motion stage's epsilon loss (motion.high_noise_weights)
+# A round's weighting may end "+backwards": each clip beside itself played backwards under the opposite motion
+# word (motion.batch_at)
+BACKWARDS = "+backwards"
 
 
 def parse_rounds(spec: str) -> tuple[tuple[int, str], ...]:
@@ -154,9 +157,11 @@ def parse_rounds(spec: str) -> tuple[tuple[int, str], ...]:
     rounds = []
     for part in spec.split(","):
         steps, _, weighting = part.strip().partition(":")
-        if not steps.isdigit() or int(steps) < 1 or (weighting or "min-snr") not in MOTION_WEIGHTINGS:
-            raise ValueError(f"{part!r} is not STEPS[:min-snr|high-noise|late], e.g. 4000 or 1500:high-noise")
-        rounds.append((int(steps), weighting or "min-snr"))
+        weighting = weighting or "min-snr"
+        if not steps.isdigit() or int(steps) < 1 or weighting.removesuffix(BACKWARDS) not in MOTION_WEIGHTINGS:
+            raise ValueError(f"{part!r} is not STEPS[:{'|'.join(MOTION_WEIGHTINGS)}[{BACKWARDS}]], e.g. 4000 or "
+                             "1500:high-noise")
+        rounds.append((int(steps), weighting))
     return tuple(rounds)
 
 
