@@ -11,12 +11,13 @@ from PIL import Image
 
 from cdvideo.apps.cli import main
 from cdvideo.apps.ui.actions import SMALL_TRAIN
-from cdvideo.apps.demo import TOKEN, TRAIN, new_folder, still_scores, train_config
+from cdvideo.apps.demo import BACKGROUNDS, TOKEN, TRAIN, default_prompts, new_folder, still_scores, train_config
 from cdvideo.data.config import load_train_config
 from cdvideo.tasks.train import train
-from cdvideo.toyworld import instances
+from cdvideo.toyworld import instances, world
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.motions import circling_masks, path_error
+from cdvideo.toyworld.scoring import asked_in
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,21 @@ def demo_run(tmp_path_factory):
         assert main(["demo", "--instance", "striped_ball", "--without-spl", "never", "--output-dir", str(root),
                      "--still-seeds", "1", "--prompt", "a sks ball moving right on a blue background"]) == 0
     return root, out.getvalue()
+
+
+def test_the_demos_prompts_never_hide_one_of_the_subjects_colours():
+    """Each default prompt keeps its background unless the world would hide the instance's body or pattern colour
+    there (a blue spot on a blue background): then another, unused, that hides neither."""
+    for name in instances.INSTANCES:
+        inst = instances.get(name)
+        backgrounds = [asked_in(p)["background"] for p in default_prompts(inst)]
+        assert len(set(backgrounds)) == 3 and all(b in world.BACKGROUNDS for b in backgrounds), name
+        assert not any(world.clashes(c, b) for c in (inst.colour, inst.pattern_colour) for b in backgrounds), name
+        kept = [b for b, d in zip(backgrounds, BACKGROUNDS) if b == d]
+        assert len(kept) >= 2 and all(b == d or any(world.clashes(c, d) for c in (inst.colour, inst.pattern_colour))
+                                      for b, d in zip(backgrounds, BACKGROUNDS)), name
+    assert [asked_in(p)["background"] for p in default_prompts(instances.get("spotted_star"))] == \
+        ["green", "grassy", "checkered"]
 
 
 def test_demo_end_to_end(demo_run):

@@ -32,15 +32,16 @@ from cdvideo.tasks.conditioning import FREE_INIT
 from cdvideo.tasks.drift import drift
 from cdvideo.tasks.render import Job, Options, animate
 from cdvideo.tasks.train import train
-from cdvideo.toyworld import MODEL_ID
+from cdvideo.toyworld import MODEL_ID, world
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import DEMO_INSTANCE, Instance, get
 from cdvideo.toyworld.scoring import Sample, asked_in, composition, eval_set, score_samples, shown
 
 TOKEN = "sks"
-PROMPTS = ("a {token} {class_word} moving right on a blue background",
-           "a {token} {class_word} wearing a red hat on a grassy background",
-           "a {token} {class_word} moving up on a checkered background")
+PROMPTS = ("a {token} {class_word} moving right on a {background} background",
+           "a {token} {class_word} wearing a red hat on a {background} background",
+           "a {token} {class_word} moving up on a {background} background")
+BACKGROUNDS = ("blue", "grassy", "checkered")  # each prompt's, unless it would hide one of the subject's colours
 BUDGET_S = 180  # the run without SPL is skipped (mode 'auto') when it would end later than this
 # Training settings of the miniature world (configs/train/toyworld.yaml holds the same; a test keeps them equal)
 # No scale augmentation: the 5 photos already vary position and size, and at 64 px shrinking or zooming them breaks
@@ -94,10 +95,22 @@ def still_scores(judge, inst: Instance, weights: Path | None, subject: str, seed
     return out
 
 
+def default_prompts(inst: Instance, backgrounds: tuple[str, ...] = BACKGROUNDS) -> list[str]:
+    """The demo's prompts for `inst` ({token} and {class_word} left in): each on its background, or, where that
+    would hide the instance's body or pattern colour (`world.clashes`: a blue spot on a blue background), on the
+    first of the world's backgrounds that hides neither and no other prompt takes."""
+    hides = [c for c in (inst.colour, inst.pattern_colour) if c]
+    chosen: list[str] = []
+    for wanted in backgrounds:
+        chosen.append(next(b for b in (wanted, *world.BACKGROUNDS)
+                           if b not in chosen and not any(world.clashes(c, b) for c in hides)))
+    return [p.replace("{background}", b) for p, b in zip(PROMPTS, chosen)]
+
+
 @dataclass
 class DemoOptions:
     instance: str = DEMO_INSTANCE
-    prompts: list[str] = field(default_factory=lambda: list(PROMPTS))
+    prompts: list[str] | None = None  # None: default_prompts(instance)
     steps: Annotated[int, Range(1, 100_000)] = TRAIN["max_steps"]
     seeds: list[Annotated[int, SEED]] = field(default_factory=lambda: [0])
     still_seeds: Annotated[int, Range(1, 100)] = STILL_SEEDS  # render seeds per still prompt (26 stills each)
@@ -163,7 +176,7 @@ def run(opts: DemoOptions) -> tuple[dict, list[Path]]:
         raise CdvideoError(f"--without-spl {opts.without_spl}: choose auto, always or never")
     if opts.steps < 1:
         raise CdvideoError(f"--steps {opts.steps}: must be at least 1")
-    prompts = [p.format(token=TOKEN, class_word=inst.cls) for p in opts.prompts]
+    prompts = [p.format(token=TOKEN, class_word=inst.cls) for p in opts.prompts or default_prompts(inst)]
     missing = [p for p in prompts if f"{TOKEN} {inst.cls}" not in p]
     if missing:
         raise CdvideoError(f"--prompt {missing[0]!r}: write '{TOKEN} {inst.cls}' (or {{token}} {{class_word}}) "

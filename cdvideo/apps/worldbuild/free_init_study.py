@@ -3,8 +3,9 @@ identity of the miniature world's clips? Paired on prompt and seed, plain agains
 
 - the ceiling: each instance spelled out, "... moving left/right/up/down on a gray background", one clip a motion
   (seeds 0-3);
-- the demo's clips: its three prompts x 4 render seeds, base model and ClassDiffusion at the demo's recipe, on
-  spotted_star (the demo's subject) and striped_ball.
+- the demo's clips: its three prompts on their first backgrounds (blue, grassy, checkered: as the study ran, before
+  the demo moved spotted_star's first clip off blue) x 4 render seeds, base model and ClassDiffusion at the demo's
+  recipe, on spotted_star (the demo's subject) and striped_ball.
 
     python -m cdvideo.apps.worldbuild.free_init_study    # about 11 minutes on 2 cores
 """
@@ -48,7 +49,7 @@ def paired(ids: dict[bool, list[float]]) -> dict:
 
 
 def run(work: Path) -> dict:
-    from cdvideo.apps.demo import PROMPTS, TOKEN, train_config  # lazy: start-up time
+    from cdvideo.apps.demo import BACKGROUNDS, PROMPTS, TOKEN, train_config  # lazy: start-up time
     from cdvideo.tasks.train import train  # lazy: start-up time
 
     judge = J.load()
@@ -61,7 +62,8 @@ def run(work: Path) -> dict:
     for name in DEMO_SUBJECTS:
         inst = get(name)
         weights = train(train_config(inst, work / name, 120, 1.0, {"overwrite": True}))
-        clips = [(p.format(token=TOKEN, class_word=inst.cls), s) for p in PROMPTS for s in SEEDS]
+        clips = [(p.format(token=TOKEN, class_word=inst.cls, background=b), s)
+                 for p, b in zip(PROMPTS, BACKGROUNDS) for s in SEEDS]
         result[f"{name}, base"] = paired(identities(None, inst, [(t.replace(f"{TOKEN} ", ""), s) for t, s in clips],
                                                     judge))
         result[f"{name}, ClassDiffusion"] = paired(identities(weights, inst, clips, judge))
