@@ -34,19 +34,21 @@ def demo_run(tmp_path_factory):
     return root, out.getvalue()
 
 
-def test_the_demos_prompts_never_hide_one_of_the_subjects_colours():
-    """Each default prompt keeps its background unless the world would hide the instance's body or pattern colour
-    there (a blue spot on a blue background): then another, unused, that hides neither."""
+def test_the_demos_prompts_never_hide_the_subjects_outline():
+    """Each default prompt keeps its background unless the world would hide the instance's outline there (a green
+    tree on grass, a green rim on grass; a spot or dots inside the outline show on any background): then another,
+    unused, that hides none of it."""
     for name in instances.INSTANCES:
         inst = instances.get(name)
+        edges = world.edge_colours(inst.colour, inst.pattern, inst.pattern_colour)
         backgrounds = [asked_in(p)["background"] for p in default_prompts(inst)]
         assert len(set(backgrounds)) == 3 and all(b in world.BACKGROUNDS for b in backgrounds), name
-        assert not any(world.clashes(c, b) for c in (inst.colour, inst.pattern_colour) for b in backgrounds), name
-        kept = [b for b, d in zip(backgrounds, BACKGROUNDS) if b == d]
-        assert len(kept) >= 2 and all(b == d or any(world.clashes(c, d) for c in (inst.colour, inst.pattern_colour))
-                                      for b, d in zip(backgrounds, BACKGROUNDS)), name
-    assert [asked_in(p)["background"] for p in default_prompts(instances.get("spotted_star"))] == \
-        ["green", "grassy", "checkered"]
+        assert not any(world.clashes(c, b) for c in edges for b in backgrounds), name
+        assert all(b == d or any(world.clashes(c, d) for c in edges) for b, d in zip(backgrounds, BACKGROUNDS)), name
+    moved = {name: [asked_in(p)["background"] for p in default_prompts(instances.get(name))]
+             for name in instances.INSTANCES}
+    assert moved["apple_tree"] == moved["rimmed_box"] == ["blue", "gray", "checkered"]
+    assert moved["spotted_star"] == moved["dotted_heart"] == list(BACKGROUNDS)  # the spot and dots show on blue
 
 
 def test_demo_end_to_end(demo_run):

@@ -197,7 +197,7 @@ def _start_commands(command) -> None:
 
     p.add_argument("--instance", default=DEMO_INSTANCE, help=f"personal instance: {', '.join(INSTANCES)}")
     p.add_argument("--prompt", action="append", help="a prompt with 'sks <class>' (repeat for several; default: "
-                   "three compositional prompts, on backgrounds that hide none of the subject's colours)")
+                   "three compositional prompts, on backgrounds that do not hide the subject's outline)")
     p.add_argument("--steps", type=Flag.of(DemoOptions, "steps"), help=f"training steps (default {TRAIN['max_steps']})")
     p.add_argument("--seed", type=Flag.of(DemoOptions, "seeds"), nargs="+", help="render seeds (default 0)")
     opt(p, "still_seeds", type=Flag.of(DemoOptions, "still_seeds"), help="render seeds per still prompt of the "

@@ -97,13 +97,13 @@ def still_scores(judge, inst: Instance, weights: Path | None, subject: str, seed
 
 def default_prompts(inst: Instance, backgrounds: tuple[str, ...] = BACKGROUNDS) -> list[str]:
     """The demo's prompts for `inst` ({token} and {class_word} left in): each on its background, or, where that
-    would hide the instance's body or pattern colour (`world.clashes`: a blue spot on a blue background), on the
-    first of the world's backgrounds that hides neither and no other prompt takes."""
-    hides = [c for c in (inst.colour, inst.pattern_colour) if c]
+    would hide the instance's outline (`world.edge_colours`: a green tree or a green rim on grass), on the first of
+    the world's backgrounds that hides none of it and no other prompt takes."""
+    edges = world.edge_colours(inst.colour, inst.pattern, inst.pattern_colour)
     chosen: list[str] = []
     for wanted in backgrounds:
         chosen.append(next(b for b in (wanted, *world.BACKGROUNDS)
-                           if b not in chosen and not any(world.clashes(c, b) for c in hides)))
+                           if b not in chosen and not any(world.clashes(c, b) for c in edges)))
     return [p.replace("{background}", b) for p, b in zip(PROMPTS, chosen)]
 
 

@@ -96,6 +96,12 @@ def clashes(colour: str, background: str) -> bool:
     return (colour, background) in CLASHES
 
 
+def edge_colours(colour: str, pattern: str = "plain", pattern_colour: str | None = None) -> tuple[str, ...]:
+    """The colours along an object's outline, which a background of the same colour hides (`clashes`): the body's,
+    and a rim's; stripes, dots and a spot lie inside the outline and show on any background."""
+    return (colour, pattern_colour) if pattern == "rim" and pattern_colour else (colour,)
+
+
 def backgrounds_for(colour: str) -> list[str]:
     """The backgrounds an object of `colour` shows on, in BACKGROUNDS' order."""
     return [b for b in BACKGROUNDS if not clashes(colour, b)]
