@@ -51,12 +51,12 @@ def summary(per: list[dict], motion: str) -> dict:
             "progress": float(np.mean([c["progress"] for c in per]))}
 
 
-def run(work: Path, n: int, seed: int = 0) -> dict:
+def run(work: Path, n: int, seed: int = 0, variant: str = M.DEFAULT, directions: tuple = DIRECTIONS) -> dict:
     """Each direction's LoRA (trained into `work`, reused if there) and its clips without and with it."""
     judge, out = J.load(), {}
-    for motion in DIRECTIONS:
+    for motion in directions:
         t0 = time.time()
-        lora = M.learn(motion, work, seed)
+        lora = M.learn(motion, work, seed, variant)
         asked = clips(motion, n)
         rows = {name: read(judge, motion, M.render(None, asked, loras))
                 for name, loras in (("adapter", []), ("adapter + LoRA", [(lora, 1.0)]))}
@@ -65,7 +65,7 @@ def run(work: Path, n: int, seed: int = 0) -> dict:
                                       f"{v['read_as_asked']:.2f}" for name, v in out[motion].items())
             + f" ({time.time() - t0:.0f} s)")
     for name in ("adapter", "adapter + LoRA"):
-        per = [(m, c) for m in DIRECTIONS for c in out[m][name]["clips"]]
+        per = [(m, c) for m in directions for c in out[m][name]["clips"]]
         log(f"all {len(per)} clips, {name}: moving the asked way "
             f"{np.mean([c['progress'] > 0 for _, c in per]):.2f}, read as asked "
             f"{np.mean([c['read'] == m for m, c in per]):.2f}")
@@ -77,11 +77,15 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("toyworld-build/direction_loras"),
                    help="where the reference clips and LoRAs go (reused by a rerun)")
     p.add_argument("--clips", type=int, default=8, help="clips per direction and arm")
+    p.add_argument("--variant", default=M.DEFAULT, choices=list(M.VARIANTS), help="the motion LoRA's paths "
+                   f"(default: {M.DEFAULT!r}, the motion demo's)")
+    p.add_argument("--direction", action="append", choices=DIRECTIONS, help="only these (repeat; default: all)")
     p.add_argument("--out", type=Path, help="also write the numbers here (JSON)")
     args = p.parse_args()
-    result = run(args.work, args.clips)
+    result = run(args.work, args.clips, variant=args.variant, directions=tuple(args.direction or DIRECTIONS))
     if args.out:
-        write_text_atomic(args.out, json.dumps({"clips_per_direction": args.clips, **result}, indent=1) + "\n")
+        write_text_atomic(args.out, json.dumps({"clips_per_direction": args.clips, "variant": args.variant, **result},
+                                               indent=1) + "\n")
 
 
 if __name__ == "__main__":
