@@ -1,10 +1,10 @@
 """Do the motion words reach the UNet's features, where the motion modules read the prompt, and do the clips
 follow them?
 
-    python -m cdvideo.apps.worldbuild.motion_signal              # every test, about 3 minutes on 2 CPU cores
+    python -m cdvideo.apps.worldbuild.motion_signal              # every test, about 2 minutes on 2 CPU cores
     python -m cdvideo.apps.worldbuild.motion_signal --adapter toyworld-build/motion_adapter   # another adapter's
     python -m cdvideo.apps.worldbuild.motion_signal --test symmetry                 # seconds: the symmetry in time
-    python -m cdvideo.apps.worldbuild.motion_signal --test direction --out d.json   # 2 minutes: the direction test
+    python -m cdvideo.apps.worldbuild.motion_signal --test direction --out d.json   # 1.5 minutes: the direction test
 
 One noisy latent, prompts that differ only in their motion words, and prompts that differ only in their colour
 word, through the shipped UNet. It prints how far each block's output spreads across the prompts of each group:
