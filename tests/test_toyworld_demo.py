@@ -11,7 +11,8 @@ from PIL import Image
 
 from cdvideo.apps.cli import main
 from cdvideo.apps.ui.actions import SMALL_TRAIN
-from cdvideo.apps.demo import BACKGROUNDS, TOKEN, TRAIN, default_prompts, new_folder, still_scores, train_config
+from cdvideo.apps.demo import (PROMPT_BACKGROUNDS, TOKEN, TRAIN, default_prompts, new_folder, still_scores,
+                               train_config)
 from cdvideo.data.config import load_train_config
 from cdvideo.tasks.train import train
 from cdvideo.toyworld import instances, world
@@ -44,11 +45,12 @@ def test_the_demos_prompts_never_hide_the_subjects_outline():
         backgrounds = [asked_in(p)["background"] for p in default_prompts(inst)]
         assert len(set(backgrounds)) == 3 and all(b in world.BACKGROUNDS for b in backgrounds), name
         assert not any(world.clashes(c, b) for c in edges for b in backgrounds), name
-        assert all(b == d or any(world.clashes(c, d) for c in edges) for b, d in zip(backgrounds, BACKGROUNDS)), name
+        assert all(b == d or any(world.clashes(c, d) for c in edges)
+                   for b, d in zip(backgrounds, PROMPT_BACKGROUNDS)), name
     moved = {name: [asked_in(p)["background"] for p in default_prompts(instances.get(name))]
              for name in instances.INSTANCES}
     assert moved["apple_tree"] == moved["rimmed_box"] == ["blue", "gray", "checkered"]
-    assert moved["spotted_star"] == moved["dotted_heart"] == list(BACKGROUNDS)  # the spot and dots show on blue
+    assert moved["spotted_star"] == moved["dotted_heart"] == list(PROMPT_BACKGROUNDS)  # the spot and dots show on blue
 
 
 def test_demo_end_to_end(demo_run):

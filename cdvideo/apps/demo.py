@@ -41,7 +41,7 @@ TOKEN = "sks"
 PROMPTS = ("a {token} {class_word} moving right on a {background} background",
            "a {token} {class_word} wearing a red hat on a {background} background",
            "a {token} {class_word} moving up on a {background} background")
-BACKGROUNDS = ("blue", "grassy", "checkered")  # each prompt's, unless it would hide one of the subject's colours
+PROMPT_BACKGROUNDS = ("blue", "grassy", "checkered")  # each prompt's, unless it hides the subject's outline
 BUDGET_S = 180  # the run without SPL is skipped (mode 'auto') when it would end later than this
 # Training settings of the miniature world (configs/train/toyworld.yaml holds the same; a test keeps them equal)
 # No scale augmentation: the 5 photos already vary position and size, and at 64 px shrinking or zooming them breaks
@@ -95,7 +95,7 @@ def still_scores(judge, inst: Instance, weights: Path | None, subject: str, seed
     return out
 
 
-def default_prompts(inst: Instance, backgrounds: tuple[str, ...] = BACKGROUNDS) -> list[str]:
+def default_prompts(inst: Instance, backgrounds: tuple[str, ...] = PROMPT_BACKGROUNDS) -> list[str]:
     """The demo's prompts for `inst` ({token} and {class_word} left in): each on its background, or, where that
     would hide the instance's outline (`world.edge_colours`: a green tree or a green rim on grass), on the first of
     the world's backgrounds that hides none of it and no other prompt takes."""

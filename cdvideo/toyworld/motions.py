@@ -13,6 +13,7 @@ from PIL import Image
 from cdvideo.toyworld import draw, world
 from cdvideo.toyworld.instances import excluded
 from cdvideo.toyworld.judge import Reading
+from cdvideo.toyworld.judge import motion as read_motion
 
 
 def reference_scenes(motion: str, n: int = 3, seed: int = 0) -> list[world.Scene]:
@@ -60,6 +61,17 @@ def progress(track: np.ndarray, motion: str) -> float:
     axis, sign = AXIS[motion]
     t = np.linspace(0.0, 1.0, len(track))
     return float(sign * (64.0 if axis < 2 else 1.0) * np.polyfit(t, track[:, axis], 1)[0])
+
+
+def direction(reading: Reading, motion: str) -> dict:
+    """What a clip asked to show `motion` shows: the motion the judge reads, and its `progress` the asked way."""
+    return {"motion": motion, "read": read_motion(reading), "progress": progress(track(reading), motion)}
+
+
+def direction_shares(clips: list[dict]) -> dict:
+    """Over `direction` readings: the share the judge reads as asked and the share moving the asked way."""
+    return {"read_as_asked": float(np.mean([c["read"] == c["motion"] for c in clips])),
+            "moves_the_asked_way": float(np.mean([c["progress"] > 0 for c in clips]))}
 
 
 def true_track(scene: world.Scene, num_frames: int = world.NUM_FRAMES) -> np.ndarray:

@@ -78,6 +78,11 @@ def clip_prompts(n: int = 16, seed: int = 0) -> list[EvalPrompt]:
     return out
 
 
+def asking(p: EvalPrompt, motion: str) -> str:
+    """A clip prompt's words (`clip_prompts`) asking `motion` instead of its own."""
+    return prompt(subject_phrase(p.asked["cls"], p.asked["colour"]), None, p.asked["background"], motion)
+
+
 def spelled_prompts(inst, n: int = 16, clips: bool = False) -> list[EvalPrompt]:
     """n prompts naming every trait of a personal instance ('a big yellow ball with purple stripes on a gray
     background', backgrounds cycling; clips: a motion too, CLIP_MOTIONS cycling): the images any personalization

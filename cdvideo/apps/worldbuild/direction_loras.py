@@ -22,7 +22,7 @@ import numpy as np
 from cdvideo.apps import motion_demo as M
 from cdvideo.apps.worldbuild.common import log
 from cdvideo.data.files import write_text_atomic
-from cdvideo.toyworld import motions, scoring, world
+from cdvideo.toyworld import motions, scoring
 from cdvideo.toyworld import judge as J
 
 DIRECTIONS = ("up", "down", "left", "right", "growing", "shrinking")
@@ -31,24 +31,12 @@ DIRECTIONS = ("up", "down", "left", "right", "growing", "shrinking")
 def clips(motion: str, n: int) -> list[M.Clip]:
     """n clips asking `motion` of the report's subjects (the clip prompts' classes, colours, backgrounds), seeds
     0 .. n - 1."""
-    return [M.Clip(world.prompt(world.subject_phrase(p.asked["cls"], p.asked["colour"]), None,
-                                p.asked["background"], motion), p.asked["background"], k)
-            for k, p in enumerate(scoring.clip_prompts(n))]
+    return [M.Clip(scoring.asking(p, motion), p.asked["background"], k) for k, p in enumerate(scoring.clip_prompts(n))]
 
 
-def read(judge, motion: str, frames: list[list]) -> list[dict]:
-    """Per clip: how far it moves the asked way and the motion the judge reads."""
-    out = []
-    for f in frames:
-        reading = J.read(judge, f)
-        out.append({"progress": motions.progress(motions.track(reading), motion), "read": J.motion(reading)})
-    return out
-
-
-def summary(per: list[dict], motion: str) -> dict:
-    return {"moves_the_asked_way": float(np.mean([c["progress"] > 0 for c in per])),
-            "read_as_asked": float(np.mean([c["read"] == motion for c in per])),
-            "progress": float(np.mean([c["progress"] for c in per]))}
+def summary(per: list[dict]) -> dict:
+    """The clips' shares read as asked and moving the asked way, and their mean progress."""
+    return motions.direction_shares(per) | {"progress": float(np.mean([c["progress"] for c in per]))}
 
 
 def run(work: Path, n: int, seed: int = 0, variant: str = M.DEFAULT, directions: tuple = DIRECTIONS) -> dict:
@@ -58,17 +46,17 @@ def run(work: Path, n: int, seed: int = 0, variant: str = M.DEFAULT, directions:
         t0 = time.time()
         lora = M.learn(motion, work, seed, variant)
         asked = clips(motion, n)
-        rows = {name: read(judge, motion, M.render(None, asked, loras))
+        rows = {name: [motions.direction(J.read(judge, f), motion) for f in M.render(None, asked, loras)]
                 for name, loras in (("adapter", []), ("adapter + LoRA", [(lora, 1.0)]))}
-        out[motion] = {name: summary(per, motion) | {"clips": per} for name, per in rows.items()}
+        out[motion] = {name: summary(per) | {"clips": per} for name, per in rows.items()}
         log(f"{motion}: " + "; ".join(f"{name} moves the asked way {v['moves_the_asked_way']:.2f}, read as asked "
                                       f"{v['read_as_asked']:.2f}" for name, v in out[motion].items())
             + f" ({time.time() - t0:.0f} s)")
     for name in ("adapter", "adapter + LoRA"):
-        per = [(m, c) for m in directions for c in out[m][name]["clips"]]
-        log(f"all {len(per)} clips, {name}: moving the asked way "
-            f"{np.mean([c['progress'] > 0 for _, c in per]):.2f}, read as asked "
-            f"{np.mean([c['read'] == m for m, c in per]):.2f}")
+        per = [c for m in directions for c in out[m][name]["clips"]]
+        shares = motions.direction_shares(per)
+        log(f"all {len(per)} clips, {name}: moving the asked way {shares['moves_the_asked_way']:.2f}, read as asked "
+            f"{shares['read_as_asked']:.2f}")
     return out
 
 

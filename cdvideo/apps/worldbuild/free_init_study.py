@@ -49,7 +49,7 @@ def paired(ids: dict[bool, list[float]]) -> dict:
 
 
 def run(work: Path) -> dict:
-    from cdvideo.apps.demo import BACKGROUNDS, PROMPTS, TOKEN, train_config  # lazy: start-up time
+    from cdvideo.apps.demo import PROMPT_BACKGROUNDS, PROMPTS, TOKEN, train_config  # lazy: start-up time
     from cdvideo.tasks.train import train  # lazy: start-up time
 
     judge = J.load()
@@ -63,7 +63,7 @@ def run(work: Path) -> dict:
         inst = get(name)
         weights = train(train_config(inst, work / name, 120, 1.0, {"overwrite": True}))
         clips = [(p.format(token=TOKEN, class_word=inst.cls, background=b), s)
-                 for p, b in zip(PROMPTS, BACKGROUNDS) for s in SEEDS]
+                 for p, b in zip(PROMPTS, PROMPT_BACKGROUNDS) for s in SEEDS]
         result[f"{name}, base"] = paired(identities(None, inst, [(t.replace(f"{TOKEN} ", ""), s) for t, s in clips],
                                                     judge))
         result[f"{name}, ClassDiffusion"] = paired(identities(weights, inst, clips, judge))

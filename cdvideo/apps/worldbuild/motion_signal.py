@@ -105,25 +105,20 @@ def direction_test(m: dict, adapter, n: int = 24) -> dict:
     for p in scoring.clip_prompts(n):
         row = {"prompt": p.text, "seed": p.seed}
         for name, motion in (("own", p.asked["motion"]), ("opposite", OPPOSITE[p.asked["motion"]])):
-            text = world.prompt(world.subject_phrase(p.asked["cls"], p.asked["colour"]), None,
-                                p.asked["background"], motion)
-            frames = pipe(text, num_frames=16, num_inference_steps=25, guidance_scale=5.0,
+            frames = pipe(scoring.asking(p, motion), num_frames=16, num_inference_steps=25, guidance_scale=5.0,
                           generator=torch.Generator().manual_seed(p.seed), output_type="pil").frames[0]
-            reading = J.read(judge, frames)
-            row[name] = {"motion": motion, "read": J.motion(reading),
-                         "progress": motions.progress(motions.track(reading), motion)}
+            row[name] = motions.direction(J.read(judge, frames), motion)
         row["apart"] = row["own"]["progress"] > 0 and row["opposite"]["progress"] > 0
         rows.append(row)
         log(f"{p.seed:2d} " + " | ".join(f"{c['motion']:9s} read {c['read']:9s} progress {c['progress']:+6.2f}"
                                          for c in (row["own"], row["opposite"])))
     clips = [r[k] for r in rows for k in ("own", "opposite")]
-    by_word = {mo: {"read_as_asked": float(np.mean([c["read"] == mo for c in clips if c["motion"] == mo])),
-                    "moves_the_asked_way": float(np.mean([c["progress"] > 0 for c in clips if c["motion"] == mo]))}
-               for mo in motions.AXIS}
+    by_word = {mo: motions.direction_shares([c for c in clips if c["motion"] == mo]) for mo in motions.AXIS}
     axis = {mo: a for mo, (a, _) in motions.AXIS.items()}  # still and spinning: on no axis
-    out = {"clips": len(clips), "read_as_asked": float(np.mean([c["read"] == c["motion"] for c in clips])),
+    shares = motions.direction_shares(clips)
+    out = {"clips": len(clips), "read_as_asked": shares["read_as_asked"],
            "read_on_the_asked_axis": float(np.mean([axis.get(c["read"]) == axis[c["motion"]] for c in clips])),
-           "moves_the_asked_way": float(np.mean([c["progress"] > 0 for c in clips])),
+           "moves_the_asked_way": shares["moves_the_asked_way"],
            "pairs_apart": float(np.mean([r["apart"] for r in rows])), "by_word": by_word, "rows": rows}
     log(f"direction test: {len(clips)} clips, read as asked {out['read_as_asked']:.2f}, on the asked axis "
         f"{out['read_on_the_asked_axis']:.2f}, moving the asked way "
