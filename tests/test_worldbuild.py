@@ -1,6 +1,7 @@
 """The miniature world's build as a package: plans hold every hyper-parameter, a stage runs from its plan alone and
 records it, and the same plan and seed give the same weights, bitwise."""
 
+import argparse
 import dataclasses
 import json
 import subprocess
@@ -10,11 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cdvideo.apps.worldbuild import judge
+from cdvideo.apps.worldbuild import judge, judge_clips
 from cdvideo.apps.worldbuild.__main__ import finished
 from cdvideo.apps.worldbuild.common import mark_done
-from cdvideo.apps.worldbuild.plans import PROFILES, JudgePlan, Renders, parse_rounds, plans_for
+from cdvideo.apps.worldbuild.spl_strength import study_main
+from cdvideo.apps.worldbuild.plans import PROFILES, JudgeClipsPlan, JudgePlan, Renders, parse_rounds, plans_for
 from cdvideo.errors import CdvideoError
+from cdvideo.toyworld import judge as J
 
 SMALL = JudgePlan(steps=3, batch=20, head_steps=2, head_batch=4, identity_renders=1,
                   renders=(Renders("judge_images", 40, 101, clip=False, exclude=False),
@@ -30,6 +33,7 @@ def test_plans_scale_every_stage_and_keep_the_rest():
     assert p.unet.rounds == ((15, 1.0),) * 4 + ((15, 4.0),) * 9  # the object weight is kept
     assert p.motion.rounds == ((20, "min-snr"), (20, "min-snr"), (15, "high-noise"))
     assert p.judge.head_steps == PROFILES["cpu"].judge.head_steps  # the motion head's steps are not scaled
+    assert p.judge_clips.steps == 40 and p.judge_clips.clips == PROFILES["cpu"].judge_clips.clips
     assert dataclasses.replace(p.unet, rounds=((1500, 1.0),) * 4 + ((1500, 4.0),) * 9) == PROFILES["cpu"].unet
     assert plans_for("cuda").unet.batch == 256 and plans_for("cuda").motion.device == "cuda"
     assert plans_for("cpu", rounds=parse_rounds("10,5:high-noise")).motion.rounds == ((10, "min-snr"),
@@ -70,6 +74,41 @@ def test_a_stage_runs_from_its_plan_records_it_and_repeats_bitwise(tmp_path):
     wa, wb, wc = (load_file(w / "judge.safetensors") for w in (a, b, c))
     assert wa.keys() == wb.keys() and all(wa[k].equal(wb[k]) for k in wa)
     assert not all(wa[k].equal(wc[k]) for k in wa)
+
+
+def test_the_clip_judge_goes_on_from_the_judge_stage_and_records_both_judges_readings(tmp_path):
+    """judge_clips starts from the judge stage's weights, trains on its own moving clips, and records what both
+    judges read on the same fresh renders (the instances' own clips among them); the same seed, the same weights."""
+    plan = JudgeClipsPlan(steps=3, clips=Renders("judge_clips_more", 12, 106, clip=True, exclude=False),
+                          world_clips=1, judge=SMALL)
+    for work in (tmp_path / "a", tmp_path / "b"):
+        work.mkdir()
+        judge.run(work, 0, SMALL)
+        info = judge_clips.run(work, 0, plan)
+    record = json.loads((tmp_path / "a" / "judge_clips.done").read_text())
+    assert record["plan"]["judge"]["renders"][0]["n"] == 40 and record["plan"]["clips"]["n"] == 12
+    for found in (info, info["judge_stage"]):
+        assert set(found["instance_clips"]) == set(found["instances"]) and len(found["instances"]) == 6
+        assert set(found["clip_frames"]) == {"cls", "colour", "pattern", "pattern_colour"}
+    first, a, b = (load_file(w) for w in (tmp_path / "a" / "judge.safetensors", tmp_path / "a" /
+                                          "judge_clips.safetensors", tmp_path / "b" / "judge_clips.safetensors"))
+    assert a.keys() == first.keys() and all(a[k].equal(b[k]) for k in a)
+    assert not all(a[k].equal(first[k]) for k in a)
+
+
+def test_a_study_does_not_go_on_from_rows_another_judge_read(tmp_path):
+    """A study's rows name the judge that read them: a rerun with another judge stops in one line, naming the file,
+    instead of skipping those runs; --report still tabulates them."""
+    rows, ran = tmp_path / "claim_rows.jsonl", []
+    rows.write_text(json.dumps({"tag": "striped_ball-base", "identity": 0.3}) + "\n")  # no judge: an older study's
+    args = argparse.Namespace(docs=str(tmp_path), noise=False, report=False)
+    with pytest.raises(SystemExit, match=r"claim_rows.jsonl holds 1 rows read by another judge.*--report"):
+        study_main(args, None, lambda a, j: ran.append(j), rows.name, lambda r, d: ran.append(r))
+    assert ran == []
+    study_main(argparse.Namespace(**{**vars(args), "report": True}), None, None, rows.name, lambda r, d: ran.append(r))
+    rows.write_text(json.dumps({"tag": "striped_ball-base", "judge": J.load().digest}) + "\n")
+    study_main(args, None, lambda a, j: ran.append(j.digest), rows.name, lambda r, d: None)
+    assert ran[0][0]["identity"] == 0.3 and ran[1] == J.load().digest
 
 
 def test_the_build_command_refuses_an_unknown_stage_in_one_line(tmp_path):

@@ -9,6 +9,7 @@ occur in pretraining, so the base model prompted with the class word shows the c
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -50,6 +51,8 @@ WEIGHTS_FILE = "judge.safetensors"
 class Judge(nn.Module):
     """(B, 3, 64, 64) frames in [-1, 1] -> per-head logits and (B, 5) regressions. Coordinates enter as two
     extra channels, so position survives the convolutions."""
+
+    digest = ""  # of the weights file it was loaded from (`load`): results cached by a study name their judge
 
     def __init__(self, width: int = 32, hidden: int = 256, heads: tuple[str, ...] = FIRST_EDITION_HEADS,
                  stem_stride: int = 2):
@@ -141,6 +144,7 @@ def load(path: str | Path | None = None) -> Judge:
         config = json.loads(f.metadata()["config"])
     judge = Judge(**{"heads": FIRST_EDITION_HEADS, **config})
     judge.load_state_dict(load_file(str(path)))
+    judge.digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     return judge.eval()
 
 

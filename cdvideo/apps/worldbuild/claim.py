@@ -80,7 +80,7 @@ def reference_rows(args, judge, done: set, rows: Path) -> None:
             kinds = KINDS if setting == "base" else SUBJECT_KINDS
             r = score(None, inst, subject, samples(inst, subject, args, kinds), judge)
             append_row({"tag": f"{name}-{setting}", "instance": name, "held_out": inst.held_out,
-                        "setting": setting, **r}, rows)
+                        "setting": setting, **r, "judge": judge.digest}, rows)
 
 
 def run_study(args, judge) -> None:
@@ -96,7 +96,7 @@ def run_study(args, judge) -> None:
         path = train_arm(inst, work / t, arm, strength, seed, work / "class_images")
         r = score(path, inst, f"sks {inst.cls}", samples(inst, f"sks {inst.cls}", args), judge)
         row = {"tag": t, "instance": name, "held_out": inst.held_out, "seed": seed, "strength": strength,
-               "arm": arm, **r, "drift": drift_distance(path)}
+               "arm": arm, **r, "drift": drift_distance(path), "judge": judge.digest}
         append_row(row, rows)
         print(f"[{time.time() - t0:6.0f} s] {t}: identity {r['identity']:.3f} composition {r['composition']:.3f}",
               flush=True)

@@ -44,7 +44,8 @@ def run(work: Path, assets: Path) -> None:
         controlnet = ControlNetModel.from_pretrained(str(work / "controlnet_mask"))
         with atomic_folder(assets / "controlnet_mask") as d:
             controlnet.to(torch.float16).save_pretrained(d)
-    shutil.copyfile(work / "judge.safetensors", assets / "judge.safetensors")
+    judge = work / "judge_clips.safetensors"  # the judge_clips stage's, once it has run (it reads clips surely)
+    shutil.copyfile(judge if judge.is_file() else work / "judge.safetensors", assets / "judge.safetensors")
     with atomic_folder(assets / "instances") as d:
         write_photos(d)
     size = sum(p.stat().st_size for p in assets.rglob("*.safetensors"))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from cdvideo.apps.worldbuild.common import (Curve, log, mark_done, optimizer, optimizer_step, render_set,
     seed_everything, to_pixels)
-from cdvideo.apps.worldbuild.plans import JudgePlan
+from cdvideo.apps.worldbuild.plans import JudgePlan, Optim
 from cdvideo.data.files import atomic_path
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.draw import render
@@ -81,34 +81,16 @@ def run(work: Path, seed: int, plan: JudgePlan) -> dict:
     seed_everything(seed)
     (images, scenes), (clips, clip_scenes), (spins, spin_scenes) = (render_set(work, r, seed) for r in plan.renders)
     (test_images, test_scenes), (test_clips, test_clip_scenes) = (render_set(work, r, seed) for r in plan.tests)
-    img_t, clip_t = all_targets(scenes, 1), all_targets(clip_scenes, NUM_FRAMES)
-    spin_t = all_targets(spin_scenes, NUM_FRAMES)
 
     judge = J.Judge(plan.width, plan.hidden, tuple(J.HEADS), plan.stem_stride)
     judge = judge.to(memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPU
-    steps, batch = plan.steps, plan.batch
-    opt, sched = optimizer(judge.parameters(), plan.optim, steps)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     curve, t0 = Curve(work, "judge"), time.time()
-    n_clip = n_spin = batch // plan.clip_divisor  # rotated frames come mostly from the spinning clips
-    for step in range(steps):
-        ii = np.sort(rng.choice(len(images), batch - n_clip - n_spin, replace=False))
-        ci, fi = rng.integers(len(clips), size=n_clip), rng.integers(NUM_FRAMES, size=n_clip)
-        si, sf = rng.integers(len(spins), size=n_spin), rng.integers(NUM_FRAMES, size=n_spin)
-        x = torch.cat([to_pixels(images[ii]), to_pixels(np.stack([clips[c, f] for c, f in zip(ci, fi)])),
-                       to_pixels(np.stack([spins[c, f] for c, f in zip(si, sf)]))])
-        cls_t = {k: torch.from_numpy(np.concatenate([img_t[0][k][ii, 0], clip_t[0][k][ci, fi], spin_t[0][k][si, sf]]))
-                 for k in judge.heads}
-        reg_t, mask = (torch.from_numpy(np.concatenate([img_t[j][ii, 0], clip_t[j][ci, fi], spin_t[j][si, sf]]))
-                       for j in (1, 2))
-        logits, reg = judge(augment(x, gen).contiguous(memory_format=torch.channels_last))
-        loss = J.loss(logits, reg, cls_t, reg_t, mask)
-        optimizer_step(loss, opt, sched)
-        if step % 50 == 0 or step == steps - 1:
-            curve.add(step, loss=loss.item())
-            log(f"judge step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
-    curve.save()
+    n_clip = n_spin = plan.batch // plan.clip_divisor  # rotated frames come mostly from the spinning clips
+    fit(judge, (images, all_targets(scenes, 1)),
+        [(clips, all_targets(clip_scenes, NUM_FRAMES), n_clip), (spins, all_targets(spin_scenes, NUM_FRAMES), n_spin)],
+        plan.batch, plan.steps, plan.optim, gen, rng, curve, "judge")
     train_motion_head(judge, [clips, spins], clip_scenes + spin_scenes, gen, rng, curve, plan)
     acc = evaluate(judge, test_images, test_scenes, test_clips, test_clip_scenes)
     log("judge accuracy on fresh renders: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
@@ -116,9 +98,39 @@ def run(work: Path, seed: int, plan: JudgePlan) -> dict:
     identity = instance_identity(judge, plan.identity_renders)
     log("identity read on the instances' own renders: " + ", ".join(f"{k} {v:.3f}" for k, v in identity.items()))
     save(judge, work / "judge.safetensors")
-    info = {"accuracy": acc, "instances": identity, "steps": steps, "seconds": round(time.time() - t0)}
+    info = {"accuracy": acc, "instances": identity, "steps": plan.steps, "seconds": round(time.time() - t0)}
     mark_done(work, "judge", info, plan)
     return info
+
+
+def fit(judge: J.Judge, stills: tuple, clip_sets: list[tuple], batch: int, steps: int, optim: Optim,
+        gen: torch.Generator, rng: np.random.Generator, curve: Curve, name: str) -> None:
+    """Train every head on batches of stills (frames (N, 64, 64, 3), all_targets) and, from each clip set (clips
+    (N, F, 64, 64, 3), all_targets, frames a batch), random frames of random clips; augmented."""
+    (images, img_t), n_img = stills, batch - sum(n for _, _, n in clip_sets)
+    opt, sched = optimizer(judge.parameters(), optim, steps)
+    t0 = time.time()
+    for step in range(steps):
+        ii = np.sort(rng.choice(len(images), n_img, replace=False))
+        picks = [(rng.integers(len(c), size=n), rng.integers(NUM_FRAMES, size=n)) for c, _, n in clip_sets]
+        x = torch.cat([to_pixels(images[ii])] + [to_pixels(np.stack([c[k, f] for k, f in zip(ci, fi)]))
+                                                 for (c, _, _), (ci, fi) in zip(clip_sets, picks)])
+
+        logits, reg = judge(augment(x, gen).contiguous(memory_format=torch.channels_last))
+        at = (img_t, ii, clip_sets, picks)
+        loss = J.loss(logits, reg, {k: picked(*at, 0, k) for k in judge.heads}, picked(*at, 1), picked(*at, 2))
+        optimizer_step(loss, opt, sched)
+        if step % 50 == 0 or step == steps - 1:
+            curve.add(step, loss=loss.item())
+            log(f"{name} step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
+    curve.save()
+
+
+def picked(img_t: tuple, ii: np.ndarray, clip_sets: list[tuple], picks: list, j: int, head: str | None = None):
+    """Target j (0: the heads', 1: regression, 2: its mask) of a batch's stills `ii` and clip frames `picks`."""
+    part = lambda t: t[head] if head else t  # noqa: E731
+    return torch.from_numpy(np.concatenate([part(img_t[j])[ii, 0]] + [
+        part(t[j])[ci, fi] for (_, t, _), (ci, fi) in zip(clip_sets, picks)]))
 
 
 def train_motion_head(judge: J.Judge, clip_sets: list[np.ndarray], scenes: list, gen: torch.Generator,

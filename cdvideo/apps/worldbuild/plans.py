@@ -58,6 +58,19 @@ class JudgePlan:
 
 
 @dataclass(frozen=True)
+class JudgeClipsPlan:
+    """Stage judge_clips: the judge stage's judge trained on with half of each batch frames of many more moving
+    clips, so that it reads an object between the five still positions (as moving clips draw it) as surely as on
+    them; then the motion head again. The judge the world ships (the text stage learnt against the first)."""
+    steps: int = 4000
+    clip_share: float = 0.5  # of a batch, frames of moving clips; batch // clip_divisor spinning ones; stills
+    optim: Optim = Optim(1e-3, 1e-4, 50, max_norm=None)
+    clips: Renders = Renders("judge_clips_more", 24000, 106, clip=True, exclude=False)
+    world_clips: int = 24  # each instance's own rendered clips (spelled-out kinds) on which identity is read
+    judge: JudgePlan = field(default_factory=JudgePlan)  # its renders, tests, batch and motion head
+
+
+@dataclass(frozen=True)
 class TextPlan:
     """Stage text: LiT-style contrastive training of the text encoder against the locked judge, attribute heads."""
     steps: int = 800
@@ -138,6 +151,7 @@ class Plans:
     unet: UNetPlan = field(default_factory=UNetPlan)
     motion: MotionPlan = field(default_factory=MotionPlan)
     controlnet: ControlNetPlan = field(default_factory=ControlNetPlan)
+    judge_clips: JudgeClipsPlan = field(default_factory=JudgeClipsPlan)
 
 
 # "cpu" is the 2-core build; "cuda" feeds the UNet 2.9x and the motion modules 2x the samples in GPU minutes
@@ -179,7 +193,8 @@ def plans_for(device: str = "cpu", scale: float = 1.0, rounds: tuple[tuple[int, 
                  vae=replace(p.vae, steps=steps(p.vae.steps)),
                  unet=replace(p.unet, rounds=tuple((steps(n), w) for n, w in p.unet.rounds)),
                  motion=replace(p.motion, rounds=tuple((steps(n), w) for n, w in motion)),
-                 controlnet=replace(p.controlnet, steps=steps(p.controlnet.steps)))
+                 controlnet=replace(p.controlnet, steps=steps(p.controlnet.steps)),
+                 judge_clips=replace(p.judge_clips, steps=steps(p.judge_clips.steps)))
 
 
 def record(plan) -> dict:

@@ -98,8 +98,8 @@ def run_ablation(args, judge) -> None:
         if f"{name}-base" not in done:
             inst = INSTANCES[name]
             r = score(None, inst, inst.cls, eval_set(inst.colour, inst.cls, args.still_seeds, args.clip_seeds), judge)
-            append_row({"tag": f"{name}-base", "instance": name, "held_out": inst.held_out, "setting": "base", **r},
-                       rows)
+            append_row({"tag": f"{name}-base", "instance": name, "held_out": inst.held_out, "setting": "base", **r,
+                        "judge": judge.digest}, rows)
     for name, seed, strength, weight, pooling in plan(args.instances, args.seeds):
         t = tag(name, seed, strength, weight, pooling)
         if t in done:
@@ -109,7 +109,7 @@ def run_ablation(args, judge) -> None:
         r = score(path, inst, f"sks {inst.cls}", eval_set(inst.colour, f"sks {inst.cls}", args.still_seeds,
                                                           args.clip_seeds), judge)
         row = {"tag": t, "instance": name, "held_out": inst.held_out, "seed": seed, "strength": strength,
-               "spl": weight, "pooling": pooling, **r, "drift": drift_distance(path)}
+               "spl": weight, "pooling": pooling, **r, "drift": drift_distance(path), "judge": judge.digest}
         append_row(row, rows)
         print(f"[{time.time() - t0:6.0f} s] {t}: identity {r['identity']:.3f} composition {r['composition']:.3f} "
               f"drift {row['drift']:.3f}", flush=True)
@@ -156,6 +156,11 @@ def study_main(args, measure, run, rows: str, report) -> None:
     if args.noise:
         return measure(args, judge)
     if not args.report:
+        stale = [r for r in read_rows(Path(args.docs) / rows) if r.get("judge") != judge.digest]
+        if stale:
+            raise SystemExit(f"error: {Path(args.docs) / rows} holds {len(stale)} rows read by another judge than "
+                             f"{J.weights_path()}: move it away (or pass --docs) to run the study again, or pass "
+                             "--report to tabulate those rows")
         run(args, judge)
     report(read_rows(Path(args.docs) / rows), Path(args.docs))
 

@@ -88,12 +88,12 @@ def references(inst: Instance, still_seeds: int, judge) -> tuple[dict, dict]:
 
 def tuned(inst: Instance, work: Path, setting: Setting, seed: int, still_seeds: int, judge) -> dict:
     """One run as `cdvideo train` reads it, read (cached: an existing weights file is reused, and its readings for
-    the same number of render seeds)."""
+    the same number of render seeds by the same judge)."""
     from cdvideo.apps.demo import train_config  # lazy: start-up time
     from cdvideo.tasks.train import train  # lazy: start-up time
 
     out = work / f"{inst.name}-{setting.tag()}-s{seed}"
-    path, cached = out / "weights.safetensors", out / f"readings-{still_seeds}.json"
+    path, cached = out / "weights.safetensors", out / f"readings-{still_seeds}-{judge.digest}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
     if not path.is_file():
