@@ -48,9 +48,10 @@ def test_judge_reads_fresh_renders(judge):
     assert np.mean(motions) >= 0.85
 
 
-# measured on the shipped judge (the 400 stills below), beside the 0.95 the issue asks of each head
-SECOND_EDITION_MEASURED = {"cls": 0.993, "colour": 0.953, "background": 1.0, "position": 1.0, "size": 1.0,
-                           "accessory": 0.99, "accessory_colour": 0.98, "other": 0.998, "other_colour": 1.0,
+# measured on the shipped judge (the 400 stills below), beside the 0.95 the issue asks of each head (the judge
+# stage's judge, shipped before judge_clips: class 0.993, accessory 0.99, its colour 0.98, other 0.998)
+SECOND_EDITION_MEASURED = {"cls": 0.998, "colour": 0.953, "background": 1.0, "position": 1.0, "size": 1.0,
+                           "accessory": 0.985, "accessory_colour": 0.985, "other": 1.0, "other_colour": 1.0,
                            "relation": 1.0}
 
 
@@ -63,6 +64,28 @@ def test_the_judge_reads_accessories_and_companions(judge):
         truth = np.array([J.HEADS[head].index(getattr(s, head) or "none") for s in scenes])
         # the body colour of a small spotted or rimmed object is the hardest reading: 0.94 there
         assert (pred == truth).mean() >= (0.94 if head == "colour" else 0.95), (head, (pred == truth).mean(), measured)
+
+
+# Every frame of 48 fresh moving clips (translations and size changes), the shipped judge (stage judge_clips): class
+# 0.962, colour 0.872, pattern 0.960, pattern colour 0.836 (mean 0.908; its worst frame index: class 0.83, pattern
+# 0.90). The judge stage's judge read an object between its five still positions worse than on them: 0.822, 0.867,
+# 0.874, 0.755 (mean 0.830; class 0.69 at its worst frame index). A small object's colours are the hard part.
+MOVING_MEAN_MIN, MOVING_CLASS_PATTERN_MIN = 0.88, 0.92
+
+
+def test_the_judge_reads_a_moving_object_wherever_the_motion_puts_it(judge):
+    from cdvideo.toyworld.scoring import CLIP_MOTIONS
+
+    rng = np.random.default_rng(FRESH_SEED)
+    scenes = [world.with_motion(world.sample_scene(rng), rng, CLIP_MOTIONS[i % 6]) for i in range(48)]
+    hits = {k: [] for k in J.TRAITS}
+    for s in scenes:
+        probs = J.read(judge, draw.render(s)).probs
+        for k in J.TRAITS:
+            hits[k].append(probs[k].argmax(-1).numpy() == J.HEADS[k].index(getattr(s, k) or "none"))
+    acc = {k: float(np.mean(v)) for k, v in hits.items()}
+    assert np.mean(list(acc.values())) >= MOVING_MEAN_MIN, acc
+    assert min(acc["cls"], acc["pattern"]) >= MOVING_CLASS_PATTERN_MIN, acc
 
 
 def test_accessory_and_companion_prompts_score_what_the_world_draws(judge):
@@ -176,17 +199,19 @@ def prompt_file(tmp_path):
     return path
 
 
-# Thresholds: measured on the shipped second edition (13 UNet rounds) with these exact prompts and seeds (guidance 5:
-# class and background 1.00; guidance 1: colour 0.84; clips: background 1.00, motion 0.33 (2 of 6; chance is 1 in 7;
-# the report's 24 clips: 13 of 24), consecutive-frame difference 0.09 of the difference between clips; the 7-round
-# model read the same but clips' class 0.83 and frames 0.10), set lower where a thread count could move a reading,
-# so that a broken model, adapter or loader fails. docs/toyworld.md has the larger evaluation.
+# Thresholds: measured on the shipped second edition (13 UNet rounds, the judge_clips judge) with these exact prompts
+# and seeds (guidance 5: class and background 1.00; guidance 1: colour 0.84; clips: class and background 1.00, motion
+# 0.33 (2 of 6; chance is 1 in 7; the report's 24 clips: 13 of 24), consecutive-frame difference 0.09 of the
+# difference between clips; read by the judge stage's judge, the clips' class 0.83; the 7-round model's frames 0.10),
+# set lower where a thread count could move a reading, so that a broken model, adapter or loader fails.
+# docs/toyworld.md has the larger evaluation.
 CLASS_MIN = 0.75
 BACKGROUND_MIN = 0.75
 MOTION_MIN = 0.3  # 2 of 6 clips: the measured reading itself (the first edition read 3 of 6)
 COHERENCE_MAX = 0.3
-# Second edition (13 rounds), these prompts and seeds: striped_ball spelled out 0.89 (class word 0.30; the 7-round
-# model 0.84 and 0.29); 'next to' on 8 prompts: the lowest of subject class and colour, second object class and colour
-# 0.875 (the 7-round model: all 1.00). About a fifth (spelled out) and 1 of 8 prompts below.
+# Second edition (13 rounds), these prompts and seeds: striped_ball spelled out 0.96 (class word 0.30; read by the
+# judge stage's judge 0.89 and 0.30; the 7-round model 0.84 and 0.29); 'next to' on 8 prompts: the lowest of subject
+# class and colour, second object class and colour 1.00 (the judge stage's judge: 0.875). About a quarter (spelled
+# out) and 2 of 8 prompts below.
 SPELLED_MIN = 0.70
 NEXT_TO_MIN = 0.75
