@@ -34,6 +34,7 @@ def test_plans_scale_every_stage_and_keep_the_rest():
     assert p.motion.rounds == ((20, "min-snr"), (20, "min-snr"), (15, "high-noise"))
     assert p.judge.head_steps == PROFILES["cpu"].judge.head_steps  # the motion head's steps are not scaled
     assert p.judge_clips.steps == 40 and p.judge_clips.clips == PROFILES["cpu"].judge_clips.clips
+    assert p.judge_clips.judge == p.judge  # the judge it goes on from: the scaled one
     assert dataclasses.replace(p.unet, rounds=((1500, 1.0),) * 4 + ((1500, 4.0),) * 9) == PROFILES["cpu"].unet
     assert plans_for("cuda").unet.batch == 256 and plans_for("cuda").motion.device == "cuda"
     assert plans_for("cpu", rounds=parse_rounds("10,5:high-noise")).motion.rounds == ((10, "min-snr"),

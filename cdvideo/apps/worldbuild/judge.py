@@ -115,7 +115,6 @@ def fit(judge: J.Judge, stills: tuple, clip_sets: list[tuple], batch: int, steps
         picks = [(rng.integers(len(c), size=n), rng.integers(NUM_FRAMES, size=n)) for c, _, n in clip_sets]
         x = torch.cat([to_pixels(images[ii])] + [to_pixels(np.stack([c[k, f] for k, f in zip(ci, fi)]))
                                                  for (c, _, _), (ci, fi) in zip(clip_sets, picks)])
-
         logits, reg = judge(augment(x, gen).contiguous(memory_format=torch.channels_last))
         at = (img_t, ii, clip_sets, picks)
         loss = J.loss(logits, reg, {k: picked(*at, 0, k) for k in judge.heads}, picked(*at, 1), picked(*at, 2))

@@ -189,12 +189,13 @@ def plans_for(device: str = "cpu", scale: float = 1.0, rounds: tuple[tuple[int, 
     if unet_rounds is not None:
         extra = max(0, unet_rounds - len(p.unet.rounds))
         p = replace(p, unet=replace(p.unet, rounds=(p.unet.rounds + p.unet.rounds[-1:] * extra)[:unet_rounds]))
-    return Plans(judge=replace(p.judge, steps=steps(p.judge.steps)), text=replace(p.text, steps=steps(p.text.steps)),
+    judge = replace(p.judge, steps=steps(p.judge.steps))
+    return Plans(judge=judge, text=replace(p.text, steps=steps(p.text.steps)),
                  vae=replace(p.vae, steps=steps(p.vae.steps)),
                  unet=replace(p.unet, rounds=tuple((steps(n), w) for n, w in p.unet.rounds)),
                  motion=replace(p.motion, rounds=tuple((steps(n), w) for n, w in motion)),
                  controlnet=replace(p.controlnet, steps=steps(p.controlnet.steps)),
-                 judge_clips=replace(p.judge_clips, steps=steps(p.judge_clips.steps)))
+                 judge_clips=replace(p.judge_clips, steps=steps(p.judge_clips.steps), judge=judge))
 
 
 def record(plan) -> dict:
