@@ -74,16 +74,11 @@ MOVING_MEAN_MIN, MOVING_CLASS_PATTERN_MIN = 0.88, 0.92
 
 
 def test_the_judge_reads_a_moving_object_wherever_the_motion_puts_it(judge):
-    from cdvideo.toyworld.scoring import CLIP_MOTIONS
+    from cdvideo.apps.worldbuild.judge_clips import MOVING, frame_accuracy
 
     rng = np.random.default_rng(FRESH_SEED)
-    scenes = [world.with_motion(world.sample_scene(rng), rng, CLIP_MOTIONS[i % 6]) for i in range(48)]
-    hits = {k: [] for k in J.TRAITS}
-    for s in scenes:
-        probs = J.read(judge, draw.render(s)).probs
-        for k in J.TRAITS:
-            hits[k].append(probs[k].argmax(-1).numpy() == J.HEADS[k].index(getattr(s, k) or "none"))
-    acc = {k: float(np.mean(v)) for k, v in hits.items()}
+    scenes = [world.with_motion(world.sample_scene(rng), rng, MOVING[i % 6]) for i in range(48)]
+    acc = frame_accuracy(judge, [draw.render(s) for s in scenes], scenes)
     assert np.mean(list(acc.values())) >= MOVING_MEAN_MIN, acc
     assert min(acc["cls"], acc["pattern"]) >= MOVING_CLASS_PATTERN_MIN, acc
 
