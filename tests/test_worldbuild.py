@@ -139,6 +139,18 @@ def tiny_unet():
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
 
 
+def test_the_unet_has_the_plans_widths_and_the_motion_adapter_follows_the_unet(tmp_path):
+    """UNetPlan.widths make a fresh UNet's blocks; the motion stage's adapter takes the widths of the UNet it trains
+    over (the shipped 32-64-96-96 UNet and a wider build's alike), so that UNetMotionModel joins them."""
+    from cdvideo.apps.worldbuild import motion, unet
+
+    assert tuple(unet.build().config.block_out_channels) == plans_for("cpu").unet.widths
+    unet.build(widths=(8, 8, 16, 16)).save_pretrained(str(tmp_path / "unet"))
+    model, trainable = motion.build(tmp_path)
+    assert tuple(model.config.block_out_channels) == (8, 8, 16, 16)
+    assert trainable and all("motion_modules." in n for n, p in model.named_parameters() if p.requires_grad)
+
+
 def test_a_unet_round_is_saved_whole_and_a_later_sitting_goes_on_after_it(tmp_path):
     """The UNet stage's rounds: the state after a finished round, found again by a build of the same plan and seed
     (not by another plan's, nor another seed's, nor by rounds of another object weight)."""

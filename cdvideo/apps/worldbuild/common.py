@@ -23,8 +23,9 @@ from cdvideo.toyworld.instances import excluded
 TEXT_WIDTH = 64
 # SD1.5's block layout (cross-attention in the middle levels and the mid block) without attention at the
 # 16 x 16 level, where self-attention over 256 positions would cost 40% of a CPU step (the second edition
-# measured attention in the decoder's 16 x 16 level: 1.39x a step, no better at equal steps; docs/toyworld.md)
-UNET = dict(block_out_channels=(32, 64, 96, 96), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+# measured attention in the decoder's 16 x 16 level: 1.39x a step, no better at equal steps; docs/toyworld.md).
+# Its widths are the plan's (UNetPlan.widths); the motion adapter's follow the UNet it trains over.
+UNET = dict(layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
             cross_attention_dim=TEXT_WIDTH, attention_head_dim=2, norm_num_groups=8,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
@@ -37,9 +38,8 @@ VAE = dict(block_out_channels=(32, 64, 64), layers_per_block=1, in_channels=3, o
 TEXT = dict(hidden_size=TEXT_WIDTH, intermediate_size=4 * TEXT_WIDTH, num_hidden_layers=3, num_attention_heads=4,
             max_position_embeddings=77, projection_dim=TEXT_WIDTH, hidden_act="quick_gelu",
             bos_token_id=0, eos_token_id=2, pad_token_id=1)  # SD1.5's config values, eos_token_id=2 included
-ADAPTER = dict(block_out_channels=UNET["block_out_channels"], motion_layers_per_block=1,
-               motion_mid_block_layers_per_block=1, motion_num_attention_heads=2, motion_norm_num_groups=8,
-               motion_max_seq_length=32, use_motion_mid_block=True)
+ADAPTER = dict(motion_layers_per_block=1, motion_mid_block_layers_per_block=1, motion_num_attention_heads=2,
+               motion_norm_num_groups=8, motion_max_seq_length=32, use_motion_mid_block=True)
 # DDPM schedule of SD1.5 (image model) and of AnimateDiff's motion training (linear betas)
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                    clip_sample=False, steps_offset=1)

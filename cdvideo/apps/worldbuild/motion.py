@@ -33,7 +33,7 @@ def build(work: Path, adapter_dir: Path | None = None):
     from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel  # lazy: start-up time
 
     unet = UNet2DConditionModel.from_pretrained(str(work / "unet"))
-    adapter = MotionAdapter(**ADAPTER)
+    adapter = MotionAdapter(**ADAPTER, block_out_channels=unet.config.block_out_channels)  # the UNet's widths
     for name, module in adapter.named_modules():  # zero-initialised outputs, as AnimateDiff's: the model starts as
         if name.endswith("proj_out"):             # the image model (diffusers draws them at random)
             torch.nn.init.zeros_(module.weight)

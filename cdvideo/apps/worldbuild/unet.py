@@ -122,7 +122,8 @@ def run(work: Path, seed: int, plan: UNetPlan) -> dict:
     seed_everything(seed)
     device, rounds = plan.device, [int(n) for n, _ in plan.rounds]
     done, ema_step, curve = resume_round(work, seed, plan)
-    unet = build(work / "unet.round" if done else None).train().to(device, memory_format=torch.channels_last)
+    unet = build(work / "unet.round" if done else None, plan.widths)
+    unet = unet.train().to(device, memory_format=torch.channels_last)
     ema = EMA(unet, plan.ema_decay)
     ema.step, t0 = ema_step, time.time()
     log(f"unet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters")
@@ -142,11 +143,13 @@ def run(work: Path, seed: int, plan: UNetPlan) -> dict:
     return info
 
 
-def build(saved: Path | None = None):
-    """A fresh UNet of the world's architecture, or a saved round's (its EMA weights)."""
+def build(saved: Path | None = None, widths: tuple[int, ...] = UNetPlan.widths):
+    """A fresh UNet of the world's architecture with these block widths, or a saved round's (its EMA weights)."""
     from diffusers import UNet2DConditionModel  # lazy: start-up time
 
-    return UNet2DConditionModel.from_pretrained(str(saved)) if saved else UNet2DConditionModel(**UNET)
+    if saved:
+        return UNet2DConditionModel.from_pretrained(str(saved))
+    return UNet2DConditionModel(**UNET, block_out_channels=tuple(widths))
 
 
 def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curve, run: tuple, r0: int,

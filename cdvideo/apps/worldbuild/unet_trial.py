@@ -1,0 +1,149 @@
+"""Trials of the UNet stage in a scratch folder, on the build's own data, batches and noise (a batch is a function
+of the seed and the step), so that a trial differs from the build's run only in what it changes:
+
+    python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/wide --widths 48 96 128 128 --rounds 2
+    python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/anneal --from toyworld-build/unet.round \
+        --lr 5e-4 --floor 0 --warmup 50
+    python -m cdvideo.apps.worldbuild.unet_trial heldout toyworld-build/unet /tmp/wide/round2
+
+`train` runs the plan's first rounds on a fresh UNet (its widths and attention heads as asked), or more rounds of
+the plan's last kind going on after a saved round (`--from`, with its own learning rate and floor when asked), and
+saves each round's EMA weights as OUT/round<k>/ (read them with `drawing --unet`). `heldout` gives each UNet's plain
+epsilon error on 2,000 of the training stills and on 2,000 fresh renders (the same noise and timesteps), and the
+paired difference with its 95% interval: whether a UNet over-fits its 40,000 stills.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cdvideo.apps.worldbuild import unet as U
+from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, UNET, Curve, log, pretraining, render_set,
+                                            seed_everything)
+from cdvideo.apps.worldbuild.plans import PRETRAIN, Renders, UNetPlan, plans_for
+from cdvideo.data.ranges import Flag, Parser, Range
+from cdvideo.math.metrics import bootstrap_ci
+from cdvideo.models.text import tokenize
+from cdvideo.toyworld.world import caption
+
+FRESH = Renders("heldout_images", 2000, 107, clip=False)  # stills no stage trains on
+
+
+def start(plan: UNetPlan, saved: Path | None, heads: int | None) -> tuple:
+    """The UNet to train (fresh with the plan's widths and `heads`, or a saved round's), the first step and the EMA
+    step to go on from."""
+    if saved is None and heads is None:
+        return U.build(None, plan.widths), 0, 0
+    if saved is None:
+        from diffusers import UNet2DConditionModel  # lazy: start-up time
+        return UNet2DConditionModel(**{**UNET, "attention_head_dim": heads}, block_out_channels=plan.widths), 0, 0
+    done = json.loads((saved / "round.json").read_text())
+    steps = sum(n for n, _ in done["rounds"])
+    return U.build(saved), steps, done["ema_step"]
+
+
+def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None = None,
+          heads: int | None = None) -> None:
+    """`rounds` rounds of the plan (from a saved round: more of its last kind), each round's EMA in out/round<k>."""
+    seed = 0
+    seed_everything(seed)
+    unet, step, ema_step = start(plan, saved, heads)
+    unet = unet.train().to(memory_format=torch.channels_last)
+    ema = U.EMA(unet, plan.ema_decay)
+    ema.step = ema_step
+    log(f"unet trial: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, from step {step}")
+    data, (tokenizer, text_encoder) = U.training_data(work, seed, plan), U.load_text(work)
+    kinds = plan.rounds[:rounds] if saved is None else plan.rounds[-1:] * rounds
+    curve, t0 = Curve(out, "unet"), time.time()
+    for k, this_round in enumerate(kinds):
+        U.train_round(unet, ema, data, text_encoder, tokenizer, curve, (seed, plan, out), step, this_round)
+        step += this_round[0]
+        ema.model.save_pretrained(str(out / f"round{k + 1}"))
+        unet.load_state_dict(ema.model.state_dict())
+        curve.save()
+        log(f"unet trial: round {k + 1} saved in {out / f'round{k + 1}'} ({time.time() - t0:.0f} s)")
+
+
+@torch.no_grad()
+def epsilon_errors(unet, text_encoder, tokenizer, x0: torch.Tensor, scenes: list, batch: int = 250) -> np.ndarray:
+    """Each still's plain epsilon error (mean square over its latent) at a timestep and noise drawn from seed 0."""
+    from diffusers import DDPMScheduler  # lazy: start-up time
+
+    sched, gen, rng = DDPMScheduler(**SD_SCHEDULE), torch.Generator().manual_seed(0), np.random.default_rng(0)
+    ids, out = tokenize(tokenizer, [caption(s, rng) for s in scenes]), []
+    for i in range(0, len(x0), batch):
+        xb = x0[i:i + batch]  # (b, 4, 16, 16)
+        noise, t = torch.randn(xb.shape, generator=gen), torch.randint(0, 1000, (len(xb),), generator=gen)
+        pred = unet(sched.add_noise(xb, noise, t), t, text_encoder(ids[i:i + batch]).last_hidden_state).sample
+        out.append((pred - noise).pow(2).mean(dim=(1, 2, 3)))
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def encode(vae, images: np.ndarray, batch: int = 250) -> torch.Tensor:
+    """uint8 (N, 64, 64, 3) -> the VAE's scaled latent means (N, 4, 16, 16)."""
+    x = [torch.from_numpy(np.array(images[i:i + batch])).permute(0, 3, 1, 2).float() / 127.5 - 1
+         for i in range(0, len(images), batch)]
+    return torch.cat([vae.encode(b).latent_dist.mean for b in x]) * vae.config.scaling_factor
+
+
+def heldout(work: Path, unets: list[Path], n: int = 2000) -> dict:
+    """Per UNet: the mean epsilon error on n training stills and on n fresh ones, and fresh - training (paired by
+    position in the two sets: the same noise and timestep) with its 95% bootstrap interval."""
+    from diffusers import AutoencoderKL  # lazy: start-up time
+
+    train_images, train_scenes = np.load(work / f"{PRETRAIN[0].name}.npy", mmap_mode="r")[:n], \
+        pretraining(work, 0, PRETRAIN)[1][:n]
+    fresh_images, fresh_scenes = render_set(work, replace(FRESH, n=n), 0)
+    vae = AutoencoderKL.from_pretrained(str(work / "vae")).eval()
+    tokenizer, text_encoder = U.load_text(work)
+    x_train, x_fresh = encode(vae, train_images), encode(vae, fresh_images)
+    result = {}
+    for path in unets:
+        unet = U.build(path).eval()
+        a = epsilon_errors(unet, text_encoder, tokenizer, x_train, train_scenes)
+        b = epsilon_errors(unet, text_encoder, tokenizer, x_fresh, fresh_scenes)
+        mean, low, high = bootstrap_ci(list(b - a))
+        result[str(path)] = {"training": round(float(a.mean()), 5), "fresh": round(float(b.mean()), 5),
+                             "fresh - training": [round(v, 5) for v in (mean, low, high)]}
+    return result
+
+
+def main() -> None:
+    p = Parser(prog="python -m cdvideo.apps.worldbuild.unet_trial", description=__doc__.splitlines()[0])
+    p.add_argument("--work", default="toyworld-build", help="the build folder (default: %(default)s)")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="UNet rounds in a scratch folder")
+    t.add_argument("--out", required=True, help="the scratch folder (round<k>/ in it)")
+    t.add_argument("--rounds", type=Flag(int, Range(1, 100)), default=1)
+    t.add_argument("--widths", type=int, nargs=4, default=None, help="block widths of a fresh UNet")
+    t.add_argument("--heads", type=Flag(int, Range(1, 64)), default=None, help="attention heads of a fresh UNet")
+    t.add_argument("--from", dest="saved", default=None, help="a saved round folder (with round.json) to go on after")
+    t.add_argument("--lr", type=Flag(float, Range(1e-7, 1.0)), default=None, help="peak learning rate")
+    t.add_argument("--floor", type=Flag(float, Range(0.0, 1.0)), default=None, help="the cosine's end, x lr")
+    t.add_argument("--warmup", type=Flag(int, Range(0, 100_000)), default=None, help="warm-up steps")
+    h = sub.add_parser("heldout", help="epsilon error on training stills and on fresh ones")
+    h.add_argument("unets", nargs="+", help="UNet folders")
+    args = p.parse_args()
+    work = Path(args.work)
+    if args.command == "heldout":
+        print(json.dumps(heldout(work, [Path(u) for u in args.unets]), indent=1))
+        return
+    if args.saved and not (Path(args.saved) / "round.json").is_file():
+        p.error(f"--from {args.saved}: not a saved round (no round.json); e.g. toyworld-build/unet.round")
+    plan = plans_for("cpu").unet
+    optim = replace(plan.optim, **{k: v for k, v in (("lr", args.lr), ("floor", args.floor),
+                                                                    ("warmup", args.warmup)) if v is not None})
+    plan = replace(plan, optim=optim, **({"widths": tuple(args.widths)} if args.widths else {}))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    train(work, Path(args.out), plan, args.rounds, Path(args.saved) if args.saved else None, args.heads)
+
+
+if __name__ == "__main__":
+    main()
