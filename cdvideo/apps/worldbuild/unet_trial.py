@@ -25,7 +25,7 @@ import torch
 
 from cdvideo.apps.worldbuild import unet as U
 from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, UNET, Curve, log, pretraining, render_set,
-                                            seed_everything)
+                                            seed_everything, to_pixels)
 from cdvideo.apps.worldbuild.plans import PRETRAIN, Renders, UNetPlan, plans_for
 from cdvideo.data.ranges import Flag, Parser, Range
 from cdvideo.math.metrics import bootstrap_ci
@@ -88,9 +88,8 @@ def epsilon_errors(unet, text_encoder, tokenizer, x0: torch.Tensor, scenes: list
 @torch.no_grad()
 def encode(vae, images: np.ndarray, batch: int = 250) -> torch.Tensor:
     """uint8 (N, 64, 64, 3) -> the VAE's scaled latent means (N, 4, 16, 16)."""
-    x = [torch.from_numpy(np.array(images[i:i + batch])).permute(0, 3, 1, 2).float() / 127.5 - 1
-         for i in range(0, len(images), batch)]
-    return torch.cat([vae.encode(b).latent_dist.mean for b in x]) * vae.config.scaling_factor
+    means = [vae.encode(to_pixels(images[i:i + batch])).latent_dist.mean for i in range(0, len(images), batch)]
+    return torch.cat(means) * vae.config.scaling_factor
 
 
 def heldout(work: Path, unets: list[Path], n: int = 2000) -> dict:
@@ -98,8 +97,8 @@ def heldout(work: Path, unets: list[Path], n: int = 2000) -> dict:
     position in the two sets: the same noise and timestep) with its 95% bootstrap interval."""
     from diffusers import AutoencoderKL  # lazy: start-up time
 
-    train_images, train_scenes = np.load(work / f"{PRETRAIN[0].name}.npy", mmap_mode="r")[:n], \
-        pretraining(work, 0, PRETRAIN)[1][:n]
+    images, scenes, _, _ = pretraining(work, 0, PRETRAIN)  # memory-mapped, cached by the build
+    train_images, train_scenes = images[:n], scenes[:n]
     fresh_images, fresh_scenes = render_set(work, replace(FRESH, n=n), 0)
     vae = AutoencoderKL.from_pretrained(str(work / "vae")).eval()
     tokenizer, text_encoder = U.load_text(work)
