@@ -6,13 +6,14 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from cdvideo.apps.worldbuild import judge, judge_clips
-from cdvideo.apps.worldbuild.__main__ import finished
+from cdvideo.apps.worldbuild.__main__ import TRAINED, finished
 from cdvideo.apps.worldbuild.common import mark_done
 from cdvideo.apps.worldbuild.spl_strength import study_main
 from cdvideo.apps.worldbuild.plans import PROFILES, JudgeClipsPlan, JudgePlan, Renders, parse_rounds, plans_for
@@ -128,6 +129,15 @@ def test_a_finished_stage_is_skipped_and_another_plans_record_is_refused(tmp_pat
     with pytest.raises(CdvideoError, match=r"judge.done was made with another plan.*--stage judge"):
         finished(tmp_path, "judge", plans_for("cpu", 0.5))
 
+
+
+def test_the_committed_build_is_the_cpu_profiles_finished_build():
+    """toyworld-build/ as committed: every training stage's record holds the cpu profile's plan (`--stage all` goes
+    on to export), the UNet's widths among it, and the motion and ControlNet stages name the committed UNet."""
+    work, plans = Path(__file__).parents[1] / "toyworld-build", plans_for("cpu")
+    assert all(finished(work, stage, plans) for stage in TRAINED)
+    unet = json.loads((work / "unet" / "config.json").read_text())
+    assert tuple(unet["block_out_channels"]) == plans.unet.widths == (32, 64, 96, 96)
 
 def tiny_unet():
     """A UNet2DConditionModel of a few thousand weights: a stand-in for the world's in the rounds' bookkeeping."""
