@@ -77,6 +77,18 @@ def test_captions_name_what_the_scene_holds():
     assert world.prompt("a red ball", "left", "green") == "a red ball on the left on a green background"
 
 
+def test_a_pattern_is_named_without_its_body_colour_only_when_asked():
+    """The build's captions name a pattern only after the body colour; `pattern_alone` (a UNet trial's) names it
+    in captions that leave the colour out ("a star with white dots"), and at 0 the captions are the build's."""
+    scene = world.Scene("star", "blue", "dots", "white", "gray")
+    build = [world.describe(scene, np.random.default_rng(s)) for s in range(300)]
+    assert [world.describe(scene, np.random.default_rng(s), pattern_alone=0.0) for s in range(300)] == build
+    assert not any(m["pattern"] and not m["colour"] for _, m in build)
+    alone = [world.describe(scene, np.random.default_rng(s), pattern_alone=1.0) for s in range(300)]
+    colourless = [(t, m) for t, m in alone if not m["colour"]]
+    assert colourless and all(m["pattern"] == "dots" and "with white dots" in t for t, m in colourless)
+
+
 def test_instances_never_occur_in_pretraining_and_photos_are_the_generators():
     rng = np.random.default_rng(2)
     banned = instances.excluded()

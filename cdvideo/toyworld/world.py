@@ -255,16 +255,20 @@ def subject_phrase(cls: str, colour: str | None = None, size: str | None = None,
     return f"{prefix}{_article(words)} {words}{pattern_phrase(pattern, pattern_colour)}"
 
 
-def describe(scene: Scene, rng: np.random.Generator, keep: float = 0.8) -> tuple[str, dict]:
+def describe(scene: Scene, rng: np.random.Generator, keep: float = 0.8,
+             pattern_alone: float = 0.0) -> tuple[str, dict]:
     """One of several phrasings of the scene, and which attributes it names. Each attribute but the class is
-    named with probability about `keep` (the pattern, when the colour is); an accessory and a companion with 0.9,
-    their colours with `keep`, the companion's side with 0.5 (else "next to" or "beside")."""
+    named with probability about `keep` (the pattern, when the colour is; where the colour is not, with
+    probability `pattern_alone`: "a tree with red dots"); an accessory and a companion with 0.9, their colours with
+    `keep`, the companion's side with 0.5 (else "next to" or "beside")."""
     def named(p: float = keep) -> bool:
         return bool(rng.random() < p)
 
     size = scene.size if scene.size and named(keep * 0.7) else None
     colour = scene.colour if named() else None
     pattern = scene.pattern if colour and scene.pattern != "plain" and named(keep) else "plain"
+    if pattern_alone and not colour and scene.pattern != "plain" and named(pattern_alone):
+        pattern = scene.pattern
     prefix = ("", "a photo of ", "an image of ")[rng.choice(3, p=[0.6, 0.3, 0.1])]
     size_word = SIZE_WORDS[size][rng.integers(2)] if size else None
     parts = [subject_phrase(scene.cls, colour, size_word, pattern, scene.pattern_colour, prefix)]
@@ -292,16 +296,16 @@ def describe(scene: Scene, rng: np.random.Generator, keep: float = 0.8) -> tuple
         text = (f"{text} on a {background} background", f"{text}, {background} background",
                 f"{text} in front of a {background} background")[rng.integers(3)]
     mentioned = {"cls": scene.cls, "colour": colour, "size": size, "position": position, "background": background,
-                 "motion": motion, "pattern": scene.pattern if colour and pattern != "plain" else None,
+                 "motion": motion, "pattern": pattern if pattern != "plain" else None,
                  "pattern_colour": scene.pattern_colour if pattern != "plain" else None, "accessory": accessory,
                  "accessory_colour": accessory_colour, "other": other, "other_colour": other_colour,
                  "relation": relation}
     return text, mentioned
 
 
-def caption(scene: Scene, rng: np.random.Generator, keep: float = 0.8) -> str:
+def caption(scene: Scene, rng: np.random.Generator, keep: float = 0.8, pattern_alone: float = 0.0) -> str:
     """A random caption of the scene (see `describe`)."""
-    return describe(scene, rng, keep)[0]
+    return describe(scene, rng, keep, pattern_alone)[0]
 
 
 def prompt(cls_phrase: str, position: str | None = None, background: str | None = None,

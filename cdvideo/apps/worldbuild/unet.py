@@ -67,9 +67,10 @@ def sample_latents(mean: np.ndarray, std: np.ndarray, scale: float, gen: torch.G
     return (m + s * torch.randn(m.shape, generator=gen)) * scale
 
 
-def captions(scenes: list, rng: np.random.Generator, drop: float) -> list[str]:
-    """A caption per scene, "" for a share `drop` of them (classifier-free guidance)."""
-    return ["" if rng.random() < drop else caption(s, rng) for s in scenes]
+def captions(scenes: list, rng: np.random.Generator, drop: float, pattern_alone: float = 0.0) -> list[str]:
+    """A caption per scene, "" for a share `drop` of them (classifier-free guidance); `pattern_alone`: see
+    `world.describe`."""
+    return ["" if rng.random() < drop else caption(s, rng, pattern_alone=pattern_alone) for s in scenes]
 
 
 class EMA:
@@ -99,7 +100,7 @@ def batch_at(step: int, seed: int, data: dict, plan: UNetPlan, tokenizer, object
     std = np.concatenate([im_std[ii], np.stack([cl_std[c, f] for c, f in zip(ci, fi)])])
     x0 = sample_latents(mean, std, data["scale"], gen)  # (B, 4, 16, 16)
     ids = tokenize(tokenizer, captions([scenes[i] for i in ii] + [clip_scenes[c] for c in ci], rng,
-                                       plan.caption_drop))  # (B, 77)
+                                       plan.caption_drop, data.get("pattern_alone", 0.0)))  # (B, 77)
     alpha = np.concatenate([im_alpha[ii], np.stack([cl_alpha[c, f] for c, f in zip(ci, fi)])])
     alpha = torch.from_numpy(alpha).float() / 255  # (B, 64, 64) object coverage
     pixel_w = object_weights(alpha, object_weight, alpha.shape[-1] // x0.shape[-1])  # (B, 1, 16, 16)

@@ -4,6 +4,8 @@ of the seed and the step), so that a trial differs from the build's run only in 
     python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/wide --widths 48 96 128 128 --rounds 2
     python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/anneal --from toyworld-build/unet.round \
         --lr 5e-4 --floor 0 --warmup 50
+    python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/alone --from toyworld-build/unet.round \
+        --lr 5e-4 --floor 0 --warmup 50 --pattern-alone 0.5
     python -m cdvideo.apps.worldbuild.unet_trial heldout toyworld-build/unet /tmp/wide/round2
 
 `train` runs the plan's first rounds on a fresh UNet (its widths and attention heads as asked), or more rounds of
@@ -49,8 +51,9 @@ def start(plan: UNetPlan, saved: Path | None, heads: int | None) -> tuple:
 
 
 def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None = None,
-          heads: int | None = None) -> None:
-    """`rounds` rounds of the plan (from a saved round: more of its last kind), each round's EMA in out/round<k>."""
+          heads: int | None = None, pattern_alone: float = 0.0) -> None:
+    """`rounds` rounds of the plan (from a saved round: more of its last kind), each round's EMA in out/round<k>;
+    `pattern_alone`: the share of captions without the body colour that name the pattern (`world.describe`)."""
     seed = 0
     seed_everything(seed)
     unet, step, ema_step = start(plan, saved, heads)
@@ -59,6 +62,7 @@ def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None
     ema.step = ema_step
     log(f"unet trial: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, from step {step}")
     data, (tokenizer, text_encoder) = U.training_data(work, seed, plan), U.load_text(work)
+    data["pattern_alone"] = pattern_alone
     kinds = plan.rounds[:rounds] if saved is None else plan.rounds[-1:] * rounds
     curve, t0 = Curve(out, "unet"), time.time()
     for k, this_round in enumerate(kinds):
@@ -127,6 +131,9 @@ def main() -> None:
     t.add_argument("--lr", type=Flag(float, Range(1e-7, 1.0)), default=None, help="peak learning rate")
     t.add_argument("--floor", type=Flag(float, Range(0.0, 1.0)), default=None, help="the cosine's end, x lr")
     t.add_argument("--warmup", type=Flag(int, Range(0, 100_000)), default=None, help="warm-up steps")
+    t.add_argument("--pattern-alone", type=Flag(float, Range(0.0, 1.0)), default=0.0,
+                   help="of the captions that leave the body colour out, the share naming the pattern and its colour "
+                   "('a tree with red dots'; the build: 0)")
     h = sub.add_parser("heldout", help="epsilon error on training stills and on fresh ones")
     h.add_argument("unets", nargs="+", help="UNet folders")
     args = p.parse_args()
@@ -141,7 +148,8 @@ def main() -> None:
                                                                     ("warmup", args.warmup)) if v is not None})
     plan = replace(plan, optim=optim, **({"widths": tuple(args.widths)} if args.widths else {}))
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    train(work, Path(args.out), plan, args.rounds, Path(args.saved) if args.saved else None, args.heads)
+    train(work, Path(args.out), plan, args.rounds, Path(args.saved) if args.saved else None, args.heads,
+          args.pattern_alone)
 
 
 if __name__ == "__main__":
