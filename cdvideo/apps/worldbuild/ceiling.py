@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cdvideo.apps.worldbuild.common import log, to_pixels
-from cdvideo.apps.worldbuild.drawing import components, draw, pretraining_appearances
-from cdvideo.data.files import write_text_atomic
+from cdvideo.apps.worldbuild.common import to_pixels
+from cdvideo.apps.worldbuild.drawing import components, draw, emit, pretraining_appearances
 from cdvideo.data.ranges import Flag, Parser, Range
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld import scoring
@@ -100,13 +98,8 @@ def main() -> None:
     m = components(work, Path(args.unet) if args.unet else work / "unet")
     pipe = image_pipeline(m)
     pipe.set_progress_bar_config(disable=True)
-    result = {"vae": vae_ceiling(work, m["vae"].eval(), args.n), "drawn": drawn(work, pipe, args.n),
-              "seconds": round(time.time() - t0)}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        write_text_atomic(Path(args.out), text + "\n")
-    log(f"measured in {result['seconds']} s")
+    emit({"vae": vae_ceiling(work, m["vae"].eval(), args.n), "drawn": drawn(work, pipe, args.n),
+          "seconds": round(time.time() - t0)}, args.out)
 
 
 if __name__ == "__main__":

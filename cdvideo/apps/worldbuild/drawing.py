@@ -190,10 +190,15 @@ def main() -> None:
         except (OSError, ValueError, CdvideoError) as e:
             p.error(f"--against {args.against}: {e}")
     result["seconds"] = round(time.time() - t0)
+    emit(result, args.out)
+
+
+def emit(result: dict, out: str | None) -> None:
+    """Print a measurement as JSON, and write it to `out` when given (atomically)."""
     text = json.dumps(result, indent=1)
     print(text)
-    if args.out:
-        write_text_atomic(Path(args.out), text + "\n")
+    if out:
+        write_text_atomic(Path(out), text + "\n")
     log(f"measured in {result['seconds']} s")
 
 
