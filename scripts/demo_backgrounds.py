@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from cdvideo.apps.cli import main as cdvideo
-from cdvideo.data.files import write_text_atomic
+from cdvideo.data.files import slug, write_text_atomic
 from cdvideo.math.metrics import bootstrap_ci
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES
@@ -37,8 +38,8 @@ def gains(judge, run: Path, cls: str, appearance: tuple, seeds: int) -> dict[str
     """Per background, each render seed's identity gain of the tuned clip over the base model's."""
     out = {}
     for bg in BACKGROUNDS:
-        tuned, base = (PROMPT.format(subject=s, background=bg).replace(" ", "_") for s in (f"sks {cls}", cls))
-        out[bg] = [round(identity(judge, next((run / "clips").glob(f"{tuned[:40]}*_s{s}_frames")), appearance)
+        tuned, base = (slug(PROMPT.format(subject=s, background=bg)) for s in (f"sks {cls}", cls))  # file stems
+        out[bg] = [round(identity(judge, run / "clips" / f"{tuned}_s{s}_frames", appearance)
                          - identity(judge, run / "before" / f"{base}_s{s}_frames", appearance), 4)
                    for s in range(seeds)]
     return out
@@ -47,16 +48,20 @@ def gains(judge, run: Path, cls: str, appearance: tuple, seeds: int) -> dict[str
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("work", type=Path, help="a new folder for the demo runs")
-    p.add_argument("--seeds", type=int, default=6, help="render seeds per prompt (default: 6)")
+    p.add_argument("--seeds", type=int, choices=range(2, 65), default=6, metavar="2..64",
+                   help="render seeds per prompt (default: 6)")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = p.parse_args()
+    if args.work.exists():
+        p.error(f"{args.work}: already exists; name a new folder for the demo runs")
     judge, result = J.load(), {"prompt": PROMPT, "gains": {}}
     for name in TUNING:
         inst = INSTANCES[name]
         prompts = [a for bg in BACKGROUNDS for a in ("--prompt", PROMPT.format(subject=f"sks {inst.cls}",
                                                                                background=bg))]
-        assert cdvideo(["demo", "--instance", name, *prompts, "--seed", *map(str, range(args.seeds)),
-                        "--still-seeds", "1", "--without-spl", "never", "--output-dir", str(args.work / name)]) == 0
+        if cdvideo(["demo", "--instance", name, *prompts, "--seed", *map(str, range(args.seeds)),
+                    "--still-seeds", "1", "--without-spl", "never", "--output-dir", str(args.work / name)]) != 0:
+            sys.exit(f"error: the demo on {name} failed (above)")
         result["gains"][name] = gains(judge, args.work / name / name, inst.cls, inst.appearance, args.seeds)
     flat = {bg: [g for per in result["gains"].values() for g in per[bg]] for bg in BACKGROUNDS}
     result["backgrounds"] = {bg: {"mean gain": round(float(np.mean(v)), 3),

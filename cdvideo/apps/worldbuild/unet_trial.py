@@ -5,7 +5,7 @@ of the seed and the step), so that a trial differs from the build's run only in 
     python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/anneal --from toyworld-build/unet.round \
         --lr 5e-4 --floor 0 --warmup 50
     python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/alone --from toyworld-build/unet.round \
-        --lr 5e-4 --floor 0 --warmup 50 --pattern-alone 0.5
+        --lr 5e-4 --floor 0 --warmup 50 --pattern-alone 1.0
     python -m cdvideo.apps.worldbuild.unet_trial heldout toyworld-build/unet /tmp/wide/round2
 
 `train` runs the plan's first rounds on a fresh UNet (its widths and attention heads as asked), or more rounds of
