@@ -94,19 +94,24 @@ def caption_test(m: dict, adapter, per_motion: int = 4, seed: int = 777) -> None
 
 
 @torch.no_grad()
-def direction_test(m: dict, adapter, n: int = 24) -> dict:
+def direction_test(m: dict, adapter, n: int = 24, negative: str = "none", guidance: float = 5.0) -> dict:
     """The report's n clip prompts under their own motion word and the opposite one, on the same seed: per word,
     the share the judge reads as asked, or as either motion of its axis (left or right, up or down, growing or
     shrinking), and the share moving the asked way along it; per pair, the share in which the two words move the
-    clip opposite ways (a model that ignores the word's direction: near 0)."""
+    clip opposite ways (a model that ignores the word's direction: near 0). `negative`: the negative prompt, none,
+    the opposite motion's words ("word": "moving down" for "moving up"), or the whole prompt asking it
+    ("prompt"): classifier-free guidance (scale `guidance`) away from the opposite motion."""
     pipe = video_pipeline(m, adapter, make_scheduler("ddim", m["scheduler"].config, animatediff=True))
     pipe.set_progress_bar_config(disable=True)
     judge, rows = J.load(), []
     for p in scoring.clip_prompts(n):
         row = {"prompt": p.text, "seed": p.seed}
         for name, motion in (("own", p.asked["motion"]), ("opposite", OPPOSITE[p.asked["motion"]])):
-            frames = pipe(scoring.asking(p, motion), num_frames=16, num_inference_steps=25, guidance_scale=5.0,
-                          generator=torch.Generator().manual_seed(p.seed), output_type="pil").frames[0]
+            against = {"none": None, "word": world.MOTION_WORDS[OPPOSITE[motion]],
+                       "prompt": scoring.asking(p, OPPOSITE[motion])}[negative]
+            frames = pipe(scoring.asking(p, motion), negative_prompt=against, num_frames=16, num_inference_steps=25,
+                          guidance_scale=guidance, generator=torch.Generator().manual_seed(p.seed),
+                          output_type="pil").frames[0]
             row[name] = motions.direction(J.read(judge, frames), motion)
         row["apart"] = row["own"]["progress"] > 0 and row["opposite"]["progress"] > 0
         rows.append(row)
@@ -177,6 +182,10 @@ def main() -> None:
     p.add_argument("--adapter", default=MODEL_ID, help="the motion adapter tested (default: the shipped one)")
     p.add_argument("--test", choices=("all", "features", "caption", "symmetry", "direction"), default="all")
     p.add_argument("--out", type=Path, help="also write the direction test's numbers here (JSON)")
+    p.add_argument("--negative", choices=("none", "word", "prompt"), default="none",
+                   help="direction test: the negative prompt, none, the opposite motion's words, or the prompt "
+                   "asking the opposite motion (default: none)")
+    p.add_argument("--guidance", type=float, default=5.0, help="direction test: guidance scale (default: 5)")
     args = p.parse_args()
     m = load_components(MODEL_ID)
     adapter = load_adapter(args.adapter, torch.float32)
@@ -187,9 +196,10 @@ def main() -> None:
     if args.test in ("all", "symmetry"):
         symmetry_test(m, adapter)
     if args.test in ("all", "direction"):
-        result = direction_test(m, adapter)
+        result = direction_test(m, adapter, negative=args.negative, guidance=args.guidance)
         if args.out:
-            write_text_atomic(args.out, json.dumps({"adapter": str(args.adapter), **result}, indent=1) + "\n")
+            write_text_atomic(args.out, json.dumps({"adapter": str(args.adapter), "negative": args.negative,
+                                                    "guidance": args.guidance, **result}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
