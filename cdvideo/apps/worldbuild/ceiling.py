@@ -46,10 +46,10 @@ def round_trip(vae, frames: np.ndarray) -> np.ndarray:
 
 
 def traits(judge: J.Judge, frames, inst: Instance) -> dict:
-    """Identity and each trait's share over single frames."""
-    reads = [J.read(judge, [f]) for f in frames]
-    out = {"identity": float(np.mean([J.identity(r, inst.appearance) for r in reads]))}
-    out |= {t: float(np.mean([J.identity(r, inst.appearance, (t,)) for r in reads])) for t in J.TRAITS}
+    """Identity and each trait's share, averaged over the frames (each read as a still)."""
+    reading = J.read(judge, list(frames))
+    out = {"identity": J.identity(reading, inst.appearance)}
+    out |= {t: J.identity(reading, inst.appearance, (t,)) for t in J.TRAITS}
     return {k: round(v, 4) for k, v in out.items()}
 
 

@@ -144,13 +144,15 @@ def run(work: Path, seed: int, plan: UNetPlan) -> dict:
     return info
 
 
-def build(saved: Path | None = None, widths: tuple[int, ...] = UNetPlan.widths):
-    """A fresh UNet of the world's architecture with these block widths, or a saved round's (its EMA weights)."""
+def build(saved: Path | None = None, widths: tuple[int, ...] = UNetPlan.widths, heads: int | None = None):
+    """A fresh UNet of the world's architecture with these block widths (and `heads` attention heads instead of
+    the world's, for a trial), or a saved round's (its EMA weights)."""
     from diffusers import UNet2DConditionModel  # lazy: start-up time
 
     if saved:
         return UNet2DConditionModel.from_pretrained(str(saved))
-    return UNet2DConditionModel(**UNET, block_out_channels=tuple(widths))
+    return UNet2DConditionModel(**{**UNET, "attention_head_dim": heads or UNET["attention_head_dim"]},
+                                block_out_channels=tuple(widths))
 
 
 def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curve, run: tuple, r0: int,

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from cdvideo.apps.worldbuild import unet as U
-from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, UNET, Curve, log, pretraining, render_set,
-                                            seed_everything, to_pixels)
+from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, Curve, log, pretraining, render_set, seed_everything,
+                                            to_pixels)
 from cdvideo.apps.worldbuild.plans import PRETRAIN, Renders, UNetPlan, plans_for
 from cdvideo.data.ranges import Flag, Parser, Range
 from cdvideo.math.metrics import bootstrap_ci
@@ -40,11 +40,8 @@ FRESH = Renders("heldout_images", 2000, 107, clip=False)  # stills no stage trai
 def start(plan: UNetPlan, saved: Path | None, heads: int | None) -> tuple:
     """The UNet to train (fresh with the plan's widths and `heads`, or a saved round's), the first step and the EMA
     step to go on from."""
-    if saved is None and heads is None:
-        return U.build(None, plan.widths), 0, 0
     if saved is None:
-        from diffusers import UNet2DConditionModel  # lazy: start-up time
-        return UNet2DConditionModel(**{**UNET, "attention_head_dim": heads}, block_out_channels=plan.widths), 0, 0
+        return U.build(None, plan.widths, heads), 0, 0
     done = json.loads((saved / "round.json").read_text())
     steps = sum(n for n, _ in done["rounds"])
     return U.build(saved), steps, done["ema_step"]
