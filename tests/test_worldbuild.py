@@ -257,6 +257,22 @@ def test_the_object_weight_is_where_the_object_covers_the_latent_pixel():
     assert torch.allclose(epsilon_loss(pred, noise, snr_w, object_weights(torch.rand(3, 64, 64), 1.0, 4)), plain)
 
 
+def test_a_trials_pattern_share_draws_that_share_of_patterned_stills_and_the_build_draws_as_before():
+    """`unet_trial --pattern-share`: a batch's stills are distinct and patterned in about the asked share; without
+    it the build's uniform draw is unchanged, bitwise (the committed rounds' batches)."""
+    import numpy as np
+
+    from cdvideo.apps.worldbuild.unet import still_indices
+
+    assert still_indices(np.random.default_rng(5), 40_000, 48).tolist() == \
+        np.sort(np.random.default_rng(5).choice(40_000, 48, replace=False)).tolist()
+    patterned = np.arange(0, 1000, 5)  # a fifth of the stills
+    draws = [still_indices(np.random.default_rng(s), 1000, 48, patterned, 0.7) for s in range(200)]
+    assert all(len(set(d.tolist())) == 48 and (np.diff(d) > 0).all() for d in draws)
+    share = np.mean([np.isin(d, patterned).mean() for d in draws])
+    assert abs(share - 0.7) < 0.02, share  # uniform: 0.2
+
+
 def test_a_motion_round_is_saved_whole_and_found_again_by_the_same_plan_only(tmp_path):
     """The motion stage's rounds go through the same record as the UNet's: the motion modules after a round, found
     again by a build of the same plan over the same UNet, not by one whose rounds begin otherwise, nor once the

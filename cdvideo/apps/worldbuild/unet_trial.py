@@ -6,6 +6,8 @@ of the seed and the step), so that a trial differs from the build's run only in 
         --lr 5e-4 --floor 0 --warmup 50
     python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/alone --from toyworld-build/unet.round \
         --lr 5e-4 --floor 0 --warmup 50 --pattern-alone 1.0
+    python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/share --from toyworld-build/unet.round \
+        --lr 5e-4 --floor 0 --warmup 50 --pattern-share 0.7
     python -m cdvideo.apps.worldbuild.unet_trial heldout toyworld-build/unet /tmp/wide/round2
 
 `train` runs the plan's first rounds on a fresh UNet (its widths and attention heads as asked), or more rounds of
@@ -48,9 +50,10 @@ def start(plan: UNetPlan, saved: Path | None, heads: int | None) -> tuple:
 
 
 def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None = None,
-          heads: int | None = None, pattern_alone: float = 0.0) -> None:
+          heads: int | None = None, pattern_alone: float = 0.0, pattern_share: float | None = None) -> None:
     """`rounds` rounds of the plan (from a saved round: more of its last kind), each round's EMA in out/round<k>;
-    `pattern_alone`: the share of captions without the body colour that name the pattern (`world.describe`)."""
+    `pattern_alone`: the share of captions without the body colour that name the pattern (`world.describe`);
+    `pattern_share`: the share of a batch's stills that wear a pattern (None: drawn uniformly, as the build)."""
     seed = 0
     seed_everything(seed)
     unet, step, ema_step = start(plan, saved, heads)
@@ -60,6 +63,10 @@ def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None
     log(f"unet trial: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, from step {step}")
     data, (tokenizer, text_encoder) = U.training_data(work, seed, plan), U.load_text(work)
     data["pattern_alone"] = pattern_alone
+    if pattern_share is not None:
+        data["patterned"] = np.array([i for i, s in enumerate(data["scenes"]) if s.pattern != "plain"])
+        data["pattern_share"] = pattern_share
+        log(f"unet trial: {len(data['patterned'])} of {len(data['scenes'])} stills patterned, drawn as {pattern_share}")
     kinds = plan.rounds[:rounds] if saved is None else plan.rounds[-1:] * rounds
     curve, t0 = Curve(out, "unet"), time.time()
     for k, this_round in enumerate(kinds):
@@ -131,6 +138,8 @@ def main() -> None:
     t.add_argument("--pattern-alone", type=Flag(float, Range(0.0, 1.0)), default=0.0,
                    help="of the captions that leave the body colour out, the share naming the pattern and its colour "
                    "('a tree with red dots'; the build: 0)")
+    t.add_argument("--pattern-share", type=Flag(float, Range(0.0, 1.0)), default=None,
+                   help="the share of a batch's stills that wear a pattern (the build: drawn uniformly, about 0.4)")
     h = sub.add_parser("heldout", help="epsilon error on training stills and on fresh ones")
     h.add_argument("unets", nargs="+", help="UNet folders")
     args = p.parse_args()
@@ -146,7 +155,7 @@ def main() -> None:
     plan = replace(plan, optim=optim, **({"widths": tuple(args.widths)} if args.widths else {}))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     train(work, Path(args.out), plan, args.rounds, Path(args.saved) if args.saved else None, args.heads,
-          args.pattern_alone)
+          args.pattern_alone, args.pattern_share)
 
 
 if __name__ == "__main__":
