@@ -56,6 +56,10 @@ def test_a_video_is_a_subject(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *tiny_overrides(out, tmp_path / "rex.mp4", "max_steps=1", "concepts.0.video_frames=4")]) == 0
     assert len(list((out / "subject_frames" / "sks").glob("*.png"))) == 4
+    masked = ["train", *tiny_overrides(tmp_path / "masked", tmp_path / "rex.mp4", "max_steps=1",
+                                       f"concepts.0.masks={tmp_path}")]
+    assert main(masked) == 2 and "subject masks go with a folder of photos, not a video" in capsys.readouterr().err
+    assert not (tmp_path / "masked").exists()
 
     write_video(tmp_path / "still.mp4", [scene(1)] * 16)
     with pytest.raises(CdvideoError, match="only 1 sharp, distinct frames"):

@@ -11,8 +11,8 @@ from PIL import Image
 
 from cdvideo.apps.cli import main
 from cdvideo.apps.ui.actions import SMALL_TRAIN
-from cdvideo.apps.demo import (PROMPT_BACKGROUNDS, TOKEN, TRAIN, default_prompts, new_folder, still_scores,
-                               train_config)
+from cdvideo.apps.demo import (MASKLESS, PROMPT_BACKGROUNDS, TOKEN, TRAIN, default_prompts, new_folder,
+                               still_scores, train_config)
 from cdvideo.data.config import load_train_config
 from cdvideo.tasks.train import train
 from cdvideo.toyworld import instances, world
@@ -93,9 +93,10 @@ def test_short_personalization_raises_identity_above_the_base(demo_run):
 
 
 def test_spl_keeps_the_stills_composing_at_the_demos_setting(demo_run, tmp_path):
-    """At the demo's setting, on the demo's seed, SPL's 52 stills compose as well as the same run's without SPL: on
-    the 13-round second edition (striped_ball) 0.92 and 0.90, at identity 0.52 and 0.58 (SPL costs identity on this
-    seed; read by the judge stage's judge 0.90 and 0.90 at 0.48 and 0.57); on the 7-round model 0.94 against 0.87;
+    """At the demo's setting, on the demo's seed, SPL's 52 stills compose as well as the same run's without SPL: with
+    the subject masks (the recipe) 0.885 and 0.904 at identity 0.57 and 0.60; the maskless recipe on the 13-round
+    second edition (striped_ball) 0.92 and 0.90, at identity 0.52 and 0.58 (SPL costs identity on this seed; read by
+    the judge stage's judge 0.90 and 0.90 at 0.48 and 0.57); on the 7-round model 0.94 against 0.87;
     over the four tuning instances and two seeds (python -m cdvideo.apps.worldbuild.tune, the judge stage's judge)
     0.897 against 0.784 at identity 0.658 and 0.680. The run without SPL is the
     demo's own (`--without-spl always` trains and scores it so; both scored here on the demo's default 52 stills);
@@ -106,7 +107,7 @@ def test_spl_keeps_the_stills_composing_at_the_demos_setting(demo_run, tmp_path)
     w_plain = train(train_config(inst, tmp_path / "run-no-spl", TRAIN["max_steps"], 0.0))
     plain = still_scores(judge, inst, w_plain, f"{TOKEN} {inst.cls}")
     assert spl["stills composition"] >= plain["stills composition"] - 2 / 52, (spl, plain)
-    assert spl["stills composition"] > 0.85, spl  # 0.92 measured: 48 of 52 stills show what was asked
+    assert spl["stills composition"] > 0.85, spl  # 0.885 measured: 46 of 52 stills show what was asked
 
 
 def test_eval_with_the_judge_for_clips(tmp_path):
@@ -130,12 +131,14 @@ def test_shipped_toyworld_config_matches_the_demo():
         for part in key.split("."):
             node = getattr(node, part)
         assert node == value, key
-    assert cfg.model == "toyworld" and cfg.concepts[0].images == "toyworld:striped_ball"
-    assert SMALL_TRAIN.items() <= TRAIN.items()  # the web app's Train tab on a 64 px base trains the same way
+    assert cfg.model == "toyworld" and cfg.concepts[0].images == cfg.concepts[0].masks == "toyworld:striped_ball"
+    # the web app's Train tab on a 64 px base trains the same way, but takes no masks: at the maskless recipe's rate
+    assert SMALL_TRAIN.items() <= {**TRAIN, **MASKLESS}.items()
 
 
 # Measured on the shipped second edition (13 UNet rounds), the demo's 26 stills: base 0.29 [0.27, 0.31]; after 120
-# steps (the demo's) 0.61 [0.52, 0.72] (read by the judge stage's judge 0.29 [0.27, 0.32] and 0.58 [0.47, 0.69]; on
+# steps with the photos' subject masks (the demo's) 0.69 [0.58, 0.79]; the maskless recipe 0.61 [0.52, 0.72] (read by
+# the judge stage's judge 0.29 [0.27, 0.32] and 0.58 [0.47, 0.69]; on
 # 52 stills 0.29 and 0.48; the 7-round model, 26 stills: 0.31 and 0.67; the first edition, 8 stills: 0.33 and
 # 0.44). The threshold leaves half the smallest measured gain as margin.
 IDENTITY_GAIN = 0.15
@@ -146,14 +149,15 @@ def test_spl_keeps_the_token_near_its_class_where_plain_tuning_drifts(tmp_path):
     token drifts from its class without SPL and stays with it. On the 13-round second edition after 120 steps
     0.083 against 0.053 (the 7-round model: 0.099 against 0.051, after 240 0.117 against 0.054, after 40 level at
     0.048 and 0.051; the first edition 0.315 against 0.030 after 240, docs/toyworld/first_edition.md). Thresholds
-    leave a third of the gap."""
+    leave a third of the gap. On the maskless recipe (`MASKLESS`) where it was measured: with the photos' subject
+    masks the plain run does not drift at this rate (0.049 against 0.050), the background no longer pulling it."""
     from cdvideo.tasks.drift import compute, load_source
     from cdvideo.toyworld import drift_phrases
 
     drift = {}
     for spl in (0.0, 1.0):
         w = train(train_config(instances.get("striped_ball"), tmp_path / f"spl{spl:g}", 120, spl,
-                               {"optimizer.learning_rate": 6e-3, "seed": 0}))
+                               {**MASKLESS, "optimizer.learning_rate": 6e-3, "seed": 0}))
         drift[spl] = compute([load_source(w)], drift_phrases())["runs"][0]["after"]["distance"]
     assert drift[0.0] > 0.073 and drift[1.0] < 0.063 and drift[0.0] - drift[1.0] > 0.020, drift
 
@@ -161,7 +165,8 @@ def test_spl_keeps_the_token_near_its_class_where_plain_tuning_drifts(tmp_path):
 def test_video_to_video_keeps_the_source_motion_and_shows_the_subject(demo_run, tmp_path):
     """Clips of other objects circling and zigzagging, restyled as the demo's subject at strength 0.3
     (`animate --video`): they keep the source's motion and show more of the subject than the sources do. On these 4
-    clips (13-round second edition): motion kept 0.84, identity 0.31 against the sources' 0.02 (read by the judge
+    clips (13-round second edition, the maskless recipe's run): motion kept 0.84, identity 0.31 against the sources'
+    0.02 (read by the judge
     stage's judge 0.81, 0.30 and 0.01; the 7-round model:
     0.78, 0.32; its study's 12 clips: 0.73 [0.66, 0.78], 0.19 against 0.06; python -m
     cdvideo.apps.worldbuild.v2v_study). About half of each as the margin."""
@@ -184,7 +189,8 @@ def test_video_to_video_keeps_the_source_motion_and_shows_the_subject(demo_run, 
 def test_the_mask_controlnet_moves_the_personal_subject_along_the_path(demo_run, tmp_path):
     """The demo's subject under the world's mask ControlNet (`--weights ... --controlnet toyworld:mask`): the masks
     of a big ball circling (a path pretraining never shows). Measured at these settings (10 steps) on the 13-round
-    model: the drawn ball 2.5 px from the circle on average, and recognisable as the subject where the base model
+    model with the maskless recipe's run: the drawn ball 2.5 px from the circle on average, and recognisable as the
+    subject where the base model
     under the same control is not: identity 0.64 against 0.24 (read by the judge stage's judge: 3.1 px, 0.57 against
     0.17; the 7-round model: 3.9 px, 0.50 against 0.25, 0.61
     without the ControlNet; on another scene seed 3.9 px, 0.41 against 0.18; at 20 steps, docs/toyworld.md:

@@ -49,6 +49,32 @@ def test_plain_path_keeps_its_losses_and_the_pool_matches_it_without_augmentatio
     assert [x["loss"] for x in b] == pytest.approx([x["loss"] for x in a], abs=1e-5)
 
 
+def test_subject_masks_weigh_the_loss_off_the_subject(tmp_path, dog_dir):
+    """`concepts.0.masks`: at unmasked_weight 1 the run is the maskless one, bitwise; at 0 only the masked half of
+    each photo counts (other losses); the latent pool and the live path agree with masks too."""
+    import shutil
+
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    (photos / "masks").mkdir(parents=True)
+    for p in sorted(dog_dir.iterdir()):
+        shutil.copy(p, photos / p.name)
+        size = Image.open(p).size
+        mask = Image.new("L", size, 0)
+        mask.paste(255, (0, 0, size[0] // 2, size[1]))  # the left half
+        mask.save(photos / "masks" / f"{p.stem}.png")
+    masks = f"concepts.0.masks={photos / 'masks'}"
+    _, plain = run(tmp_path / "plain", photos)
+    _, one = run(tmp_path / "one", photos, masks, "unmasked_weight=1")
+    assert [x["loss"] for x in one] == [x["loss"] for x in plain]
+    _, zero = run(tmp_path / "zero", photos, masks, "unmasked_weight=0")
+    assert all(abs(a["loss"] - b["loss"]) > 1e-4 for a, b in zip(zero, plain))
+    _, live = run(tmp_path / "live", photos, masks, "unmasked_weight=0", "augment=false", "latent_pool=off")
+    _, pooled = run(tmp_path / "pooled", photos, masks, "unmasked_weight=0", "augment=false")
+    assert [x["loss"] for x in pooled] == pytest.approx([x["loss"] for x in live], abs=1e-5)
+
+
 def test_channels_last_and_bf16_match_the_plain_path(tmp_path, dog_dir):
     """The memory-format and mixed-precision paths give the plain path's losses, to their precision."""
     _, plain = run(tmp_path / "p", dog_dir)

@@ -92,6 +92,16 @@ def images_folder(ref: str) -> Path:
     return Path(ref).expanduser()
 
 
+def masks_folder(ref: str) -> Path:
+    """`<base>:<instance>` -> the subject masks beside a bundled base's photos (their `masks/` folder); anything
+    else -> a path."""
+    name, sep, instance = ref.partition(":")
+    b = get(name) if sep else None
+    if b is not None and b.photos is not None:
+        return b.photos(instance) / "masks"
+    return Path(ref).expanduser()
+
+
 def controlnet_ref(ref: str) -> str:
     """`<base>:<condition>` -> a bundled base's ControlNet folder (e.g. `toyworld:mask`); anything else as given (a
     folder, file or hub id); a bundled one not built yet is one line saying how to build it."""

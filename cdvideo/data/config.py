@@ -41,6 +41,9 @@ class ConceptConfig:
     class_word: str = ""  # e.g. dog
     token: str = "sks"  # new token added to the tokenizer
     initializer: Optional[str] = None  # word(s) whose embedding initialises the token; default class_word
+    # subject masks named as the photos, white on the subject (`<base>:<instance>` for a bundled instance's):
+    # the loss weighs the rest by `unmasked_weight` (kohya's masked loss, OneTrainer's masked training)
+    masks: Optional[str] = None
 
 
 @dataclass
@@ -99,6 +102,7 @@ class TrainConfig:
     instance_template: str = "photo of a {token} {class_word}"
     resolution: Annotated[int, SIZE] = 512
     augment: bool = True  # Custom Diffusion scale augmentation; false = center-crop resize
+    unmasked_weight: Annotated[float, Range(0, 1)] = 0.1  # loss weight off the subject, where concepts have masks
     flip: bool = True  # random horizontal flip (p=0.5)
     params: Literal["kv", "crossattn"] = "kv"  # kv: attn2.to_k/to_v; crossattn: also to_q/to_out
     spl: SPLConfig = field(default_factory=SPLConfig)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cdvideo.data.builtins import images_folder
+from cdvideo.data.builtins import images_folder, masks_folder
 from cdvideo.data.video import frames_from_video, is_video
 from cdvideo.errors import CdvideoError
 
@@ -53,29 +53,63 @@ def load_image(path: Path, max_side: int = MAX_SIDE) -> Image.Image:
         raise CdvideoError(f"{path}: cannot be read as an image ({e}); remove or replace the file") from None
 
 
-def load_folder(folder: str | Path, min_size: int = MIN_SIZE, video_frames: int = 8) -> list[Image.Image]:
+def load_folder(folder: str | Path, min_size: int = MIN_SIZE, video_frames: int = 8,
+                masks: str | None = None) -> list[Image.Image]:
     """All images of a folder (jpg/png/webp/gif...), sorted by name; other files are skipped with a warning.
     `<base>:<instance>` names a bundled base's photos (`toyworld:striped_ball`); a video file gives its
-    `video_frames` sharpest, most distinct frames."""
+    `video_frames` sharpest, most distinct frames. `masks`: a folder of subject masks named as the photos (a
+    bundled instance's as `<base>:<instance>`); each photo comes back RGBA, its mask as alpha."""
     folder = images_folder(str(folder))
     if folder.is_file() and is_video(folder):
+        if masks is not None:
+            raise CdvideoError(f"masks {masks}: subject masks go with a folder of photos, not a video ({folder}); "
+                               "remove the concept's `masks:`")
         return frames_from_video(folder, video_frames)
     if not folder.is_dir():
         raise CdvideoError(f"image folder {folder} not found; set the concept's `images:` to a folder of photos")
+    mask_dir = None if masks is None else masks_folder(masks)
+    if mask_dir is not None and not mask_dir.is_dir():
+        raise CdvideoError(f"masks folder {mask_dir} not found; set the concept's `masks:` to a folder of masks named "
+                           "as the photos (white where the subject is)")
     images = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            log.warning("skipping %s: not an image file", path)
-            continue
+    for path in image_files(folder):
         image = load_image(path)
         if min(image.size) < min_size:
             raise CdvideoError(
                 f"{path}: {image.size[0]}x{image.size[1]} px is smaller than {min_size} px; use a larger photo"
             )
-        images.append(image)
+        images.append(image if mask_dir is None else with_mask(image, path, mask_dir))
     if not images:
         raise CdvideoError(f"image folder {folder} holds no images (jpg, png, webp); add 3-10 photos")
     return images
+
+
+def image_files(folder: Path, warn: bool = True) -> list[Path]:
+    """A folder's image files, sorted by name; other files are skipped (with a warning)."""
+    paths = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            paths.append(path)
+        elif warn:
+            log.warning("skipping %s: not an image file", path)
+    return paths
+
+
+def with_mask(image: Image.Image, photo: Path, folder: Path) -> Image.Image:
+    """The photo as RGBA with its subject mask as alpha: the file of the photo's name (any image type) in `folder`,
+    white where the subject is."""
+    found = [p for p in image_files(folder, warn=False) if p.stem == photo.stem]
+    if not found:
+        raise CdvideoError(f"{folder}: no mask for the photo {photo.name}; add {photo.stem}.png, white where the "
+                           "subject is")
+    mask = load_image(found[0]).convert("L")
+    (w, h), (pw, ph) = mask.size, image.size
+    if abs(w * ph - h * pw) > 0.02 * h * pw:
+        raise CdvideoError(f"{found[0]}: {w}x{h} px is not the shape of the photo {photo.name} ({pw}x{ph}); a mask "
+                           "covers its whole photo")
+    rgba = image.convert("RGBA")
+    rgba.putalpha(mask.resize(image.size, Image.Resampling.BILINEAR))
+    return rgba
 
 
 def center_square(image: Image.Image) -> Image.Image:
@@ -85,7 +119,10 @@ def center_square(image: Image.Image) -> Image.Image:
 
 
 def pixel_array(image: Image.Image, size: int) -> np.ndarray:
-    """(size, size, 3) float32 in [-1, 1]."""
+    """(size, size, 3) float32 in [-1, 1] (4 channels for an RGBA photo: its subject mask last)."""
+    if image.mode == "RGBA":  # apart: PIL resizes RGBA premultiplied, which blackens the unmasked pixels
+        rgb, mask = pixel_array(image.convert("RGB"), size), pixel_array(image.getchannel("A"), size)
+        return np.concatenate([rgb, mask[..., None]], axis=-1)
     arr = np.asarray(image.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
     return arr / 127.5 - 1.0
 
@@ -108,7 +145,8 @@ def _box_mask(top: int, left: int, size: int, res: int, factor: int) -> np.ndarr
 
 def augment(image: Image.Image, res: int, factor: int, rng: np.random.Generator,
             scale: bool = True, flip: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
-    """Custom Diffusion scale augmentation: (pixels (res, res, 3), mask (res/f, res/f), prompt prefix)."""
+    """Custom Diffusion scale augmentation: (pixels (res, res, 3; 4 with a subject mask), mask (res/f, res/f),
+    prompt prefix)."""
     image = center_square(image)
     if flip and rng.random() < 0.5:
         image = ImageOps.mirror(image)
@@ -119,8 +157,9 @@ def augment(image: Image.Image, res: int, factor: int, rng: np.random.Generator,
         size = int(rng.integers(res // 3, res + 1))
         size = min(size + size % 2, res)
         top, left = int(rng.integers(0, res - size + 1)), int(rng.integers(0, res - size + 1))
-        canvas = np.zeros((res, res, 3), dtype=np.float32)
-        canvas[top:top + size, left:left + size] = pixel_array(image, size)
+        pasted = pixel_array(image, size)  # (size, size, C): RGB, or RGB and a subject mask
+        canvas = np.zeros((res, res, pasted.shape[-1]), dtype=np.float32)
+        canvas[top:top + size, left:left + size] = pasted
         prefix = str(rng.choice(["a far away ", "very small "])) if size < 0.6 * res else ""
         return canvas, _box_mask(top, left, size, res, factor), prefix
     size = int(rng.integers(int(1.2 * res), int(1.4 * res) + 1))  # zoom in and random-crop
@@ -129,14 +168,28 @@ def augment(image: Image.Image, res: int, factor: int, rng: np.random.Generator,
     return crop, full_mask, str(rng.choice(["zoomed in ", "close up "]))
 
 
+def subject_weights(pixels: np.ndarray, box: np.ndarray, factor: int, unmasked: float) -> tuple[np.ndarray,
+                                                                                                  np.ndarray]:
+    """Augmented pixels (res, res, 3 or 4) and their box mask (res/f, res/f) -> RGB pixels and the loss weights:
+    the box mask, times 1 on the subject and `unmasked` elsewhere (the 4th channel, its mask, averaged over each
+    latent cell; kohya's masked loss at 0, OneTrainer's unmasked weight)."""
+    if pixels.shape[-1] == 3:
+        return pixels, box
+    h = box.shape[0]
+    cover = np.clip((pixels[:h * factor, :h * factor, 3] + 1) / 2, 0, 1)  # (res, res)
+    cover = cover.reshape(h, factor, h, factor).mean(axis=(1, 3))  # (res/f, res/f)
+    return pixels[..., :3], box * (unmasked + (1 - unmasked) * cover)
+
+
 @dataclass
 class Concept:
     token: str
     class_word: str
-    images: list[Image.Image]
+    images: list[Image.Image]  # RGB; RGBA with a subject mask as alpha (`load_folder(masks=...)`)
     prompt: str  # instance prompt, e.g. "photo of a sks dog"
     class_images: list[Image.Image] | None = None
     class_prompt: str = ""
+    unmasked_weight: float = 1.0  # the loss's weight off the subject, for photos with a subject mask
 
 
 def sample_batch(concepts: list[Concept], batch_size: int, step: int, rng: np.random.Generator, res: int,
@@ -146,6 +199,7 @@ def sample_batch(concepts: list[Concept], batch_size: int, step: int, rng: np.ra
     for i in range(batch_size):
         c = concepts[(step * batch_size + i) % len(concepts)]
         px, mask, prefix = augment(c.images[int(rng.integers(len(c.images)))], res, factor, rng, scale, flip)
+        px, mask = subject_weights(px, mask, factor, c.unmasked_weight)
         pixels.append(px)
         masks.append(mask)
         prompts.append(prefix + c.prompt)

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the mask's support, averaged per sample (Custom Diffusion's masked loss).
 
-    pred, target: (B, C, H, W); mask: (B, 1, H, W) of 0/1. The denominator counts masked elements.
+    pred, target: (B, C, H, W); mask: (B, 1, H, W) weights in [0, 1] (0/1: an augmentation's box; a subject mask's
+    weights: a weighted mean). The denominator sums the weights.
     """
     err = (pred.float() - target.float()).pow(2) * mask
     denom = (mask.expand_as(err)).sum(dim=(1, 2, 3)).clamp_min(1.0)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import ImageOps
 
-from cdvideo.data.photos import Concept, augment, center_square, pixel_array
+from cdvideo.data.photos import Concept, augment, center_square, pixel_array, subject_weights
 
 PER_PHOTO = 64
 
@@ -24,7 +24,7 @@ PER_PHOTO = 64
 class Pooled:
     mean: torch.Tensor  # (V, 4, h, w) posterior means
     std: torch.Tensor  # (V, 4, h, w)
-    mask: torch.Tensor  # (V, 1, h, w)
+    mask: torch.Tensor  # (V, 1, h, w) loss weights: the augmentation's box, a subject mask's
     prefix: list[str]
 
 
@@ -58,12 +58,16 @@ def build_pool(c: Concept, size: int, res: int, factor: int, augmented: bool, fl
         for image in c.images:
             for mirrored in ((False, True) if flip else (False,)):
                 im = center_square(image)
-                pixels.append(pixel_array(ImageOps.mirror(im) if mirrored else im, res))
-                masks.append(np.ones((res // factor, res // factor), np.float32))
+                px, mask = subject_weights(pixel_array(ImageOps.mirror(im) if mirrored else im, res),
+                                           np.ones((res // factor, res // factor), np.float32), factor,
+                                           c.unmasked_weight)
+                pixels.append(px)
+                masks.append(mask)
                 prefixes.append("")
     else:
         for _ in range(size):
             px, mask, prefix = augment(c.images[int(rng.integers(len(c.images)))], res, factor, rng, True, flip)
+            px, mask = subject_weights(px, mask, factor, c.unmasked_weight)
             pixels.append(px)
             masks.append(mask)
             prefixes.append(prefix)

@@ -80,8 +80,9 @@ def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, tim
     except ValueError as e:
         raise CdvideoError(f"mixed_precision={cfg.mixed_precision}: {e}") from None
     dev, wdtype = acc.device, weights.DTYPES[PRECISION[cfg.mixed_precision]]
-    concepts = [Concept(c.token, c.class_word, load_folder(c.images, video_frames=c.video_frames),
-                        cfg.instance_template.format(token=c.token, class_word=c.class_word))
+    concepts = [Concept(c.token, c.class_word, load_folder(c.images, video_frames=c.video_frames, masks=c.masks),
+                        cfg.instance_template.format(token=c.token, class_word=c.class_word),
+                        unmasked_weight=cfg.unmasked_weight)
                 for c in cfg.concepts]
 
     # -- Models: base components, class images for the prior, the new tokens ---------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from cdvideo.errors import CdvideoError
-from cdvideo.toyworld.draw import render
+from cdvideo.toyworld.draw import render_with_alpha
 from cdvideo.toyworld.world import Scene, backgrounds_for, pattern_phrase
 
 
@@ -76,13 +76,17 @@ def photos_dir(name: str) -> Path:
 
 
 def write_photos(root: str | Path) -> list[Path]:
-    """Render every instance's photos as PNGs into root/<name>/NN.png (the bundled folders)."""
+    """Render every instance's photos as PNGs into root/<name>/NN.png (the bundled folders), and each photo's
+    subject mask into root/<name>/masks/NN.png (white on the object; a concept's `masks: toyworld:<name>`)."""
     written = []
     for inst in INSTANCES.values():
         folder = Path(root) / inst.name
-        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "masks").mkdir(parents=True, exist_ok=True)
         for k, scene in enumerate(photo_scenes(inst)):
-            Image.fromarray(render(scene)[0]).save(folder / f"{k:02d}.png", optimize=True)
-            written.append(folder / f"{k:02d}.png")
+            frames, cover = render_with_alpha(scene)  # (1, 64, 64, 3), (1, 64, 64) in [0, 1]
+            Image.fromarray(frames[0]).save(folder / f"{k:02d}.png", optimize=True)
+            Image.fromarray((cover[0] * 255).round().astype(np.uint8)).save(folder / "masks" / f"{k:02d}.png",
+                                                                            optimize=True)
+            written += [folder / f"{k:02d}.png", folder / "masks" / f"{k:02d}.png"]
     return written
 

@@ -22,7 +22,7 @@ import json
 import time
 from pathlib import Path
 
-from cdvideo.apps.demo import train_config
+from cdvideo.apps.demo import MASKLESS, train_config
 from cdvideo.apps.worldbuild.claim_report import NOISE, SUBJECT_KINDS, write_report
 from cdvideo.apps.worldbuild.spl_strength import (
     append_row,
@@ -43,7 +43,7 @@ ROWS = "claim_rows.jsonl"  # in --docs
 ARMS = {"ClassDiffusion": {"spl.weight": 1.0}, "Custom Diffusion": {"spl.weight": 0.0},
         "ClassDiffusion + prior": {"spl.weight": 1.0, "prior.enabled": True},
         "Custom Diffusion + prior": {"spl.weight": 0.0, "prior.enabled": True}}
-# the world's recipe (1e-3 x 120) between a lighter and a stronger fine-tuning
+# the world's recipe before subject masks (1e-3 x 120, `MASKLESS`) between a lighter and a stronger fine-tuning
 STRENGTHS = {"1e-3 x 60": (1e-3, 60), "1e-3 x 120": (1e-3, 120), "2e-3 x 240": (2e-3, 240)}
 PRIOR = {"prior.num_class_images": 200, "prior.num_inference_steps": 25, "prior.guidance_scale": 5.0}
 
@@ -55,7 +55,7 @@ def train_arm(inst: Instance, out: Path, arm: str, strength: str, seed: int, cla
     lr, steps = STRENGTHS[strength]
     settings = dict(ARMS[arm])
     spl = settings.pop("spl.weight")
-    extra = {"overwrite": True, "optimizer.learning_rate": lr, "seed": seed, **settings}
+    extra = {"overwrite": True, **MASKLESS, "optimizer.learning_rate": lr, "seed": seed, **settings}
     if settings.get("prior.enabled"):
         extra |= {**PRIOR, "prior.class_images": str(class_images)}
     return train(train_config(inst, out, steps, spl, extra))

@@ -37,11 +37,12 @@ def clip(args: list[str], out: Path, steps: int) -> list[Image.Image]:
 
 def run(work: Path, steps: int) -> list[dict]:
     """One row per mask set: each arm's path error and identity."""
-    from cdvideo.apps.demo import train_config  # lazy: start-up time
+    from cdvideo.apps.demo import MASKLESS, train_config  # lazy: start-up time
     from cdvideo.tasks.train import train  # lazy: start-up time
 
     inst, judge = get("striped_ball"), J.load()
-    weights = ["--weights", str(train(train_config(inst, work / "subject", 120, 1.0, {"overwrite": True})))]
+    weights = ["--weights", str(train(train_config(inst, work / "subject", 120, 1.0, {"overwrite": True,
+                                                                                     **MASKLESS})))]
     rows = []
     for size, seed in MASKS:
         gif, truth = circling_masks(work / "masks", size, seed)

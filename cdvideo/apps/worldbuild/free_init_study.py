@@ -49,7 +49,7 @@ def paired(ids: dict[bool, list[float]]) -> dict:
 
 
 def run(work: Path) -> dict:
-    from cdvideo.apps.demo import PROMPT_BACKGROUNDS, PROMPTS, TOKEN, train_config  # lazy: start-up time
+    from cdvideo.apps.demo import MASKLESS, PROMPT_BACKGROUNDS, PROMPTS, TOKEN, train_config  # lazy: start-up time
     from cdvideo.tasks.train import train  # lazy: start-up time
 
     judge = J.load()
@@ -61,7 +61,7 @@ def run(work: Path) -> dict:
     result = {"spelled out, gray background": paired(ceiling)}
     for name in DEMO_SUBJECTS:
         inst = get(name)
-        weights = train(train_config(inst, work / name, 120, 1.0, {"overwrite": True}))
+        weights = train(train_config(inst, work / name, 120, 1.0, {"overwrite": True, **MASKLESS}))
         clips = [(p.format(token=TOKEN, class_word=inst.cls, background=b), s)
                  for p, b in zip(PROMPTS, PROMPT_BACKGROUNDS) for s in SEEDS]
         result[f"{name}, base"] = paired(identities(None, inst, [(t.replace(f"{TOKEN} ", ""), s) for t, s in clips],

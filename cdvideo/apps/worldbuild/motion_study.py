@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cdvideo.apps import motion_demo as M
-from cdvideo.apps.demo import train_config
+from cdvideo.apps.demo import MASKLESS, train_config
 from cdvideo.apps.worldbuild.spl_strength import append_row, read_rows
 from cdvideo.data.files import slug, write_text_atomic
 from cdvideo.data.ranges import SEED, Flag, Parser
@@ -41,7 +41,7 @@ def subject(work: Path, name: str) -> Path:
     out = work / f"subject-{name}"
     if (out / "weights.safetensors").is_file():
         return out / "weights.safetensors"
-    return train(train_config(get(name), out, 120, 1.0, {"overwrite": True}))
+    return train(train_config(get(name), out, 120, 1.0, {"overwrite": True, **MASKLESS}))
 
 
 def run_pair(work: Path, motion: str, seed: int, judge, rows: Path, done: set) -> None:

@@ -99,25 +99,26 @@ def drift_distance(weights_file: Path) -> float:
 
 
 def train_run(inst: Instance, out: Path, spl: float, seed: int, pooling: str = "eos") -> Path:
-    from cdvideo.apps.demo import TRAIN, train_config  # lazy: start-up time
+    from cdvideo.apps.demo import MASKLESS, TRAIN, train_config  # lazy: start-up time
     from cdvideo.tasks.train import train  # lazy: start-up time
 
     if (out / "weights.safetensors").is_file():
         return out / "weights.safetensors"
-    return train(train_config(inst, out, TRAIN["max_steps"], spl, {"overwrite": True, "spl.pooling": pooling,
-                                                                   "seed": seed}))
+    return train(train_config(inst, out, TRAIN["max_steps"], spl, {"overwrite": True, **MASKLESS,
+                                                                   "spl.pooling": pooling, "seed": seed}))
 
 
 def multi_concept(work: Path, judge, adapter: str, seed: int = 0) -> list[dict]:
     """A joint run of two instances (sks ball + zwx star) and the composed pair of their separate runs."""
-    from cdvideo.apps.demo import TRAIN  # lazy: start-up time
+    from cdvideo.apps.demo import MASKLESS, TRAIN  # lazy: start-up time
     from cdvideo.data.config import load_train_config  # lazy: start-up time
     from cdvideo.tasks.train import train  # lazy: start-up time
 
     a, b = INSTANCES["striped_ball"], INSTANCES["spotted_star"]
     joint = work / "joint" / "weights.safetensors"
     if not joint.is_file():
-        o = {"model": "toyworld", "output_dir": str(joint.parent), "overwrite": True, **TRAIN, "seed": seed,
+        o = {"model": "toyworld", "output_dir": str(joint.parent), "overwrite": True, **TRAIN,
+             "optimizer.learning_rate": MASKLESS["optimizer.learning_rate"], "seed": seed,
              "max_steps": 2 * TRAIN["max_steps"], "spl.weight": 1.0}
         concepts = {}
         for i, (inst, tok) in enumerate(((a, "sks"), (b, "zwx"))):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cdvideo.apps.demo import render_samples, train_config
+from cdvideo.apps.demo import MASKLESS, render_samples, train_config
 from cdvideo.apps.worldbuild.strength_report import write_report
 from cdvideo.data.ranges import COUNT, SEED, Flag, Parser
 from cdvideo.tasks.drift import compute, load_source
@@ -56,7 +56,7 @@ def train_run(inst: Instance, out: Path, lr: float, steps: int, spl: float, seed
     """One ClassDiffusion run as `cdvideo train` reads it (cached: an existing weights file is reused)."""
     if (out / "weights.safetensors").is_file():
         return out / "weights.safetensors"
-    return train(train_config(inst, out, steps, spl, {"overwrite": True, "optimizer.learning_rate": lr,
+    return train(train_config(inst, out, steps, spl, {"overwrite": True, **MASKLESS, "optimizer.learning_rate": lr,
                                                       "spl.pooling": pooling, "seed": seed}))
 
 

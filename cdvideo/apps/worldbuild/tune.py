@@ -3,14 +3,17 @@ of settings (learning rates of the K/V and of the token, steps, SPL weight and p
 tuning instances only (the two held-out ones never enter it) with two training seeds and scored on the claim
 study's stills (background, position, property, accessory, second object; 26 per render seed) and its 4 motion
 clips, as the share of the way from the base model (told the class word) to the spelled-out ceiling (told the
-traits) that its identity recovers, on stills and on clips apart.
+traits) that its identity recovers, on stills and on clips apart; each cell against the recipe (the first),
+paired on (instance, seed), with 95% intervals.
 
-    python -m cdvideo.apps.worldbuild.tune    # about 30 minutes on 2 cores; writes docs/toyworld/tuning.md
+    python -m cdvideo.apps.worldbuild.tune    # about 45 minutes on 2 cores; writes docs/toyworld/tuning.md
+    python -m cdvideo.apps.worldbuild.tune --cells 1 2 3 --seeds 0 1 2 3 4 5 --out tuning_masks.md
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,8 @@ import numpy as np
 
 from cdvideo.apps.worldbuild.claim_report import SUBJECT_KINDS, share
 from cdvideo.data.files import write_text_atomic
-from cdvideo.data.ranges import COUNT, SEED, Flag, Parser
+from cdvideo.data.ranges import COUNT, SEED, Flag, Parser, Range
+from cdvideo.math.metrics import bootstrap_ci
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES, Instance
 
@@ -36,29 +40,40 @@ class Setting:
     token_lr: float | None = None  # None: the K/V's rate, as Custom Diffusion
     pooling: str = "eos"
     initializer: str | None = None  # None: the class word
+    unmasked: float | None = None  # with the photos' subject masks: the loss's weight off the subject
 
-    def overrides(self) -> dict:
+    def overrides(self, inst: Instance) -> dict:
         out = {"optimizer.learning_rate": self.lr, "spl.pooling": self.pooling}
         out |= {"optimizer.token_learning_rate": self.token_lr} if self.token_lr is not None else {}
+        out |= {"concepts.0.masks": f"toyworld:{inst.name}", "unmasked_weight": self.unmasked} \
+            if self.unmasked is not None else {"concepts.0.masks": None}
         return out | ({"concepts.0.initializer": self.initializer} if self.initializer else {})
 
     def tag(self) -> str:
         return (f"lr{self.lr:g}-{self.steps}-spl{self.spl:g}" + (f"-tok{self.token_lr:g}" if self.token_lr else "")
                 + ("" if self.pooling == "eos" else f"-{self.pooling}")
-                + (f"-init{self.initializer}" if self.initializer else ""))
+                + (f"-init{self.initializer}" if self.initializer else "")
+                + (f"-masked{self.unmasked:g}" if self.unmasked is not None else ""))
 
     def cells(self) -> str:
         notes = ([f"{self.pooling} pooling"] if self.pooling != "eos" else []) + (
-            [f"token initialised from '{self.initializer}'"] if self.initializer else [])
+            [f"token initialised from '{self.initializer}'"] if self.initializer else []) + (
+            [f"subject masks, {self.unmasked:g} off the subject"] if self.unmasked is not None else [])
         return (f"{self.lr:g} | {self.token_lr or self.lr:g} | {self.steps} | {self.spl:g}"
                 + (f" ({', '.join(notes)})" if notes else ""))
 
 
-GRID = (Setting(1e-3, 120, 1.0), Setting(1e-3, 120, 0.0),
+GRID = (Setting(5e-4, 120, 1.0, unmasked=0.1),  # the recipe: the photos' subject masks, 0.1 off the subject
+        Setting(1e-3, 120, 1.0),  # the recipe before subject masks (`demo.MASKLESS`)
+        Setting(5e-4, 120, 1.0),  # the recipe's learning rate without masks
+        Setting(1e-3, 120, 1.0, unmasked=0.3),
+        Setting(1e-3, 120, 0.0),
         Setting(1e-3, 120, 1.0, token_lr=3e-2), Setting(1e-3, 240, 1.0, token_lr=3e-2),
         Setting(1e-3, 480, 1.0), Setting(1e-3, 480, 1.0, token_lr=3e-2), Setting(1e-3, 480, 0.0, token_lr=3e-2),
         Setting(1e-3, 240, 1.0, pooling="official"),
-        Setting(1e-3, 120, 1.0, initializer="ktn"))  # Custom Diffusion's initializer: a rare word
+        Setting(1e-3, 120, 1.0, initializer="ktn"),  # Custom Diffusion's initializer: a rare word
+        Setting(1e-3, 120, 1.0, unmasked=0.1), Setting(1e-3, 120, 1.0, unmasked=0.0),
+        Setting(1e-3, 120, 0.0, unmasked=0.1), Setting(1e-3, 60, 1.0, unmasked=0.1))
 
 
 def stills(weights: Path | None, inst: Instance, subject: str, still_seeds: int, judge,
@@ -98,20 +113,32 @@ def tuned(inst: Instance, work: Path, setting: Setting, seed: int, still_seeds: 
         return json.loads(cached.read_text())
     if not path.is_file():
         path = train(train_config(inst, out, setting.steps, setting.spl,
-                                  {"overwrite": True, "seed": seed, **setting.overrides()}))
+                                  {"overwrite": True, "seed": seed, **setting.overrides(inst)}))
     found = readings(stills(path, inst, f"sks {inst.cls}", still_seeds, judge, clip_seeds=CLIPS))
     write_text_atomic(cached, json.dumps(found) + "\n")
     return found
 
 
-def row(setting: Setting, runs: dict[str, list[dict]], refs: dict[str, tuple[dict, dict]]) -> str:
-    """One table line: means over instances and seeds; the shares per instance (mean over seeds), stills / clips."""
+def against(runs: dict[str, list[dict]], recipe: dict[str, list[dict]]) -> str:
+    """Identity on stills and clips and composition minus the recipe's, paired on (instance, seed): mean [95%]."""
+    cells = []
+    for k in ("stills", "clips", "composition"):
+        mean, low, high = bootstrap_ci([a[k] - b[k] for n in runs for a, b in zip(runs[n], recipe[n])])
+        cells.append(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]")
+    return " / ".join(cells)
+
+
+def row(setting: Setting, runs: dict[str, list[dict]], refs: dict[str, tuple[dict, dict]],
+        recipe: dict[str, list[dict]]) -> str:
+    """One table line: means over instances and seeds; the shares per instance (mean over seeds), stills / clips;
+    the paired difference from the recipe's runs."""
     mean = {k: np.mean([r[k] for rs in runs.values() for r in rs]) for k in ("stills", "composition", "clips")}
     shares = {on: [share(np.mean([r[on] for r in runs[n]]), refs[n][0][on], refs[n][1][on]) for n in runs]
               for on in ("stills", "clips")}
     return (f"| {setting.cells()} | {mean['stills']:.3f} | {mean['composition']:.3f} | {mean['clips']:.3f} | "
             f"{np.mean(shares['stills']):.2f} | {np.mean(shares['clips']):.2f} | "
-            + ", ".join(f"{s:.2f} / {c:.2f}" for s, c in zip(shares["stills"], shares["clips"])) + " |")
+            + ", ".join(f"{s:.2f} / {c:.2f}" for s, c in zip(shares["stills"], shares["clips"]))
+            + f" | {'(the recipe)' if runs is recipe else against(runs, recipe)} |")
 
 
 def main() -> None:
@@ -121,26 +148,31 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=Flag(int, SEED), default=[0, 1], help="training seeds per cell")
     p.add_argument("--still-seeds", type=Flag(int, COUNT), default=2, help="render seeds per still prompt")
     p.add_argument("--work", default=".toyworld-build/tuning", help="the runs' weights (default: %(default)s)")
-    p.add_argument("--docs", default="docs/toyworld", help="where tuning.md goes (default: %(default)s)")
+    p.add_argument("--docs", default="docs/toyworld", help="where the table goes (default: %(default)s)")
+    p.add_argument("--out", default="tuning.md", help="its file name in --docs (default: %(default)s)")
+    p.add_argument("--cells", nargs="+", type=Flag(int, Range(0, len(GRID) - 1)), default=None,
+                   help=f"of the grid's cells 0-{len(GRID) - 1}, these only (the recipe, 0, always; default: all)")
     args = p.parse_args()
     judge, t0, work = J.load(), time.time(), Path(args.work)
     refs = {n: references(INSTANCES[n], args.still_seeds, judge) for n in args.instances}
-    lines = []
-    for setting in GRID:
-        runs = {n: [tuned(INSTANCES[n], work, setting, s, args.still_seeds, judge) for s in args.seeds]
+    lines, recipe = [], None
+    for k in sorted({0, *(args.cells or range(len(GRID)))}):
+        runs = {n: [tuned(INSTANCES[n], work, GRID[k], s, args.still_seeds, judge) for s in args.seeds]
                 for n in args.instances}
-        lines.append(row(setting, runs, refs))
+        recipe = recipe or runs
+        lines.append(row(GRID[k], runs, refs, recipe))
         print(f"[{time.time() - t0:5.0f} s] {lines[-1]}", flush=True)
     text = ("| K/V learning rate | token learning rate | steps | SPL | identity, stills | composition | "
-            "identity, clips | share of the ceiling, stills | clips | per instance, stills / clips |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n\n"
+            "identity, clips | share of the ceiling, stills | clips | per instance, stills / clips | against the "
+            "recipe: identity, stills / clips / composition |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n\n"
             f"Tuning instances: {', '.join(args.instances)}; training seeds {', '.join(map(str, args.seeds))}; "
             "base and spelled-out subject identity, stills / clips: "
             + ", ".join(f"{n} {b['stills']:.2f} / {c['stills']:.2f}, {b['clips']:.2f} / {c['clips']:.2f}"
                         for n, (b, c) in refs.items())
-            + f". {26 * args.still_seeds} stills and 4 clips per run (`python -m cdvideo.apps.worldbuild.tune`, "
-            f"{(time.time() - t0) / 60:.0f} min).\n")
-    write_text_atomic(Path(args.docs) / "tuning.md", text)
+            + f". {26 * args.still_seeds} stills and 4 clips per run (`python -m cdvideo.apps.worldbuild.tune"
+            f"{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`, {(time.time() - t0) / 60:.0f} min).\n")
+    write_text_atomic(Path(args.docs) / args.out, text)
     print(text)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cdvideo.apps.demo import RENDER, train_config
+from cdvideo.apps.demo import MASKLESS, RENDER, train_config
 from cdvideo.data.files import atomic_path, write_text_atomic
 from cdvideo.data.ranges import SEED, Flag, Parser, Range
 from cdvideo.data.references import read_clip
@@ -68,7 +68,7 @@ def write_gifs(docs: Path, source: np.ndarray, clips: dict[str, np.ndarray]) -> 
 
 def run(strengths: list[float], seeds: list[int], work: Path, docs: Path) -> dict:
     inst, judge = get("striped_ball"), J.load()  # the study in docs/toyworld/v2v.md
-    weights = train(train_config(inst, work / "subject", 120, 1.0, {"overwrite": True}))
+    weights = train(train_config(inst, work / "subject", 120, 1.0, {"overwrite": True, **MASKLESS}))
     sources = [p for m in NOVEL_MOTIONS for p in motions.write_reference_clips(m, work / "sources")]
     frames = [source_frames(p) for p in sources]
     expected = [f for f in frames for _ in strengths for _ in seeds]  # each output's source, in render order
