@@ -61,6 +61,17 @@ def test_every_cell_of_the_recipe_tuning_is_the_train_config_it_names():
     assert len({s.tag() for s in GRID}) == len(GRID)
 
 
+def test_the_tuning_table_pairs_each_cell_with_the_recipes_run_of_the_same_instance_and_seed():
+    """tune.py's last column: the mean of per-(instance, seed) differences, with its bootstrap interval."""
+    from cdvideo.apps.worldbuild.tune import against
+
+    recipe = {"a": [{"stills": 0.5, "clips": 0.4, "composition": 0.9}, {"stills": 0.7, "clips": 0.6,
+                                                                          "composition": 0.8}]}
+    cell = {"a": [{"stills": 0.6, "clips": 0.4, "composition": 0.8}, {"stills": 0.8, "clips": 0.6,
+                                                                        "composition": 0.7}]}
+    assert against(cell, recipe) == "+0.100 [+0.100, +0.100] / +0.000 [+0.000, +0.000] / -0.100 [-0.100, -0.100]"
+
+
 def test_paper_defaults():
     cfg = load_train_config(ROOT / "configs/train/dog.yaml")
     assert (cfg.resolution, cfg.batch_size, cfg.max_steps, cfg.seed) == (512, 2, 500, 42)
