@@ -188,3 +188,17 @@ def test_the_bundled_instances_masks_cover_their_objects():
             inside = a[a[..., 3] == 255][:, :3]  # (n, 3)
             nearest = np.array(names)[((inside[:, None] - rgb[None]) ** 2).sum(-1).argmin(1)]
             assert np.isin(nearest, [inst.colour, inst.pattern_colour]).mean() > 0.85, name  # edges blend
+
+
+def test_masks_alpha_takes_the_subject_from_each_photos_transparency(tmp_path):
+    """`masks: alpha` (a background-removed PNG, as kohya's alpha_mask): the transparency is the mask, the colours
+    come composited on white; a photo without transparency is one line naming it."""
+    photo = Image.new("RGBA", (80, 80), (0, 0, 255, 0))
+    photo.paste((255, 0, 0, 255), (10, 10, 30, 30))
+    photo.save(tmp_path / "a.png")
+    (image,) = load_folder(tmp_path, masks="alpha")
+    assert image.mode == "RGBA" and image.getpixel((15, 15)) == (255, 0, 0, 255)
+    assert image.getpixel((60, 60)) == (255, 255, 255, 0)  # transparent: white, off the subject
+    Image.new("RGB", (80, 80)).save(tmp_path / "b.jpg")
+    with pytest.raises(CdvideoError, match=r"b.jpg: has no transparency to take the subject from \(masks: alpha\)"):
+        load_folder(tmp_path, masks="alpha")

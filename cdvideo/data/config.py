@@ -41,8 +41,9 @@ class ConceptConfig:
     class_word: str = ""  # e.g. dog
     token: str = "sks"  # new token added to the tokenizer
     initializer: Optional[str] = None  # word(s) whose embedding initialises the token; default class_word
-    # subject masks named as the photos, white on the subject (`<base>:<instance>` for a bundled instance's):
-    # the loss weighs the rest by `unmasked_weight` (kohya's masked loss, OneTrainer's masked training)
+    # subject masks named as the photos, white on the subject (`<base>:<instance>` for a bundled instance's), or
+    # `alpha`: the photos' own transparency; the loss weighs the rest by `unmasked_weight` (kohya's masked loss,
+    # OneTrainer's masked training)
     masks: Optional[str] = None
 
 

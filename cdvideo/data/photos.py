@@ -34,9 +34,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: Path, max_side: int = MAX_SIDE) -> Image.Image:
+def has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+
+
+def load_image(path: Path, max_side: int = MAX_SIDE, alpha: bool = False) -> Image.Image:
     """Open an image file (a GIF's first frame), decoded at reduced size when it is large (JPEG draft mode, else
-    downscaled right after decoding), EXIF orientation applied, as RGB; a clear error if corrupt or too large."""
+    downscaled right after decoding), EXIF orientation applied, as RGB; a clear error if corrupt or too large.
+    `alpha`: as RGBA, its transparency kept as the alpha channel (the colours composited on white)."""
     try:
         with Image.open(path) as im:
             if im.format == "JPEG" and max(im.size) > max_side:
@@ -45,7 +50,14 @@ def load_image(path: Path, max_side: int = MAX_SIDE) -> Image.Image:
             image = ImageOps.exif_transpose(im)
             if max(image.size) > max_side:
                 image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            return to_rgb(image)
+            if not alpha:
+                return to_rgb(image)
+            if not has_alpha(image):
+                raise CdvideoError(f"{path}: has no transparency to take the subject from (masks: alpha); save it "
+                                   "as a PNG with a transparent background, or give a folder of masks")
+            rgba = to_rgb(image).convert("RGBA")
+            rgba.putalpha(image.convert("RGBA").getchannel("A"))
+            return rgba
     except Image.DecompressionBombError as e:
         raise CdvideoError(f"{path}: {e.args[0].split('could be')[0].strip()} is beyond PIL's safety limit; "
                            f"downscale it (at most {Image.MAX_IMAGE_PIXELS * 2 // 10**6} MP) or remove it") from None
@@ -58,7 +70,8 @@ def load_folder(folder: str | Path, min_size: int = MIN_SIZE, video_frames: int 
     """All images of a folder (jpg/png/webp/gif...), sorted by name; other files are skipped with a warning.
     `<base>:<instance>` names a bundled base's photos (`toyworld:striped_ball`); a video file gives its
     `video_frames` sharpest, most distinct frames. `masks`: a folder of subject masks named as the photos (a
-    bundled instance's as `<base>:<instance>`); each photo comes back RGBA, its mask as alpha."""
+    bundled instance's as `<base>:<instance>`), or `alpha`, the photos' own transparency; each photo comes back
+    RGBA, its mask as alpha."""
     folder = images_folder(str(folder))
     if folder.is_file() and is_video(folder):
         if masks is not None:
@@ -67,13 +80,13 @@ def load_folder(folder: str | Path, min_size: int = MIN_SIZE, video_frames: int 
         return frames_from_video(folder, video_frames)
     if not folder.is_dir():
         raise CdvideoError(f"image folder {folder} not found; set the concept's `images:` to a folder of photos")
-    mask_dir = None if masks is None else masks_folder(masks)
+    mask_dir = None if masks in (None, "alpha") else masks_folder(masks)
     if mask_dir is not None and not mask_dir.is_dir():
         raise CdvideoError(f"masks folder {mask_dir} not found; set the concept's `masks:` to a folder of masks named "
                            "as the photos (white where the subject is)")
     images = []
     for path in image_files(folder):
-        image = load_image(path)
+        image = load_image(path, alpha=masks == "alpha")
         if min(image.size) < min_size:
             raise CdvideoError(
                 f"{path}: {image.size[0]}x{image.size[1]} px is smaller than {min_size} px; use a larger photo"
