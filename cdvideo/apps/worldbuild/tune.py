@@ -73,7 +73,8 @@ GRID = (Setting(5e-4, 120, 1.0, unmasked=0.1),  # the recipe: the photos' subjec
         Setting(1e-3, 240, 1.0, pooling="official"),
         Setting(1e-3, 120, 1.0, initializer="ktn"),  # Custom Diffusion's initializer: a rare word
         Setting(1e-3, 120, 1.0, unmasked=0.1), Setting(1e-3, 120, 1.0, unmasked=0.0),
-        Setting(1e-3, 120, 0.0, unmasked=0.1), Setting(1e-3, 60, 1.0, unmasked=0.1))
+        Setting(1e-3, 120, 0.0, unmasked=0.1), Setting(1e-3, 60, 1.0, unmasked=0.1),
+        Setting(5e-4, 180, 1.0, unmasked=0.1), Setting(5e-4, 120, 1.0, initializer="ktn", unmasked=0.1))
 
 
 def stills(weights: Path | None, inst: Instance, subject: str, still_seeds: int, judge,
