@@ -267,7 +267,8 @@ def test_a_trials_pattern_share_draws_that_share_of_patterned_stills_and_the_bui
     assert still_indices(np.random.default_rng(5), 40_000, 48).tolist() == \
         np.sort(np.random.default_rng(5).choice(40_000, 48, replace=False)).tolist()
     patterned = np.arange(0, 1000, 5)  # a fifth of the stills
-    draws = [still_indices(np.random.default_rng(s), 1000, 48, patterned, 0.7) for s in range(200)]
+    split = (patterned, np.setdiff1d(np.arange(1000), patterned))
+    draws = [still_indices(np.random.default_rng(s), 1000, 48, split, 0.7) for s in range(200)]
     assert all(len(set(d.tolist())) == 48 and (np.diff(d) > 0).all() for d in draws)
     share = np.mean([np.isin(d, patterned).mean() for d in draws])
     assert abs(share - 0.7) < 0.02, share  # uniform: 0.2

@@ -83,23 +83,23 @@ def native_size(model: str | None, default: int = 512) -> int:
     return b.native_size if b else default
 
 
-def images_folder(ref: str) -> Path:
-    """`<base>:<instance>` -> a bundled base's photo folder (e.g. `toyworld:striped_ball`); anything else -> a path."""
+def _bundled_photos(ref: str) -> Path | None:
+    """`<base>:<instance>` -> a bundled base's photo folder; None for anything else."""
     name, sep, instance = ref.partition(":")
     b = get(name) if sep else None
-    if b is not None and b.photos is not None:
-        return b.photos(instance)
-    return Path(ref).expanduser()
+    return b.photos(instance) if b is not None and b.photos is not None else None
+
+
+def images_folder(ref: str) -> Path:
+    """`<base>:<instance>` -> a bundled base's photo folder (e.g. `toyworld:striped_ball`); anything else -> a path."""
+    return _bundled_photos(ref) or Path(ref).expanduser()
 
 
 def masks_folder(ref: str) -> Path:
     """`<base>:<instance>` -> the subject masks beside a bundled base's photos (their `masks/` folder); anything
     else -> a path."""
-    name, sep, instance = ref.partition(":")
-    b = get(name) if sep else None
-    if b is not None and b.photos is not None:
-        return b.photos(instance) / "masks"
-    return Path(ref).expanduser()
+    bundled = _bundled_photos(ref)
+    return bundled / "masks" if bundled else Path(ref).expanduser()
 
 
 def controlnet_ref(ref: str) -> str:

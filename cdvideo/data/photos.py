@@ -84,6 +84,7 @@ def load_folder(folder: str | Path, min_size: int = MIN_SIZE, video_frames: int 
     if mask_dir is not None and not mask_dir.is_dir():
         raise CdvideoError(f"masks folder {mask_dir} not found; set the concept's `masks:` to a folder of masks named "
                            "as the photos (white where the subject is)")
+    mask_files = None if mask_dir is None else {p.stem: p for p in image_files(mask_dir, warn=False)}
     images = []
     for path in image_files(folder):
         image = load_image(path, alpha=masks == "alpha")
@@ -91,7 +92,7 @@ def load_folder(folder: str | Path, min_size: int = MIN_SIZE, video_frames: int 
             raise CdvideoError(
                 f"{path}: {image.size[0]}x{image.size[1]} px is smaller than {min_size} px; use a larger photo"
             )
-        images.append(image if mask_dir is None else with_mask(image, path, mask_dir))
+        images.append(image if mask_files is None else with_mask(image, path, mask_dir, mask_files))
     if not images:
         raise CdvideoError(f"image folder {folder} holds no images (jpg, png, webp); add 3-10 photos")
     return images
@@ -108,17 +109,17 @@ def image_files(folder: Path, warn: bool = True) -> list[Path]:
     return paths
 
 
-def with_mask(image: Image.Image, photo: Path, folder: Path) -> Image.Image:
-    """The photo as RGBA with its subject mask as alpha: the file of the photo's name (any image type) in `folder`,
-    white where the subject is."""
-    found = [p for p in image_files(folder, warn=False) if p.stem == photo.stem]
-    if not found:
+def with_mask(image: Image.Image, photo: Path, folder: Path, files: dict[str, Path]) -> Image.Image:
+    """The photo as RGBA with its subject mask as alpha: the file of the photo's name (any image type; `files`,
+    the masks `folder` holds, by stem), white where the subject is."""
+    found = files.get(photo.stem)
+    if found is None:
         raise CdvideoError(f"{folder}: no mask for the photo {photo.name}; add {photo.stem}.png, white where the "
                            "subject is")
-    mask = load_image(found[0]).convert("L")
+    mask = load_image(found).convert("L")
     (w, h), (pw, ph) = mask.size, image.size
     if abs(w * ph - h * pw) > 0.02 * h * pw:
-        raise CdvideoError(f"{found[0]}: {w}x{h} px is not the shape of the photo {photo.name} ({pw}x{ph}); a mask "
+        raise CdvideoError(f"{found}: {w}x{h} px is not the shape of the photo {photo.name} ({pw}x{ph}); a mask "
                            "covers its whole photo")
     rgba = image.convert("RGBA")
     rgba.putalpha(mask.resize(image.size, Image.Resampling.BILINEAR))

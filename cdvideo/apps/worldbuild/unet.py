@@ -73,13 +73,13 @@ def captions(scenes: list, rng: np.random.Generator, drop: float, pattern_alone:
     return ["" if rng.random() < drop else caption(s, rng, pattern_alone=pattern_alone) for s in scenes]
 
 
-def still_indices(rng: np.random.Generator, n: int, k: int, patterned: np.ndarray | None = None,
+def still_indices(rng: np.random.Generator, n: int, k: int, split: tuple[np.ndarray, np.ndarray] | None = None,
                   share: float | None = None) -> np.ndarray:
-    """k distinct stills of n, sorted; with `patterned` (the patterned stills' indices) a share `share` of them
-    patterned (a UNet trial's data mix; None: a uniform draw, the build's)."""
-    if patterned is None:
+    """k distinct stills of n, sorted; with `split` (the patterned and the plain stills' indices) a share `share` of
+    them patterned (a UNet trial's data mix; None: a uniform draw, the build's)."""
+    if split is None:
         return np.sort(rng.choice(n, k, replace=False))
-    plain = np.setdiff1d(np.arange(n), patterned)
+    patterned, plain = split
     k_pat = int(rng.binomial(k, share))
     return np.sort(np.concatenate([rng.choice(patterned, k_pat, replace=False),
                                    rng.choice(plain, k - k_pat, replace=False)]))
@@ -106,7 +106,7 @@ def batch_at(step: int, seed: int, data: dict, plan: UNetPlan, tokenizer, object
     im_alpha, cl_alpha = data["alpha"]
     batch = plan.batch
     n_clip = batch // plan.clip_divisor  # a quarter of each batch are clip frames
-    ii = still_indices(rng, len(scenes), batch - n_clip, data.get("patterned"), data.get("pattern_share"))
+    ii = still_indices(rng, len(scenes), batch - n_clip, data.get("pattern_split"), data.get("pattern_share"))
     ci, fi = rng.integers(len(clip_scenes), size=n_clip), rng.integers(cl_mean.shape[1], size=n_clip)
     mean = np.concatenate([im_mean[ii], np.stack([cl_mean[c, f] for c, f in zip(ci, fi)])])
     std = np.concatenate([im_std[ii], np.stack([cl_std[c, f] for c, f in zip(ci, fi)])])

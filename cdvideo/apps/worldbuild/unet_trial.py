@@ -64,9 +64,10 @@ def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None
     data, (tokenizer, text_encoder) = U.training_data(work, seed, plan), U.load_text(work)
     data["pattern_alone"] = pattern_alone
     if pattern_share is not None:
-        data["patterned"] = np.array([i for i, s in enumerate(data["scenes"]) if s.pattern != "plain"])
+        patterned = np.array([s.pattern != "plain" for s in data["scenes"]])
+        data["pattern_split"] = (np.flatnonzero(patterned), np.flatnonzero(~patterned))  # once, not every step
         data["pattern_share"] = pattern_share
-        log(f"unet trial: {len(data['patterned'])} of {len(data['scenes'])} stills patterned, drawn as {pattern_share}")
+        log(f"unet trial: {patterned.sum()} of {len(patterned)} stills patterned, drawn as {pattern_share}")
     kinds = plan.rounds[:rounds] if saved is None else plan.rounds[-1:] * rounds
     curve, t0 = Curve(out, "unet"), time.time()
     for k, this_round in enumerate(kinds):
