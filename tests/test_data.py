@@ -202,3 +202,7 @@ def test_masks_alpha_takes_the_subject_from_each_photos_transparency(tmp_path):
     Image.new("RGB", (80, 80)).save(tmp_path / "b.jpg")
     with pytest.raises(CdvideoError, match=r"b.jpg: has no transparency to take the subject from \(masks: alpha\)"):
         load_folder(tmp_path, masks="alpha")
+    (tmp_path / "b.jpg").unlink()
+    Image.new("RGBA", (80, 80), (0, 0, 255, 255)).save(tmp_path / "c.png")  # an alpha channel, every pixel opaque
+    with pytest.raises(CdvideoError, match=r"c.png: has no transparency to take the subject from"):
+        load_folder(tmp_path, masks="alpha")

@@ -10,7 +10,7 @@ from conftest import ROOT
 from PIL import Image
 
 from cdvideo.apps.cli import main
-from cdvideo.apps.ui.actions import SMALL_TRAIN
+from cdvideo.apps.ui.actions import SMALL_MASKED, SMALL_TRAIN
 from cdvideo.apps.demo import (MASKLESS, PROMPT_BACKGROUNDS, TOKEN, TRAIN, default_prompts, new_folder,
                                still_scores, train_config)
 from cdvideo.data.config import load_train_config
@@ -132,8 +132,9 @@ def test_shipped_toyworld_config_matches_the_demo():
             node = getattr(node, part)
         assert node == value, key
     assert cfg.model == "toyworld" and cfg.concepts[0].images == cfg.concepts[0].masks == "toyworld:striped_ball"
-    # the web app's Train tab on a 64 px base trains the same way, but takes no masks: at the maskless recipe's rate
-    assert SMALL_TRAIN.items() <= {**TRAIN, **MASKLESS}.items()
+    # the web app's Train tab on a 64 px base trains the same way: without masks at the maskless recipe's rate
+    assert SMALL_TRAIN.items() <= {**TRAIN, **MASKLESS}.items()  # the Train tab without masks
+    assert {**SMALL_TRAIN, **SMALL_MASKED}.items() <= TRAIN.items()  # with masks from the photos' transparency
 
 
 # Measured on the shipped second edition (13 UNet rounds), the demo's 26 stills: base 0.29 [0.27, 0.31]; after 120

@@ -246,3 +246,43 @@ def test_cancel_stops_a_run_at_a_checkpoint_and_resume_finishes_it(tmp_path):
     assert (cfg.optimizer.learning_rate, cfg.optimizer.scale_lr, cfg.batch_size, cfg.augment) == (1e-3, False, 4,
                                                                                                   False)
     mgr.shutdown(timeout=10)
+
+
+def test_the_train_tab_takes_subject_masks_from_background_removed_photos(tmp_path):
+    """Ticked, the Train tab trains on each photo's transparency (`masks: alpha`) at the masked recipe's rate; a
+    photo without a transparent background, or a video, is one line before any folder appears."""
+    from conftest import FIXTURES, release_openmp_team
+    from PIL import Image
+
+    from cdvideo.apps.ui import actions
+    from cdvideo.apps.ui.access import Access
+    from cdvideo.apps.ui.jobs import JobManager
+    from cdvideo.data.config import load_train_config
+    from cdvideo.errors import CdvideoError
+
+    release_openmp_team()
+    mgr, access = JobManager(tmp_path / "ui"), Access(tmp_path / "ui")
+    me = access.client("tab-a", None)
+    jpgs = sorted((FIXTURES / "dog").glob("*.jpg"))[:3]
+    cutouts = []
+    for k, jpg in enumerate(jpgs):  # the subject kept, the background made transparent (as a background remover)
+        rgba = Image.open(jpg).convert("RGB").resize((96, 96)).convert("RGBA")
+        rgba.putalpha(Image.new("L", (96, 96), 0))
+        rgba.paste(rgba.crop((24, 24, 72, 72)).convert("RGB"), (24, 24))  # opaque middle
+        cutouts.append(tmp_path / f"cut{k}.png")
+        rgba.save(cutouts[-1])
+    Image.open(jpgs[0]).convert("RGBA").save(tmp_path / "opaque.png")  # an alpha channel, every pixel opaque
+    with pytest.raises(CdvideoError, match=r"^opaque.png: no transparent background .* untick 'subject masks"):
+        actions.start_training(mgr, me, [*map(str, cutouts[:2]), str(tmp_path / "opaque.png")], "dog", "sks", 2,
+                               1.0, "tiny", True)
+    with pytest.raises(CdvideoError, match=r"^a video has no transparency"):
+        actions.start_training(mgr, me, [str(tmp_path / "rex.mp4")], "dog", "sks", 2, 1.0, "tiny", True)
+    assert sorted((me.folder / "runs").glob("*")) == []  # nothing written for a refused run
+    job = actions.start_training(mgr, me, list(map(str, cutouts)), "dog", "sks", 2, 1.0, "tiny", True)
+    deadline = time.time() + 120
+    while job.status not in ("done", "error") and time.time() < deadline:
+        time.sleep(0.05)
+    assert job.status == "done", job.message
+    cfg = load_train_config(Path(job.params["run"]) / "config.yaml")
+    assert (cfg.concepts[0].masks, cfg.unmasked_weight, cfg.optimizer.learning_rate) == ("alpha", 0.1, 5e-4)
+    mgr.shutdown(timeout=10)

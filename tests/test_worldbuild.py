@@ -113,6 +113,31 @@ def test_a_study_does_not_go_on_from_rows_another_judge_read(tmp_path):
     assert ran[0][0]["identity"] == 0.3 and ran[1] == J.load().digest
 
 
+def test_the_claim_studys_recipe_run_is_the_shipped_config_and_the_maskless_one_the_record(tmp_path, monkeypatch):
+    """`claim --recipe masked` (the default) trains its recipe strength exactly as configs/train/toyworld.yaml does
+    (subject masks, 5e-4 x 120); `--recipe maskless` as the record before masks (1e-3, no masks), with class images
+    from one shared folder."""
+    from cdvideo.apps.worldbuild import claim
+    from cdvideo.data.config import load_train_config, to_dict
+    from cdvideo.toyworld.instances import INSTANCES
+
+    seen = []
+    monkeypatch.setattr(claim, "train", lambda cfg: seen.append(cfg) or tmp_path / "w.safetensors")
+    inst = INSTANCES["striped_ball"]
+    for name, arm in (("masked", "ClassDiffusion"), ("maskless", "Custom Diffusion + prior")):
+        recipe = claim.RECIPES[name]
+        claim.train_arm(inst, tmp_path / name, arm, recipe.itself, 0, tmp_path / "class", recipe)
+    masked, maskless = seen
+    shipped = load_train_config(Path(__file__).parents[1] / "configs/train/toyworld.yaml",
+                                values={"output_dir": str(tmp_path / "masked"), "overwrite": True})
+    assert {k: v for k, v in to_dict(masked).items() if k != "seed"} == \
+        {k: v for k, v in to_dict(shipped).items() if k != "seed"}
+    assert (maskless.concepts[0].masks, maskless.optimizer.learning_rate, maskless.max_steps) == (None, 1e-3, 120)
+    assert (maskless.prior.enabled, maskless.prior.class_images, maskless.spl.weight) == (True, str(tmp_path / "class"),
+                                                                                           0.0)
+    assert claim.RECIPES["masked"].docs != claim.RECIPES["maskless"].docs  # one recipe's rows a file
+
+
 def test_the_build_command_refuses_an_unknown_stage_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "cdvideo.apps.worldbuild", "--stage", "unet,paint",
                         "--work", str(tmp_path / "w")], capture_output=True, text=True)

@@ -38,6 +38,25 @@ def has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
 
 
+def alpha_channel(image: Image.Image) -> Image.Image | None:
+    """The image's transparency as an L image; None when it has none (no alpha channel, or every pixel opaque)."""
+    if not has_alpha(image):
+        return None
+    alpha = image.convert("RGBA").getchannel("A")
+    return None if alpha.getextrema()[0] == 255 else alpha
+
+
+def transparent(path: Path) -> bool:
+    """Whether an image file has transparency to take a subject mask from (`masks: alpha`); an unreadable file
+    raises load_image's one-line error."""
+    try:
+        with Image.open(path) as im:
+            return alpha_channel(im) is not None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        load_image(path)  # raises: the file named, what to do
+        raise
+
+
 def load_image(path: Path, max_side: int = MAX_SIDE, alpha: bool = False) -> Image.Image:
     """Open an image file (a GIF's first frame), decoded at reduced size when it is large (JPEG draft mode, else
     downscaled right after decoding), EXIF orientation applied, as RGB; a clear error if corrupt or too large.
@@ -52,11 +71,12 @@ def load_image(path: Path, max_side: int = MAX_SIDE, alpha: bool = False) -> Ima
                 image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
             if not alpha:
                 return to_rgb(image)
-            if not has_alpha(image):
+            alpha_mask = alpha_channel(image)
+            if alpha_mask is None:
                 raise CdvideoError(f"{path}: has no transparency to take the subject from (masks: alpha); save it "
                                    "as a PNG with a transparent background, or give a folder of masks")
             rgba = to_rgb(image).convert("RGBA")
-            rgba.putalpha(image.convert("RGBA").getchannel("A"))
+            rgba.putalpha(alpha_mask)
             return rgba
     except Image.DecompressionBombError as e:
         raise CdvideoError(f"{path}: {e.args[0].split('could be')[0].strip()} is beyond PIL's safety limit; "

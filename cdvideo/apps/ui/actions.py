@@ -16,6 +16,7 @@ from cdvideo.apps.ui.jobs import Cancelled, Job, JobManager
 from cdvideo.data import builtins
 from cdvideo.data.config import from_dict, load_train_config
 from cdvideo.data.files import check_name, file_stem
+from cdvideo.data.photos import transparent
 from cdvideo.data.video import check_video, is_video
 from cdvideo.errors import CdvideoError
 from cdvideo.tasks.compose import compose_files
@@ -27,9 +28,11 @@ from cdvideo.tasks.train import TrainingStopped, train
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 # A miniature base (64 px) trains with the miniature world's recipe (configs/train/toyworld.yaml, `cdvideo demo`; a
 # test keeps them the same): SD1.5's defaults (lr 1e-5, scale augmentation) learn next to nothing in 120 steps there.
-# The tab takes no subject masks, so it trains at the maskless recipe's rate (`demo.MASKLESS`: at the masked
-# recipe's 5e-4 a run without masks loses 0.07 identity)
+# Without subject masks it trains at the maskless recipe's rate (`demo.MASKLESS`: at the masked recipe's 5e-4 a run
+# without masks loses 0.07 identity); with masks from the photos' transparency, at the masked recipe's (`demo.TRAIN`)
 SMALL_TRAIN = {"optimizer.learning_rate": 1e-3, "optimizer.scale_lr": False, "batch_size": 4, "augment": False}
+SMALL_MASKED = {"optimizer.learning_rate": 5e-4, "unmasked_weight": 0.1}
+MASKS_BOX = "subject masks from the photos' transparency"  # the Train tab's checkbox, named in its messages
 
 
 def native_size(model: str) -> int:
@@ -48,21 +51,28 @@ def stamp(prefix: str) -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def subject_input(files: list[str], dest: Path) -> tuple[str, list[tuple[Path, Path]]]:
-    """Check 3-10 photos (or one video: its length and size read before decoding); the `images:` value for the
-    config and the copies to make into the run's inputs/ (made only once the whole config has been checked)."""
+def subject_input(files: list[str], dest: Path, masks: bool = False) -> tuple[str, list[tuple[Path, Path]]]:
+    """Check 3-10 photos (or one video: its length and size read before decoding; with `masks`, each photo's
+    transparency); the `images:` value for the config and the copies to make into the run's inputs/ (made only once
+    the whole config has been checked)."""
 
     files = [Path(f) for f in files or []]
     videos = [f for f in files if is_video(f)]
     if videos:
         if len(files) != 1:
             raise CdvideoError("drop either one video or 3-10 photos, not both")
+        if masks:
+            raise CdvideoError(f"a video has no transparency to take masks from: untick '{MASKS_BOX}' or drop photos")
         check_video(videos[0], MAX_VIDEO_SECONDS, MAX_VIDEO_SIDE)
         target = dest / f"{file_stem(videos[0].stem)}{videos[0].suffix.lower()}"
         return str(target), [(videos[0], target)]
     photos = [f for f in files if f.suffix.lower() in PHOTO_SUFFIXES]
     if not 3 <= len(photos) <= 10 or len(photos) != len(files):
         raise CdvideoError(f"drop 3-10 photos (jpg, png, webp, gif) or one video; got {len(files)} file(s)")
+    opaque = [f.name for f in photos if masks and not transparent(f)]
+    if opaque:
+        raise CdvideoError(f"{', '.join(opaque)}: no transparent background to take the subject from; drop "
+                           f"background-removed PNGs or untick '{MASKS_BOX}'")
     copies = [(f, dest / f"{k:02d}-{file_stem(f.stem)}{f.suffix.lower()}") for k, f in enumerate(photos)]
     return str(dest), copies
 
@@ -78,16 +88,20 @@ def base_ref(client: Client, model: str, key: str = "base model") -> str:
 
 
 def start_training(mgr: JobManager, client: Client, files: list[str], class_word: str, token: str, steps: int,
-                   spl_weight: float, model: str) -> Job:
+                   spl_weight: float, model: str, masks: bool = False) -> Job:
+    """A training run on the uploaded photos (with `masks`, weighing the loss on each photo's opaque subject, as
+    `masks: alpha`), started once every value is checked."""
     check_name(token or "", "token")
     check_name(class_word or "", "class word", spaces=True)
     model = base_ref(client, model)
     run_dir = client.folder / "runs" / stamp(f"{file_stem(token)}-{file_stem(class_word)}")
-    images, copies = subject_input(files, run_dir / "inputs")
+    images, copies = subject_input(files, run_dir / "inputs", masks)
     n, size = int(steps), native_size(model)
     every = max(n // 4, 1)
+    small = {**SMALL_TRAIN, **(SMALL_MASKED if masks else {})} if size <= 128 else {}
     cfg = load_train_config(None, values={
-        **(SMALL_TRAIN if size <= 128 else {}), "model": model, "output_dir": str(run_dir), "concepts.0.images": images,
+        **small, "concepts.0.masks": "alpha" if masks else None, "model": model, "output_dir": str(run_dir),
+        "concepts.0.images": images,
         "concepts.0.class_word": class_word, "concepts.0.token": token, "max_steps": n,
         "spl.weight": float(spl_weight), "resolution": size, "validation.every": every,
         "checkpoint_every": every, "validation.prompts": ["a photo of a {token} {class_word}"],

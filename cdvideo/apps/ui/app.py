@@ -90,6 +90,8 @@ def train_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
             spl = gr.Number(label="SPL weight", value=1.0, elem_id="train-spl")
             base = gr.Dropdown(["toyworld", "tiny", "stable-diffusion-v1-5/stable-diffusion-v1-5"], value=model,
                                label="base model", allow_custom_value=True, elem_id="train-model")
+            masks = gr.Checkbox(label=actions.MASKS_BOX, value=False, elem_id="train-masks",
+                                info="background-removed PNGs: the loss weighs the subject, 0.1 the rest")
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="train-start")
         cancel = gr.Button("Cancel", elem_id="train-cancel")
@@ -97,9 +99,9 @@ def train_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
     status = gr.Markdown("No job yet.", elem_id="train-status")
     gallery = gr.Gallery(label="validation images", columns=6, height=220, elem_id="train-gallery")
     weights = gr.File(label="weights file", elem_id="train-weights")
-    def go(c, f, w, t, n, spl_weight, b):
-        return status_md(actions.start_training(mgr, c, f, w, t, n, spl_weight, b))
-    on(start.click, access, go, [client, files, class_word, token, steps, spl, base], status, api_name="train")
+    def go(c, f, w, t, n, spl_weight, b, m):
+        return status_md(actions.start_training(mgr, c, f, w, t, n, spl_weight, b, m))
+    on(start.click, access, go, [client, files, class_word, token, steps, spl, base, masks], status, api_name="train")
     on(cancel.click, access, lambda c: _cancel(mgr, c, "train"), [client], status, api_name="cancel_train")
     on(resume.click, access, lambda c: status_md(actions.resume_training(mgr, c)), [client], status,
        api_name="resume_train")

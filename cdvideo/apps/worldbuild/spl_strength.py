@@ -138,13 +138,15 @@ def measure_noise(args, judge) -> None:
             print(f"spl {weight:g} {key:22s} mean {v['mean']:.3f} sd over render seeds {v['sd']:.3f}")
 
 
-def study_flags(p, work: str, seeds: list[int], still_seeds: int, clip_seeds: int) -> None:
-    """The flags every ablation study of the world takes."""
+def study_flags(p, work: str | None, seeds: list[int], still_seeds: int, clip_seeds: int,
+                docs: str | None = "docs/toyworld") -> None:
+    """The flags every ablation study of the world takes (a default of None: the study picks it)."""
     p.add_argument("--seeds", type=Flag(int, SEED), nargs="+", default=seeds, help="training seeds")
     p.add_argument("--still-seeds", type=Flag(int, COUNT), default=still_seeds, help="render seeds per still prompt")
     p.add_argument("--clip-seeds", type=Flag(int, COUNT), default=clip_seeds, help="render seeds per motion prompt")
-    p.add_argument("--work", default=work, help="the runs' weights (default: %(default)s)")
-    p.add_argument("--docs", default="docs/toyworld", help="rows, tables and figures (default: %(default)s)")
+    p.add_argument("--work", default=work, help="the runs' weights" + (" (default: %(default)s)" if work else ""))
+    p.add_argument("--docs", default=docs, help="rows, tables and figures" + (" (default: %(default)s)" if docs
+                                                                               else ""))
     p.add_argument("--noise", action="store_true", help="measure the scorer's noise and stop")
     p.add_argument("--noise-repeats", type=Flag(int, COUNT), default=4)
     p.add_argument("--report", action="store_true", help="only write the summary of the rows so far")

@@ -39,7 +39,7 @@ class Setting:
     spl: float
     token_lr: float | None = None  # None: the K/V's rate, as Custom Diffusion
     pooling: str = "eos"
-    initializer: str | None = None  # None: the class word
+    initializer: str | None = None  # None: the class word; "{colour}", "{cls}": the instance's body colour, class
     unmasked: float | None = None  # with the photos' subject masks: the loss's weight off the subject
 
     def overrides(self, inst: Instance) -> dict:
@@ -47,17 +47,19 @@ class Setting:
         out |= {"optimizer.token_learning_rate": self.token_lr} if self.token_lr is not None else {}
         out |= {"concepts.0.masks": f"toyworld:{inst.name}", "unmasked_weight": self.unmasked} \
             if self.unmasked is not None else {"concepts.0.masks": None}
-        return out | ({"concepts.0.initializer": self.initializer} if self.initializer else {})
+        init = self.initializer.format(colour=inst.colour, cls=inst.cls) if self.initializer else None
+        return out | ({"concepts.0.initializer": init} if init else {})
 
     def tag(self) -> str:
         return (f"lr{self.lr:g}-{self.steps}-spl{self.spl:g}" + (f"-tok{self.token_lr:g}" if self.token_lr else "")
                 + ("" if self.pooling == "eos" else f"-{self.pooling}")
-                + (f"-init{self.initializer}" if self.initializer else "")
+                + (f"-init{self.initializer.translate(str.maketrans('', '', '{} '))}" if self.initializer else "")
                 + (f"-masked{self.unmasked:g}" if self.unmasked is not None else ""))
 
     def cells(self) -> str:
         notes = ([f"{self.pooling} pooling"] if self.pooling != "eos" else []) + (
-            [f"token initialised from '{self.initializer}'"] if self.initializer else []) + (
+            [f"token initialised from '{self.initializer.format(colour='<colour>', cls='<class>')}'"]
+            if self.initializer else []) + (
             [f"subject masks, {self.unmasked:g} off the subject"] if self.unmasked is not None else [])
         return (f"{self.lr:g} | {self.token_lr or self.lr:g} | {self.steps} | {self.spl:g}"
                 + (f" ({', '.join(notes)})" if notes else ""))
@@ -74,7 +76,10 @@ GRID = (Setting(5e-4, 120, 1.0, unmasked=0.1),  # the recipe: the photos' subjec
         Setting(1e-3, 120, 1.0, initializer="ktn"),  # Custom Diffusion's initializer: a rare word
         Setting(1e-3, 120, 1.0, unmasked=0.1), Setting(1e-3, 120, 1.0, unmasked=0.0),
         Setting(1e-3, 120, 0.0, unmasked=0.1), Setting(1e-3, 60, 1.0, unmasked=0.1),
-        Setting(5e-4, 180, 1.0, unmasked=0.1), Setting(5e-4, 120, 1.0, initializer="ktn", unmasked=0.1))
+        Setting(5e-4, 180, 1.0, unmasked=0.1), Setting(5e-4, 120, 1.0, initializer="ktn", unmasked=0.1),
+        # the token initialised from the subject's body colour word ('yellow'), alone and with its class word
+        Setting(5e-4, 120, 1.0, initializer="{colour}", unmasked=0.1),
+        Setting(5e-4, 120, 1.0, initializer="{colour} {cls}", unmasked=0.1))
 
 
 def stills(weights: Path | None, inst: Instance, subject: str, still_seeds: int, judge,
