@@ -4,8 +4,9 @@ as the browser test does (Debian's chromium + chromium-driver, selenium from the
     python -m cdvideo.apps.ui.screenshots --output-dir docs     # ui-train.png ... ui-drift.png, ~4 min on 2 cores
 
 Train: spotted_star's 5 photos as "zwx star", striped_ball's as "sks ball" without SPL, then with it (the tab's
-defaults: 120 steps, the world's recipe). Motion: 3 reference clips of a circling ball. Animate: the ball wearing a
-red hat. Compose: the ball and the star. Drift: the ball's token with and without SPL, against its class.
+defaults: 120 steps, the world's recipe without masks, as the bundled photos are opaque). Motion: 3 reference clips
+of a circling ball. Animate: the ball wearing a red hat. Compose: the ball and the star. Drift: the ball's token
+with and without SPL, against its class.
 """
 
 from __future__ import annotations
