@@ -380,7 +380,8 @@ def test_a_stage_over_the_unet_is_trained_again_when_the_unet_changed(tmp_path):
 
 def test_the_claim_report_pairs_arms_and_measures_the_share_of_the_ceiling(tmp_path):
     """The four-arm study's summary on rows whose answer is known: ClassDiffusion composes 0.1 better than Custom
-    Diffusion on every (instance, seed), by kind where it does; an instance halfway from base to ceiling reads 0.5."""
+    Diffusion on every (instance, seed), by kind where it does; an instance halfway from base to ceiling reads 0.5,
+    and so does each prompt kind."""
     from cdvideo.apps.worldbuild.claim_report import KINDS, NOISE, summary, write_report
 
     def row(instance, seed, arm, comp, ident, **kind_comp):
@@ -403,6 +404,8 @@ def test_the_claim_report_pairs_arms_and_measures_the_share_of_the_ceiling(tmp_p
     assert m["composition"][0] == pytest.approx(0.1) and m["subject identity"][0] == pytest.approx(0.0)
     share = s["recovery"]["1e-3 x 120 | ClassDiffusion"]
     assert {n: round(v["share"], 6) for n, v in share.items()} == {"a": 0.5, "b": 0.5}
+    by_kind = s["kind shares"]["1e-3 x 120 | ClassDiffusion"]  # each kind that keeps the subject, halfway
+    assert by_kind == pytest.approx({k: 0.5 for k in KINDS if k != "property"})
     noise = {k: {"mean": 0.5, "sd": 0.03} for k in ("identity", "composition", *(f"composition_{k}" for k in KINDS))}
     (tmp_path / NOISE).write_text(json.dumps({"run": "a", "repeats": 4, "metrics": noise}))
     write_report(rows, tmp_path)

@@ -63,6 +63,21 @@ def recovery(rows: list[dict], strength: str, arm: str) -> dict:
     return out
 
 
+def kind_shares(rows: list[dict], strength: str, arm: str) -> dict:
+    """Per prompt kind that keeps the subject's words: the share of the way from the base model's identity to the
+    spelled-out one, of the means over the arm's runs and their instances' references (where the subject is lost)."""
+    ref = {(r["instance"], r["setting"]): r for r in rows if "setting" in r}
+    runs = [r for r in rows if (r.get("arm"), r.get("strength")) == (arm, strength)
+            and (r["instance"], "base") in ref and (r["instance"], "spelled out") in ref]
+    out = {}
+    for k in SUBJECT_KINDS:
+        if runs and all(f"identity_{k}" in r and f"identity_{k}" in ref[(r["instance"], "spelled out")] for r in runs):
+            mean = {name: float(np.mean([(ref[(r["instance"], name)] if name else r)[f"identity_{k}"] for r in runs]))
+                    for name in ("", "base", "spelled out")}
+            out[k] = share(mean[""], mean["base"], mean["spelled out"])
+    return out
+
+
 def matched(means: dict) -> dict:
     """The paper's claim is about the trade-off: each SPL setting against the setting of its arm without SPL (any
     strength, the same prior preservation) whose mean subject identity is nearest. {label: (treated, control)}."""
@@ -82,7 +97,7 @@ def summary(rows: list[dict]) -> dict:
     strengths = sorted({r["strength"] for r in rows if "strength" in r}, key=lambda s: [float(x) for x in
                                                                                          s.split(" x ")][::-1])
     arms = list(dict.fromkeys(r["arm"] for r in rows if "arm" in r))
-    out: dict = {"strengths": strengths, "paired": {}, "means": {}, "recovery": {}}
+    out: dict = {"strengths": strengths, "paired": {}, "means": {}, "recovery": {}, "kind shares": {}}
     for s in strengths:
         for treated, control in CONTRASTS:
             p = paired(rows, (s, treated), (s, control))
@@ -93,6 +108,7 @@ def summary(rows: list[dict]) -> dict:
             if sel:
                 out["means"][f"{s} | {a}"] = {m: float(np.mean([value(r, m) for r in sel])) for m in METRICS}
                 out["recovery"][f"{s} | {a}"] = recovery(rows, s, a)
+                out["kind shares"][f"{s} | {a}"] = kind_shares(rows, s, a)
     out["matched"] = matched(out["means"])
     for key, (treated, control) in out["matched"].items():
         out["matched"][key] = paired(rows, treated, control)
@@ -133,6 +149,11 @@ def table(s: dict) -> str:
                      f"{s['base']['subject identity']:.3f} | 0 |")
     if s["ceiling"] is not None:
         lines.append(f"| - | spelled out (the ceiling) | - | {s['ceiling']:.3f} | 1 |")
+    lines += ["", "Share of the ceiling per prompt kind (of the means over runs; where the subject is lost):", "",
+              "| strength | arm | " + " | ".join(SUBJECT_KINDS) + " |", "|" + "---|" * (2 + len(SUBJECT_KINDS))]
+    for key, shares in s["kind shares"].items():
+        lines.append(f"| {' | '.join(key.split(' | '))} | "
+                     + " | ".join(f"{shares[k]:.2f}" if k in shares else "-" for k in SUBJECT_KINDS) + " |")
     return "\n".join(lines) + "\n"
 
 
