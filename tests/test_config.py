@@ -50,13 +50,16 @@ def test_every_cell_of_the_recipe_tuning_is_the_train_config_it_names():
     from cdvideo.toyworld.instances import get
 
     for s in GRID:
-        cfg = train_config(get("striped_ball"), Path("out"), s.steps, s.spl, s.overrides(get("striped_ball")))
+        cfg = train_config(get("striped_ball"), Path("out"), s.steps, s.spl,
+                           s.overrides(get("striped_ball"), Path("cutouts")))
         o = cfg.optimizer
         assert (o.learning_rate, o.token_learning_rate or o.learning_rate) == (s.lr, s.token_lr or s.lr)
         assert (cfg.max_steps, cfg.spl.weight, cfg.spl.pooling) == (s.steps, s.spl, s.pooling)
         assert (cfg.concepts[0].initializer or "ball") == (s.initializer or "ball").format(colour="yellow", cls="ball")
-        assert (cfg.concepts[0].masks, cfg.unmasked_weight) == (
-            ("toyworld:striped_ball", s.unmasked) if s.unmasked is not None else (None, 0.1))
+        assert (cfg.concepts[0].images, cfg.concepts[0].masks, cfg.unmasked_weight) == (
+            ("cutouts", "alpha", s.unmasked) if s.cutouts else
+            ("toyworld:striped_ball", "toyworld:striped_ball", s.unmasked) if s.unmasked is not None else
+            ("toyworld:striped_ball", None, 0.1))
         assert not o.scale_lr and cfg.resolution == 64  # on top of the demo's recipe
     assert len({s.tag() for s in GRID}) == len(GRID)
 

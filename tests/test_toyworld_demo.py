@@ -135,6 +135,7 @@ def test_shipped_toyworld_config_matches_the_demo():
     # the web app's Train tab on a 64 px base trains the same way: without masks at the maskless recipe's rate
     assert SMALL_TRAIN.items() <= {**TRAIN, **MASKLESS}.items()  # the Train tab without masks
     assert {**SMALL_TRAIN, **SMALL_MASKED}.items() <= TRAIN.items()  # with masks from the photos' transparency
+    # (and 0 off the subject: a cut-out's background is not the subject's; docs/toyworld/tuning_cutouts0.md)
 
 
 # Measured on the shipped second edition (13 UNet rounds), the demo's 26 stills: base 0.29 [0.27, 0.31]; after 120

@@ -249,8 +249,9 @@ def test_cancel_stops_a_run_at_a_checkpoint_and_resume_finishes_it(tmp_path):
 
 
 def test_the_train_tab_takes_subject_masks_from_background_removed_photos(tmp_path):
-    """Ticked, the Train tab trains on each photo's transparency (`masks: alpha`) at the masked recipe's rate; a
-    photo without a transparent background, or a video, is one line before any folder appears."""
+    """Ticked, the Train tab trains on each photo's transparency (`masks: alpha`, the subject alone weighed) at the
+    masked recipe's rate; a photo without a transparent background, or a video, is one line before any folder
+    appears."""
     from conftest import FIXTURES, release_openmp_team
     from PIL import Image
 
@@ -284,5 +285,5 @@ def test_the_train_tab_takes_subject_masks_from_background_removed_photos(tmp_pa
         time.sleep(0.05)
     assert job.status == "done", job.message
     cfg = load_train_config(Path(job.params["run"]) / "config.yaml")
-    assert (cfg.concepts[0].masks, cfg.unmasked_weight, cfg.optimizer.learning_rate) == ("alpha", 0.1, 5e-4)
+    assert (cfg.concepts[0].masks, cfg.unmasked_weight, cfg.optimizer.learning_rate) == ("alpha", 0.0, 5e-4)
     mgr.shutdown(timeout=10)

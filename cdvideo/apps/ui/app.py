@@ -91,7 +91,7 @@ def train_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
             base = gr.Dropdown(["toyworld", "tiny", "stable-diffusion-v1-5/stable-diffusion-v1-5"], value=model,
                                label="base model", allow_custom_value=True, elem_id="train-model")
             masks = gr.Checkbox(label=actions.MASKS_BOX, value=False, elem_id="train-masks",
-                                info="background-removed PNGs: the loss weighs the subject, 0.1 the rest")
+                                info="background-removed PNGs: the loss weighs the subject alone")
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="train-start")
         cancel = gr.Button("Cancel", elem_id="train-cancel")

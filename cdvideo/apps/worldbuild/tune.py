@@ -41,12 +41,17 @@ class Setting:
     pooling: str = "eos"
     initializer: str | None = None  # None: the class word; "{colour}", "{cls}": the instance's body colour, class
     unmasked: float | None = None  # with the photos' subject masks: the loss's weight off the subject
+    cutouts: bool = False  # the photos cut out by their masks (as a background remover's PNGs), `masks: alpha`
 
-    def overrides(self, inst: Instance) -> dict:
+    def overrides(self, inst: Instance, cutouts: Path | None = None) -> dict:
+        """The cell's `cdvideo train` values for `inst` (`cutouts`: the folder of its cut-out photos, if it asks)."""
         out = {"optimizer.learning_rate": self.lr, "spl.pooling": self.pooling}
         out |= {"optimizer.token_learning_rate": self.token_lr} if self.token_lr is not None else {}
-        out |= {"concepts.0.masks": f"toyworld:{inst.name}", "unmasked_weight": self.unmasked} \
-            if self.unmasked is not None else {"concepts.0.masks": None}
+        if self.cutouts:
+            out |= {"concepts.0.images": str(cutouts), "concepts.0.masks": "alpha", "unmasked_weight": self.unmasked}
+        else:
+            out |= {"concepts.0.masks": f"toyworld:{inst.name}", "unmasked_weight": self.unmasked} \
+                if self.unmasked is not None else {"concepts.0.masks": None}
         init = self.initializer.format(colour=inst.colour, cls=inst.cls) if self.initializer else None
         return out | ({"concepts.0.initializer": init} if init else {})
 
@@ -54,13 +59,14 @@ class Setting:
         return (f"lr{self.lr:g}-{self.steps}-spl{self.spl:g}" + (f"-tok{self.token_lr:g}" if self.token_lr else "")
                 + ("" if self.pooling == "eos" else f"-{self.pooling}")
                 + (f"-init{self.initializer.translate(str.maketrans('', '', '{} '))}" if self.initializer else "")
-                + (f"-masked{self.unmasked:g}" if self.unmasked is not None else ""))
+                + (f"-masked{self.unmasked:g}" if self.unmasked is not None else "") + ("-cutouts" * self.cutouts))
 
     def cells(self) -> str:
         notes = ([f"{self.pooling} pooling"] if self.pooling != "eos" else []) + (
             [f"token initialised from '{self.initializer.format(colour='<colour>', cls='<class>')}'"]
             if self.initializer else []) + (
-            [f"subject masks, {self.unmasked:g} off the subject"] if self.unmasked is not None else [])
+            [f"subject masks, {self.unmasked:g} off the subject"] if self.unmasked is not None else []) + (
+            ["the photos cut out on white, masks from their transparency"] if self.cutouts else [])
         return (f"{self.lr:g} | {self.token_lr or self.lr:g} | {self.steps} | {self.spl:g}"
                 + (f" ({', '.join(notes)})" if notes else ""))
 
@@ -79,7 +85,9 @@ GRID = (Setting(5e-4, 120, 1.0, unmasked=0.1),  # the recipe: the photos' subjec
         Setting(5e-4, 180, 1.0, unmasked=0.1), Setting(5e-4, 120, 1.0, initializer="ktn", unmasked=0.1),
         # the token initialised from the subject's body colour word ('yellow'), alone and with its class word
         Setting(5e-4, 120, 1.0, initializer="{colour}", unmasked=0.1),
-        Setting(5e-4, 120, 1.0, initializer="{colour} {cls}", unmasked=0.1))
+        Setting(5e-4, 120, 1.0, initializer="{colour} {cls}", unmasked=0.1),
+        # the web app's box: background-removed photos (the bundled ones cut out by their masks), `masks: alpha`
+        Setting(5e-4, 120, 1.0, unmasked=0.1, cutouts=True), Setting(5e-4, 120, 1.0, unmasked=0.0, cutouts=True))
 
 
 def stills(weights: Path | None, inst: Instance, subject: str, still_seeds: int, judge,
@@ -107,6 +115,22 @@ def references(inst: Instance, still_seeds: int, judge) -> tuple[dict, dict]:
             readings(stills(None, inst, inst.describe(), still_seeds, judge, told, clip_seeds=CLIPS)))
 
 
+def cut_out(inst: Instance, folder: Path) -> Path:
+    """The instance's bundled photos cut out by their bundled masks, as RGBA PNGs of the same names (transparent off
+    the subject, as a background remover writes them) in `folder`; written once."""
+    from cdvideo.data.files import atomic_path  # lazy: start-up time
+    from cdvideo.data.photos import load_folder  # lazy: start-up time
+    from cdvideo.toyworld.instances import photos_dir  # lazy: start-up time
+
+    names = sorted(p.name for p in photos_dir(inst.name).iterdir() if p.suffix == ".png")
+    if not all((folder / n).is_file() for n in names):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, image in zip(names, load_folder(photos_dir(inst.name), masks=f"toyworld:{inst.name}")):
+            with atomic_path(folder / name) as tmp:
+                image.save(tmp, format="PNG")
+    return folder
+
+
 def tuned(inst: Instance, work: Path, setting: Setting, seed: int, still_seeds: int, judge) -> dict:
     """One run as `cdvideo train` reads it, read (cached: an existing weights file is reused, and its readings for
     the same number of render seeds by the same judge)."""
@@ -118,8 +142,9 @@ def tuned(inst: Instance, work: Path, setting: Setting, seed: int, still_seeds: 
     if cached.is_file():
         return json.loads(cached.read_text())
     if not path.is_file():
+        cutouts = cut_out(inst, work / "cutouts" / inst.name) if setting.cutouts else None
         path = train(train_config(inst, out, setting.steps, setting.spl,
-                                  {"overwrite": True, "seed": seed, **setting.overrides(inst)}))
+                                  {"overwrite": True, "seed": seed, **setting.overrides(inst, cutouts)}))
     found = readings(stills(path, inst, f"sks {inst.cls}", still_seeds, judge, clip_seeds=CLIPS))
     write_text_atomic(cached, json.dumps(found) + "\n")
     return found
