@@ -14,7 +14,7 @@ import collections
 from pathlib import Path
 
 from cdvideo.apps.demo import render_samples
-from cdvideo.apps.worldbuild.tune import GRID
+from cdvideo.apps.worldbuild.tune import GRID, run_dir
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES
 from cdvideo.toyworld.scoring import Sample
@@ -44,7 +44,7 @@ def main() -> None:
     for name in args.instances:
         inst = INSTANCES[name]
         for cell in args.cells:
-            runs = [Path(args.work) / f"{name}-{GRID[cell].tag()}-s{s}" / "weights.safetensors" for s in args.seeds]
+            runs = [run_dir(Path(args.work), inst, GRID[cell], s) / "weights.safetensors" for s in args.seeds]
             missing = [str(w) for w in runs if not w.is_file()]
             if missing:
                 seeds = " ".join(map(str, args.seeds))

@@ -119,10 +119,10 @@ def cut_out(inst: Instance, folder: Path) -> Path:
     """The instance's bundled photos cut out by their bundled masks, as RGBA PNGs of the same names (transparent off
     the subject, as a background remover writes them) in `folder`; written once."""
     from cdvideo.data.files import atomic_path  # lazy: start-up time
-    from cdvideo.data.photos import load_folder  # lazy: start-up time
+    from cdvideo.data.photos import image_files, load_folder  # lazy: start-up time
     from cdvideo.toyworld.instances import photos_dir  # lazy: start-up time
 
-    names = sorted(p.name for p in photos_dir(inst.name).iterdir() if p.suffix == ".png")
+    names = [p.name for p in image_files(photos_dir(inst.name))]  # the photos load_folder reads, in its order
     if not all((folder / n).is_file() for n in names):
         folder.mkdir(parents=True, exist_ok=True)
         for name, image in zip(names, load_folder(photos_dir(inst.name), masks=f"toyworld:{inst.name}")):
@@ -131,13 +131,18 @@ def cut_out(inst: Instance, folder: Path) -> Path:
     return folder
 
 
+def run_dir(work: Path, inst: Instance, setting: Setting, seed: int) -> Path:
+    """Where one cell's run on `inst` with training seed `seed` keeps its weights and readings."""
+    return work / f"{inst.name}-{setting.tag()}-s{seed}"
+
+
 def tuned(inst: Instance, work: Path, setting: Setting, seed: int, still_seeds: int, judge) -> dict:
     """One run as `cdvideo train` reads it, read (cached: an existing weights file is reused, and its readings for
     the same number of render seeds by the same judge)."""
     from cdvideo.apps.demo import train_config  # lazy: start-up time
     from cdvideo.tasks.train import train  # lazy: start-up time
 
-    out = work / f"{inst.name}-{setting.tag()}-s{seed}"
+    out = run_dir(work, inst, setting, seed)
     path, cached = out / "weights.safetensors", out / f"readings-{still_seeds}-{judge.digest}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
