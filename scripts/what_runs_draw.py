@@ -5,6 +5,7 @@ colours bound the other way round among them).
 
     python -m cdvideo.apps.worldbuild.tune --cells 0 18 --seeds 0 1 2 3 4 5       # the runs, cached
     python scripts/what_runs_draw.py --cells 0 18 --instances striped_ball apple_tree rimmed_box   # ~4 min alone
+    python scripts/what_runs_draw.py --model M --work .toyworld-build/tuning/M_NAME ...    # runs of `tune --model M`
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from cdvideo.apps.demo import render_samples
 from cdvideo.apps.worldbuild.tune import GRID, run_dir
+from cdvideo.toyworld import MODEL_ID
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES
 from cdvideo.toyworld.scoring import Sample
@@ -22,11 +24,11 @@ from cdvideo.toyworld.scoring import Sample
 TRAITS = ("colour", "pattern", "pattern_colour")
 
 
-def readings(judge, weights: Path, cls: str, n: int) -> list[tuple[str, str, str]]:
+def readings(judge, weights: Path, cls: str, n: int, model: str = MODEL_ID) -> list[tuple[str, str, str]]:
     """The judge's (colour, pattern, pattern colour) of n stills of 'a sks <cls> on a gray background'."""
     samples = [Sample("background", f"a sks {cls} on a gray background", {}, 1000 + k) for k in range(n)]
     out = []
-    for frames in render_samples(weights, samples):
+    for frames in render_samples(weights, samples, model=model):
         r = J.read(judge, frames)
         out.append(tuple(J.HEADS[k][int(r.probs[k][0].argmax())] for k in TRAITS))
     return out
@@ -39,6 +41,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5], help="training seeds")
     p.add_argument("--stills", type=int, default=8, help="render seeds per run")
     p.add_argument("--work", default=".toyworld-build/tuning", help="tune.py's runs (default: %(default)s)")
+    p.add_argument("--model", default=MODEL_ID, help="the base the runs were trained on (tune.py's --model)")
     args = p.parse_args()
     judge = J.load()
     for name in args.instances:
@@ -50,7 +53,7 @@ def main() -> None:
                 seeds = " ".join(map(str, args.seeds))
                 raise SystemExit(f"error: {missing[0]}: no such run; train it first with python -m "
                                  f"cdvideo.apps.worldbuild.tune --cells {cell} --seeds {seeds}")
-            drawn = collections.Counter(r for w in runs for r in readings(judge, w, inst.cls, args.stills))
+            drawn = collections.Counter(r for w in runs for r in readings(judge, w, inst.cls, args.stills, args.model))
             total = sum(drawn.values())
             common = ", ".join(f"{' '.join(k)} {v}" for k, v in drawn.most_common(4))
             print(f"{name} cell {cell}: exact {drawn[inst.appearance[1:]]}/{total}; most drawn: {common}", flush=True)

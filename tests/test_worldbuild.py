@@ -299,6 +299,60 @@ def test_a_trials_pattern_share_draws_that_share_of_patterned_stills_and_the_bui
     assert abs(share - 0.7) < 0.02, share  # uniform: 0.2
 
 
+def test_a_trial_without_the_twins_never_draws_a_still_or_clip_of_an_instances_colour_swapped_twin():
+    """`unet_trial --exclude-twins`: the twin of the yellow ball with purple stripes is the purple ball with yellow
+    stripes; a trial's batches hold none of the six twins' stills or clips, and everything else stays, each still
+    with its own latents and coverage."""
+    import numpy as np
+
+    from cdvideo.apps.worldbuild import unet_trial
+    from cdvideo.toyworld.instances import INSTANCES
+    from cdvideo.toyworld.world import Scene
+
+    twin = INSTANCES["striped_ball"].swapped()
+    assert twin.appearance == ("ball", "purple", "stripes", "yellow") and twin.describe() == \
+        "purple ball with yellow stripes"
+    assert len(unet_trial.twins()) == 6 and not unet_trial.twins() & {i.appearance for i in INSTANCES.values()}
+    other = Scene("ball", "purple", "stripes", "white", "gray", "centre", "big")
+    scenes = [twin.scene("gray", "centre", "big") if i % 3 == 0 else other for i in range(9)]
+    ids = np.arange(9, dtype=np.float32)
+    data = {"scenes": scenes, "clip_scenes": scenes[:2],
+            "latents": ((ids[:, None], ids[:, None]), (ids[:2, None], ids[:2, None])),
+            "alpha": (ids[:, None], ids[:2, None])}
+    kept = unet_trial.without(data, unet_trial.twins())
+    assert kept["scenes"] == [other] * 6 and kept["clip_scenes"] == [other]
+    assert kept["latents"][0][0][:, 0].tolist() == [1, 2, 4, 5, 7, 8] == kept["alpha"][0][:, 0].tolist()
+    assert kept["latents"][1][1][:, 0].tolist() == [1]
+
+
+def test_a_trials_unet_becomes_a_base_that_cdvideo_loads_like_the_shipped_model(tmp_path):
+    """`unet_trial model U M`: the shipped model with another UNet (float16, as shipped), which `load_components`
+    reads as any base (what `tune --model` personalizes); the shipped parts are copied as they are."""
+    from cdvideo.apps.worldbuild import unet, unet_trial
+    from cdvideo.models.loading import load_components
+    from cdvideo.toyworld import model_dir
+
+    trial = unet.build()  # the world's architecture, freshly initialised: not the shipped weights
+    trial.save_pretrained(str(tmp_path / "round1"))
+    unet_trial.model_with(tmp_path / "round1", tmp_path / "base")
+    m = load_components(str(tmp_path / "base"))
+    assert all(a.half().equal(b.half()) for a, b in zip(trial.parameters(), m["unet"].parameters()))
+    shipped = load_components(str(model_dir()))
+    assert all(a.equal(b) for a, b in zip(shipped["vae"].parameters(), m["vae"].parameters()))
+    assert not all(a.equal(b) for a, b in zip(shipped["unet"].parameters(), m["unet"].parameters()))
+
+
+def test_guiding_away_from_the_twin_is_classifier_free_guidance_plus_the_difference_from_the_twin():
+    """swap_guidance's negation at weight 0 is the pipelines' guidance; at weight w it adds w times the prompt's
+    prediction minus the twin's, so a twin predicted like the prompt changes nothing."""
+    from cdvideo.apps.worldbuild.swap_guidance import away_from
+
+    e_u, e_c, e_n = torch.randn(3, 2, 4, 16, 16)
+    assert torch.allclose(away_from(e_u, e_c, e_n, 5.0, 0.0), e_u + 5.0 * (e_c - e_u))
+    assert torch.allclose(away_from(e_u, e_c, e_n, 5.0, 3.0), e_u + 5.0 * (e_c - e_u) + 3.0 * (e_c - e_n), atol=1e-5)
+    assert torch.allclose(away_from(e_u, e_c, e_c, 5.0, 3.0), e_u + 5.0 * (e_c - e_u), atol=1e-5)
+
+
 def test_a_motion_round_is_saved_whole_and_found_again_by_the_same_plan_only(tmp_path):
     """The motion stage's rounds go through the same record as the UNet's: the motion modules after a round, found
     again by a build of the same plan over the same UNet, not by one whose rounds begin otherwise, nor once the

@@ -60,11 +60,12 @@ STILL_SEEDS = 2  # render seeds per still prompt: 52 stills per model (eval_set'
 
 @torch.no_grad()
 def render_samples(weights: Path | None, samples: list[Sample], adapter: str = MODEL_ID,
-                   free_init: bool = False) -> list[list]:
-    """Each sample's frames through the miniature model with `weights` applied: stills in batches, each with its own
-    seed (the same for every model, so differences between models are paired), clips through the motion adapter
-    (with FreeInit when asked, as `cdvideo animate --free-init`)."""
-    m, _, _ = load_personalized(MODEL_ID, [str(weights)] if weights else [])
+                   free_init: bool = False, model: str = MODEL_ID) -> list[list]:
+    """Each sample's frames through the miniature model (or another base `model` of its architecture) with
+    `weights` applied: stills in batches, each with its own seed (the same for every model, so differences between
+    models are paired), clips through the motion adapter (with FreeInit when asked, as `cdvideo animate
+    --free-init`)."""
+    m, _, _ = load_personalized(model, [str(weights)] if weights else [])
     frames: dict[int, list] = {}
     stills = [i for i, s in enumerate(samples) if s.kind != "motion"]
     if stills:

@@ -19,6 +19,19 @@ def opt(p: argparse.ArgumentParser, name: str, **kw) -> None:
 
 
 def render_args(p: argparse.ArgumentParser, video: bool) -> None:
+    """`cdvideo animate`'s flags (video) or `cdvideo sample`'s."""
+    base_args(p)
+    if video:
+        clip_args(p)
+        conditioning_args(p)
+        output_args(p)
+    else:
+        opt(p, "num_images_per_prompt", type=Flag.of(Job, "num_images_per_prompt"))
+        p.add_argument("--no-grid", dest="grid", action="store_false")
+
+
+def base_args(p: argparse.ArgumentParser) -> None:
+    """What both commands take: the weights, prompts, base model, sampler and device."""
     p.add_argument("--weights", action="append", default=[], help="weights file from `cdvideo train` "
                    "(repeat to compose several on the fly); without it the base model renders")
     p.add_argument("--prompt", help="one prompt")
@@ -41,48 +54,56 @@ def render_args(p: argparse.ArgumentParser, video: bool) -> None:
     p.add_argument("--device", help="cuda, cpu, cuda:1 (default: cuda when present)")
     p.add_argument("--dtype", help="float16, bfloat16 or float32 (default: float16 on GPU, float32 on CPU)")
     opt(p, "cpu_offload", action="store_true", help="model CPU offload on GPU")
-    if video:
-        for name in ("num_frames", "num_videos_per_prompt", "fps"):
-            opt(p, name, type=Flag.of(Job, name))
-        p.add_argument("--video", metavar="CLIP", help="video-to-video: restyle this clip (a video file, a GIF or a "
-                       "folder of frames), read at --fps to --num-frames frames at the clip's size")
-        p.add_argument("--strength", type=Flag.of(Job, "strength"), help="video-to-video: how much of the source "
-                       "is noised away, 0 to 1 (default 0.8; lower keeps more of it)")
-        p.add_argument("--controlnet", action="append", default=[], metavar="NAME_OR_PATH", help="a ControlNet: a "
-                       "diffusers folder, a .safetensors file or a hub id; repeat for several, each with its "
-                       "--control-video")
-        opt(p, "control_video", dest="control_videos", action="append", default=[], metavar="CLIP",
-            help="condition frames for the ControlNet in the same position (a clip or a folder of frames)")
-        opt(p, "control_scale", dest="control_scales", action="append", default=[], metavar="SCALE",
-            type=Flag.of(Options, "controlnets"), help="each ControlNet's conditioning scale (default 1.0)")
-        opt(p, "control_preprocess", action="append", default=[], choices=PREPROCESS,
-            help="each control clip: none (its frames are the condition) or canny (edges drawn with OpenCV)")
-        p.add_argument("--sparsectrl", metavar="NAME_OR_PATH", help="a SparseCtrl ControlNet (RGB or scribble: a "
-                       "diffusers folder, a .safetensors file or a hub id) conditioning --keyframes")
-        p.add_argument("--keyframes", type=keyframes_arg, metavar="I:IMAGE,...", help="SparseCtrl's keyframes: "
-                       "frame index and image, e.g. 0:first.png,15:last.png")
-        opt(p, "ip_adapter", metavar="NAME_OR_PATH", help="an IP-Adapter for an image prompt: a weights file with its "
-            "image encoder in image_encoder/ beside it (h94/IP-Adapter's layout), a hub path such as "
-            "h94/IP-Adapter/models/ip-adapter_sd15.safetensors, or sd15, sd15-light, plus-sd15")
-        opt(p, "ip_adapter_image", metavar="IMAGE", help="the image prompt the IP-Adapter reads")
-        opt(p, "ip_adapter_scale", type=Flag.of(Options, "ip_adapter_scale"), default=1.0,
-            help="how strongly the image prompt conditions (default 1.0; 0 leaves the text alone)")
-        p.add_argument("--adapter", help="motion adapter: v1-5-2 (default), v1-5-3, v1-5, animatelcm, "
-                       "lightning-1/2/4/8, a hub id, a folder, or one file (an original AnimateDiff motion module "
-                       "or a diffusers state dict)")
-        p.add_argument("--preset", help="few-step settings for a local adapter file: animatelcm, lightning-1/2/4/8")
-        opt(p, "lcm_lora", help="a local AnimateLCM LoRA file for --preset animatelcm")
-        p.add_argument("--format", default="mp4,gif", help="comma list of mp4, gif, webp, png")
-        opt(p, "free_init", action="store_true", help="FreeInit noise re-initialisation (3 iterations)")
-        opt(p, "motion_lora", action="append", default=[], type=motion_lora_arg, metavar="FILE[:SCALE]",
-             help="a motion LoRA (cdvideo train-motion, AnimateDiff's or diffusers' layout, a folder or a hub id) "
-             "with its scale (default 1); repeat to stack several")
-        opt(p, "decode_chunk_size", type=Flag.of(Options, "decode_chunk_size"), default=16)
-        p.add_argument("--upscale", type=Flag.of(Options, "upscale"), default=1, help="enlarge MP4/GIF/WebP N "
-                       "times (nearest) for viewing small clips; PNG frames stay raw")
-    else:
-        opt(p, "num_images_per_prompt", type=Flag.of(Job, "num_images_per_prompt"))
-        p.add_argument("--no-grid", dest="grid", action="store_false")
+
+
+def clip_args(p: argparse.ArgumentParser) -> None:
+    """A clip's length and rate, and video-to-video's source."""
+    for name in ("num_frames", "num_videos_per_prompt", "fps"):
+        opt(p, name, type=Flag.of(Job, name))
+    p.add_argument("--video", metavar="CLIP", help="video-to-video: restyle this clip (a video file, a GIF or a "
+                   "folder of frames), read at --fps to --num-frames frames at the clip's size")
+    p.add_argument("--strength", type=Flag.of(Job, "strength"), help="video-to-video: how much of the source "
+                   "is noised away, 0 to 1 (default 0.8; lower keeps more of it)")
+
+
+def conditioning_args(p: argparse.ArgumentParser) -> None:
+    """ControlNets, SparseCtrl, IP-Adapter."""
+    p.add_argument("--controlnet", action="append", default=[], metavar="NAME_OR_PATH", help="a ControlNet: a "
+                   "diffusers folder, a .safetensors file or a hub id; repeat for several, each with its "
+                   "--control-video")
+    opt(p, "control_video", dest="control_videos", action="append", default=[], metavar="CLIP",
+        help="condition frames for the ControlNet in the same position (a clip or a folder of frames)")
+    opt(p, "control_scale", dest="control_scales", action="append", default=[], metavar="SCALE",
+        type=Flag.of(Options, "controlnets"), help="each ControlNet's conditioning scale (default 1.0)")
+    opt(p, "control_preprocess", action="append", default=[], choices=PREPROCESS,
+        help="each control clip: none (its frames are the condition) or canny (edges drawn with OpenCV)")
+    p.add_argument("--sparsectrl", metavar="NAME_OR_PATH", help="a SparseCtrl ControlNet (RGB or scribble: a "
+                   "diffusers folder, a .safetensors file or a hub id) conditioning --keyframes")
+    p.add_argument("--keyframes", type=keyframes_arg, metavar="I:IMAGE,...", help="SparseCtrl's keyframes: "
+                   "frame index and image, e.g. 0:first.png,15:last.png")
+    opt(p, "ip_adapter", metavar="NAME_OR_PATH", help="an IP-Adapter for an image prompt: a weights file with its "
+        "image encoder in image_encoder/ beside it (h94/IP-Adapter's layout), a hub path such as "
+        "h94/IP-Adapter/models/ip-adapter_sd15.safetensors, or sd15, sd15-light, plus-sd15")
+    opt(p, "ip_adapter_image", metavar="IMAGE", help="the image prompt the IP-Adapter reads")
+    opt(p, "ip_adapter_scale", type=Flag.of(Options, "ip_adapter_scale"), default=1.0,
+        help="how strongly the image prompt conditions (default 1.0; 0 leaves the text alone)")
+
+
+def output_args(p: argparse.ArgumentParser) -> None:
+    """The motion adapter and its LoRAs, few-step presets, the written formats."""
+    p.add_argument("--adapter", help="motion adapter: v1-5-2 (default), v1-5-3, v1-5, animatelcm, "
+                   "lightning-1/2/4/8, a hub id, a folder, or one file (an original AnimateDiff motion module "
+                   "or a diffusers state dict)")
+    p.add_argument("--preset", help="few-step settings for a local adapter file: animatelcm, lightning-1/2/4/8")
+    opt(p, "lcm_lora", help="a local AnimateLCM LoRA file for --preset animatelcm")
+    p.add_argument("--format", default="mp4,gif", help="comma list of mp4, gif, webp, png")
+    opt(p, "free_init", action="store_true", help="FreeInit noise re-initialisation (3 iterations)")
+    opt(p, "motion_lora", action="append", default=[], type=motion_lora_arg, metavar="FILE[:SCALE]",
+         help="a motion LoRA (cdvideo train-motion, AnimateDiff's or diffusers' layout, a folder or a hub id) "
+         "with its scale (default 1); repeat to stack several")
+    opt(p, "decode_chunk_size", type=Flag.of(Options, "decode_chunk_size"), default=16)
+    p.add_argument("--upscale", type=Flag.of(Options, "upscale"), default=1, help="enlarge MP4/GIF/WebP N "
+                   "times (nearest) for viewing small clips; PNG frames stay raw")
 
 
 def controlnet_args(args: argparse.Namespace) -> list[tuple[str, float]]:

@@ -32,6 +32,11 @@ class Instance:
     def describe(self) -> str:
         return f"{self.colour} {self.cls}{pattern_phrase(self.pattern, self.pattern_colour)}"
 
+    def swapped(self) -> Instance:
+        """Its colour-swapped twin (a yellow ball with purple stripes -> a purple ball with yellow stripes): the
+        neighbour the model draws most often in its place, an appearance pretraining shows."""
+        return Instance(f"{self.name} swapped", self.cls, self.pattern_colour, self.pattern, self.colour, self.held_out)
+
     def scene(self, background: str, position: str, size: str, motion: str | None = None, seed: int = 0) -> Scene:
         return Scene(self.cls, self.colour, self.pattern, self.pattern_colour, background, position, size, motion, seed)
 

@@ -137,7 +137,7 @@ def measure(work: Path, unet: Path, n: int = 16, guidance: float = 5.0, steps: i
     from cdvideo.pipelines.build import image_pipeline  # lazy: start-up time
 
     judge, m = J.load(work / "judge.safetensors"), components(work, unet)
-    pipe = image_pipeline(m)
+    pipe = image_pipeline(m)  # stills: DPM-Solver++ (the pipelines' default), as every reading of the build's history
     pipe.set_progress_bar_config(disable=True)
     out: dict = {"unet": str(unet), "guidance": guidance, "steps": steps, "spelled_out": {}, "spelled_out_traits": {},
                  "other_class": {}, "per_image": {}}
@@ -168,7 +168,8 @@ def main() -> None:
     p.add_argument("--unet", default=None, help="a UNet folder (default: WORK/unet)")
     p.add_argument("--n", type=Flag(int, Range(1, 1000)), default=16, help="images per instance (default: 16)")
     p.add_argument("--guidance", type=Flag(float, Range(1, 30)), default=5.0)
-    p.add_argument("--steps", type=Flag(int, Range(1, 1000)), default=25, help="DDIM steps (default: 25)")
+    p.add_argument("--steps", type=Flag(int, Range(1, 1000)), default=25,
+                   help="sampler steps: DPM-Solver++ on stills, DDIM on clips (default: 25)")
     p.add_argument("--clips", type=Flag(int, Range(0, 1000)), default=0,
                    help="also clips per instance, spelled out with a motion, through WORK/motion_adapter (default: 0)")
     p.add_argument("--free-init", action="store_true", help="the clips with FreeInit (3 iterations, as `cdvideo "

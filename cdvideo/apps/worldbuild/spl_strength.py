@@ -30,7 +30,7 @@ from cdvideo.apps.worldbuild.strength_report import write_report
 from cdvideo.data.ranges import COUNT, SEED, Flag, Parser
 from cdvideo.tasks.drift import compute, load_source
 from cdvideo.tasks.train import train
-from cdvideo.toyworld import drift_phrases
+from cdvideo.toyworld import MODEL_ID, drift_phrases
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES, Instance
 from cdvideo.toyworld.scoring import KINDS, Sample, eval_set, score_samples
@@ -44,10 +44,11 @@ NOISE_SETTING = (1e-2, 240)  # where the scorer's noise was measured (--noise)
 
 
 @torch.no_grad()
-def score(weights_file: Path | None, inst: Instance, subject: str, samples: list, judge) -> dict:
+def score(weights_file: Path | None, inst: Instance, subject: str, samples: list, judge, model: str = MODEL_ID) -> dict:
     """Per kind: composition (share of samples showing the prompted attribute) and identity (property change: the
-    share of the traits other than colour); plus their means over kinds (the demo's rendering and scoring)."""
-    out = score_samples(judge, inst.appearance, samples, render_samples(weights_file, samples))
+    share of the traits other than colour); plus their means over kinds (the demo's rendering and scoring; `model`:
+    another base of the miniature model's architecture)."""
+    out = score_samples(judge, inst.appearance, samples, render_samples(weights_file, samples, model=model))
     out.pop("samples")
     return out
 

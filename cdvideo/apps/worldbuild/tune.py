@@ -8,6 +8,11 @@ paired on (instance, seed), with 95% intervals.
 
     python -m cdvideo.apps.worldbuild.tune    # about 45 minutes on 2 cores; writes docs/toyworld/tuning.md
     python -m cdvideo.apps.worldbuild.tune --cells 1 2 3 --seeds 0 1 2 3 4 5 --out tuning_masks.md
+    python -m cdvideo.apps.worldbuild.tune --model M --cells 0 --instances ... --out tuning_M.md   # another base
+
+`--model` takes another base of the miniature model's architecture (a diffusers folder, e.g. the shipped model with
+a trial's UNet): every run is trained and rendered on it, its base and ceiling read on it (clips through the shipped
+motion adapter), its runs kept apart (`--work` defaults to .toyworld-build/tuning/<the folder's name>).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from cdvideo.apps.worldbuild.claim_report import SUBJECT_KINDS, share
 from cdvideo.data.files import write_text_atomic
 from cdvideo.data.ranges import COUNT, SEED, Flag, Parser, Range
 from cdvideo.math.metrics import bootstrap_ci
+from cdvideo.toyworld import MODEL_ID
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES, Instance
 
@@ -91,14 +97,14 @@ GRID = (Setting(5e-4, 120, 1.0, unmasked=0.1),  # the recipe: the photos' subjec
 
 
 def stills(weights: Path | None, inst: Instance, subject: str, still_seeds: int, judge,
-           kinds: tuple[str, ...] = STILL_KINDS, clip_seeds: int = 0) -> dict:
-    """The claim study's scores of `subject` on the stills of `kinds` (rendered with `weights`, or the base) and,
-    with `clip_seeds`, on its motion clips."""
+           kinds: tuple[str, ...] = STILL_KINDS, clip_seeds: int = 0, model: str = MODEL_ID) -> dict:
+    """The claim study's scores of `subject` on the stills of `kinds` (rendered on `model` with `weights`, or the
+    base alone) and, with `clip_seeds`, on its motion clips."""
     from cdvideo.apps.worldbuild.spl_strength import score  # lazy: start-up time
     from cdvideo.toyworld.scoring import eval_set  # lazy: start-up time
 
     kinds += ("motion",) if clip_seeds else ()
-    return score(weights, inst, subject, eval_set(inst.colour, subject, still_seeds, clip_seeds, kinds), judge)
+    return score(weights, inst, subject, eval_set(inst.colour, subject, still_seeds, clip_seeds, kinds), judge, model)
 
 
 def readings(row: dict) -> dict:
@@ -108,11 +114,11 @@ def readings(row: dict) -> dict:
             "composition": float(np.mean([row[f"composition_{k}"] for k in STILL_KINDS if f"composition_{k}" in row]))}
 
 
-def references(inst: Instance, still_seeds: int, judge) -> tuple[dict, dict]:
+def references(inst: Instance, still_seeds: int, judge, model: str = MODEL_ID) -> tuple[dict, dict]:
     """The base model's readings told the class word, and the ceiling's: told the traits."""
     told = tuple(k for k in SUBJECT_KINDS if k in STILL_KINDS)
-    return (readings(stills(None, inst, inst.cls, still_seeds, judge, clip_seeds=CLIPS)),
-            readings(stills(None, inst, inst.describe(), still_seeds, judge, told, clip_seeds=CLIPS)))
+    return (readings(stills(None, inst, inst.cls, still_seeds, judge, clip_seeds=CLIPS, model=model)),
+            readings(stills(None, inst, inst.describe(), still_seeds, judge, told, clip_seeds=CLIPS, model=model)))
 
 
 def cut_out(inst: Instance, folder: Path) -> Path:
@@ -136,9 +142,10 @@ def run_dir(work: Path, inst: Instance, setting: Setting, seed: int) -> Path:
     return work / f"{inst.name}-{setting.tag()}-s{seed}"
 
 
-def tuned(inst: Instance, work: Path, setting: Setting, seed: int, still_seeds: int, judge) -> dict:
-    """One run as `cdvideo train` reads it, read (cached: an existing weights file is reused, and its readings for
-    the same number of render seeds by the same judge)."""
+def tuned(inst: Instance, work: Path, setting: Setting, seed: int, still_seeds: int, judge,
+          model: str = MODEL_ID) -> dict:
+    """One run as `cdvideo train` reads it, on `model`, read (cached: an existing weights file is reused, and its
+    readings for the same number of render seeds by the same judge)."""
     from cdvideo.apps.demo import train_config  # lazy: start-up time
     from cdvideo.tasks.train import train  # lazy: start-up time
 
@@ -148,9 +155,10 @@ def tuned(inst: Instance, work: Path, setting: Setting, seed: int, still_seeds: 
         return json.loads(cached.read_text())
     if not path.is_file():
         cutouts = cut_out(inst, work / "cutouts" / inst.name) if setting.cutouts else None
-        path = train(train_config(inst, out, setting.steps, setting.spl,
-                                  {"overwrite": True, "seed": seed, **setting.overrides(inst, cutouts)}))
-    found = readings(stills(path, inst, f"sks {inst.cls}", still_seeds, judge, clip_seeds=CLIPS))
+        path = train(train_config(inst, out, setting.steps, setting.spl, {"overwrite": True, "seed": seed,
+                                                                          "model": model,
+                                                                          **setting.overrides(inst, cutouts)}))
+    found = readings(stills(path, inst, f"sks {inst.cls}", still_seeds, judge, clip_seeds=CLIPS, model=model))
     write_text_atomic(cached, json.dumps(found) + "\n")
     return found
 
@@ -183,17 +191,23 @@ def main() -> None:
                    default=[n for n, i in INSTANCES.items() if not i.held_out])
     p.add_argument("--seeds", nargs="+", type=Flag(int, SEED), default=[0, 1], help="training seeds per cell")
     p.add_argument("--still-seeds", type=Flag(int, COUNT), default=2, help="render seeds per still prompt")
-    p.add_argument("--work", default=".toyworld-build/tuning", help="the runs' weights (default: %(default)s)")
+    p.add_argument("--model", default=MODEL_ID, help="the base: the miniature model (default) or a diffusers folder "
+                   "of its architecture")
+    p.add_argument("--work", default=None, help="the runs' weights (default: .toyworld-build/tuning, with --model "
+                   "a folder in it named as the model's)")
     p.add_argument("--docs", default="docs/toyworld", help="where the table goes (default: %(default)s)")
     p.add_argument("--out", default="tuning.md", help="its file name in --docs (default: %(default)s)")
     p.add_argument("--cells", nargs="+", type=Flag(int, Range(0, len(GRID) - 1)), default=None,
                    help=f"of the grid's cells 0-{len(GRID) - 1}, these only (the recipe, 0, always; default: all)")
     args = p.parse_args()
-    judge, t0, work = J.load(), time.time(), Path(args.work)
-    refs = {n: references(INSTANCES[n], args.still_seeds, judge) for n in args.instances}
+    if args.model != MODEL_ID and not (Path(args.model) / "model_index.json").is_file():
+        p.error(f"--model {args.model}: not a diffusers model folder (no model_index.json)")
+    work = Path(args.work or ".toyworld-build/tuning" + ("" if args.model == MODEL_ID else f"/{Path(args.model).name}"))
+    judge, t0 = J.load(), time.time()
+    refs = {n: references(INSTANCES[n], args.still_seeds, judge, args.model) for n in args.instances}
     lines, recipe = [], None
     for k in sorted({0, *(args.cells or range(len(GRID)))}):
-        runs = {n: [tuned(INSTANCES[n], work, GRID[k], s, args.still_seeds, judge) for s in args.seeds]
+        runs = {n: [tuned(INSTANCES[n], work, GRID[k], s, args.still_seeds, judge, args.model) for s in args.seeds]
                 for n in args.instances}
         recipe = recipe or runs
         lines.append(row(GRID[k], runs, refs, recipe))
@@ -202,7 +216,8 @@ def main() -> None:
             "identity, clips | share of the ceiling, stills | clips | per instance, stills / clips | against the "
             "recipe: identity, stills / clips / composition |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n\n"
-            f"Tuning instances: {', '.join(args.instances)}; training seeds {', '.join(map(str, args.seeds))}; "
+            + ("" if args.model == MODEL_ID else f"Base model: `{args.model}`. ")
+            + f"Tuning instances: {', '.join(args.instances)}; training seeds {', '.join(map(str, args.seeds))}; "
             "base and spelled-out subject identity, stills / clips: "
             + ", ".join(f"{n} {b['stills']:.2f} / {c['stills']:.2f}, {b['clips']:.2f} / {c['clips']:.2f}"
                         for n, (b, c) in refs.items())

@@ -8,13 +8,21 @@ of the seed and the step), so that a trial differs from the build's run only in 
         --lr 5e-4 --floor 0 --warmup 50 --pattern-alone 1.0
     python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/share --from toyworld-build/unet.round \
         --lr 5e-4 --floor 0 --warmup 50 --pattern-share 0.7
+    python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/twins --rounds 4 --exclude-twins
+    python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/twins7 --from /tmp/twins/round4 --rounds 3 \
+        --exclude-twins
     python -m cdvideo.apps.worldbuild.unet_trial heldout toyworld-build/unet /tmp/wide/round2
+    python -m cdvideo.apps.worldbuild.unet_trial model /tmp/twins/round7 /tmp/models/twins7   # for tune --model
 
 `train` runs the plan's first rounds on a fresh UNet (its widths and attention heads as asked), or more rounds of
 the plan's last kind going on after a saved round (`--from`, with its own learning rate and floor when asked), and
-saves each round's EMA weights as OUT/round<k>/ (read them with `drawing --unet`). `heldout` gives each UNet's plain
-epsilon error on 2,000 of the training stills and on 2,000 fresh renders (the same noise and timesteps), and the
-paired difference with its 95% interval: whether a UNet over-fits its 40,000 stills.
+saves each round's EMA weights and its round.json as OUT/round<k>/ (read them with `drawing --unet`; go on after
+one with `--from`). `--exclude-twins` leaves out of the data every still and clip of an instance's colour-swapped
+twin ("a purple ball with yellow stripes"), the neighbour drawn most often in an instance's place. `heldout` gives
+each UNet's plain epsilon error on 2,000 of the training stills and on 2,000 fresh renders (the same noise and
+timesteps), and the paired difference with its 95% interval: whether a UNet over-fits its 40,000 stills. `model`
+writes the shipped model with another UNet (in float16, as shipped) as a diffusers folder: a base to personalize
+(`tune --model`).
 """
 
 from __future__ import annotations
@@ -31,9 +39,11 @@ from cdvideo.apps.worldbuild import unet as U
 from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, Curve, log, pretraining, render_set, seed_everything,
                                             to_pixels)
 from cdvideo.apps.worldbuild.plans import PRETRAIN, Renders, UNetPlan, plans_for
+from cdvideo.data.files import atomic_folder
 from cdvideo.data.ranges import Flag, Parser, Range
 from cdvideo.math.metrics import bootstrap_ci
 from cdvideo.models.text import tokenize
+from cdvideo.toyworld.instances import INSTANCES
 from cdvideo.toyworld.world import caption
 
 FRESH = Renders("heldout_images", 2000, 107, clip=False)  # stills no stage trains on
@@ -49,11 +59,31 @@ def start(plan: UNetPlan, saved: Path | None, heads: int | None) -> tuple:
     return U.build(saved), steps, done["ema_step"]
 
 
+def twins() -> frozenset:
+    """The appearances of the instances' colour-swapped twins."""
+    return frozenset(inst.swapped().appearance for inst in INSTANCES.values())
+
+
+def without(data: dict, appearances: frozenset) -> dict:
+    """`U.training_data` with every still and clip of these appearances left out (the rest read into memory)."""
+    k_im = np.array([s.appearance not in appearances for s in data["scenes"]])
+    k_cl = np.array([s.appearance not in appearances for s in data["clip_scenes"]])
+    (im_mean, im_std), (cl_mean, cl_std) = data["latents"]
+    im_alpha, cl_alpha = data["alpha"]
+    log(f"unet trial: {(~k_im).sum()} stills and {(~k_cl).sum()} clips of {len(appearances)} appearances left out")
+    return {**data, "scenes": [s for s, k in zip(data["scenes"], k_im) if k],
+            "clip_scenes": [s for s, k in zip(data["clip_scenes"], k_cl) if k],
+            "latents": ((im_mean[k_im], im_std[k_im]), (cl_mean[k_cl], cl_std[k_cl])),
+            "alpha": (im_alpha[k_im], cl_alpha[k_cl])}
+
+
 def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None = None,
-          heads: int | None = None, pattern_alone: float = 0.0, pattern_share: float | None = None) -> None:
+          heads: int | None = None, pattern_alone: float = 0.0, pattern_share: float | None = None,
+          exclude_twins: bool = False) -> None:
     """`rounds` rounds of the plan (from a saved round: more of its last kind), each round's EMA in out/round<k>;
     `pattern_alone`: the share of captions without the body colour that name the pattern (`world.describe`);
-    `pattern_share`: the share of a batch's stills that wear a pattern (None: drawn uniformly, as the build)."""
+    `pattern_share`: the share of a batch's stills that wear a pattern (None: drawn uniformly, as the build);
+    `exclude_twins`: no still or clip of an instance's colour-swapped twin."""
     seed = 0
     seed_everything(seed)
     unet, step, ema_step = start(plan, saved, heads)
@@ -62,6 +92,8 @@ def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None
     ema.step = ema_step
     log(f"unet trial: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, from step {step}")
     data, (tokenizer, text_encoder) = U.training_data(work, seed, plan), U.load_text(work)
+    if exclude_twins:
+        data = without(data, twins())
     data["pattern_alone"] = pattern_alone
     if pattern_share is not None:
         patterned = np.array([s.pattern != "plain" for s in data["scenes"]])
@@ -69,11 +101,17 @@ def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None
         data["pattern_share"] = pattern_share
         log(f"unet trial: {patterned.sum()} of {len(patterned)} stills patterned, drawn as {pattern_share}")
     kinds = plan.rounds[:rounds] if saved is None else plan.rounds[-1:] * rounds
+    done = json.loads((saved / "round.json").read_text())["rounds"] if saved else []
     curve, t0 = Curve(out, "unet"), time.time()
     for k, this_round in enumerate(kinds):
         U.train_round(unet, ema, data, text_encoder, tokenizer, curve, (seed, plan, out), step, this_round)
         step += this_round[0]
+        done = [*done, list(this_round)]
         ema.model.save_pretrained(str(out / f"round{k + 1}"))
+        (out / f"round{k + 1}" / "round.json").write_text(json.dumps(
+            {"rounds": done, "ema_step": ema.step, "trial": {"pattern_alone": pattern_alone,
+                                                             "pattern_share": pattern_share,
+                                                             "exclude_twins": exclude_twins}}))
         unet.load_state_dict(ema.model.state_dict())
         curve.save()
         log(f"unet trial: round {k + 1} saved in {out / f'round{k + 1}'} ({time.time() - t0:.0f} s)")
@@ -123,6 +161,18 @@ def heldout(work: Path, unets: list[Path], n: int = 2000) -> dict:
     return result
 
 
+def model_with(unet: Path, out: Path) -> None:
+    """The shipped model's folder with `unet` in place of its UNet (float16, as `export` writes it), written whole."""
+    import shutil  # lazy: one command uses it
+
+    from cdvideo.toyworld import model_dir  # lazy: start-up time
+
+    with atomic_folder(out) as tmp:
+        shutil.copytree(model_dir(), tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("unet"))
+        U.build(unet).to(torch.float16).save_pretrained(str(Path(tmp) / "unet"))
+    log(f"unet trial: {out} is the shipped model with the UNet of {unet}")
+
+
 def main() -> None:
     p = Parser(prog="python -m cdvideo.apps.worldbuild.unet_trial", description=__doc__.splitlines()[0])
     p.add_argument("--work", default="toyworld-build", help="the build folder (default: %(default)s)")
@@ -141,22 +191,37 @@ def main() -> None:
                    "('a tree with red dots'; the build: 0)")
     t.add_argument("--pattern-share", type=Flag(float, Range(0.0, 1.0)), default=None,
                    help="the share of a batch's stills that wear a pattern (the build: drawn uniformly, about 0.4)")
+    t.add_argument("--exclude-twins", action="store_true",
+                   help="leave out every still and clip of an instance's colour-swapped twin (the build keeps them)")
     h = sub.add_parser("heldout", help="epsilon error on training stills and on fresh ones")
     h.add_argument("unets", nargs="+", help="UNet folders")
+    m = sub.add_parser("model", help="the shipped model with another UNet, a base for `tune --model`")
+    m.add_argument("unet", help="a UNet folder (a trial's round<k>)")
+    m.add_argument("out", help="the new model folder (must not exist)")
     args = p.parse_args()
     work = Path(args.work)
+    if args.command == "model":
+        if Path(args.out).exists():
+            p.error(f"{args.out}: already exists; name a new folder")
+        model_with(Path(args.unet), Path(args.out))
+        return
     if args.command == "heldout":
         print(json.dumps(heldout(work, [Path(u) for u in args.unets]), indent=1))
         return
     if args.saved and not (Path(args.saved) / "round.json").is_file():
         p.error(f"--from {args.saved}: not a saved round (no round.json); e.g. toyworld-build/unet.round")
+    twinless = args.saved and json.loads((Path(args.saved) / "round.json").read_text()).get("trial", {}).get(
+        "exclude_twins", False)
+    if args.saved and twinless != args.exclude_twins:
+        p.error(f"--from {args.saved}: its rounds were trained {'without' if twinless else 'with'} the twins' stills; "
+                f"go on {'with' if twinless else 'without'} --exclude-twins")
     plan = plans_for("cpu").unet
     optim = replace(plan.optim, **{k: v for k, v in (("lr", args.lr), ("floor", args.floor),
                                                                     ("warmup", args.warmup)) if v is not None})
     plan = replace(plan, optim=optim, **({"widths": tuple(args.widths)} if args.widths else {}))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     train(work, Path(args.out), plan, args.rounds, Path(args.saved) if args.saved else None, args.heads,
-          args.pattern_alone, args.pattern_share)
+          args.pattern_alone, args.pattern_share, args.exclude_twins)
 
 
 if __name__ == "__main__":
