@@ -1,7 +1,7 @@
 """What a tuning cell's runs draw instead of their subject: each run (one per training seed) renders "a sks <class>
 on a gray background" with 8 render seeds; the judge reads each still's colour, pattern and pattern colour, and the
-script prints, per instance and cell, how many stills show the instance exactly and the most common readings (the
-colours bound the other way round among them).
+script prints, per instance and cell, how many stills show the instance exactly, how many its colour-swapped twin,
+and the most common readings.
 
     python -m cdvideo.apps.worldbuild.tune --cells 0 18 --seeds 0 1 2 3 4 5       # the runs, cached
     python scripts/what_runs_draw.py --cells 0 18 --instances striped_ball apple_tree rimmed_box   # ~4 min alone
@@ -56,7 +56,8 @@ def main() -> None:
             drawn = collections.Counter(r for w in runs for r in readings(judge, w, inst.cls, args.stills, args.model))
             total = sum(drawn.values())
             common = ", ".join(f"{' '.join(k)} {v}" for k, v in drawn.most_common(4))
-            print(f"{name} cell {cell}: exact {drawn[inst.appearance[1:]]}/{total}; most drawn: {common}", flush=True)
+            print(f"{name} cell {cell}: exact {drawn[inst.appearance[1:]]}/{total}, colours swapped "
+                  f"{drawn[inst.swapped().appearance[1:]]}; most drawn: {common}", flush=True)
 
 
 if __name__ == "__main__":
