@@ -46,7 +46,8 @@ def draw_away(pipe, texts: list[str], negatives: list[str], seeds: list[int], we
         sched.set_timesteps(STEPS)  # a multistep solver starts afresh for each batch, as in the pipeline
         embeds = torch.cat([pipe.encode_prompt(t, "cpu", 1, False)[0]
                             for t in ([""] * n, texts[i:i + 16], negatives[i:i + 16])])  # (3n, 77, D)
-        lat = torch.stack([torch.randn((4, 16, 16), generator=torch.Generator().manual_seed(s))
+        shape = (pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
+        lat = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s))
                            for s in seeds[i:i + 16]]) * sched.init_noise_sigma  # (n, 4, 16, 16)
         for t in sched.timesteps:
             e_u, e_c, e_n = pipe.unet(torch.cat([lat] * 3), t, encoder_hidden_states=embeds).sample.chunk(3)

@@ -201,6 +201,8 @@ def main() -> None:
     args = p.parse_args()
     work = Path(args.work)
     if args.command == "model":
+        if not (Path(args.unet) / "config.json").is_file():
+            p.error(f"{args.unet}: not a UNet folder (no config.json); e.g. a trial's OUT/round7")
         if Path(args.out).exists():
             p.error(f"{args.out}: already exists; name a new folder")
         model_with(Path(args.unet), Path(args.out))
