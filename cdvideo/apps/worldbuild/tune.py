@@ -95,7 +95,8 @@ GRID = (Setting(5e-4, 120, 1.0, unmasked=0.1),  # the recipe: the photos' subjec
         # the web app's box: background-removed photos (the bundled ones cut out by their masks), `masks: alpha`
         Setting(5e-4, 120, 1.0, unmasked=0.1, cutouts=True), Setting(5e-4, 120, 1.0, unmasked=0.0, cutouts=True),
         # the K/V faster than the token: the colours' binding is the UNet's (the twinless trial), the K/V's to learn
-        Setting(1e-3, 120, 1.0, token_lr=5e-4, unmasked=0.1), Setting(2e-3, 120, 1.0, token_lr=5e-4, unmasked=0.1))
+        Setting(1e-3, 120, 1.0, token_lr=5e-4, unmasked=0.1), Setting(2e-3, 120, 1.0, token_lr=5e-4, unmasked=0.1),
+        Setting(1e-3, 120, 1.0, token_lr=2.5e-4, unmasked=0.1), Setting(1e-3, 120, 1.0, token_lr=1e-4, unmasked=0.1))
 
 
 def stills(weights: Path | None, inst: Instance, subject: str, still_seeds: int, judge,
