@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cdvideo.apps.worldbuild.common import to_pixels
+from cdvideo.apps.worldbuild.common import from_pixels, to_pixels
 from cdvideo.apps.worldbuild.drawing import components, draw, emit, pretraining_appearances
 from cdvideo.data.ranges import Flag, Parser, Range
 from cdvideo.toyworld import judge as J
@@ -41,8 +41,7 @@ def own_renders(inst: Instance, n: int, rng: np.random.Generator) -> np.ndarray:
 @torch.no_grad()
 def round_trip(vae, frames: np.ndarray) -> np.ndarray:
     """uint8 (N, H, W, 3) through the VAE's encoder (the posterior's mode) and decoder, back to uint8."""
-    decoded = vae.decode(vae.encode(to_pixels(frames)).latent_dist.mode()).sample  # (N, 3, H, W) in [-1, 1]
-    return ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    return from_pixels(vae.decode(vae.encode(to_pixels(frames)).latent_dist.mode()).sample)
 
 
 def traits(judge: J.Judge, frames, inst: Instance) -> dict:

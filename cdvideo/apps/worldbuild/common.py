@@ -131,6 +131,11 @@ def to_pixels(batch: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(batch)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+def from_pixels(images: torch.Tensor) -> np.ndarray:
+    """float (B, 3, H, W) in [-1, 1] (clamped) -> uint8 (B, H, W, 3): to_pixels' inverse."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
 # -- Curves -----------------------------------------------------------------------------------------------
 def optimizer_step(loss, opt, sched=None, clip_params=None, max_norm: float | None = 1.0) -> None:
     """One update: backward, gradient-norm clipping when params and a max norm are given, optimizer and schedule

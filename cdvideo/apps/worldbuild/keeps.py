@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cdvideo.apps.worldbuild.common import to_pixels
+from cdvideo.apps.worldbuild.common import from_pixels, to_pixels
 from cdvideo.data.ranges import Flag, Parser, Range
 from cdvideo.toyworld import draw
 from cdvideo.toyworld import judge as J
@@ -36,7 +36,7 @@ def kept(vae, judge, frames: np.ndarray, appearance: tuple, noise: float, gen: t
     sf = vae.config.scaling_factor
     z = vae.encode(to_pixels(frames)).latent_dist.mean * sf  # (n, 4, 16, 16)
     z = z + noise * torch.randn(z.shape, generator=gen)
-    out = ((vae.decode(z / sf).sample.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    out = from_pixels(vae.decode(z / sf).sample)
     reading = J.read(judge, out)
     return {"identity": round(J.identity(reading, appearance), 3),
             "pattern_colour": round(J.identity(reading, appearance, ("pattern_colour",)), 3)}

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from cdvideo.apps.worldbuild.ceiling import JUDGES
+from cdvideo.apps.worldbuild.common import from_pixels
 from cdvideo.apps.worldbuild.drawing import components, emit
 from cdvideo.data.ranges import Flag, Parser, Range
 from cdvideo.math.metrics import bootstrap_ci
@@ -52,8 +53,7 @@ def draw_away(pipe, texts: list[str], negatives: list[str], seeds: list[int], we
         for t in sched.timesteps:
             e_u, e_c, e_n = pipe.unet(torch.cat([lat] * 3), t, encoder_hidden_states=embeds).sample.chunk(3)
             lat = sched.step(away_from(e_u, e_c, e_n, GUIDANCE, weight), t, lat).prev_sample
-        images = pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample  # (n, 3, 64, 64) in [-1, 1]
-        out += list(((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+        out += list(from_pixels(pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample))  # (64, 64, 3) each
     return out
 
 

@@ -49,12 +49,18 @@ from cdvideo.toyworld.world import caption
 FRESH = Renders("heldout_images", 2000, 107, clip=False)  # stills no stage trains on
 
 
+def record(saved: Path | None) -> dict:
+    """A saved round's round.json (the build's or a trial's: its rounds, EMA step and, a trial's, its data flags);
+    an empty record for a fresh start."""
+    return json.loads((saved / "round.json").read_text()) if saved else {"rounds": [], "ema_step": 0}
+
+
 def start(plan: UNetPlan, saved: Path | None, heads: int | None) -> tuple:
     """The UNet to train (fresh with the plan's widths and `heads`, or a saved round's), the first step and the EMA
     step to go on from."""
     if saved is None:
         return U.build(None, plan.widths, heads), 0, 0
-    done = json.loads((saved / "round.json").read_text())
+    done = record(saved)
     steps = sum(n for n, _ in done["rounds"])
     return U.build(saved), steps, done["ema_step"]
 
@@ -101,7 +107,7 @@ def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None
         data["pattern_share"] = pattern_share
         log(f"unet trial: {patterned.sum()} of {len(patterned)} stills patterned, drawn as {pattern_share}")
     kinds = plan.rounds[:rounds] if saved is None else plan.rounds[-1:] * rounds
-    done = json.loads((saved / "round.json").read_text())["rounds"] if saved else []
+    done = record(saved)["rounds"]
     curve, t0 = Curve(out, "unet"), time.time()
     for k, this_round in enumerate(kinds):
         U.train_round(unet, ema, data, text_encoder, tokenizer, curve, (seed, plan, out), step, this_round)
@@ -212,8 +218,7 @@ def main() -> None:
         return
     if args.saved and not (Path(args.saved) / "round.json").is_file():
         p.error(f"--from {args.saved}: not a saved round (no round.json); e.g. toyworld-build/unet.round")
-    twinless = args.saved and json.loads((Path(args.saved) / "round.json").read_text()).get("trial", {}).get(
-        "exclude_twins", False)
+    twinless = record(Path(args.saved) if args.saved else None).get("trial", {}).get("exclude_twins", False)
     if args.saved and twinless != args.exclude_twins:
         p.error(f"--from {args.saved}: its rounds were trained {'without' if twinless else 'with'} the twins' stills; "
                 f"go on {'with' if twinless else 'without'} --exclude-twins")
