@@ -16,7 +16,8 @@ from cdvideo.apps.worldbuild import judge, judge_clips
 from cdvideo.apps.worldbuild.__main__ import TRAINED, finished
 from cdvideo.apps.worldbuild.common import mark_done
 from cdvideo.apps.worldbuild.spl_strength import study_main
-from cdvideo.apps.worldbuild.plans import PROFILES, JudgeClipsPlan, JudgePlan, Renders, parse_rounds, plans_for
+from cdvideo.apps.worldbuild.plans import (PROFILES, Finish, JudgeClipsPlan, JudgePlan, Renders, parse_rounds,
+                                          plans_for)
 from cdvideo.errors import CdvideoError
 from cdvideo.toyworld import judge as J
 
@@ -31,12 +32,13 @@ SMALL = JudgePlan(steps=3, batch=20, head_steps=2, head_batch=4, identity_render
 def test_plans_scale_every_stage_and_keep_the_rest():
     p = plans_for("cpu", 0.01)
     assert (p.judge.steps, p.text.steps, p.vae.steps) == (50, 8, 30)
-    assert p.unet.rounds == ((15, 1.0),) * 4 + ((15, 4.0),) * 9  # the object weight is kept
+    assert p.unet.rounds == ((15, 1.0),) * 4 + ((15, 4.0),) * 9 + ((15, 4.0, Finish()),)  # weights, finish kept
     assert p.motion.rounds == ((20, "min-snr"), (20, "min-snr"), (15, "high-noise"))
     assert p.judge.head_steps == PROFILES["cpu"].judge.head_steps  # the motion head's steps are not scaled
     assert p.judge_clips.steps == 40 and p.judge_clips.clips == PROFILES["cpu"].judge_clips.clips
     assert p.judge_clips.judge == p.judge  # the judge it goes on from: the scaled one
-    assert dataclasses.replace(p.unet, rounds=((1500, 1.0),) * 4 + ((1500, 4.0),) * 9) == PROFILES["cpu"].unet
+    assert dataclasses.replace(p.unet, rounds=((1500, 1.0),) * 4 + ((1500, 4.0),) * 9 + ((1500, 4.0, Finish()),)) \
+        == PROFILES["cpu"].unet
     assert plans_for("cuda").unet.batch == 256 and plans_for("cuda").motion.device == "cuda"
     assert plans_for("cpu", rounds=parse_rounds("10,5:high-noise")).motion.rounds == ((10, "min-snr"),
                                                                                        (5, "high-noise"))
@@ -211,22 +213,28 @@ def test_a_unet_round_is_saved_whole_and_a_later_sitting_goes_on_after_it(tmp_pa
     assert not list(tmp_path.glob(".unet.round.tmp-*"))
 
 
-def test_more_unet_rounds_go_on_after_the_profiles_thirteen(tmp_path):
-    """`--unet-rounds 15`: the profile's 13 rounds and its last one twice more; a build of it goes on after a saved
-    13-round state (the committed UNet), a build of fewer rounds keeps the first ones."""
+def test_more_unet_rounds_go_on_after_the_profiles_fourteen(tmp_path):
+    """`--unet-rounds 16`: the profile's 14 rounds (the 14th its finishing round, annealed, with the contrast
+    captions) and its last one twice more; the 14-round plan went on after the 13 rounds committed before it, and
+    a saved 14-round state (its finishing round recorded whole) is gone on from; fewer rounds keep the first ones."""
     from cdvideo.apps.worldbuild import unet
     from cdvideo.apps.worldbuild.__main__ import parser
     from cdvideo.apps.worldbuild.common import Curve
 
-    profile, more = plans_for("cpu").unet, plans_for("cpu", unet_rounds=15).unet
-    assert len(profile.rounds) == 13 and profile.rounds[6:] == ((1500, 4.0),) * 7
-    assert more.rounds == profile.rounds + ((1500, 4.0),) * 2 and more.batch == profile.batch
+    profile, more = plans_for("cpu").unet, plans_for("cpu", unet_rounds=16).unet
+    assert len(profile.rounds) == 14 and profile.rounds[6:13] == ((1500, 4.0),) * 7
+    assert profile.rounds[13] == (1500, 4.0, Finish()) and Finish().optim.floor == 0 and Finish().contrast[0] > 0
+    assert more.rounds == profile.rounds + profile.rounds[-1:] * 2 and more.batch == profile.batch
     assert plans_for("cpu", unet_rounds=7).unet.rounds == profile.rounds[:7]  # the first shipped UNet's plan
-    assert parser().parse_args(["--unet-rounds", "15"]).unet_rounds == 15
+    assert parser().parse_args(["--unet-rounds", "16"]).unet_rounds == 16
     tiny = tiny_unet()
-    unet.save_round(tmp_path, unet.EMA(tiny, 0.99), 0, profile, 13, Curve(tmp_path, "unet"))
-    assert unet.resume_round(tmp_path, 0, more)[0] == 13
-    assert unet.resume_round(tmp_path, 0, plans_for("cpu", 0.5, unet_rounds=15).unet)[0] == 0  # other steps
+    unet.save_round(tmp_path, unet.EMA(tiny, 0.99), 0, plans_for("cpu", unet_rounds=13).unet, 13,
+                    Curve(tmp_path, "unet"))
+    assert unet.resume_round(tmp_path, 0, profile)[0] == 13
+    unet.save_round(tmp_path, unet.EMA(tiny, 0.99), 0, profile, 14, Curve(tmp_path, "unet"))
+    assert unet.resume_round(tmp_path, 0, more)[0] == 14
+    assert unet.resume_round(tmp_path, 0, plans_for("cpu", unet_rounds=13).unet)[0] == 0  # not a 13-round state
+    assert unet.resume_round(tmp_path, 0, plans_for("cpu", 0.5, unet_rounds=16).unet)[0] == 0  # other steps
 
 
 def test_a_unet_trial_going_on_after_a_saved_round_takes_the_batches_and_ema_step_after_it(tmp_path):
@@ -323,6 +331,47 @@ def test_a_trial_without_the_twins_never_draws_a_still_or_clip_of_an_instances_c
     assert kept["scenes"] == [other] * 6 and kept["clip_scenes"] == [other]
     assert kept["latents"][0][0][:, 0].tolist() == [1, 2, 4, 5, 7, 8] == kept["alpha"][0][:, 0].tolist()
     assert kept["latents"][1][1][:, 0].tolist() == [1]
+
+
+def test_a_binding_trials_contrast_is_the_same_caption_with_the_two_colours_exchanged_and_the_draws_unchanged():
+    """`unet_trial --contrast`: each caption naming a body and a pattern colour gets its contrast, the same words
+    with the colours exchanged; a caption naming one colour, a plain object or a dropped caption gets none; the
+    captions and the random stream are the build's (its committed rounds' batches)."""
+    import numpy as np
+
+    from cdvideo.apps.worldbuild.unet import captions, captions_with_contrasts
+    from cdvideo.toyworld.world import Scene
+
+    scenes = [Scene("ball", "yellow", "stripes", "purple", "gray", "centre", "big", accessory="hat",
+                    accessory_colour="purple"), Scene("cup", "red", "plain"), Scene("box", "pink", "rim", "green")] * 40
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    texts, contrasts = captions_with_contrasts(scenes, a, 0.1)
+    assert texts == captions(scenes, b, 0.1) and a.random() == b.random()
+    assert all(c is None for t, c in zip(texts, contrasts) if t == "" or "cup" in t or " stripes" not in t and
+               " rim" not in t)
+    pairs = [(t, c) for t, c in zip(texts, contrasts) if c]
+    assert 20 < len(pairs) < 70  # two of three scenes, their colours named with p 0.8, the pattern then with 0.8
+    for t, c in pairs:
+        if "ball" in t:
+            assert c.replace("purple ball", "X").replace("yellow stripes", "Y") == \
+                t.replace("yellow ball", "X").replace("purple stripes", "Y")  # the hat's colour, if named, stays
+        else:
+            assert "green box with a pink rim" in c and "pink box with a green rim" in t
+
+
+def test_the_contrast_caption_loss_is_a_two_way_classifier_of_the_caption():
+    """log 2 when both captions explain the latents alike; small when the own caption's error is the lower by much
+    more than 1 / beta, about beta x the gap when it is the higher."""
+    import math
+
+    import torch
+
+    from cdvideo.math.losses import contrast_caption_loss
+
+    same = torch.tensor([0.02, 0.05])
+    assert abs(contrast_caption_loss(same, same, 200.0).item() - math.log(2)) < 1e-6
+    assert contrast_caption_loss(torch.tensor([0.01]), torch.tensor([0.06]), 200.0).item() < 1e-4
+    assert abs(contrast_caption_loss(torch.tensor([0.06]), torch.tensor([0.01]), 200.0).item() - 10.0) < 1e-3
 
 
 def test_a_trials_unet_becomes_a_base_that_cdvideo_loads_like_the_shipped_model(tmp_path):

@@ -42,3 +42,12 @@ def diffusion_target(
     if prediction_type == "sample":
         return x0
     raise ValueError(f"unknown prediction_type {prediction_type!r}")
+
+
+def contrast_caption_loss(err: torch.Tensor, err_contrast: torch.Tensor, beta: float) -> torch.Tensor:
+    """-log sigmoid(beta (err_contrast - err)), averaged: the denoiser as a two-way classifier of its caption
+    against a contrast caption (diffusion classifier, Li et al. ICCV 2023; discriminative tuning, Qu et al. CVPR 2024).
+
+    err, err_contrast: (N,) per-sample squared epsilon errors under the caption and under the contrast caption.
+    """
+    return F.softplus(beta * (err.float() - err_contrast.float())).mean()

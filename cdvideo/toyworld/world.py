@@ -73,6 +73,10 @@ class Scene:
     def labels(self) -> dict:
         return asdict(self)
 
+    def colours_swapped(self) -> Scene:
+        """The same scene with the body's and the pattern's colours exchanged (a binding contrast)."""
+        return replace(self, colour=self.pattern_colour, pattern_colour=self.colour)
+
     @property
     def appearance(self) -> tuple:
         """What identifies an object: (class, colour, pattern, pattern colour)."""

@@ -203,7 +203,7 @@ def saved_round(work: Path, stage: str, seed: int, plan, over_unet: str | None =
     if not saved.is_file():
         return None
     blob = json.loads(saved.read_text())
-    done, wanted = blob["rounds"], json.loads(json.dumps(plan.rounds))  # tuples as JSON lists
+    done, wanted = blob["rounds"], json.loads(json.dumps(record(plan)["rounds"]))  # tuples as JSON lists
     if blob["plan"] != round_plan(seed, plan, over_unet) or done != wanted[:len(done)]:
         log(f"{stage}: the saved rounds {done} were made with another plan than {wanted}, or over another UNet; "
             "starting over")

@@ -18,10 +18,11 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from cdvideo.apps.worldbuild import common
 from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, UNET, Curve, log, mark_done, optimizer, optimizer_step,
     pretraining, round_plan, seed_everything, step_rngs)
-from cdvideo.apps.worldbuild.plans import UNetPlan
+from cdvideo.apps.worldbuild.plans import UNetPlan, record
 from cdvideo.models.architectures import tokenizer_dir
+from cdvideo.math.losses import contrast_caption_loss
 from cdvideo.models.text import tokenize
-from cdvideo.toyworld.world import caption
+from cdvideo.toyworld.world import caption, describe
 
 
 def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -38,9 +39,14 @@ def object_weights(alpha: torch.Tensor, weight: float, factor: int) -> torch.Ten
     return 1 + (weight - 1) * cover
 
 
+def sample_errors(pred: torch.Tensor, noise: torch.Tensor, pixel_w: torch.Tensor) -> torch.Tensor:
+    """(B,) pixel-weighted (B, 1, h, w) squared epsilon error per sample."""
+    return (pixel_w * (pred - noise).pow(2)).mean(dim=(1, 2, 3))
+
+
 def epsilon_loss(pred: torch.Tensor, noise: torch.Tensor, snr_w: torch.Tensor, pixel_w: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of the min-SNR-weighted (B,), pixel-weighted (B, 1, h, w) squared epsilon error."""
-    return (snr_w * (pixel_w * (pred - noise).pow(2)).mean(dim=(1, 2, 3))).mean()
+    return (snr_w * sample_errors(pred, noise, pixel_w)).mean()
 
 
 def noised(x0: torch.Tensor, sched, gen: torch.Generator, min_snr: float, t_min: int = 0) -> dict:
@@ -71,6 +77,29 @@ def captions(scenes: list, rng: np.random.Generator, drop: float, pattern_alone:
     """A caption per scene, "" for a share `drop` of them (classifier-free guidance); `pattern_alone`: see
     `world.describe`."""
     return ["" if rng.random() < drop else caption(s, rng, pattern_alone=pattern_alone) for s in scenes]
+
+
+def captions_with_contrasts(scenes: list, rng: np.random.Generator, drop: float,
+                            pattern_alone: float = 0.0) -> tuple[list[str], list[str | None]]:
+    """`captions` (the same draws) and each caption's binding contrast: the same words with the body's and the
+    pattern's colours exchanged ("a yellow ball with purple stripes" -> "a purple ball with yellow stripes"), None
+    where the caption does not name two different colours."""
+    texts, contrasts = [], []
+    for s in scenes:
+        before = rng.bit_generator.state
+        if rng.random() < drop:
+            texts.append(""), contrasts.append(None)
+            continue
+        text, named = describe(s, rng, pattern_alone=pattern_alone)
+        texts.append(text)
+        if not (named["colour"] and named["pattern_colour"]) or s.colour == s.pattern_colour:
+            contrasts.append(None)
+            continue
+        after, rng.bit_generator.state = rng.bit_generator.state, before
+        rng.random()  # the drop's draw again, then the caption's draws on the swapped scene
+        contrasts.append(describe(s.colours_swapped(), rng, pattern_alone=pattern_alone)[0])
+        rng.bit_generator.state = after
+    return texts, contrasts
 
 
 def still_indices(rng: np.random.Generator, n: int, k: int, split: tuple[np.ndarray, np.ndarray] | None = None,
@@ -111,12 +140,19 @@ def batch_at(step: int, seed: int, data: dict, plan: UNetPlan, tokenizer, object
     mean = np.concatenate([im_mean[ii], np.stack([cl_mean[c, f] for c, f in zip(ci, fi)])])
     std = np.concatenate([im_std[ii], np.stack([cl_std[c, f] for c, f in zip(ci, fi)])])
     x0 = sample_latents(mean, std, data["scale"], gen)  # (B, 4, 16, 16)
-    ids = tokenize(tokenizer, captions([scenes[i] for i in ii] + [clip_scenes[c] for c in ci], rng,
-                                       plan.caption_drop, data.get("pattern_alone", 0.0)))  # (B, 77)
+    batch_scenes = [scenes[i] for i in ii] + [clip_scenes[c] for c in ci]
+    if data.get("contrast"):  # a binding trial: each two-colour caption's colour-swapped contrast too
+        texts, contrasts = captions_with_contrasts(batch_scenes, rng, plan.caption_drop, data.get("pattern_alone", 0.0))
+        rows = [k for k, c in enumerate(contrasts) if c]
+        extra = dict(contrast_rows=torch.tensor(rows, dtype=torch.long),
+                     contrast_ids=tokenize(tokenizer, [contrasts[k] for k in rows])) if rows else {}  # (N, 77)
+    else:
+        texts, extra = captions(batch_scenes, rng, plan.caption_drop, data.get("pattern_alone", 0.0)), {}
+    ids = tokenize(tokenizer, texts)  # (B, 77)
     alpha = np.concatenate([im_alpha[ii], np.stack([cl_alpha[c, f] for c, f in zip(ci, fi)])])
     alpha = torch.from_numpy(alpha).float() / 255  # (B, 64, 64) object coverage
     pixel_w = object_weights(alpha, object_weight, alpha.shape[-1] // x0.shape[-1])  # (B, 1, 16, 16)
-    return dict(noised(x0, data["sched"], gen, plan.min_snr), ids=ids, alpha=alpha, pixel_w=pixel_w)
+    return dict(noised(x0, data["sched"], gen, plan.min_snr), ids=ids, alpha=alpha, pixel_w=pixel_w, **extra)
 
 
 def training_data(work: Path, seed: int, plan: UNetPlan) -> dict:
@@ -133,7 +169,7 @@ def training_data(work: Path, seed: int, plan: UNetPlan) -> dict:
 
 def run(work: Path, seed: int, plan: UNetPlan) -> dict:
     seed_everything(seed)
-    device, rounds = plan.device, [int(n) for n, _ in plan.rounds]
+    device, rounds = plan.device, [int(r[0]) for r in plan.rounds]
     done, ema_step, curve = resume_round(work, seed, plan)
     unet = build(work / "unet.round" if done else None, plan.widths)
     unet = unet.train().to(device, memory_format=torch.channels_last)
@@ -168,13 +204,15 @@ def build(saved: Path | None = None, widths: tuple[int, ...] = UNetPlan.widths, 
 
 
 def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curve, run: tuple, r0: int,
-                this_round: tuple[int, float]) -> None:
-    """Steps r0 .. r0 + n of the run (seed, plan, work), this_round = (n, object weight): a fresh AdamW and warm-up
-    cosine over the round; a step checkpoint every plan.checkpoint_every steps, for a stop inside the round (never
-    committed)."""
-    (seed, plan, work), (n, object_weight) = run, this_round
+                this_round: tuple) -> None:
+    """Steps r0 .. r0 + n of the run (seed, plan, work), this_round = (n, object weight[, Finish]): a fresh AdamW
+    and warm-up cosine over the round (a Finish's own, and its contrast captions); a step checkpoint every
+    plan.checkpoint_every steps, for a stop inside the round (never committed)."""
+    (seed, plan, work), (n, object_weight, *finish) = run, this_round
+    if finish:
+        data = {**data, "contrast": finish[0].contrast}
     device, steps = plan.device, r0 + n
-    opt, lr_sched = optimizer(unet.parameters(), plan.optim, n)
+    opt, lr_sched = optimizer(unet.parameters(), finish[0].optim if finish else plan.optim, n)
     state = dict(unet=unet, ema=ema.model, opt=opt, lr_sched=lr_sched)
     start, ema.step = resume(work / "unet.ckpt", state, curve, r0, ema.step, round_plan(seed, plan))
     t0 = time.time()
@@ -189,20 +227,38 @@ def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curv
             # -- prediction, min-SNR- and object-weighted epsilon loss, update, EMA
             pred = unet(b["noisy"].contiguous(memory_format=torch.channels_last), b["t"], cond).sample  # (B, 4, h, w)
             loss = epsilon_loss(pred, b["noise"], b["w"], b["pixel_w"])
+            if "contrast_ids" in b:  # a binding trial: the caption must explain the latents better than its contrast
+                bind, acc = contrast_term(unet, text_encoder, b, pred, data["contrast"])
+                loss = loss + data["contrast"][0] * bind
             optimizer_step(loss, opt, lr_sched, unet.parameters(), plan.optim.max_norm)
             ema.update(unet)
             if step % 25 == 0 or step == steps - 1:
-                curve.add(step, loss=loss.item())
-                total = sum(k for k, _ in plan.rounds)
-                log(f"unet step {step}/{total} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
+                extra = dict(contrast=bind.item(), contrast_accuracy=acc) if "contrast_ids" in b else {}
+                curve.add(step, loss=loss.item(), **extra)
+                total = sum(r[0] for r in plan.rounds)
+                log(f"unet step {step}/{total} loss {loss.item():.4f} {extra or ''}({time.time() - t0:.0f} s)")
             if (step + 1) % plan.checkpoint_every == 0 and step + 1 < steps:
                 checkpoint(work / "unet.ckpt", step + 1, state, curve, ema.step, round_plan(seed, plan))
     (work / "unet.ckpt").unlink(missing_ok=True)
 
 
+def contrast_term(unet, text_encoder, b: dict, pred: torch.Tensor, weights: tuple[float, float]) -> tuple:
+    """The contrast captions' loss on the batch's rows that have one (`weights` = (weight, beta)), and the share of
+    those rows whose own caption explains them better."""
+    rows = b["contrast_rows"]
+    with torch.no_grad():
+        cond = text_encoder(b["contrast_ids"]).last_hidden_state  # (N, 77, D)
+    noisy = b["noisy"][rows].contiguous(memory_format=torch.channels_last)
+    pred_c = unet(noisy, b["t"][rows], cond).sample  # (N, 4, h, w)
+    err = sample_errors(pred[rows], b["noise"][rows], b["pixel_w"][rows])
+    err_c = sample_errors(pred_c, b["noise"][rows], b["pixel_w"][rows])
+    return contrast_caption_loss(err, err_c, weights[1]), (err_c > err).float().mean().item()
+
+
 def save_round(work: Path, ema: EMA, seed: int, plan: UNetPlan, done: int, curve: Curve) -> None:
     """The EMA weights after `done` rounds, with the plan and curve so far, in work/unet.round/."""
-    blob = {"plan": round_plan(seed, plan), "rounds": plan.rounds[:done], "ema_step": ema.step, "curve": curve.values}
+    blob = {"plan": round_plan(seed, plan), "rounds": record(plan)["rounds"][:done], "ema_step": ema.step,
+            "curve": curve.values}
     common.save_round(work, "unet", ema.model.save_pretrained, blob)
 
 

@@ -8,6 +8,8 @@ of the seed and the step), so that a trial differs from the build's run only in 
         --lr 5e-4 --floor 0 --warmup 50 --pattern-alone 1.0
     python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/share --from toyworld-build/unet.round \
         --lr 5e-4 --floor 0 --warmup 50 --pattern-share 0.7
+    python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/bind --from toyworld-build/unet.round \
+        --lr 5e-4 --floor 0 --warmup 50 --contrast 0.005 200
     python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/twins --rounds 4 --exclude-twins
     python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/twins7 --from /tmp/twins/round4 --rounds 3 \
         --exclude-twins
@@ -15,10 +17,13 @@ of the seed and the step), so that a trial differs from the build's run only in 
     python -m cdvideo.apps.worldbuild.unet_trial model /tmp/twins/round7 /tmp/models/twins7   # for tune --model
 
 `train` runs the plan's first rounds on a fresh UNet (its widths and attention heads as asked), or more rounds of
-the plan's last kind going on after a saved round (`--from`, with its own learning rate and floor when asked), and
-saves each round's EMA weights and its round.json as OUT/round<k>/ (read them with `drawing --unet`; go on after
-one with `--from`). `--exclude-twins` leaves out of the data every still and clip of an instance's colour-swapped
-twin ("a purple ball with yellow stripes"), the neighbour drawn most often in an instance's place. `heldout` gives
+the plan's last kind (its steps and object weight; the plan's schedule, with `--lr`, `--floor`, `--warmup` when asked)
+going on after a saved round (`--from`), and saves each round's EMA weights and its round.json as OUT/round<k>/
+(read them with `drawing --unet`; go on after one with `--from`). `--exclude-twins` leaves out of the data every
+still and clip of an instance's colour-swapped twin ("a purple ball with yellow stripes"), the neighbour drawn most
+often in an instance's place. `--contrast W BETA` adds W x the contrast captions' loss
+(`cdvideo.math.losses.contrast_caption_loss` at BETA): every caption naming two colours must explain its latents
+better than the same words with the colours exchanged (the build's 14th round: `plans.Finish`). `heldout` gives
 each UNet's plain epsilon error on 2,000 of the training stills and on 2,000 fresh renders (the same noise and
 timesteps), and the paired difference with its 95% interval: whether a UNet over-fits its 40,000 stills. `model`
 writes the shipped model with another UNet (in float16, as shipped) as a diffusers folder: a base to personalize
@@ -38,7 +43,7 @@ import torch
 from cdvideo.apps.worldbuild import unet as U
 from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, Curve, log, pretraining, render_set, seed_everything,
                                             to_pixels)
-from cdvideo.apps.worldbuild.plans import PRETRAIN, Renders, UNetPlan, plans_for
+from cdvideo.apps.worldbuild.plans import PRETRAIN, Renders, UNetPlan, plans_for, round_record
 from cdvideo.data.files import atomic_folder
 from cdvideo.data.ranges import Flag, Parser, Range
 from cdvideo.math.metrics import bootstrap_ci
@@ -85,11 +90,12 @@ def without(data: dict, appearances: frozenset) -> dict:
 
 def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None = None,
           heads: int | None = None, pattern_alone: float = 0.0, pattern_share: float | None = None,
-          exclude_twins: bool = False) -> None:
+          exclude_twins: bool = False, contrast: tuple[float, float] | None = None) -> None:
     """`rounds` rounds of the plan (from a saved round: more of its last kind), each round's EMA in out/round<k>;
     `pattern_alone`: the share of captions without the body colour that name the pattern (`world.describe`);
     `pattern_share`: the share of a batch's stills that wear a pattern (None: drawn uniformly, as the build);
-    `exclude_twins`: no still or clip of an instance's colour-swapped twin."""
+    `exclude_twins`: no still or clip of an instance's colour-swapped twin; `contrast`: (weight, beta) of the
+    contrast captions' loss."""
     seed = 0
     seed_everything(seed)
     unet, step, ema_step = start(plan, saved, heads)
@@ -100,24 +106,25 @@ def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None
     data, (tokenizer, text_encoder) = U.training_data(work, seed, plan), U.load_text(work)
     if exclude_twins:
         data = without(data, twins())
-    data["pattern_alone"] = pattern_alone
+    data["pattern_alone"], data["contrast"] = pattern_alone, contrast
     if pattern_share is not None:
         patterned = np.array([s.pattern != "plain" for s in data["scenes"]])
         data["pattern_split"] = (np.flatnonzero(patterned), np.flatnonzero(~patterned))  # once, not every step
         data["pattern_share"] = pattern_share
         log(f"unet trial: {patterned.sum()} of {len(patterned)} stills patterned, drawn as {pattern_share}")
-    kinds = plan.rounds[:rounds] if saved is None else plan.rounds[-1:] * rounds
+    kinds = plan.rounds[:rounds] if saved is None else [plan.rounds[-1][:2]] * rounds  # (steps, object weight)
     done = record(saved)["rounds"]
     curve, t0 = Curve(out, "unet"), time.time()
     for k, this_round in enumerate(kinds):
         U.train_round(unet, ema, data, text_encoder, tokenizer, curve, (seed, plan, out), step, this_round)
         step += this_round[0]
-        done = [*done, list(this_round)]
+        done = [*done, round_record(this_round)]
         ema.model.save_pretrained(str(out / f"round{k + 1}"))
         (out / f"round{k + 1}" / "round.json").write_text(json.dumps(
             {"rounds": done, "ema_step": ema.step, "trial": {"pattern_alone": pattern_alone,
                                                              "pattern_share": pattern_share,
-                                                             "exclude_twins": exclude_twins}}))
+                                                             "exclude_twins": exclude_twins,
+                                                             "contrast": contrast}}))
         unet.load_state_dict(ema.model.state_dict())
         curve.save()
         log(f"unet trial: round {k + 1} saved in {out / f'round{k + 1}'} ({time.time() - t0:.0f} s)")
@@ -199,6 +206,8 @@ def main() -> None:
                    help="the share of a batch's stills that wear a pattern (the build: drawn uniformly, about 0.4)")
     t.add_argument("--exclude-twins", action="store_true",
                    help="leave out every still and clip of an instance's colour-swapped twin (the build keeps them)")
+    t.add_argument("--contrast", type=Flag(float, Range(0.0, 1e6)), nargs=2, default=None, metavar=("W", "BETA"),
+                   help="add W x the colour-swapped contrast captions' loss at BETA (the build: none)")
     h = sub.add_parser("heldout", help="epsilon error on training stills and on fresh ones")
     h.add_argument("unets", nargs="+", help="UNet folders")
     m = sub.add_parser("model", help="the shipped model with another UNet, a base for `tune --model`")
@@ -228,7 +237,8 @@ def main() -> None:
     plan = replace(plan, optim=optim, **({"widths": tuple(args.widths)} if args.widths else {}))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     train(work, Path(args.out), plan, args.rounds, Path(args.saved) if args.saved else None, args.heads,
-          args.pattern_alone, args.pattern_share, args.exclude_twins)
+          args.pattern_alone, args.pattern_share, args.exclude_twins,
+          tuple(args.contrast) if args.contrast else None)
 
 
 if __name__ == "__main__":
