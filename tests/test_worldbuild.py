@@ -359,6 +359,34 @@ def test_a_binding_trials_contrast_is_the_same_caption_with_the_two_colours_exch
             assert "green box with a pink rim" in c and "pink box with a green rim" in t
 
 
+def test_the_binding_probe_asks_each_instance_against_its_twin_and_reads_a_gap_of_the_right_sign():
+    """`binding`: the instance's spelled-out words against its twin's; a UNet whose output is the noise exactly
+    under the own words (and zero under the twin's) reads a positive gap on every render, the noise's mean square."""
+    import torch
+    from transformers import CLIPTokenizer
+
+    from cdvideo.apps.worldbuild.binding import gaps, words
+    from cdvideo.models.architectures import tokenizer_dir
+    from cdvideo.toyworld.instances import INSTANCES
+
+    inst = INSTANCES["striped_cup"]
+    assert words(inst) == "a big red cup with white stripes" and words(inst.swapped()) == \
+        "a big white cup with red stripes"
+
+    tok, noise = CLIPTokenizer.from_pretrained(str(tokenizer_dir())), torch.randn(3, 4, 2, 2)
+
+    def text_encoder(ids):  # token ids as features
+        return type("Out", (), {"last_hidden_state": ids.float()[:, :, None]})
+
+    def unet(noisy, t, cond):  # exact under the own words, zero under any other
+        own = tok([words(inst)], padding="max_length", max_length=77, return_tensors="pt").input_ids
+        return type("Out", (), {"sample": noise if bool((cond[:, :, 0] == own).all()) else noise * 0})
+
+    g = gaps(unet, text_encoder, tok, {"noisy": noise, "t": torch.zeros(3), "noise": noise}, words(inst),
+             words(inst.swapped()))
+    assert g.shape == (3,) and torch.allclose(torch.from_numpy(g), noise.pow(2).mean(dim=(1, 2, 3)))
+
+
 def test_the_contrast_caption_loss_is_a_two_way_classifier_of_the_caption():
     """log 2 when both captions explain the latents alike; small when the own caption's error is the lower by much
     more than 1 / beta, about beta x the gap when it is the higher."""
