@@ -94,7 +94,9 @@ def test_short_personalization_raises_identity_above_the_base(demo_run):
 
 def test_spl_keeps_the_stills_composing_at_the_demos_setting(demo_run, tmp_path):
     """At the demo's setting, on the demo's seed, SPL's 52 stills compose as well as the same run's without SPL: with
-    the subject masks (the recipe) 0.885 and 0.904 at identity 0.57 and 0.60; the maskless recipe on the 13-round
+    the subject masks (the recipe) on the 14-round second edition 0.769 and 0.731 at identity 0.68 and 0.78 (the
+    13-round one 0.885 and 0.904 at identity 0.57 and 0.60: the 14th round's runs recover more of the instance and
+    compose less, with SPL and without); the maskless recipe on the 13-round
     second edition (striped_ball) 0.92 and 0.90, at identity 0.52 and 0.58 (SPL costs identity on this seed; read by
     the judge stage's judge 0.90 and 0.90 at 0.48 and 0.57); on the 7-round model 0.94 against 0.87;
     over the four tuning instances and two seeds (python -m cdvideo.apps.worldbuild.tune, the judge stage's judge)
@@ -107,7 +109,7 @@ def test_spl_keeps_the_stills_composing_at_the_demos_setting(demo_run, tmp_path)
     w_plain = train(train_config(inst, tmp_path / "run-no-spl", TRAIN["max_steps"], 0.0))
     plain = still_scores(judge, inst, w_plain, f"{TOKEN} {inst.cls}")
     assert spl["stills composition"] >= plain["stills composition"] - 2 / 52, (spl, plain)
-    assert spl["stills composition"] > 0.85, spl  # 0.885 measured: 46 of 52 stills show what was asked
+    assert spl["stills composition"] > 0.70, spl  # 0.769 measured: 40 of 52 stills show what was asked
 
 
 def test_eval_with_the_judge_for_clips(tmp_path):
@@ -148,11 +150,12 @@ IDENTITY_GAIN = 0.15
 
 def test_spl_keeps_the_token_near_its_class_where_plain_tuning_drifts(tmp_path):
     """SPL's effect in text space, pinned on its seed: at a strong learning rate (6e-3, striped_ball, seed 0) the
-    token drifts from its class without SPL and stays with it. On the 13-round second edition after 120 steps
-    0.083 against 0.053 (the 7-round model: 0.099 against 0.051, after 240 0.117 against 0.054, after 40 level at
-    0.048 and 0.051; the first edition 0.315 against 0.030 after 240, docs/toyworld/first_edition.md). Thresholds
-    leave a third of the gap. On the maskless recipe (`MASKLESS`) where it was measured: with the photos' subject
-    masks the plain run does not drift at this rate (0.049 against 0.050), the background no longer pulling it."""
+    token drifts from its class without SPL and stays with it. On the 14-round second edition after 120 steps
+    0.069 against 0.053 (the 13-round one 0.083 against 0.053; the 7-round model: 0.099 against 0.051, after 240 0.117
+    against 0.054, after 40 level at 0.048 and 0.051; the first edition 0.315 against 0.030 after 240,
+    docs/toyworld/first_edition.md). Thresholds leave a third of the gap. On the maskless recipe (`MASKLESS`) where
+    it was measured: with the photos' subject masks the plain run does not drift at this rate (0.049 against
+    0.050), the background no longer pulling it."""
     from cdvideo.tasks.drift import compute, load_source
     from cdvideo.toyworld import drift_phrases
 
@@ -161,7 +164,7 @@ def test_spl_keeps_the_token_near_its_class_where_plain_tuning_drifts(tmp_path):
         w = train(train_config(instances.get("striped_ball"), tmp_path / f"spl{spl:g}", 120, spl,
                                {**MASKLESS, "optimizer.learning_rate": 6e-3, "seed": 0}))
         drift[spl] = compute([load_source(w)], drift_phrases())["runs"][0]["after"]["distance"]
-    assert drift[0.0] > 0.073 and drift[1.0] < 0.063 and drift[0.0] - drift[1.0] > 0.020, drift
+    assert drift[0.0] > 0.064 and drift[1.0] < 0.058 and drift[0.0] - drift[1.0] > 0.010, drift
 
 
 def test_video_to_video_keeps_the_source_motion_and_shows_the_subject(demo_run, tmp_path):
