@@ -2,7 +2,9 @@
 and the mid block), trained on the encoded renders with the frozen text encoder: epsilon prediction under SD1.5's
 DDPM schedule, min-SNR-5 loss weighting (Hang et al. ICCV 2023), 10% of captions dropped for classifier-free
 guidance, an EMA of the weights. A quarter of each batch are clip frames captioned with their motion. Later rounds
-weigh the loss up where the objects are (their coverage at latent resolution), where a pattern's colour is drawn."""
+weigh the loss up where the objects are (their coverage at latent resolution), where a pattern's colour is drawn; the
+last adds contrast captions (each two-colour caption against the same words with the colours exchanged), which
+bind each colour to its part."""
 
 from __future__ import annotations
 
@@ -141,7 +143,7 @@ def batch_at(step: int, seed: int, data: dict, plan: UNetPlan, tokenizer, object
     std = np.concatenate([im_std[ii], np.stack([cl_std[c, f] for c, f in zip(ci, fi)])])
     x0 = sample_latents(mean, std, data["scale"], gen)  # (B, 4, 16, 16)
     batch_scenes = [scenes[i] for i in ii] + [clip_scenes[c] for c in ci]
-    if data.get("contrast"):  # a binding trial: each two-colour caption's colour-swapped contrast too
+    if data.get("contrast"):  # a contrast round: each two-colour caption's colour-swapped contrast too
         texts, contrasts = captions_with_contrasts(batch_scenes, rng, plan.caption_drop, data.get("pattern_alone", 0.0))
         rows = [k for k, c in enumerate(contrasts) if c]
         extra = dict(contrast_rows=torch.tensor(rows, dtype=torch.long),
@@ -211,8 +213,8 @@ def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curv
     (seed, plan, work), (n, object_weight, *finish) = run, this_round
     if finish:
         data = {**data, "contrast": finish[0].contrast}
-    device, steps = plan.device, r0 + n
-    opt, lr_sched = optimizer(unet.parameters(), finish[0].optim if finish else plan.optim, n)
+    device, steps, optim = plan.device, r0 + n, finish[0].optim if finish else plan.optim
+    opt, lr_sched = optimizer(unet.parameters(), optim, n)
     state = dict(unet=unet, ema=ema.model, opt=opt, lr_sched=lr_sched)
     start, ema.step = resume(work / "unet.ckpt", state, curve, r0, ema.step, round_plan(seed, plan))
     t0 = time.time()
@@ -227,16 +229,17 @@ def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curv
             # -- prediction, min-SNR- and object-weighted epsilon loss, update, EMA
             pred = unet(b["noisy"].contiguous(memory_format=torch.channels_last), b["t"], cond).sample  # (B, 4, h, w)
             loss = epsilon_loss(pred, b["noise"], b["w"], b["pixel_w"])
-            if "contrast_ids" in b:  # a binding trial: the caption must explain the latents better than its contrast
+            if "contrast_ids" in b:  # a contrast round: the caption must explain the latents better than its contrast
                 bind, acc = contrast_term(unet, text_encoder, b, pred, data["contrast"])
                 loss = loss + data["contrast"][0] * bind
-            optimizer_step(loss, opt, lr_sched, unet.parameters(), plan.optim.max_norm)
+            optimizer_step(loss, opt, lr_sched, unet.parameters(), optim.max_norm)
             ema.update(unet)
             if step % 25 == 0 or step == steps - 1:
                 extra = dict(contrast=bind.item(), contrast_accuracy=acc) if "contrast_ids" in b else {}
                 curve.add(step, loss=loss.item(), **extra)
                 total = sum(r[0] for r in plan.rounds)
-                log(f"unet step {step}/{total} loss {loss.item():.4f} {extra or ''}({time.time() - t0:.0f} s)")
+                shown = f" contrast {bind.item():.3f} (own caption better {acc:.2f})" if extra else ""
+                log(f"unet step {step}/{total} loss {loss.item():.4f}{shown} ({time.time() - t0:.0f} s)")
             if (step + 1) % plan.checkpoint_every == 0 and step + 1 < steps:
                 checkpoint(work / "unet.ckpt", step + 1, state, curve, ema.step, round_plan(seed, plan))
     (work / "unet.ckpt").unlink(missing_ok=True)
