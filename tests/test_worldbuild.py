@@ -238,17 +238,18 @@ def test_more_unet_rounds_go_on_after_the_profiles_fourteen(tmp_path):
 
 
 def test_a_unet_trial_going_on_after_a_saved_round_takes_the_batches_and_ema_step_after_it(tmp_path):
-    """`unet_trial train --from`: a trial round after the committed 13 starts at step 19,500 (the build's batches
-    for a 14th round, none it trained on) with the saved EMA step; a fresh trial has the plan's widths at step 0."""
+    """`unet_trial train --from`: a trial round after the committed 14 (the last a contrast round, recorded whole)
+    starts at step 21,000 (the build's batches for a 15th round, none it trained on) with the saved EMA step; a
+    fresh trial has the plan's widths at step 0."""
     from cdvideo.apps.worldbuild import unet, unet_trial
     from cdvideo.apps.worldbuild.common import Curve
 
     profile, tiny = plans_for("cpu").unet, tiny_unet()
     ema = unet.EMA(tiny, 0.99)
-    ema.step = 19_500
-    unet.save_round(tmp_path, ema, 0, profile, 13, Curve(tmp_path, "unet"))
+    ema.step = 21_000
+    unet.save_round(tmp_path, ema, 0, profile, 14, Curve(tmp_path, "unet"))
     model, step, ema_step = unet_trial.start(profile, tmp_path / "unet.round", None)
-    assert (step, ema_step) == (19_500, 19_500) and all(a.equal(b) for a, b in zip(model.parameters(),
+    assert (step, ema_step) == (21_000, 21_000) and all(a.equal(b) for a, b in zip(model.parameters(),
                                                                                      tiny.parameters()))
     fresh, step, _ = unet_trial.start(profile, None, 8)
     assert step == 0 and tuple(fresh.config.block_out_channels) == profile.widths

@@ -66,7 +66,7 @@ def start(plan: UNetPlan, saved: Path | None, heads: int | None) -> tuple:
     if saved is None:
         return U.build(None, plan.widths, heads), 0, 0
     done = record(saved)
-    steps = sum(n for n, _ in done["rounds"])
+    steps = sum(r[0] for r in done["rounds"])  # (steps, object weight[, finish])
     return U.build(saved), steps, done["ema_step"]
 
 
