@@ -41,9 +41,7 @@ def noised_renders(vae, sched, n: int, seed: int = 0) -> dict:
     gen, out = torch.Generator().manual_seed(seed), {}
     for name, inst in INSTANCES.items():
         z = vae.encode(to_pixels(big_renders(inst, n))).latent_dist.mean * vae.config.scaling_factor  # (n, 4, 16, 16)
-        noise, t = torch.randn(z.shape, generator=gen), torch.randint(0, sched.config.num_train_timesteps, (n,),
-                                                                       generator=gen)
-        out[name] = dict(noisy=sched.add_noise(z, noise, t), noise=noise, t=t)
+        out[name] = U.noised(z, sched, gen, min_snr=5.0)  # the stage's draw (its loss weights unused here)
     return out
 
 

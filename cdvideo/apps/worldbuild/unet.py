@@ -235,10 +235,10 @@ def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curv
             optimizer_step(loss, opt, lr_sched, unet.parameters(), optim.max_norm)
             ema.update(unet)
             if step % 25 == 0 or step == steps - 1:
-                extra = dict(contrast=bind.item(), contrast_accuracy=acc) if "contrast_ids" in b else {}
+                extra = dict(contrast=bind.item(), contrast_accuracy=acc.item()) if "contrast_ids" in b else {}
                 curve.add(step, loss=loss.item(), **extra)
                 total = sum(r[0] for r in plan.rounds)
-                shown = f" contrast {bind.item():.3f} (own caption better {acc:.2f})" if extra else ""
+                shown = f" contrast {bind.item():.3f} (own caption better {acc.item():.2f})" if extra else ""
                 log(f"unet step {step}/{total} loss {loss.item():.4f}{shown} ({time.time() - t0:.0f} s)")
             if (step + 1) % plan.checkpoint_every == 0 and step + 1 < steps:
                 checkpoint(work / "unet.ckpt", step + 1, state, curve, ema.step, round_plan(seed, plan))
@@ -255,7 +255,7 @@ def contrast_term(unet, text_encoder, b: dict, pred: torch.Tensor, weights: tupl
     pred_c = unet(noisy, b["t"][rows], cond).sample  # (N, 4, h, w)
     err = sample_errors(pred[rows], b["noise"][rows], b["pixel_w"][rows])
     err_c = sample_errors(pred_c, b["noise"][rows], b["pixel_w"][rows])
-    return contrast_caption_loss(err, err_c, weights[1]), (err_c > err).float().mean().item()
+    return contrast_caption_loss(err, err_c, weights[1]), (err_c > err).float().mean().detach()  # read when logged
 
 
 def save_round(work: Path, ema: EMA, seed: int, plan: UNetPlan, done: int, curve: Curve) -> None:

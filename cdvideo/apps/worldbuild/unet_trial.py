@@ -43,7 +43,7 @@ import torch
 from cdvideo.apps.worldbuild import unet as U
 from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, Curve, log, pretraining, render_set, seed_everything,
                                             to_pixels)
-from cdvideo.apps.worldbuild.plans import PRETRAIN, Renders, UNetPlan, plans_for, round_record
+from cdvideo.apps.worldbuild.plans import PRETRAIN, Finish, Renders, UNetPlan, plans_for, round_record
 from cdvideo.data.files import atomic_folder
 from cdvideo.data.ranges import Flag, Parser, Range
 from cdvideo.math.metrics import bootstrap_ci
@@ -106,13 +106,15 @@ def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None
     data, (tokenizer, text_encoder) = U.training_data(work, seed, plan), U.load_text(work)
     if exclude_twins:
         data = without(data, twins())
-    data["pattern_alone"], data["contrast"] = pattern_alone, contrast
+    data["pattern_alone"] = pattern_alone
     if pattern_share is not None:
         patterned = np.array([s.pattern != "plain" for s in data["scenes"]])
         data["pattern_split"] = (np.flatnonzero(patterned), np.flatnonzero(~patterned))  # once, not every step
         data["pattern_share"] = pattern_share
         log(f"unet trial: {patterned.sum()} of {len(patterned)} stills patterned, drawn as {pattern_share}")
     kinds = plan.rounds[:rounds] if saved is None else [plan.rounds[-1][:2]] * rounds  # (steps, object weight)
+    if contrast is not None:  # every round a contrast round, on the trial's schedule (as the build's Finish)
+        kinds = [(n, w, Finish(plan.optim, contrast)) for n, w, *_ in kinds]
     done = record(saved)["rounds"]
     curve, t0 = Curve(out, "unet"), time.time()
     for k, this_round in enumerate(kinds):
