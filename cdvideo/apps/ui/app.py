@@ -138,35 +138,48 @@ def conditioning_inputs() -> list:
     return [control, controlnet, preprocess, control_scale, keyframes, sparsectrl, ip_image, ip_adapter, ip_scale]
 
 
-def animate_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
-    size = actions.native_size(model)
+# The Animate tab's inputs in the order its Render handler (`go` in `animate_tab`) takes them after the client
+RENDER_INPUTS = ("weights", "upload", "prompts", "frames", "side", "steps", "guidance", "seeds", "adapter", "scale",
+                 "base", "motion_file", "motion_scale", "source", "strength")
+
+
+def animate_inputs(model: str) -> dict:
+    """The Animate tab's two columns of settings, by name (`RENDER_INPUTS`, and the runs list's refresh button)."""
+    i: dict = {}
     with gr.Row():
         with gr.Column():
-            weights = gr.Dropdown([], label="weights file (runs folder)", allow_custom_value=True,
-                                  elem_id="anim-weights")
-            upload = gr.File(label="or upload a weights file", file_types=[".safetensors"], elem_id="anim-upload")
-            refresh_runs = gr.Button("Refresh list", size="sm", elem_id="anim-refresh")
-            base = gr.Dropdown(["toyworld", "tiny", ""], value=model, label="base (empty: the weights file's)",
-                               allow_custom_value=True, elem_id="anim-model")
-            prompts = gr.Textbox(label="prompts, one per line", lines=3, elem_id="anim-prompts",
-                                 value="a sks ball moving right on a blue background" if model == "toyworld" else "")
+            i["weights"] = gr.Dropdown([], label="weights file (runs folder)", allow_custom_value=True,
+                                       elem_id="anim-weights")
+            i["upload"] = gr.File(label="or upload a weights file", file_types=[".safetensors"], elem_id="anim-upload")
+            i["refresh_runs"] = gr.Button("Refresh list", size="sm", elem_id="anim-refresh")
+            i["base"] = gr.Dropdown(["toyworld", "tiny", ""], value=model, label="base (empty: the weights file's)",
+                                    allow_custom_value=True, elem_id="anim-model")
+            i["prompts"] = gr.Textbox(label="prompts, one per line", lines=3, elem_id="anim-prompts",
+                                      value="a sks ball moving right on a blue background" if model == "toyworld"
+                                      else "")
         with gr.Column():
-            frames = gr.Slider(8, 32, value=16, step=8, label="frames", elem_id="anim-frames")
-            side = gr.Number(label="size (px)", value=size, precision=0, elem_id="anim-size")
-            steps = gr.Number(label="steps", value=20, precision=0, elem_id="anim-steps")
-            guidance = gr.Number(label="guidance", value=5.0, elem_id="anim-guidance")
-            seeds = gr.Textbox(label="seeds", value="0", elem_id="anim-seeds")
-            adapter = gr.Dropdown(ADAPTERS, value="", label="adapter (empty: the base's default)",
-                                  allow_custom_value=True, elem_id="anim-adapter")
-            scale = gr.Slider(0, 1, value=1.0, step=0.05, label="scale", elem_id="anim-scale")
-            motion_file = gr.Dropdown([], label="motion LoRA (Motion tab's runs; empty: none)",
-                                      allow_custom_value=True, elem_id="anim-motion")
-            motion_scale = gr.Slider(0, 1.5, value=1.0, step=0.05, label="motion LoRA scale",
-                                     elem_id="anim-motion-scale")
-            source = gr.File(label="source clip to restyle (video-to-video; empty: from text)",
-                             file_types=list(CLIP_SUFFIXES), elem_id="anim-source")
-            strength = gr.Slider(0.05, 1, value=0.8, step=0.05, label="strength (video-to-video: lower keeps more "
-                                 "of the source)", elem_id="anim-strength")
+            i["frames"] = gr.Slider(8, 32, value=16, step=8, label="frames", elem_id="anim-frames")
+            i["side"] = gr.Number(label="size (px)", value=actions.native_size(model), precision=0,
+                                  elem_id="anim-size")
+            i["steps"] = gr.Number(label="steps", value=20, precision=0, elem_id="anim-steps")
+            i["guidance"] = gr.Number(label="guidance", value=5.0, elem_id="anim-guidance")
+            i["seeds"] = gr.Textbox(label="seeds", value="0", elem_id="anim-seeds")
+            i["adapter"] = gr.Dropdown(ADAPTERS, value="", label="adapter (empty: the base's default)",
+                                       allow_custom_value=True, elem_id="anim-adapter")
+            i["scale"] = gr.Slider(0, 1, value=1.0, step=0.05, label="scale", elem_id="anim-scale")
+            i["motion_file"] = gr.Dropdown([], label="motion LoRA (Motion tab's runs; empty: none)",
+                                           allow_custom_value=True, elem_id="anim-motion")
+            i["motion_scale"] = gr.Slider(0, 1.5, value=1.0, step=0.05, label="motion LoRA scale",
+                                          elem_id="anim-motion-scale")
+            i["source"] = gr.File(label="source clip to restyle (video-to-video; empty: from text)",
+                                  file_types=list(CLIP_SUFFIXES), elem_id="anim-source")
+            i["strength"] = gr.Slider(0.05, 1, value=0.8, step=0.05, label="strength (video-to-video: lower keeps "
+                                      "more of the source)", elem_id="anim-strength")
+    return i
+
+
+def animate_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
+    i = animate_inputs(model)
     conditions = conditioning_inputs()
     with gr.Row():
         render = gr.Button("Render", variant="primary", elem_id="anim-render")
@@ -184,13 +197,12 @@ def animate_tab(mgr: JobManager, access: Access, client, model: str) -> tuple:
         return status_md(actions.start_render(mgr, c, w or None, p, fr, sz, st, g, sd, ad, sc, b, uploaded=u,
                                               motion_lora=ml or None, motion_scale=ms, source=src, strength=k,
                                               conditions=Conditions(*cond)))
-    on(render.click, access, go, [client, weights, upload, prompts, frames, side, steps, guidance, seeds, adapter,
-                                  scale, base, motion_file, motion_scale, source, strength, *conditions], status,
-       api_name="render")
-    on(motion_file.focus, access, lambda c: gr.update(choices=motion_loras(c.folder)), [client], motion_file)
+    on(render.click, access, go, [client, *(i[k] for k in RENDER_INPUTS), *conditions], status, api_name="render")
+    on(i["motion_file"].focus, access, lambda c: gr.update(choices=motion_loras(c.folder)), [client],
+       i["motion_file"])
     on(cancel.click, access, lambda c: _cancel(mgr, c, "animate"), [client], status, api_name="cancel_render")
-    for event in (refresh_runs.click, weights.focus):
-        on(event, access, lambda c: gr.update(choices=actions.runs(c.folder)), [client], weights)
+    for event in (i["refresh_runs"].click, i["weights"].focus):
+        on(event, access, lambda c: gr.update(choices=actions.runs(c.folder)), [client], i["weights"])
 
     def show(c: Client, evt: gr.SelectData):
         found = actions.clips(c.folder)
