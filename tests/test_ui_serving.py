@@ -179,7 +179,10 @@ def test_fifty_submissions_from_five_users_are_served_one_at_a_time_in_order(ser
     assert len(records) == 50
     for a, b in zip(records, records[1:]):  # in order of submission, never two at once
         assert a["started"] <= b["started"] and a["finished"] <= b["started"] + 1e-3
-    assert max(latencies) < 1.0, f"a status request took {max(latencies):.2f} s"
+    # a status request answers while the 50 jobs run: alone the slowest of about 18 took 0.43-0.66 s (three runs),
+    # in the suite beside the other worker's tests up to 1.06 s; one waiting behind the queued jobs (50 in about
+    # 15 s) would take seconds
+    assert max(latencies) < 2.0, f"a status request took {max(latencies):.2f} s"
 
 
 def test_a_video_subject_is_checked_for_length_and_size_before_decoding(tmp_path):
