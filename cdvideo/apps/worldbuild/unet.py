@@ -238,7 +238,8 @@ def train_round(unet, ema: EMA, data: dict, text_encoder, tokenizer, curve: Curv
                 extra = dict(contrast=bind.item(), contrast_accuracy=acc.item()) if "contrast_ids" in b else {}
                 curve.add(step, loss=loss.item(), **extra)
                 total = sum(r[0] for r in plan.rounds)
-                shown = f" contrast {bind.item():.3f} (own caption better {acc.item():.2f})" if extra else ""
+                shown = (f" contrast {extra['contrast']:.3f} (own caption better {extra['contrast_accuracy']:.2f})"
+                         if extra else "")
                 log(f"unet step {step}/{total} loss {loss.item():.4f}{shown} ({time.time() - t0:.0f} s)")
             if (step + 1) % plan.checkpoint_every == 0 and step + 1 < steps:
                 checkpoint(work / "unet.ckpt", step + 1, state, curve, ema.step, round_plan(seed, plan))
