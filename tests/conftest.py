@@ -100,3 +100,13 @@ def ip_adapter(tmp_path_factory):
     from cdvideo.models import architectures as tiny
 
     return tiny.save_ip_adapter(tmp_path_factory.mktemp("ipa") / "models")
+
+
+def tiny_unet():
+    """A UNet2DConditionModel of a few thousand weights: a stand-in for the world's in the rounds' bookkeeping."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(block_out_channels=(8, 8), layers_per_block=1, sample_size=8, cross_attention_dim=8,
+                                norm_num_groups=4, attention_head_dim=2,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
