@@ -118,7 +118,8 @@ def test_a_study_does_not_go_on_from_rows_another_judge_read(tmp_path):
 
 def test_the_claim_studys_recipe_run_is_the_shipped_config_and_the_maskless_one_the_record(tmp_path, monkeypatch):
     """`claim --recipe masked` (the default) trains its recipe strength exactly as configs/train/toyworld.yaml does
-    (subject masks, 5e-4 x 120); `--recipe maskless` as the record before masks (1e-3, no masks), with class images
+    (subject masks, 5e-4 x 120), its ClassDiffusion arm at the SPL weight the study compares (1, the schema's, where
+    the shipped recipe has 0.1); `--recipe maskless` as the record before masks (1e-3, no masks), with class images
     from one shared folder."""
     from cdvideo.apps.worldbuild import claim
     from cdvideo.data.config import load_train_config, to_dict
@@ -133,8 +134,9 @@ def test_the_claim_studys_recipe_run_is_the_shipped_config_and_the_maskless_one_
     masked, maskless = seen
     shipped = load_train_config(Path(__file__).parents[1] / "configs/train/toyworld.yaml",
                                 values={"output_dir": str(tmp_path / "masked"), "overwrite": True})
-    assert {k: v for k, v in to_dict(masked).items() if k != "seed"} == \
-        {k: v for k, v in to_dict(shipped).items() if k != "seed"}
+    assert {k: v for k, v in to_dict(masked).items() if k not in ("seed", "spl")} == \
+        {k: v for k, v in to_dict(shipped).items() if k not in ("seed", "spl")}
+    assert (masked.spl.weight, shipped.spl.weight, masked.spl.pooling) == (1.0, 0.1, shipped.spl.pooling)
     assert (maskless.concepts[0].masks, maskless.optimizer.learning_rate, maskless.max_steps) == (None, 1e-3, 120)
     assert (maskless.prior.enabled, maskless.prior.class_images, maskless.spl.weight) == (True, str(tmp_path / "class"),
                                                                                            0.0)
