@@ -103,7 +103,9 @@ GRID = (Setting(5e-4, 120, 1.0, unmasked=0.1),  # the photos' subject masks, 0.1
         # the two levers that lift apple_tree most, together; then weaker SPL at the recipe's rate (0.1: the recipe)
         Setting(1e-3, 120, 1.0, token_lr=5e-4, initializer="{colour}", unmasked=0.1),
         Setting(5e-4, 120, 0.3, unmasked=0.1), Setting(5e-4, 120, 0.05, unmasked=0.1),
-        Setting(5e-4, 120, 0.0, unmasked=0.1), Setting(5e-4, 120, 0.1, unmasked=0.1))
+        Setting(5e-4, 120, 0.0, unmasked=0.1), Setting(5e-4, 120, 0.1, unmasked=0.1),
+        # the identity lever (K/V faster than the token) at the recipe's SPL 0.1
+        Setting(1e-3, 120, 0.1, token_lr=5e-4, unmasked=0.1))
 
 
 def stills(weights: Path | None, inst: Instance, subject: str, still_seeds: int, judge,
