@@ -123,11 +123,11 @@ def write_gif(frames: list, path: Path, upscale: int = 4) -> Path:
 def run(motion: str, inst: Instance, out: Path, seed: int = 0) -> tuple[dict, list[Path]]:
     """The motion demo into `out`: subject weights (the demo's run), the motion LoRA from 3 reference clips, then
     the same prompts without and with it, scored; returns the rows and the files written."""
-    from cdvideo.apps.demo import train_config  # lazy: start-up time
+    from cdvideo.apps.demo import TRAIN, train_config  # lazy: start-up time
     from cdvideo.tasks.train import train  # lazy: start-up time
 
     judge, written = J.load(), []
-    subject = train(train_config(inst, out / "subject", 120, 1.0))
+    subject = train(train_config(inst, out / "subject", TRAIN["max_steps"], TRAIN["spl.weight"]))
     lora = learn(motion, out, seed)
     clips = clips_for(inst, motion, seed, n_backgrounds=2, seeds=(0,))
     rows = {}
