@@ -76,3 +76,15 @@ def test_eval_scores_dynamic_degree_and_motion_fidelity_of_a_clip(tmp_path):
                           for d in ("right", "left", "still"))
     assert same["motion_fidelity"] > 0.9 and other["motion_fidelity"] < -0.5
     assert same["dynamic_degree"] > 1.0 > 0.05 > still["dynamic_degree"]
+
+
+def test_a_translation_moves_away_from_its_start_when_it_heads_for_the_far_half():
+    """`away_from_start` on `direction` readings: moving right (or up) from the left (bottom) half is away from the
+    start, and so is a clip asked to move left that goes right from there; heading back into its own half is not."""
+    from cdvideo.toyworld.motions import away_from_start
+
+    assert away_from_start({"motion": "right", "progress": 30.0, "start": 14.0})
+    assert away_from_start({"motion": "left", "progress": -30.0, "start": 14.0})  # asked left, went right
+    assert not away_from_start({"motion": "right", "progress": 30.0, "start": 50.0})
+    assert away_from_start({"motion": "up", "progress": 30.0, "start": 50.0})  # y grows downwards: up from the bottom
+    assert not away_from_start({"motion": "down", "progress": 30.0, "start": 50.0})

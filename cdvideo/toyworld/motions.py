@@ -64,8 +64,17 @@ def progress(track: np.ndarray, motion: str) -> float:
 
 
 def direction(reading: Reading, motion: str) -> dict:
-    """What a clip asked to show `motion` shows: the motion the judge reads, and its `progress` the asked way."""
-    return {"motion": motion, "read": read_motion(reading), "progress": progress(track(reading), motion)}
+    """What a clip asked to show `motion` shows: the motion the judge reads, its `progress` the asked way, and where
+    it `start`s on the motion's axis (px for a translation, log extent for a size change)."""
+    tr, (axis, _) = track(reading), AXIS[motion]
+    return {"motion": motion, "read": read_motion(reading), "progress": progress(tr, motion),
+            "start": float(tr[0, axis] * (64.0 if axis < 2 else 1.0))}
+
+
+def away_from_start(clip: dict) -> bool:
+    """Whether a translation clip (a `direction` reading) moves away from the half of the frame it starts in."""
+    moves_up_the_axis = clip["progress"] * AXIS[clip["motion"]][1] > 0  # toward larger x or y
+    return moves_up_the_axis == (clip["start"] < 32.0)
 
 
 def direction_shares(clips: list[dict]) -> dict:
