@@ -61,7 +61,6 @@ def block_outputs(m: dict, prompts: list[str], x: torch.Tensor, t: int) -> dict[
 
 
 OPPOSITE = {m: b for m, b in world.BACKWARDS.items() if m != b}  # the motions with an opposite word
-TRANSLATIONS = ("left", "right", "up", "down")  # a world clip of these sweeps the frame from one edge's side
 
 
 @torch.no_grad()
@@ -126,13 +125,14 @@ def direction_test(m: dict, adapter, n: int = 24, negative: str = "none", guidan
            "read_on_the_asked_axis": float(np.mean([axis.get(c["read"]) == axis[c["motion"]] for c in clips])),
            "moves_the_asked_way": shares["moves_the_asked_way"],
            "pairs_apart": float(np.mean([r["apart"] for r in rows])), "by_word": by_word, "rows": rows}
-    moving = [c for c in clips if c["motion"] in TRANSLATIONS]
-    allowed = [c for c in moving if motions.away_from_start(dict(c, progress=1.0))]  # start where the word leaves
+    moving = [c for c in clips if c["motion"] in scoring.MOTION_DIRECTIONS]  # each world clip sweeps the frame
+    leaves = np.array([motions.away_from_start(dict(c, progress=1.0)) for c in moving])  # starts where the word leaves
+    asked = np.array([c["progress"] > 0 for c in moving])
     out |= {"translations_away_from_start": float(np.mean([motions.away_from_start(c) for c in moving])),
-            "asked_way_when_starting_where_it_leaves_from": float(np.mean([c["progress"] > 0 for c in allowed])),
-            "asked_way_otherwise": float(np.mean([c["progress"] > 0 for c in moving if c not in allowed]))}
+            "asked_way_when_starting_where_it_leaves_from": float(asked[leaves].mean()),
+            "asked_way_otherwise": float(asked[~leaves].mean())}
     log(f"translations: {out['translations_away_from_start']:.2f} of {len(moving)} move away from the half they "
-        f"start in; the asked way {out['asked_way_when_starting_where_it_leaves_from']:.2f} of {len(allowed)} that "
+        f"start in; the asked way {out['asked_way_when_starting_where_it_leaves_from']:.2f} of {leaves.sum()} that "
         f"start where it leaves from, {out['asked_way_otherwise']:.2f} of the others")
     log(f"direction test: {len(clips)} clips, read as asked {out['read_as_asked']:.2f}, on the asked axis "
         f"{out['read_on_the_asked_axis']:.2f}, moving the asked way "
