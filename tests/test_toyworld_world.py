@@ -62,6 +62,33 @@ def test_a_clips_progress_is_how_far_it_moves_the_way_its_word_asks():
         assert other == pytest.approx(-own) and np.allclose(back, track[::-1]), motion
 
 
+def test_a_short_sweep_starts_about_the_centre_whichever_way_it_goes():
+    """A translation along a "short" sweep starts within 3 px of the centre and moves 17-21 px the asked way; the
+    same scene moving either way starts at the same point, so its first frame does not tell the direction (across
+    the frame, it does: from the side it leaves)."""
+    from cdvideo.toyworld import motions
+
+    rng = np.random.default_rng(2)
+    for seed in range(6):
+        base = world.Scene("heart", "green", background="black", position="centre", size="small", seed=seed)
+        for motion in world.TRANSLATIONS:
+            short = world.with_sweep(world.with_motion(base, rng, motion), "short")
+            track = motions.true_track(short) * 64  # (F, 3) px
+            axis, _ = motions.AXIS[motion]
+            opposite = motions.true_track(world.with_sweep(world.with_motion(base, rng, world.BACKWARDS[motion]),
+                                                           "short")) * 64
+            assert abs(track[0, axis] - 32) <= 3 and track[0, axis] == pytest.approx(opposite[0, axis]), motion
+            assert 17 <= motions.progress(track / 64, motion) <= 21, motion
+            across = motions.true_track(world.with_motion(base, rng, motion)) * 64
+            assert abs(across[0, axis] - 32) > 14, motion  # starts on the side it leaves
+    spin = world.with_motion(base, rng, "growing")
+    assert world.with_sweep(spin, "short") == spin  # only translations sweep
+    with pytest.raises(ValueError, match="sweep"):
+        world.played_backwards(world.with_sweep(world.with_motion(base, rng, "left"), "short"))
+    with pytest.raises(ValueError, match="no sweep"):
+        world.with_sweep(base, "long")
+
+
 def test_captions_name_what_the_scene_holds():
     rng = np.random.default_rng(1)
     scene = world.Scene("star", "blue", "dots", "white", "striped", "left", "small", "right", seed=1)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -17,7 +18,7 @@ from cdvideo.apps.worldbuild.__main__ import TRAINED, finished
 from cdvideo.apps.worldbuild.common import mark_done
 from cdvideo.apps.worldbuild.spl_strength import study_main
 from cdvideo.apps.worldbuild.plans import (PROFILES, Finish, JudgeClipsPlan, JudgePlan, Renders, parse_rounds,
-                                          plans_for)
+                                          plans_for, round_data)
 from cdvideo.errors import CdvideoError
 from cdvideo.toyworld import judge as J
 from conftest import tiny_unet
@@ -45,8 +46,52 @@ def test_plans_scale_every_stage_and_keep_the_rest():
                                                                                        (5, "high-noise"))
     with pytest.raises(ValueError, match="is not STEPS"):
         parse_rounds("10:fast")
-    assert parse_rounds("4000,500:late,20:late+backwards") == ((4000, "min-snr"), (500, "late"),
-                                                              (20, "late+backwards"))
+    assert parse_rounds("4000,500:late,20:late+backwards,30:min-snr+short") == (
+        (4000, "min-snr"), (500, "late"), (20, "late+backwards"), (30, "min-snr+short"))
+    assert round_data("late+backwards") == ("late", "+backwards") and round_data("min-snr") == ("min-snr", None)
+    with pytest.raises(ValueError, match="is not STEPS"):
+        parse_rounds("10:short")
+
+
+def test_short_clips_are_the_pretraining_clips_with_their_translations_along_short_sweeps(tmp_path):
+    """A "+short" motion round's renders (clip="short") draw the same scenes as the clips they stand beside, each
+    translation along a short sweep from about the centre, and cache them like any rendered set."""
+    from cdvideo.apps.worldbuild.common import render_set
+    from cdvideo.toyworld import world
+
+    (clips, across), (short, swept) = (render_set(tmp_path, Renders(name, 12, 2, clip=c), 0)
+                                       for name, c in (("clips", True), ("clips_short", "short")))
+    moving = [i for i, s in enumerate(across) if s.motion in world.TRANSLATIONS]
+    assert moving and [world.with_sweep(s, "short") for s in across] == swept
+    assert all(swept[i].sweep == "short" and not np.array_equal(short[i], clips[i]) for i in moving)
+    assert all(np.array_equal(short[i], clips[i]) for i in range(12) if i not in moving)
+    assert render_set(tmp_path, Renders("clips_short", 12, 2, clip="short"), 0)[1] == swept  # from the cache
+
+
+def test_a_short_round_renders_and_encodes_its_clips_once_beside_the_pretraining_clips(tmp_path):
+    """`motion.clip_data`: a "+short" round's clips are rendered and encoded with the build's VAE the first time
+    and read back after; a plain round's are the pretraining clips, the same scenes without the short sweeps."""
+    from diffusers import AutoencoderKL
+
+    from cdvideo.apps.worldbuild import motion
+    from cdvideo.apps.worldbuild.common import VAE
+    from cdvideo.apps.worldbuild.plans import MotionPlan
+    from cdvideo.apps.worldbuild.vae import encode_clips
+    from cdvideo.toyworld import world
+
+    vae = AutoencoderKL(**VAE).eval()
+    vae.save_pretrained(str(tmp_path / "vae"))
+    plan = MotionPlan(renders=(Renders("images", 2, 1, clip=False), Renders("clips", 3, 2, clip=True)))
+    short = Renders("clips_short", 3, 2, clip="short")
+    first = motion.clip_data(tmp_path, 0, plan, short)
+    assert first["latents"][0].shape == (3, 16, 4, 16, 16) and first["scale"] == vae.config.scaling_factor
+    again = motion.clip_data(tmp_path, 0, plan, short)
+    assert np.array_equal(again["latents"][0], first["latents"][0]) and again["clip_scenes"] == first["clip_scenes"]
+    assert any(s.sweep == "short" for s in first["clip_scenes"])
+    clips = motion.pretraining(tmp_path, 0, plan.renders)[2]
+    encode_clips(vae, clips, tmp_path, "clips")
+    plain = motion.clip_data(tmp_path, 0, plan)
+    assert [world.with_sweep(s, "short") for s in plain["clip_scenes"]] == first["clip_scenes"]
 
 
 def test_a_late_motion_round_draws_only_high_timesteps():
@@ -202,7 +247,6 @@ def test_a_motion_round_is_saved_whole_and_found_again_by_the_same_plan_only(tmp
 def test_a_backwards_round_pairs_each_clip_with_itself_played_backwards_under_the_opposite_word():
     """A "backwards" motion round's batch: each clip beside its frames reversed, the same timestep and reversed
     noise, captioned with the opposite motion; the world draws such a clip exactly (`played_backwards`)."""
-    import numpy as np
     from diffusers import DDPMScheduler
 
     from cdvideo.apps.worldbuild.common import MOTION_SCHEDULE

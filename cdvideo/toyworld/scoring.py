@@ -21,6 +21,7 @@ from cdvideo.toyworld.world import (
     POSITIONS,
     RELATION_WORDS,
     RELATIONS,
+    TRANSLATIONS,
     clashes,
     prompt,
     subject_phrase,
@@ -194,7 +195,7 @@ def score(judge: J.Judge, samples: list, prompts: list[EvalPrompt]) -> Scores:
 
 # DreamBench's prompt kinds the world can show, and the paper's two (an accessory, a second object)
 KINDS = ("background", "position", "property", "accessory", "companion", "motion")
-MOTION_DIRECTIONS = ("left", "right", "up", "down")
+MOTION_DIRECTIONS = TRANSLATIONS  # the motion prompts' directions
 COMPANIONS = ("star", "cup", "heart", "ball")  # the second objects asked, the subject's own class left out
 
 

@@ -50,6 +50,10 @@ COMPANION_MOTIONS = ("still", "up", "down", "growing", "shrinking", "spinning") 
 # A clip of each motion played backwards is a clip of this one (`geometry` draws each pair as t and 1 - t)
 BACKWARDS = {"left": "right", "right": "left", "up": "down", "down": "up", "growing": "shrinking",
              "shrinking": "growing", "still": "still", "spinning": "spinning"}
+TRANSLATIONS = ("left", "right", "up", "down")
+# A translation's path: None across the frame (from about 14 to about 50 px, so its first frame tells which way it
+# goes); "short": 17-21 px the asked way from about the centre, so that only the caption tells
+SWEEPS = (None, "short")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Scene:
     other: Optional[str] = None  # the companion's class: a small plain object on the other side
     other_colour: Optional[str] = None
     relation: Optional[str] = None  # where this object stands relative to the companion: left or right
+    sweep: Optional[str] = None  # a translation's path (SWEEPS)
 
     def labels(self) -> dict:
         return asdict(self)
@@ -200,11 +205,20 @@ def with_motion(scene: Scene, rng: np.random.Generator, motion: str | None = Non
     return replace(scene, position=position, size=size, motion=motion)
 
 
+def with_sweep(scene: Scene, sweep: str | None) -> Scene:
+    """A translation clip along the `sweep` path (SWEEPS); any other scene as it is."""
+    if sweep not in SWEEPS:
+        raise ValueError(f"no sweep {sweep!r}; choose from {SWEEPS}")
+    return replace(scene, sweep=sweep) if scene.motion in TRANSLATIONS else scene
+
+
 def played_backwards(scene: Scene) -> Scene:
     """The scene whose clip is this one's frames in reverse order: the opposite motion (spinning the other way is
-    spinning)."""
+    spinning). A short sweep played backwards ends about the centre, which no world clip does."""
     if scene.motion not in BACKWARDS:
         raise ValueError(f"a clip {MOTION_WORDS.get(scene.motion, scene.motion)} has no motion word backwards")
+    if scene.sweep is not None:
+        raise ValueError(f"a {scene.sweep} sweep played backwards is no clip of the world")
     return replace(scene, motion=BACKWARDS[scene.motion])
 
 
@@ -219,7 +233,10 @@ def geometry(scene: Scene, num_frames: int = 1) -> np.ndarray:
     g = np.tile(np.array([cx, cy, extent, 0.0]), (len(t), 1))
     start, end = 14 + rng.uniform(-2, 2), 50 + rng.uniform(-2, 2)
     m = scene.motion
-    if m in ("left", "right"):
+    if m in TRANSLATIONS and scene.sweep == "short":  # where it starts does not tell which way it goes
+        a, length = 32 + rng.uniform(-3, 3), rng.uniform(17, 21)
+        g[:, 0 if m in ("left", "right") else 1] = a + length * t * (1 if m in ("right", "down") else -1)
+    elif m in ("left", "right"):
         g[:, 0] = start + (end - start) * (t if m == "right" else 1 - t)
     elif m in ("up", "down"):
         g[:, 1] = start + (end - start) * (t if m == "down" else 1 - t)

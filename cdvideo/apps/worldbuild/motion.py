@@ -17,8 +17,8 @@ import torch
 
 from cdvideo.apps.worldbuild import common
 from cdvideo.apps.worldbuild.common import (ADAPTER, MOTION_SCHEDULE, Curve, log, mark_done, optimizer,
-    optimizer_step, pretraining, round_plan, seed_everything, step_rngs, unet_digest)
-from cdvideo.apps.worldbuild.plans import BACKWARDS, MotionPlan
+    optimizer_step, pretraining, render_set, round_plan, seed_everything, step_rngs, unet_digest)
+from cdvideo.apps.worldbuild.plans import BACKWARDS, SHORT, SHORT_CLIPS, MotionPlan, Renders, round_data
 from cdvideo.apps.worldbuild.unet import captions, latents, load_text, noised, sample_latents
 from cdvideo.models.text import tokenize
 from cdvideo.toyworld.world import played_backwards
@@ -74,15 +74,27 @@ def batch_at(step: int, seed: int, data: dict, plan: MotionPlan, tokenizer, t_mi
     return dict(b, ids=tokenize(tokenizer, captions(scenes, rng, plan.caption_drop)))  # ids: (B, 77)
 
 
-def run(work: Path, seed: int, plan: MotionPlan) -> dict:
+def clip_data(work: Path, seed: int, plan: MotionPlan, short: Renders | None = None) -> dict:
+    """A round's clips (scenes, latents), the schedule and the latent scale: the pretraining clips, or `short`'s
+    (the same clips with their translations along short sweeps: SHORT_CLIPS), rendered and encoded the first time."""
     from diffusers import AutoencoderKL, DDPMScheduler  # lazy: start-up time
 
+    if short is not None:
+        clips, clip_scenes = render_set(work, short, seed)
+        if not (work / f"latents_{short.name}_std.npy").is_file():
+            from cdvideo.apps.worldbuild.vae import encode_clips  # lazy: only a short round needs it
+            encode_clips(AutoencoderKL.from_pretrained(str(work / "vae")).eval(), clips, work, short.name)
+    else:
+        _, _, _, clip_scenes = pretraining(work, seed, plan.renders)
+    return dict(clip_scenes=clip_scenes, latents=latents(work, "clips" if short is None else short.name),
+                sched=DDPMScheduler(**MOTION_SCHEDULE),
+                scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"])
+
+
+def run(work: Path, seed: int, plan: MotionPlan) -> dict:
     seed_everything(seed)
-    _, _, _, clip_scenes = pretraining(work, seed, plan.renders)
     tokenizer, text_encoder = load_text(work)
     text_encoder.to(plan.device)
-    data = dict(clip_scenes=clip_scenes, latents=latents(work, "clips"), sched=DDPMScheduler(**MOTION_SCHEDULE),
-                scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"])
     rounds = [(int(n), w) for n, w in plan.rounds]
     done, curve = resume(work, seed, plan)
     model, trainable = build(work, work / "motion.round" if done else None)
@@ -90,7 +102,8 @@ def run(work: Path, seed: int, plan: MotionPlan) -> dict:
     log(f"motion modules: {sum(p.numel() for p in trainable) / 1e6:.2f}M parameters")
     t0, steps = time.time(), sum(n for n, _ in rounds)
     for k in range(done, len(rounds)):
-        r0 = sum(n for n, _ in rounds[:k])
+        r0, short = sum(n for n, _ in rounds[:k]), round_data(rounds[k][1])[1] == SHORT
+        data = clip_data(work, seed, plan, SHORT_CLIPS if short else None)
         train_round(model, trainable, data, text_encoder, tokenizer, curve, (seed, plan, steps), r0, *rounds[k])
         save_round(work, model, seed, plan, rounds[:k + 1], curve)
     curve.save()
@@ -105,10 +118,10 @@ def train_round(model, trainable, data: dict, text_encoder, tokenizer, curve: Cu
                 weighting: str = "min-snr") -> None:
     """Steps r0 .. r0 + n of the run (seed, plan, total steps): a fresh AdamW and a warm-up cosine over the round;
     the epsilon loss weighted by min-SNR, or `high_noise_weights` ("late": those, on timesteps from LATE_FROM
-    only, where the caption must decide the clip's direction)."""
+    only, where the caption must decide the clip's direction); `data` holds the round's clips (`clip_data`)."""
     seed, plan, steps = run
-    device, backwards = plan.device, weighting.endswith(BACKWARDS)
-    weighting = weighting.removesuffix(BACKWARDS)
+    weighting, batches = round_data(weighting)
+    device, backwards = plan.device, batches == BACKWARDS
     opt, lr_sched = optimizer(trainable, plan.optim, n)
     t0, alphas_cumprod = time.time(), data["sched"].alphas_cumprod.to(device)
     t_min = LATE_FROM if weighting == "late" else 0

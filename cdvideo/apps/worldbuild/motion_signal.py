@@ -5,6 +5,7 @@ follow them?
     python -m cdvideo.apps.worldbuild.motion_signal --adapter toyworld-build/motion_adapter   # another adapter's
     python -m cdvideo.apps.worldbuild.motion_signal --test symmetry                 # seconds: the symmetry in time
     python -m cdvideo.apps.worldbuild.motion_signal --test direction --out d.json   # 1.5 minutes: the direction test
+    python -m cdvideo.apps.worldbuild.motion_signal --test sweeps     # a minute: how the judge reads either sweep
 
 One noisy latent, prompts that differ only in their motion words, and prompts that differ only in their colour
 word, through the shipped UNet. It prints how far each block's output spreads across the prompts of each group:
@@ -14,7 +15,8 @@ shipped motion adapter under their own motion word, the opposite one, and none; 
 own word would give the lowest loss. Then how far the UNet with the adapter is from symmetric in time. Last, the
 direction test: the report's 24 clip prompts rendered under their own motion word and under the opposite one on
 the same seed; a model that draws the word's direction moves the two clips of a pair opposite ways along the
-motion's axis. docs/toyworld.md quotes the numbers.
+motion's axis. The sweeps test reads rendered translations across the frame and short ones from about the centre
+(world.SWEEPS) with the judge. docs/toyworld.md quotes the numbers.
 """
 
 from __future__ import annotations
@@ -143,6 +145,21 @@ def direction_test(m: dict, adapter, n: int = 24, negative: str = "none", guidan
     return out
 
 
+def sweeps_test(per_sweep: int = 96, seed: int = 5) -> dict:
+    """The shipped judge on rendered translation clips, across the frame and along short sweeps (the same scenes):
+    the share it reads as their motion, and the share whose regressed track moves their way (`motions.progress`)."""
+    judge, rng, out = J.load(), np.random.default_rng(seed), {}
+    scenes = [world.with_motion(world.sample_scene(rng), rng, world.TRANSLATIONS[k % 4]) for k in range(per_sweep)]
+    for sweep in world.SWEEPS:
+        readings = [J.read(judge, draw.render(world.with_sweep(s, sweep))) for s in scenes]
+        clips = [motions.direction(r, s.motion) for r, s in zip(readings, scenes)]
+        out[sweep or "across"] = motions.direction_shares(clips)
+        log(f"sweeps test, {sweep or 'across'}: {len(clips)} clips, read as their motion "
+            f"{out[sweep or 'across']['read_as_asked']:.2f}, their track moving their way "
+            f"{out[sweep or 'across']['moves_the_asked_way']:.2f}")
+    return out
+
+
 @torch.no_grad()
 def symmetry_test(m: dict, adapter, seed: int = 0) -> dict:
     """How far the UNet with the adapter is from symmetric in time: |f(x) - R f(R x)| / |f(x)| for 16 noisy frames
@@ -189,7 +206,8 @@ def features_test(m: dict) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--adapter", default=MODEL_ID, help="the motion adapter tested (default: the shipped one)")
-    p.add_argument("--test", choices=("all", "features", "caption", "symmetry", "direction"), default="all")
+    p.add_argument("--test", choices=("all", "features", "caption", "symmetry", "direction", "sweeps"),
+                   default="all")
     p.add_argument("--out", type=Path, help="also write the direction test's numbers here (JSON)")
     p.add_argument("--negative", choices=("none", "word", "prompt"), default="none",
                    help="direction test: the negative prompt, none, the opposite motion's words, or the prompt "
@@ -204,6 +222,8 @@ def main() -> None:
         caption_test(m, adapter)
     if args.test in ("all", "symmetry"):
         symmetry_test(m, adapter)
+    if args.test in ("all", "sweeps"):
+        sweeps_test()
     if args.test in ("all", "direction"):
         result = direction_test(m, adapter, negative=args.negative, guidance=args.guidance)
         if args.out:

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 @dataclass(frozen=True)
 class Renders:
     """A rendered dataset: `n` scenes drawn with seed + `seed_offset` (clips when `clip`, spinning clips when
-    clip='spinning'); `exclude` keeps the personal instances out."""
+    clip='spinning', clips whose translations are short sweeps when clip='short'); `exclude` keeps the personal
+    instances out."""
     name: str
     n: int
     seed_offset: int
@@ -22,6 +23,8 @@ class Renders:
 
 # the pretraining renders (personal instances excluded), shared by the text, VAE, UNet and motion stages
 PRETRAIN = (Renders("images", 40000, 1, clip=False), Renders("clips", 1600, 2, clip=True))
+# The same clips with every translation a short sweep from about the centre (world.SWEEPS): a "+short" motion round's
+SHORT_CLIPS = Renders("clips_short", 1600, 2, clip="short")
 
 
 @dataclass(frozen=True)
@@ -181,8 +184,16 @@ PROFILES = {"cpu": Plans(),
                           controlnet=ControlNetPlan(batch=128, device="cuda"))}
 MOTION_WEIGHTINGS = ("min-snr", "high-noise", "late")  # of the motion stage's epsilon loss (motion.high_noise_weights)
 # A round's weighting may end "+backwards": each clip beside itself played backwards under the opposite motion
-# word (motion.batch_at)
-BACKWARDS = "+backwards"
+# word (motion.batch_at); or "+short": the round's clips are SHORT_CLIPS
+BACKWARDS, SHORT = "+backwards", "+short"
+
+
+def round_data(weighting: str) -> tuple[str, str | None]:
+    """'late+backwards' -> ('late', '+backwards'): a motion round's loss weighting and how its batches are made."""
+    for suffix in (BACKWARDS, SHORT):
+        if weighting.endswith(suffix):
+            return weighting.removesuffix(suffix), suffix
+    return weighting, None
 
 
 def parse_rounds(spec: str) -> tuple[tuple[int, str], ...]:
@@ -191,9 +202,9 @@ def parse_rounds(spec: str) -> tuple[tuple[int, str], ...]:
     for part in spec.split(","):
         steps, _, weighting = part.strip().partition(":")
         weighting = weighting or "min-snr"
-        if not steps.isdigit() or int(steps) < 1 or weighting.removesuffix(BACKWARDS) not in MOTION_WEIGHTINGS:
-            raise ValueError(f"{part!r} is not STEPS[:{'|'.join(MOTION_WEIGHTINGS)}[{BACKWARDS}]], e.g. 4000 or "
-                             "1500:high-noise")
+        if not steps.isdigit() or int(steps) < 1 or round_data(weighting)[0] not in MOTION_WEIGHTINGS:
+            raise ValueError(f"{part!r} is not STEPS[:{'|'.join(MOTION_WEIGHTINGS)}[{BACKWARDS}|{SHORT}]], e.g. "
+                             "4000 or 1500:high-noise")
         rounds.append((int(steps), weighting))
     return tuple(rounds)
 

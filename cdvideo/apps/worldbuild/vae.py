@@ -80,28 +80,35 @@ def encode_all(vae, images: np.ndarray, clips: np.ndarray, work: Path, device: s
                ) -> dict:
     """Latent means and stds (float16) of every still and clip frame, and the scaling factor 1 / std(latents)."""
     vae = vae.to(device)
-
-    def encode(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        means, stds = [], []
-        for i in range(0, len(frames), batch):
-            x = to_pixels(frames[i:i + batch]).to(device).contiguous(memory_format=torch.channels_last)
-            d = vae.encode(x).latent_dist
-            means.append(d.mean.half().cpu().numpy())
-            stds.append(d.std.half().cpu().numpy())
-        return np.concatenate(means), np.concatenate(stds)
-
     t0 = time.time()
-    mean, std = encode(images)
+    mean, std = encode(vae, images, device, batch)
     save_array(work / "latents_images_mean.npy", mean)
     save_array(work / "latents_images_std.npy", std)
-    cm, cs = encode(np.asarray(clips).reshape(-1, 64, 64, 3))
-    shape = (clips.shape[0], clips.shape[1], *cm.shape[1:])
-    save_array(work / "latents_clips_mean.npy", cm.reshape(shape))
-    save_array(work / "latents_clips_std.npy", cs.reshape(shape))
+    encode_clips(vae, clips, work, "clips", device, batch)
     scale = 1.0 / float(mean.astype(np.float32).std())
-    log(f"encoded {len(mean)} images and {len(cm)} clip frames in {time.time() - t0:.0f} s; "
+    log(f"encoded {len(mean)} images and {clips.shape[0] * clips.shape[1]} clip frames in {time.time() - t0:.0f} s; "
         f"scaling factor {scale:.4f}, posterior std {float(std.astype(np.float32).mean()):.4f}")
     return {"scaling_factor": round(scale, 5)}
+
+
+@torch.no_grad()
+def encode(vae, frames: np.ndarray, device: str = "cpu", batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Latent means and stds (float16, (N, 4, h, w)) of uint8 frames (N, H, W, 3)."""
+    means, stds = [], []
+    for i in range(0, len(frames), batch):
+        x = to_pixels(frames[i:i + batch]).to(device).contiguous(memory_format=torch.channels_last)
+        d = vae.encode(x).latent_dist
+        means.append(d.mean.half().cpu().numpy())
+        stds.append(d.std.half().cpu().numpy())
+    return np.concatenate(means), np.concatenate(stds)
+
+
+def encode_clips(vae, clips: np.ndarray, work: Path, kind: str, device: str = "cpu", batch: int = 256) -> None:
+    """Every frame of clips (N, F, H, W, 3) encoded, in work/latents_<kind>_{mean,std}.npy (N, F, 4, h, w)."""
+    cm, cs = encode(vae, np.asarray(clips).reshape(-1, *clips.shape[2:]), device, batch)
+    shape = (clips.shape[0], clips.shape[1], *cm.shape[1:])
+    save_array(work / f"latents_{kind}_mean.npy", cm.reshape(shape))
+    save_array(work / f"latents_{kind}_std.npy", cs.reshape(shape))
 
 
 def reencode(work: Path, seed: int, plan: VAEPlan, device: str) -> dict:
