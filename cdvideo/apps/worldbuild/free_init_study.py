@@ -23,10 +23,9 @@ from cdvideo.math.metrics import bootstrap_ci
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES, Instance, get
 from cdvideo.toyworld.scoring import Sample
-from cdvideo.toyworld.world import MOTION_WORDS
+from cdvideo.toyworld.world import MOTION_WORDS, TRANSLATIONS
 
 SEEDS = range(4)  # render seeds of each demo prompt
-MOTIONS = ("left", "right", "up", "down")
 DEMO_SUBJECTS = ("spotted_star", "striped_ball")
 
 
@@ -55,7 +54,7 @@ def run(work: Path) -> dict:
     judge = J.load()
     ceiling: dict[bool, list[float]] = {True: [], False: []}
     for inst in INSTANCES.values():  # one clip a motion, seed i for the i-th
-        clips = [(f"a {inst.describe()} {MOTION_WORDS[m]} on a gray background", i) for i, m in enumerate(MOTIONS)]
+        clips = [(f"a {inst.describe()} {MOTION_WORDS[m]} on a gray background", i) for i, m in enumerate(TRANSLATIONS)]
         for k, v in identities(None, inst, clips, judge).items():
             ceiling[k] += v
     result = {"spelled out, gray background": paired(ceiling)}
