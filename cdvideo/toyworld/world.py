@@ -52,8 +52,11 @@ BACKWARDS = {"left": "right", "right": "left", "up": "down", "down": "up", "grow
              "shrinking": "growing", "still": "still", "spinning": "spinning"}
 TRANSLATIONS = ("left", "right", "up", "down")
 # A translation's path: None across the frame (from about 14 to about 50 px, so its first frame tells which way it
-# goes); "short": 17-21 px the asked way from about the centre, so that only the caption tells
-SWEEPS = (None, "short")
+# goes); "short": 17-21 px the asked way from about the centre, so that only the caption tells; "middle": as short,
+# and a size change from the middle extent of its range (1.5 times or a 1.5th of it), which its first frame does
+# not tell either
+SWEEPS = (None, "short", "middle")
+SIZE_CHANGES = ("growing", "shrinking")
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class Scene:
     other: Optional[str] = None  # the companion's class: a small plain object on the other side
     other_colour: Optional[str] = None
     relation: Optional[str] = None  # where this object stands relative to the companion: left or right
-    sweep: Optional[str] = None  # a translation's path (SWEEPS)
+    sweep: Optional[str] = None  # a translation's (or size change's) path (SWEEPS)
 
     def labels(self) -> dict:
         return asdict(self)
@@ -206,10 +209,12 @@ def with_motion(scene: Scene, rng: np.random.Generator, motion: str | None = Non
 
 
 def with_sweep(scene: Scene, sweep: str | None) -> Scene:
-    """A translation clip along the `sweep` path (SWEEPS); any other scene as it is."""
+    """A translation clip (and, "middle", a size change) along the `sweep` path (SWEEPS); any other scene as it
+    is."""
     if sweep not in SWEEPS:
         raise ValueError(f"no sweep {sweep!r}; choose from {SWEEPS}")
-    return replace(scene, sweep=sweep) if scene.motion in TRANSLATIONS else scene
+    swept = TRANSLATIONS + (SIZE_CHANGES if sweep == "middle" else ())
+    return replace(scene, sweep=sweep) if scene.motion in swept else scene
 
 
 def played_backwards(scene: Scene) -> Scene:
@@ -233,7 +238,7 @@ def geometry(scene: Scene, num_frames: int = 1) -> np.ndarray:
     g = np.tile(np.array([cx, cy, extent, 0.0]), (len(t), 1))
     start, end = 14 + rng.uniform(-2, 2), 50 + rng.uniform(-2, 2)
     m = scene.motion
-    if m in TRANSLATIONS and scene.sweep == "short":  # where it starts does not tell which way it goes
+    if m in TRANSLATIONS and scene.sweep in ("short", "middle"):  # where it starts does not tell which way
         a, length = 32 + rng.uniform(-3, 3), rng.uniform(17, 21)
         g[:, 0 if m in ("left", "right") else 1] = a + length * t * (1 if m in ("right", "down") else -1)
     elif m in ("left", "right"):
@@ -242,6 +247,9 @@ def geometry(scene: Scene, num_frames: int = 1) -> np.ndarray:
         g[:, 1] = start + (end - start) * (t if m == "down" else 1 - t)
     elif m in ("growing", "shrinking"):
         lo, hi = 12 * rng.uniform(0.95, 1.05), 32 * rng.uniform(0.95, 1.05)
+        if scene.sweep == "middle":  # from the range's geometric middle, either way
+            lo = (lo * hi) ** 0.5 / (1.5 if m == "shrinking" else 1.0)
+            hi = lo * 1.5
         g[:, 2] = lo + (hi - lo) * (t if m == "growing" else 1 - t)
     elif m == "spinning":
         g[:, 3] = 180.0 * t * (1 if rng.random() < 0.5 else -1)

@@ -105,9 +105,9 @@ def render_set(work: Path, renders: Renders, seed: int) -> tuple[np.ndarray, lis
     mix = dict(accessory_p=renders.accessory_p, companion_p=renders.companion_p)
     if clip == "spinning":
         scenes = [spinning_scene(rng, ex, **mix) for _ in range(n)]
-    else:  # "short": the clips that clip=True draws, their translations along short sweeps
+    else:  # a sweep's name ("short", "middle"): the clips that clip=True draws, along that sweep
         scenes = [world.sample_scene(rng, clip=bool(clip), exclude=ex, **mix) for _ in range(n)]
-        scenes = [world.with_sweep(s, "short") for s in scenes] if clip == "short" else scenes
+        scenes = [world.with_sweep(s, clip) for s in scenes] if isinstance(clip, str) else scenes
     chunks = [scenes[i:i + 500] for i in range(0, n, 500)]
     t0 = time.time()
     with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:

@@ -18,7 +18,7 @@ import torch
 from cdvideo.apps.worldbuild import common
 from cdvideo.apps.worldbuild.common import (ADAPTER, MOTION_SCHEDULE, Curve, log, mark_done, optimizer,
     optimizer_step, pretraining, render_set, round_plan, seed_everything, step_rngs, unet_digest)
-from cdvideo.apps.worldbuild.plans import BACKWARDS, SHORT, SHORT_CLIPS, MotionPlan, Renders, round_data
+from cdvideo.apps.worldbuild.plans import BACKWARDS, SWEPT_CLIPS, MotionPlan, Renders, round_data
 from cdvideo.apps.worldbuild.unet import captions, latents, load_text, noised, sample_latents
 from cdvideo.models.text import tokenize
 from cdvideo.toyworld.world import played_backwards
@@ -76,7 +76,7 @@ def batch_at(step: int, seed: int, data: dict, plan: MotionPlan, tokenizer, t_mi
 
 def clip_data(work: Path, seed: int, plan: MotionPlan, short: Renders | None = None) -> dict:
     """A round's clips (scenes, latents), the schedule and the latent scale: the pretraining clips, or `short`'s
-    (the same clips with their translations along short sweeps: SHORT_CLIPS), rendered and encoded the first time."""
+    (the same clips along a short sweep: plans.SWEPT_CLIPS), rendered and encoded the first time."""
     from diffusers import AutoencoderKL, DDPMScheduler  # lazy: start-up time
 
     if short is not None:
@@ -102,8 +102,8 @@ def run(work: Path, seed: int, plan: MotionPlan) -> dict:
     log(f"motion modules: {sum(p.numel() for p in trainable) / 1e6:.2f}M parameters")
     t0, steps = time.time(), sum(n for n, _ in rounds)
     for k in range(done, len(rounds)):
-        r0, short = sum(n for n, _ in rounds[:k]), round_data(rounds[k][1])[1] == SHORT
-        data = clip_data(work, seed, plan, SHORT_CLIPS if short else None)
+        r0 = sum(n for n, _ in rounds[:k])
+        data = clip_data(work, seed, plan, SWEPT_CLIPS.get(round_data(rounds[k][1])[1]))
         train_round(model, trainable, data, text_encoder, tokenizer, curve, (seed, plan, steps), r0, *rounds[k])
         save_round(work, model, seed, plan, rounds[:k + 1], curve)
     curve.save()

@@ -16,7 +16,7 @@ own word would give the lowest loss. Then how far the UNet with the adapter is f
 direction test: the report's 24 clip prompts rendered under their own motion word and under the opposite one on
 the same seed; a model that draws the word's direction moves the two clips of a pair opposite ways along the
 motion's axis. The sweeps test reads rendered translations across the frame and short ones from about the centre
-(world.SWEEPS) with the judge. docs/toyworld.md quotes the numbers.
+(and size changes from the middle extent: world.SWEEPS) with the judge. docs/toyworld.md quotes the numbers.
 """
 
 from __future__ import annotations
@@ -145,18 +145,19 @@ def direction_test(m: dict, adapter, n: int = 24, negative: str = "none", guidan
     return out
 
 
-def sweeps_test(per_sweep: int = 96, seed: int = 5) -> dict:
-    """The shipped judge on rendered translation clips, across the frame and along short sweeps (the same scenes):
-    the share it reads as their motion, and the share whose regressed track moves their way (`motions.progress`)."""
+def sweeps_test(per_motion: int = 16, seed: int = 5) -> dict:
+    """The shipped judge on rendered clips of each translation and size change, along each of world.SWEEPS (the
+    same scenes): the share it reads as their motion, and the share whose regressed track moves their way
+    (`motions.progress`), translations and size changes apart."""
     judge, rng, out = J.load(), np.random.default_rng(seed), {}
-    scenes = [world.with_motion(world.sample_scene(rng), rng, world.TRANSLATIONS[k % 4]) for k in range(per_sweep)]
+    scenes = [world.with_motion(world.sample_scene(rng), rng, m) for m in motions.AXIS for _ in range(per_motion)]
     for sweep in world.SWEEPS:
-        readings = [J.read(judge, draw.render(world.with_sweep(s, sweep))) for s in scenes]
-        clips = [motions.direction(r, s.motion) for r, s in zip(readings, scenes)]
-        out[sweep or "across"] = motions.direction_shares(clips)
-        log(f"sweeps test, {sweep or 'across'}: {len(clips)} clips, read as their motion "
-            f"{out[sweep or 'across']['read_as_asked']:.2f}, their track moving their way "
-            f"{out[sweep or 'across']['moves_the_asked_way']:.2f}")
+        clips = [motions.direction(J.read(judge, draw.render(world.with_sweep(s, sweep))), s.motion) for s in scenes]
+        for kind, kinds in (("translations", world.TRANSLATIONS), ("size changes", world.SIZE_CHANGES)):
+            shares = motions.direction_shares([c for c in clips if c["motion"] in kinds])
+            out[f"{sweep or 'across'}, {kind}"] = shares
+            log(f"sweeps test, {sweep or 'across'}, {kind}: read as their motion {shares['read_as_asked']:.2f}, "
+                f"their track moving their way {shares['moves_the_asked_way']:.2f}")
     return out
 
 
@@ -213,6 +214,8 @@ def main() -> None:
                    help="direction test: the negative prompt, none, the opposite motion's words, or the prompt "
                    "asking the opposite motion (default: none)")
     p.add_argument("--guidance", type=float, default=5.0, help="direction test: guidance scale (default: 5)")
+    p.add_argument("--prompts", type=int, default=24, help="direction test: how many of the report's clip prompts "
+                   "(default: 24; a third of them size changes)")
     args = p.parse_args()
     m = load_components(MODEL_ID)
     adapter = load_adapter(args.adapter, torch.float32)
@@ -225,7 +228,7 @@ def main() -> None:
     if args.test in ("all", "sweeps"):
         sweeps_test()
     if args.test in ("all", "direction"):
-        result = direction_test(m, adapter, negative=args.negative, guidance=args.guidance)
+        result = direction_test(m, adapter, args.prompts, negative=args.negative, guidance=args.guidance)
         if args.out:
             write_text_atomic(args.out, json.dumps({"adapter": str(args.adapter), "negative": args.negative,
                                                     "guidance": args.guidance, **result}, indent=1) + "\n")

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 @dataclass(frozen=True)
 class Renders:
     """A rendered dataset: `n` scenes drawn with seed + `seed_offset` (clips when `clip`, spinning clips when
-    clip='spinning', clips whose translations are short sweeps when clip='short'); `exclude` keeps the personal
-    instances out."""
+    clip='spinning', clips along another of world.SWEEPS when clip is its name: 'short', 'middle'); `exclude` keeps
+    the personal instances out."""
     name: str
     n: int
     seed_offset: int
@@ -23,8 +23,10 @@ class Renders:
 
 # the pretraining renders (personal instances excluded), shared by the text, VAE, UNet and motion stages
 PRETRAIN = (Renders("images", 40000, 1, clip=False), Renders("clips", 1600, 2, clip=True))
-# The same clips with every translation a short sweep from about the centre (world.SWEEPS): a "+short" motion round's
+# The same clips with every translation a short sweep from about the centre (world.SWEEPS): a "+short" motion round's;
+# and with every size change from the middle extent too: a "+middle" round's
 SHORT_CLIPS = Renders("clips_short", 1600, 2, clip="short")
+MIDDLE_CLIPS = Renders("clips_middle", 1600, 2, clip="middle")
 
 
 @dataclass(frozen=True)
@@ -184,13 +186,14 @@ PROFILES = {"cpu": Plans(),
                           controlnet=ControlNetPlan(batch=128, device="cuda"))}
 MOTION_WEIGHTINGS = ("min-snr", "high-noise", "late")  # of the motion stage's epsilon loss (motion.high_noise_weights)
 # A round's weighting may end "+backwards": each clip beside itself played backwards under the opposite motion
-# word (motion.batch_at); or "+short": the round's clips are SHORT_CLIPS
-BACKWARDS, SHORT = "+backwards", "+short"
+# word (motion.batch_at); or "+short" / "+middle": the round's clips are SHORT_CLIPS / MIDDLE_CLIPS
+BACKWARDS, SHORT, MIDDLE = "+backwards", "+short", "+middle"
+SWEPT_CLIPS = {SHORT: SHORT_CLIPS, MIDDLE: MIDDLE_CLIPS}
 
 
 def round_data(weighting: str) -> tuple[str, str | None]:
     """'late+backwards' -> ('late', '+backwards'): a motion round's loss weighting and how its batches are made."""
-    for suffix in (BACKWARDS, SHORT):
+    for suffix in (BACKWARDS, SHORT, MIDDLE):
         if weighting.endswith(suffix):
             return weighting.removesuffix(suffix), suffix
     return weighting, None
@@ -203,7 +206,8 @@ def parse_rounds(spec: str) -> tuple[tuple[int, str], ...]:
         steps, _, weighting = part.strip().partition(":")
         weighting = weighting or "min-snr"
         if not steps.isdigit() or int(steps) < 1 or round_data(weighting)[0] not in MOTION_WEIGHTINGS:
-            raise ValueError(f"{part!r} is not STEPS[:{'|'.join(MOTION_WEIGHTINGS)}[{BACKWARDS}|{SHORT}]], e.g. "
+            raise ValueError(f"{part!r} is not STEPS[:{'|'.join(MOTION_WEIGHTINGS)}[{BACKWARDS}|{SHORT}|{MIDDLE}]], "
+                             "e.g. "
                              "4000 or 1500:high-noise")
         rounds.append((int(steps), weighting))
     return tuple(rounds)
