@@ -238,7 +238,7 @@ def geometry(scene: Scene, num_frames: int = 1) -> np.ndarray:
     g = np.tile(np.array([cx, cy, extent, 0.0]), (len(t), 1))
     start, end = 14 + rng.uniform(-2, 2), 50 + rng.uniform(-2, 2)
     m = scene.motion
-    if m in TRANSLATIONS and scene.sweep in ("short", "middle"):  # where it starts does not tell which way
+    if m in TRANSLATIONS and scene.sweep is not None:  # short, from the centre: its start does not tell which way
         a, length = 32 + rng.uniform(-3, 3), rng.uniform(17, 21)
         g[:, 0 if m in ("left", "right") else 1] = a + length * t * (1 if m in ("right", "down") else -1)
     elif m in ("left", "right"):

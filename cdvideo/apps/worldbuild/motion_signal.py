@@ -5,7 +5,7 @@ follow them?
     python -m cdvideo.apps.worldbuild.motion_signal --adapter toyworld-build/motion_adapter   # another adapter's
     python -m cdvideo.apps.worldbuild.motion_signal --test symmetry                 # seconds: the symmetry in time
     python -m cdvideo.apps.worldbuild.motion_signal --test direction --out d.json   # 1.5 minutes: the direction test
-    python -m cdvideo.apps.worldbuild.motion_signal --test sweeps     # a minute: how the judge reads either sweep
+    python -m cdvideo.apps.worldbuild.motion_signal --test sweeps     # 11 s: how the judge reads each sweep
 
 One noisy latent, prompts that differ only in their motion words, and prompts that differ only in their colour
 word, through the shipped UNet. It prints how far each block's output spreads across the prompts of each group:
@@ -127,7 +127,7 @@ def direction_test(m: dict, adapter, n: int = 24, negative: str = "none", guidan
            "read_on_the_asked_axis": float(np.mean([axis.get(c["read"]) == axis[c["motion"]] for c in clips])),
            "moves_the_asked_way": shares["moves_the_asked_way"],
            "pairs_apart": float(np.mean([r["apart"] for r in rows])), "by_word": by_word, "rows": rows}
-    moving = [c for c in clips if c["motion"] in scoring.MOTION_DIRECTIONS]  # each world clip sweeps the frame
+    moving = [c for c in clips if c["motion"] in world.TRANSLATIONS]  # each world clip sweeps the frame
     leaves = np.array([motions.away_from_start(dict(c, progress=1.0)) for c in moving])  # starts where the word leaves
     asked = np.array([c["progress"] > 0 for c in moving])
     out |= {"translations_away_from_start": float(np.mean([motions.away_from_start(c) for c in moving])),
@@ -217,6 +217,10 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=24, help="direction test: how many of the report's clip prompts "
                    "(default: 24; a third of them size changes)")
     args = p.parse_args()
+    if args.test in ("all", "sweeps"):  # the judge alone: rendered clips, no model
+        sweeps_test()
+    if args.test == "sweeps":
+        return
     m = load_components(MODEL_ID)
     adapter = load_adapter(args.adapter, torch.float32)
     if args.test in ("all", "features"):
@@ -225,8 +229,6 @@ def main() -> None:
         caption_test(m, adapter)
     if args.test in ("all", "symmetry"):
         symmetry_test(m, adapter)
-    if args.test in ("all", "sweeps"):
-        sweeps_test()
     if args.test in ("all", "direction"):
         result = direction_test(m, adapter, args.prompts, negative=args.negative, guidance=args.guidance)
         if args.out:

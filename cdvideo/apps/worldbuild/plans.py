@@ -187,13 +187,13 @@ PROFILES = {"cpu": Plans(),
 MOTION_WEIGHTINGS = ("min-snr", "high-noise", "late")  # of the motion stage's epsilon loss (motion.high_noise_weights)
 # A round's weighting may end "+backwards": each clip beside itself played backwards under the opposite motion
 # word (motion.batch_at); or "+short" / "+middle": the round's clips are SHORT_CLIPS / MIDDLE_CLIPS
-BACKWARDS, SHORT, MIDDLE = "+backwards", "+short", "+middle"
-SWEPT_CLIPS = {SHORT: SHORT_CLIPS, MIDDLE: MIDDLE_CLIPS}
+BACKWARDS = "+backwards"
+SWEPT_CLIPS = {"+short": SHORT_CLIPS, "+middle": MIDDLE_CLIPS}
 
 
 def round_data(weighting: str) -> tuple[str, str | None]:
     """'late+backwards' -> ('late', '+backwards'): a motion round's loss weighting and how its batches are made."""
-    for suffix in (BACKWARDS, SHORT, MIDDLE):
+    for suffix in (BACKWARDS, *SWEPT_CLIPS):
         if weighting.endswith(suffix):
             return weighting.removesuffix(suffix), suffix
     return weighting, None
@@ -206,8 +206,8 @@ def parse_rounds(spec: str) -> tuple[tuple[int, str], ...]:
         steps, _, weighting = part.strip().partition(":")
         weighting = weighting or "min-snr"
         if not steps.isdigit() or int(steps) < 1 or round_data(weighting)[0] not in MOTION_WEIGHTINGS:
-            raise ValueError(f"{part!r} is not STEPS[:{'|'.join(MOTION_WEIGHTINGS)}[{BACKWARDS}|{SHORT}|{MIDDLE}]], "
-                             "e.g. "
+            raise ValueError(f"{part!r} is not STEPS[:{'|'.join(MOTION_WEIGHTINGS)}"
+                             f"[{'|'.join((BACKWARDS, *SWEPT_CLIPS))}]], e.g. "
                              "4000 or 1500:high-noise")
         rounds.append((int(steps), weighting))
     return tuple(rounds)

@@ -77,7 +77,7 @@ class Setting:
                 + (f" ({', '.join(notes)})" if notes else ""))
 
 
-# Cell 0, which every table compares against: the recipe to SPL 0.1 (cell 32, shipped after the SPL weight's tables)
+# Cell 0, which every table compares against: the recipe at SPL 1, as it was until cell 32 (SPL 0.1) replaced it
 GRID = (Setting(5e-4, 120, 1.0, unmasked=0.1),  # the photos' subject masks, 0.1 off the subject
         Setting(1e-3, 120, 1.0),  # the recipe before subject masks (`demo.MASKLESS`)
         Setting(5e-4, 120, 1.0),  # the recipe's learning rate without masks
