@@ -65,7 +65,8 @@ def test_a_clips_progress_is_how_far_it_moves_the_way_its_word_asks():
 def test_a_short_sweep_starts_about_the_centre_whichever_way_it_goes():
     """A translation along a "short" sweep starts within 3 px of the centre and moves 17-21 px the asked way; the
     same scene moving either way starts at the same point, so its first frame does not tell the direction (across
-    the frame, it does: from the side it leaves); a "middle" size change starts at one extent either way."""
+    the frame, it does: from the side it leaves); a "middle" size change starts at one extent either way, and so
+    does a "sizes" one, whose translations stay across the frame."""
     from cdvideo.toyworld import motions
 
     rng = np.random.default_rng(2)
@@ -84,10 +85,14 @@ def test_a_short_sweep_starts_about_the_centre_whichever_way_it_goes():
     grow = world.with_motion(base, rng, "growing")
     assert world.with_sweep(grow, "short") == grow  # a short sweep is a translation's
     for motion in world.SIZE_CHANGES:  # "middle": a size change too, from the middle extent, 1.5 times either way
-        middle = motions.true_track(world.with_sweep(world.with_motion(base, rng, motion), "middle"))
+        moving = world.with_motion(base, rng, motion)
+        middle = motions.true_track(world.with_sweep(moving, "middle"))
         other = motions.true_track(world.with_sweep(world.with_motion(base, rng, world.BACKWARDS[motion]), "middle"))
         assert middle[0, 2] == pytest.approx(other[0, 2]) and motions.progress(middle, motion) == pytest.approx(
             np.log(1.5), abs=0.02), motion
+        assert np.allclose(motions.true_track(world.with_sweep(moving, "sizes")), middle), motion
+    left = world.with_motion(base, rng, "left")
+    assert world.with_sweep(left, "sizes") == left  # "sizes": translations across the frame, as drawn before
     with pytest.raises(ValueError, match="sweep"):
         world.played_backwards(world.with_sweep(world.with_motion(base, rng, "left"), "short"))
     with pytest.raises(ValueError, match="no sweep"):

@@ -54,8 +54,8 @@ TRANSLATIONS = ("left", "right", "up", "down")
 # A translation's path: None across the frame (from about 14 to about 50 px, so its first frame tells which way it
 # goes); "short": 17-21 px the asked way from about the centre, so that only the caption tells; "middle": as short,
 # and a size change from the middle extent of its range (1.5 times or a 1.5th of it), which its first frame does
-# not tell either
-SWEEPS = (None, "short", "middle")
+# not tell either; "sizes": such size changes, translations across the frame
+SWEEPS = (None, "short", "middle", "sizes")
 SIZE_CHANGES = ("growing", "shrinking")
 
 
@@ -209,11 +209,12 @@ def with_motion(scene: Scene, rng: np.random.Generator, motion: str | None = Non
 
 
 def with_sweep(scene: Scene, sweep: str | None) -> Scene:
-    """A translation clip (and, "middle", a size change) along the `sweep` path (SWEEPS); any other scene as it
-    is."""
+    """A translation clip ("short", "middle") or size change ("middle", "sizes") along the `sweep` path (SWEEPS); any
+    other scene as it is."""
     if sweep not in SWEEPS:
         raise ValueError(f"no sweep {sweep!r}; choose from {SWEEPS}")
-    swept = TRANSLATIONS + (SIZE_CHANGES if sweep == "middle" else ())
+    swept = (TRANSLATIONS if sweep in ("short", "middle") else ()) + (SIZE_CHANGES if sweep in ("middle", "sizes")
+                                                                       else ())
     return replace(scene, sweep=sweep) if scene.motion in swept else scene
 
 
@@ -247,7 +248,7 @@ def geometry(scene: Scene, num_frames: int = 1) -> np.ndarray:
         g[:, 1] = start + (end - start) * (t if m == "down" else 1 - t)
     elif m in ("growing", "shrinking"):
         lo, hi = 12 * rng.uniform(0.95, 1.05), 32 * rng.uniform(0.95, 1.05)
-        if scene.sweep == "middle":  # from the range's geometric middle, either way
+        if scene.sweep is not None:  # from the range's geometric middle, either way ("middle", "sizes")
             lo = (lo * hi) ** 0.5 / (1.5 if m == "shrinking" else 1.0)
             hi = lo * 1.5
         g[:, 2] = lo + (hi - lo) * (t if m == "growing" else 1 - t)

@@ -6,6 +6,7 @@ follow them?
     python -m cdvideo.apps.worldbuild.motion_signal --test symmetry                 # seconds: the symmetry in time
     python -m cdvideo.apps.worldbuild.motion_signal --test direction --out d.json   # 1.5 minutes: the direction test
     python -m cdvideo.apps.worldbuild.motion_signal --test sweeps     # 11 s: how the judge reads each sweep
+    python -m cdvideo.apps.worldbuild.motion_signal --compare new.json old.json   # two direction tests, paired
 
 One noisy latent, prompts that differ only in their motion words, and prompts that differ only in their colour
 word, through the shipped UNet. It prints how far each block's output spreads across the prompts of each group:
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from cdvideo.apps.worldbuild.common import MOTION_SCHEDULE, log, to_pixels
 from cdvideo.data.files import write_text_atomic
+from cdvideo.math.metrics import bootstrap_ci
 from cdvideo.models.loading import load_components
 from cdvideo.models.text import encode_prompts
 from cdvideo.pipelines.build import video_pipeline
@@ -142,7 +144,41 @@ def direction_test(m: dict, adapter, n: int = 24, negative: str = "none", guidan
         f"{out['pairs_apart']:.2f} of {len(rows)} pairs")
     for mo, v in by_word.items():
         log(f"  {mo:9s} read as asked {v['read_as_asked']:.2f}, moving the asked way {v['moves_the_asked_way']:.2f}")
+    out["by_kind"] = by_kind(rows)
+    for kind, v in out["by_kind"].items():
+        log(f"{kind}: {v['asked_way']} of {v['clips']} move the asked way, {v['read_as_asked']} read as asked; "
+            f"{v['pairs_apart']} of {v['pairs']} pairs apart")
     return out
+
+
+KINDS = {"translations": world.TRANSLATIONS, "size changes": world.SIZE_CHANGES}
+
+
+def by_kind(rows: list[dict]) -> dict:
+    """The direction test's translations and size changes apart: clips moving the asked way and read as asked,
+    pairs whose two words move them apart."""
+    out = {}
+    for kind, moves in KINDS.items():
+        pairs = [r for r in rows if r["own"]["motion"] in moves]
+        clips = [r[k] for r in pairs for k in ("own", "opposite")]
+        out[kind] = {"clips": len(clips), "asked_way": sum(c["progress"] > 0 for c in clips),
+                     "read_as_asked": sum(c["read"] == c["motion"] for c in clips), "pairs": len(pairs),
+                     "pairs_apart": sum(r["apart"] for r in pairs)}
+    return out
+
+
+def compare(new: Path, old: Path) -> None:
+    """Two direction tests' files (--out) on the same prompts: per kind, the share of clips moving the asked way,
+    new minus old, paired on the clip, with its 95% interval."""
+    a, b = (json.loads(f.read_text())["rows"] for f in (new, old))
+    if [(r["prompt"], r["seed"]) for r in a] != [(r["prompt"], r["seed"]) for r in b]:
+        raise SystemExit(f"--compare: {new} and {old} hold other prompts; run both with the same --prompts")
+    for kind, moves in KINDS.items():
+        diff = [float(x[k]["progress"] > 0) - float(y[k]["progress"] > 0)
+                for x, y in zip(a, b) if x["own"]["motion"] in moves for k in ("own", "opposite")]
+        mean, low, high = bootstrap_ci(diff)
+        log(f"{kind}: moving the asked way {mean:+.2f} [{low:+.2f}, {high:+.2f}], {new.name} against {old.name} "
+            f"({len(diff)} clips paired)")
 
 
 def sweeps_test(per_motion: int = 16, seed: int = 5) -> dict:
@@ -216,7 +252,12 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=5.0, help="direction test: guidance scale (default: 5)")
     p.add_argument("--prompts", type=int, default=24, help="direction test: how many of the report's clip prompts "
                    "(default: 24; a third of them size changes)")
+    p.add_argument("--compare", nargs=2, type=Path, metavar=("NEW", "OLD"),
+                   help="no model: two direction tests' --out files compared, paired on the clip")
     args = p.parse_args()
+    if args.compare:
+        compare(*args.compare)
+        return
     if args.test in ("all", "sweeps"):  # the judge alone: rendered clips, no model
         sweeps_test()
     if args.test == "sweeps":

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 @dataclass(frozen=True)
 class Renders:
     """A rendered dataset: `n` scenes drawn with seed + `seed_offset` (clips when `clip`, spinning clips when
-    clip='spinning', clips along another of world.SWEEPS when clip is its name: 'short', 'middle'); `exclude` keeps
-    the personal instances out."""
+    clip='spinning', clips along another of world.SWEEPS when clip is its name: 'short', 'middle', 'sizes');
+    `exclude` keeps the personal instances out."""
     name: str
     n: int
     seed_offset: int
@@ -24,9 +24,10 @@ class Renders:
 # the pretraining renders (personal instances excluded), shared by the text, VAE, UNet and motion stages
 PRETRAIN = (Renders("images", 40000, 1, clip=False), Renders("clips", 1600, 2, clip=True))
 # The same clips with every translation a short sweep from about the centre (world.SWEEPS): a "+short" motion round's;
-# and with every size change from the middle extent too: a "+middle" round's
+# and with every size change from the middle extent too: a "+middle" round's; with only the size changes so: "+sizes"
 SHORT_CLIPS = Renders("clips_short", 1600, 2, clip="short")
 MIDDLE_CLIPS = Renders("clips_middle", 1600, 2, clip="middle")
+SIZES_CLIPS = Renders("clips_sizes", 1600, 2, clip="sizes")
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,10 @@ PROFILES = {"cpu": Plans(),
                           controlnet=ControlNetPlan(batch=128, device="cuda"))}
 MOTION_WEIGHTINGS = ("min-snr", "high-noise", "late")  # of the motion stage's epsilon loss (motion.high_noise_weights)
 # A round's weighting may end "+backwards": each clip beside itself played backwards under the opposite motion
-# word (motion.batch_at); or "+short" / "+middle": the round's clips are SHORT_CLIPS / MIDDLE_CLIPS
+# word (motion.batch_at); or "+short" / "+middle" / "+sizes": the round's clips are SHORT_CLIPS / MIDDLE_CLIPS /
+# SIZES_CLIPS
 BACKWARDS = "+backwards"
-SWEPT_CLIPS = {"+short": SHORT_CLIPS, "+middle": MIDDLE_CLIPS}
+SWEPT_CLIPS = {"+short": SHORT_CLIPS, "+middle": MIDDLE_CLIPS, "+sizes": SIZES_CLIPS}
 
 
 def round_data(weighting: str) -> tuple[str, str | None]:
