@@ -25,8 +25,8 @@ def tiny_overrides(out: Path, images: Path, *extra: str) -> list[str]:
 
 
 def make_weights(path: Path, token: str = "sks", class_word: str = "dog", seed: int = 1,
-                 base_model: str = "tiny") -> Path:
-    """A weights file for the tiny base whose K/V and token row differ clearly from the base."""
+                 base_model: str = "tiny", vectors: int = 1) -> Path:
+    """A weights file for the tiny base whose K/V and token row(s) differ clearly from the base."""
     import torch
 
     from cdvideo.data import weights
@@ -37,8 +37,9 @@ def make_weights(path: Path, token: str = "sks", class_word: str = "dog", seed: 
     params = dict(base["unet"].named_parameters())
     kv = {n: params[n].detach() + 0.5 * torch.randn(params[n].shape, generator=gen)
           for n in weights.cross_attention_names(base["unet"])}
-    rows = torch.randn(1, tiny.CROSS_DIM, generator=gen)
-    return weights.save(path, weights.PersonalWeights(unet=kv, tokens=[token], class_words=[class_word],
+    rows = torch.randn(vectors, tiny.CROSS_DIM, generator=gen)
+    tokens = [token] + [f"{token}_{i}" for i in range(1, vectors)]
+    return weights.save(path, weights.PersonalWeights(unet=kv, tokens=tokens, class_words=[class_word] * vectors,
                                                       embeddings=rows, metadata={"base_model": base_model}))
 
 

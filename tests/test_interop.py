@@ -60,6 +60,31 @@ def test_diffusers_layout_round_trips_and_diffusers_loads_it(tmp_path, perturbed
     assert np.abs(render(pipe) - cdvideo_image(perturbed_weights)).max() < 2e-3
 
 
+def test_a_multi_vector_token_exports_as_one_embedding_each_tool_expands(tmp_path):
+    """A token of 3 vectors (sks, sks_1, sks_2) leaves as one (3, D) embedding in every layout: diffusers loads the
+    Custom Diffusion folder's and renders as cdvideo does; the A1111/ComfyUI file beside a LoRA holds all three
+    rows under the token's name, and imports back as the same three tokens."""
+    from conftest import make_weights
+
+    src = make_weights(tmp_path / "multi.safetensors", vectors=3)
+    w = weights.load(src)
+    assert main(["export", str(src), "--format", "diffusers", "-o", str(tmp_path / "cd")]) == 0
+    assert sorted(p.name for p in (tmp_path / "cd").glob("sks*")) == ["sks.safetensors"]
+    pipe = diffusers_pipe()
+    pipe.unet.load_attn_procs(str(tmp_path / "cd"), weight_name="pytorch_custom_diffusion_weights.bin",
+                              _pipeline=pipe)
+    pipe.load_textual_inversion(str(tmp_path / "cd"), weight_name="sks.safetensors")
+    assert pipe.maybe_convert_prompt(PROMPT, pipe.tokenizer) == "a photo of a sks sks_1 sks_2 dog"
+    assert np.abs(render(pipe) - cdvideo_image(src)).max() < 2e-3
+
+    assert main(["export", str(src), "--format", "lora", "-o", str(tmp_path / "l" / "rex.safetensors")]) == 0
+    assert sorted(p.name for p in (tmp_path / "l").iterdir()) == ["rex.safetensors", "sks.safetensors"]
+    assert torch.equal(load_file(str(tmp_path / "l" / "sks.safetensors"))["emb_params"], w.embeddings)
+    back = weights.load(import_weights(str(tmp_path / "cd"), str(tmp_path / "back.safetensors"), "tiny",
+                                       class_word="dog"))
+    assert back.tokens == w.tokens and torch.equal(back.embeddings, w.embeddings)
+
+
 def test_custom_diffusion_folder_written_by_diffusers_imports(tmp_path):
     from diffusers.models.attention_processor import CustomDiffusionAttnProcessor
 

@@ -125,6 +125,25 @@ def test_token_learning_rate_is_the_token_rows_own(tmp_path, dog_dir):
     assert 7 < token_ratio < 13 and moved["token 10x"][1] == pytest.approx(moved["one rate"][1], rel=0.1), moved
 
 
+def test_a_token_of_several_vectors_trains_each_row_as_the_pipelines_expand_it(tmp_path, dog_dir):
+    """concepts.0.vectors=3 (multi-vector textual inversion): the file holds sks, sks_1 and sks_2, each row trained
+    apart from the others though all start at the class word; the run trained on the prompt that a diffusers
+    pipeline makes of "sks" once the file is loaded, so what renders is what trained."""
+    from diffusers.loaders import TextualInversionLoaderMixin
+
+    path, _ = run(tmp_path / "run", dog_dir, "concepts.0.vectors=3", "optimizer.learning_rate=1e-3")
+    w = weights.load(path)
+    assert w.tokens == ["sks", "sks_1", "sks_2"] and w.class_words == ["dog"] * 3
+    rows = w.embeddings
+    assert rows.shape[0] == 3 and min(torch.dist(rows[i], rows[j]).item() for i, j in ((0, 1), (0, 2), (1, 2))) > 0
+    m = tiny.build_components()
+    personalize.apply(w, m["unet"], m["text_encoder"], m["tokenizer"])
+    cfg = load_train_config(None, tiny_overrides(tmp_path / "x", dog_dir, "concepts.0.vectors=3"))
+    trained_on = cfg.instance_template.format(token=cfg.concepts[0].spelled(), class_word="dog")
+    assert TextualInversionLoaderMixin().maybe_convert_prompt("photo of a sks dog", m["tokenizer"]) == trained_on
+    assert trained_on == "photo of a sks sks_1 sks_2 dog"
+
+
 def test_file_metadata_and_reload_reproduces_outputs(trained):
     path, _ = trained
     w = weights.load(path)

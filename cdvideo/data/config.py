@@ -45,6 +45,17 @@ class ConceptConfig:
     # `alpha`: the photos' own transparency; the loss weighs the rest by `unmasked_weight` (kohya's masked loss,
     # OneTrainer's masked training)
     masks: Optional[str] = None
+    # embedding vectors of the token: more than 1 adds <token>_1 ... (diffusers' and A1111's multi-vector
+    # textual inversion), and every prompt's token stands for all of them
+    vectors: Annotated[int, Range(1, 8)] = 1
+
+    def tokens(self) -> list[str]:
+        """The token and its extra vectors' tokens, as diffusers names them: sks, sks_1, sks_2."""
+        return [self.token] + [f"{self.token}_{i}" for i in range(1, self.vectors)]
+
+    def spelled(self) -> str:
+        """What the token stands for in a prompt: 'sks sks_1 sks_2'."""
+        return " ".join(self.tokens())
 
 
 @dataclass

@@ -83,12 +83,24 @@ def read_embedding(path: Path, token: str | None = None) -> tuple[list[str], tor
     return [name] + [f"{name}_{i}" for i in range(1, len(rows))], rows
 
 
+def token_groups(tokens: list[str]) -> list[tuple[str, list[int]]]:
+    """(name, indices) per embedding: a token and the `<token>_1` ... after it are one multi-vector embedding, as
+    `read_embedding` names them and diffusers expands them in prompts."""
+    groups: list[tuple[str, list[int]]] = []
+    for i, token in enumerate(tokens):
+        if groups and token == f"{groups[-1][0]}_{len(groups[-1][1])}":
+            groups[-1][1].append(i)
+        else:
+            groups.append((token, [i]))
+    return groups
+
+
 def write_custom_diffusion(folder: Path, unet: dict[str, torch.Tensor], tokens: list[str], rows: torch.Tensor,
                            metadata: dict[str, str]) -> list[Path]:
     """diffusers' two-file Custom Diffusion layout: `pytorch_custom_diffusion_weights.bin` as diffusers'
     `save_attn_procs` writes it (processor weights, and an empty entry for each self-attention processor, which
     diffusers 0.42's `load_attn_procs` needs to count the processors; safetensors cannot hold those entries), and
-    one `<token>.safetensors` per token."""
+    one `<token>.safetensors` per token (a multi-vector token's rows in one, (n, D), as diffusers loads it)."""
     from safetensors.torch import save_file  # lazy: start-up time
 
     state: dict = {}
@@ -99,7 +111,8 @@ def write_custom_diffusion(folder: Path, unet: dict[str, torch.Tensor], tokens: 
         state[f"{layer[:-1]}1.processor"] = {}
     torch.save(state, folder / CD_WEIGHTS[1])  # tensors and empty dicts only: readable with weights_only=True
     written = [folder / CD_WEIGHTS[1]]
-    for token, row in zip(tokens, rows):  # the key holds the token; the file name is valid on every system
+    for token, idx in token_groups(tokens):  # the key holds the token; the file name is valid on every system
+        row = rows[idx[0]] if len(idx) == 1 else rows[idx]  # (D,) as train_custom_diffusion.py writes one vector
         save_file({token: row.detach().float().contiguous()}, str(folder / f"{file_stem(token)}.safetensors"),
                   metadata={**metadata, "format": "pt"})
         written.append(folder / f"{file_stem(token)}.safetensors")

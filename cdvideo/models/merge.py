@@ -11,6 +11,7 @@ import torch
 
 from cdvideo.data import weights
 from cdvideo.data.files import asset_text, text_lines
+from cdvideo.data.formats import token_groups
 from cdvideo.errors import CdvideoError
 from cdvideo.math.compose import average_merge, constraint_factors, merge_with
 from cdvideo.models.text import encode_prompts, set_token_rows, tokenize
@@ -46,6 +47,10 @@ def check_composable(ws: list[weights.PersonalWeights]) -> None:
                            "compose files of one base")
     seen: dict[str, Path | None] = {}
     for w in ws:
+        several = [name for name, idx in token_groups(w.tokens) if len(idx) > 1]
+        if several:
+            raise CdvideoError(f"{w.path}: token {several[0]!r} has several embedding vectors; compose merges "
+                               "single-vector tokens (train with concepts[].vectors: 1)")
         for tok in w.tokens:
             if tok in seen:
                 raise CdvideoError(f"token {tok!r} is in both {seen[tok]} and {w.path}; rename one, e.g. "

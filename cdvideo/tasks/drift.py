@@ -13,7 +13,7 @@ from cdvideo.data import builtins, checkpoint, weights
 from cdvideo.data.clips import write_sidecar
 from cdvideo.data.files import asset_text, atomic_path, reserve_stem, text_lines
 from cdvideo.data.foreign import load_any
-from cdvideo.data.formats import is_custom_diffusion_folder
+from cdvideo.data.formats import is_custom_diffusion_folder, token_groups
 from cdvideo.errors import CdvideoError
 from cdvideo.math.drift import drift_figures
 from cdvideo.models.loading import load_components
@@ -43,11 +43,17 @@ def load_source(path: str | Path) -> Source:
             raise CdvideoError(f"{path}: not a checkpoint folder of a cdvideo run (state.pt, ../../config.yaml)")
         cfg = yaml.safe_load(cfg_file.read_text())
         c = cfg["concepts"][0]
+        if c.get("vectors", 1) > 1:
+            raise CdvideoError(f"{path}: its run's token {c['token']!r} has several embedding vectors; drift places "
+                               "a single-vector token among its class")
         return Source(f"{path.parent.parent.name} step {state['step']}", state["trainable"]["token_embeddings"][0],
                       c["token"], c["class_word"], c.get("initializer") or c["class_word"], cfg.get("model"))
     w = load_any(path)
     if not w.class_words[0]:
         raise CdvideoError(f"{path}: no class word recorded; import it with `cdvideo import ... --class-word dog`")
+    if len(token_groups(w.tokens)[0][1]) > 1:
+        raise CdvideoError(f"{path}: token {w.tokens[0]!r} has several embedding vectors; drift places a "
+                           "single-vector token among its class")
     inits = w.metadata.get("initializers") or w.class_words
     return Source(path.stem if path.stem != "weights" else path.parent.name, w.embeddings[0], w.tokens[0],
                   w.class_words[0], inits[0], w.base_model)

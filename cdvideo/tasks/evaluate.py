@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from cdvideo.data import builtins, weights
 from cdvideo.data.clips import read_sidecar, write_sidecar
 from cdvideo.data.files import asset_text, slug, text_lines, write_text_atomic
+from cdvideo.data.formats import token_groups
 from cdvideo.data.photos import load_folder
 from cdvideo.errors import CdvideoError
 from cdvideo.data.references import read_references
@@ -90,9 +91,9 @@ def generate(opts: EvalOptions, state) -> Path:
 
 
 def _concepts(paths: list[str]) -> list[tuple[str, str]]:
-    """(token, class word) of every concept in the weights file(s)."""
+    """(token, class word) of every concept in the weights file(s) (a multi-vector token's name once)."""
     metas = [weights.load_metadata(p) for p in paths]
-    return [(t, c) for meta in metas for t, c in zip(meta["tokens"], meta["class_words"])]
+    return [(name, meta["class_words"][idx[0]]) for meta in metas for name, idx in token_groups(meta["tokens"])]
 
 
 def media(sidecar: Path, record: dict) -> list[tuple[str, list[Image.Image]]]:

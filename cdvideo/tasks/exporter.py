@@ -58,8 +58,9 @@ def with_suffix(output: str) -> Path:
 
 
 def embedding_paths(out: Path, tokens: list[str]) -> list[Path]:
-    """One A1111/ComfyUI embedding beside `out` per token, named so every system accepts it (`<new1>` -> new1)."""
-    paths = [out.with_name(f"{file_stem(t)}{SUFFIX}") for t in tokens]
+    """One A1111/ComfyUI embedding beside `out` per token (a multi-vector token's in one), named so every system
+    accepts it (`<new1>` -> new1)."""
+    paths = [out.with_name(f"{file_stem(name)}{SUFFIX}") for name, _ in formats.token_groups(tokens)]
     if len(set(paths)) < len(paths) or out in paths:
         raise CdvideoError(f"tokens {', '.join(tokens)}: their embedding file names clash in {out.parent}; rename a "
                            "token with cdvideo compose --rename or choose another -o")
@@ -95,6 +96,7 @@ def export_weights(src: str, fmt: str, output: str, rank: int | str = 32, single
     if fmt not in FORMATS:
         raise CdvideoError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
     w = load_any(src)
+    typed = [name for name, _ in formats.token_groups(w.tokens)]  # what a prompt holds: sks for sks, sks_1 ...
     out = Path(output)
     if fmt == "diffusers":
         base = model or w.base_model or weights.DEFAULT_BASE
@@ -102,7 +104,7 @@ def export_weights(src: str, fmt: str, output: str, rank: int | str = 32, single
         written = _folder(out, overwrite, lambda d: (
             formats.write_custom_diffusion(d, w.unet, w.tokens, w.embeddings, meta),
             write_text_atomic(d / "cdvideo_export.json", json.dumps(meta, indent=1))))
-        return written, {"tokens": w.tokens}
+        return written, {"tokens": typed}
     m, base = load_base(w, model, model_config)
     if fmt == "lora" or single_file:
         out = with_suffix(output)
@@ -110,7 +112,7 @@ def export_weights(src: str, fmt: str, output: str, rank: int | str = 32, single
         written, report = export_lora(w, m, base, out, rank, overwrite)
     else:
         written, report = export_full(w, m, base, out, single_file, overwrite)
-    return written, {**report, "tokens": w.tokens}
+    return written, {**report, "tokens": typed}
 
 
 def export_lora(w, m: dict, base: str, out: Path, rank: int | str, overwrite: bool) -> tuple[list[Path], dict]:
@@ -139,10 +141,10 @@ def export_lora(w, m: dict, base: str, out: Path, rank: int | str, overwrite: bo
 
 
 def write_embeddings(w, paths: list[Path], meta: dict[str, str]) -> None:
-    """Each token's row as an A1111/ComfyUI embedding file, with the export's metadata."""
-    for path, row in zip(paths, w.embeddings):
+    """Each token's rows (n, D) as an A1111/ComfyUI embedding file, with the export's metadata."""
+    for path, (_, idx) in zip(paths, formats.token_groups(w.tokens)):
         with atomic_path(path) as tmp:
-            formats.write_a1111_embedding(tmp, row[None], {**meta, "exported_as": "embedding"})
+            formats.write_a1111_embedding(tmp, w.embeddings[idx], {**meta, "exported_as": "embedding"})
 
 
 def export_full(w, m: dict, base: str, out: Path, single_file: bool, overwrite: bool) -> tuple[list[Path], dict]:

@@ -81,7 +81,7 @@ def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, tim
         raise CdvideoError(f"mixed_precision={cfg.mixed_precision}: {e}") from None
     dev, wdtype = acc.device, weights.DTYPES[PRECISION[cfg.mixed_precision]]
     concepts = [Concept(c.token, c.class_word, load_folder(c.images, video_frames=c.video_frames, masks=c.masks),
-                        cfg.instance_template.format(token=c.token, class_word=c.class_word),
+                        cfg.instance_template.format(token=c.spelled(), class_word=c.class_word),
                         unmasked_weight=cfg.unmasked_weight)
                 for c in cfg.concepts]
 
@@ -89,8 +89,7 @@ def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, tim
     m = load_components(cfg.model, cfg.revision, cfg.variant, config=cfg.model_config)
     tokenizer, text_encoder, vae, unet, noise_scheduler = (
         m["tokenizer"], m["text_encoder"], m["vae"], m["unet"], m["scheduler"])
-    token_ids = add_tokens(tokenizer, text_encoder, [c.token for c in cfg.concepts],
-                           [c.initializer or c.class_word for c in cfg.concepts])
+    token_ids = add_tokens(tokenizer, text_encoder, all_tokens(cfg), initializers(cfg))
     if cfg.prior.enabled:
         attach_class_images(cfg, concepts, m, acc)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -122,7 +121,7 @@ def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, tim
     with torch.no_grad():
         class_feats = eos_features(text_encoder, tokenizer, [
             cfg.spl.class_template.format(class_word=c.class_word) for c in cfg.concepts], cfg.spl.pooling)
-    personal = [cfg.spl.personal_template.format(token=c.token, class_word=c.class_word) for c in cfg.concepts]
+    personal = [cfg.spl.personal_template.format(token=c.spelled(), class_word=c.class_word) for c in cfg.concepts]
 
     # -- Latents: each photo (or a pool of augmented variants) encoded once ---------------------------------
     pool = None
@@ -174,7 +173,7 @@ def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, tim
                 checkpoint.save(out, step, {
                     "trainable": trainable_state(acc.unwrap_model(unet), kv_names, rows),
                     "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
-                    "tokens": [c.token for c in cfg.concepts]}, keep=cfg.checkpoints_total_limit)
+                    "tokens": all_tokens(cfg)}, keep=cfg.checkpoints_total_limit)
             if acc.is_main_process and cfg.validation.every and step % cfg.validation.every == 0:
                 render_validation(cfg, m, acc.unwrap_model(unet), text_encoder, out, step)
         timer.step_done()
@@ -325,13 +324,23 @@ def forget_previous_run() -> None:
         AcceleratorState._reset_state()
 
 
+def all_tokens(cfg: TrainConfig) -> list[str]:
+    """Every added token, each concept's extra vectors after it: one embedding row each."""
+    return [t for c in cfg.concepts for t in c.tokens()]
+
+
+def initializers(cfg: TrainConfig) -> list[str]:
+    """The words each added token starts from (a concept's extra vectors start where its token does)."""
+    return [c.initializer or c.class_word for c in cfg.concepts for _ in c.tokens()]
+
+
 def save_weights(cfg: TrainConfig, state: dict, path: Path) -> None:
     """The run's weights file: trained K/V and token rows, with the base, tokens and config as metadata."""
     weights.save(path, weights.PersonalWeights(
-        unet=state["unet"], tokens=[c.token for c in cfg.concepts],
-        class_words=[c.class_word for c in cfg.concepts], embeddings=state["token_embeddings"],
+        unet=state["unet"], tokens=all_tokens(cfg),
+        class_words=[c.class_word for c in cfg.concepts for _ in c.tokens()], embeddings=state["token_embeddings"],
         metadata={"base_model": cfg.model, "base_revision": cfg.revision or "", "config": to_dict(cfg),
-                  "initializers": [c.initializer or c.class_word for c in cfg.concepts], **base_record(cfg)},
+                  "initializers": initializers(cfg), **base_record(cfg)},
     ), dtype=cfg.save_dtype)
 
 
@@ -345,7 +354,7 @@ def restore(cfg: TrainConfig, unet, rows, optimizer, lr_scheduler) -> int:
     """Load a checkpoint's trainable tensors, optimizer, schedule and RNG; returns its step."""
     folder = checkpoint.resolve_resume(cfg.output_dir, cfg.resume)
     state = checkpoint.load(folder)
-    if state["tokens"] != [c.token for c in cfg.concepts]:
+    if state["tokens"] != all_tokens(cfg):
         raise CdvideoError(f"resume: {folder} was trained for tokens {state['tokens']}, not this config's")
     params = dict(unet.named_parameters())
     with torch.no_grad():

@@ -48,6 +48,7 @@ class Setting:
     initializer: str | None = None  # None: the class word; "{colour}", "{cls}": the instance's body colour, class
     unmasked: float | None = None  # with the photos' subject masks: the loss's weight off the subject
     cutouts: bool = False  # the photos cut out by their masks (as a background remover's PNGs), `masks: alpha`
+    vectors: int = 1  # the token's embedding vectors (multi-vector textual inversion)
 
     def overrides(self, inst: Instance, cutouts: Path | None = None) -> dict:
         """The cell's `cdvideo train` values for `inst` (`cutouts`: the folder of its cut-out photos, if it asks)."""
@@ -59,20 +60,23 @@ class Setting:
             out |= {"concepts.0.masks": f"toyworld:{inst.name}", "unmasked_weight": self.unmasked} \
                 if self.unmasked is not None else {"concepts.0.masks": None}
         init = self.initializer.format(colour=inst.colour, cls=inst.cls) if self.initializer else None
+        out |= {"concepts.0.vectors": self.vectors} if self.vectors > 1 else {}
         return out | ({"concepts.0.initializer": init} if init else {})
 
     def tag(self) -> str:
         return (f"lr{self.lr:g}-{self.steps}-spl{self.spl:g}" + (f"-tok{self.token_lr:g}" if self.token_lr else "")
                 + ("" if self.pooling == "eos" else f"-{self.pooling}")
                 + (f"-init{self.initializer.translate(str.maketrans('', '', '{} '))}" if self.initializer else "")
-                + (f"-masked{self.unmasked:g}" if self.unmasked is not None else "") + ("-cutouts" * self.cutouts))
+                + (f"-masked{self.unmasked:g}" if self.unmasked is not None else "") + ("-cutouts" * self.cutouts)
+                + (f"-vec{self.vectors}" if self.vectors > 1 else ""))
 
     def cells(self) -> str:
         notes = ([f"{self.pooling} pooling"] if self.pooling != "eos" else []) + (
             [f"token initialised from '{self.initializer.format(colour='<colour>', cls='<class>')}'"]
             if self.initializer else []) + (
             [f"subject masks, {self.unmasked:g} off the subject"] if self.unmasked is not None else []) + (
-            ["the photos cut out on white, masks from their transparency"] if self.cutouts else [])
+            ["the photos cut out on white, masks from their transparency"] if self.cutouts else []) + (
+            [f"{self.vectors} token vectors"] if self.vectors > 1 else [])
         return (f"{self.lr:g} | {self.token_lr or self.lr:g} | {self.steps} | {self.spl:g}"
                 + (f" ({', '.join(notes)})" if notes else ""))
 
@@ -105,7 +109,9 @@ GRID = (Setting(5e-4, 120, 1.0, unmasked=0.1),  # the photos' subject masks, 0.1
         Setting(5e-4, 120, 0.3, unmasked=0.1), Setting(5e-4, 120, 0.05, unmasked=0.1),
         Setting(5e-4, 120, 0.0, unmasked=0.1), Setting(5e-4, 120, 0.1, unmasked=0.1),
         # the identity lever (K/V faster than the token) at the recipe's SPL 0.1
-        Setting(1e-3, 120, 0.1, token_lr=5e-4, unmasked=0.1))
+        Setting(1e-3, 120, 0.1, token_lr=5e-4, unmasked=0.1),
+        # the token as several embedding vectors (multi-vector textual inversion): room to bind colours to parts
+        Setting(5e-4, 120, 0.1, unmasked=0.1, vectors=2), Setting(5e-4, 120, 0.1, unmasked=0.1, vectors=4))
 
 
 def stills(weights: Path | None, inst: Instance, subject: str, still_seeds: int, judge,
