@@ -30,6 +30,7 @@ def make_weights(path: Path, token: str = "sks", class_word: str = "dog", seed: 
     import torch
 
     from cdvideo.data import weights
+    from cdvideo.data.config import vector_tokens
     from cdvideo.models import architectures as tiny
 
     base = tiny.build_components()
@@ -38,7 +39,7 @@ def make_weights(path: Path, token: str = "sks", class_word: str = "dog", seed: 
     kv = {n: params[n].detach() + 0.5 * torch.randn(params[n].shape, generator=gen)
           for n in weights.cross_attention_names(base["unet"])}
     rows = torch.randn(vectors, tiny.CROSS_DIM, generator=gen)
-    tokens = [token] + [f"{token}_{i}" for i in range(1, vectors)]
+    tokens = vector_tokens(token, vectors)
     return weights.save(path, weights.PersonalWeights(unet=kv, tokens=tokens, class_words=[class_word] * vectors,
                                                       embeddings=rows, metadata={"base_model": base_model}))
 

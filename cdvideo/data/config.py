@@ -34,6 +34,11 @@ from cdvideo.errors import CdvideoError, first_line
 BETA = Range(0, 1, below=True)  # Adam's moment decay
 
 
+def vector_tokens(name: str, n: int) -> list[str]:
+    """The tokens of an n-vector embedding, as diffusers and A1111 name them: name, name_1 ... name_{n-1}."""
+    return [name] + [f"{name}_{i}" for i in range(1, n)]
+
+
 @dataclass
 class ConceptConfig:
     images: str = ""  # folder of 3-10 photos of the subject, or a video file (mp4, mov, webm, mkv)
@@ -51,7 +56,7 @@ class ConceptConfig:
 
     def tokens(self) -> list[str]:
         """The token and its extra vectors' tokens, as diffusers names them: sks, sks_1, sks_2."""
-        return [self.token] + [f"{self.token}_{i}" for i in range(1, self.vectors)]
+        return vector_tokens(self.token, self.vectors)
 
     def spelled(self) -> str:
         """What the token stands for in a prompt: 'sks sks_1 sks_2'."""
@@ -138,6 +143,18 @@ class TrainConfig:
     resume: Optional[str] = None  # "latest" or a checkpoint folder
     save_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     report_to: Literal["tensorboard", "none"] = "tensorboard"
+
+    def added_tokens(self) -> list[str]:
+        """Every token the run adds, each concept's extra vectors after it: one embedding row each."""
+        return [t for c in self.concepts for t in c.tokens()]
+
+    def token_class_words(self) -> list[str]:
+        """Each added token's concept's class word."""
+        return [c.class_word for c in self.concepts for _ in c.tokens()]
+
+    def token_initializers(self) -> list[str]:
+        """The word(s) each added token starts from: its concept's initializer, else its class word."""
+        return [c.initializer or c.class_word for c in self.concepts for _ in c.tokens()]
 
 
 def to_dict(cfg: Any) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from cdvideo.data.config import vector_tokens
 from cdvideo.data.files import file_stem
 from cdvideo.data.tensors import read_tensors
 from cdvideo.errors import CdvideoError
@@ -80,7 +81,7 @@ def read_embedding(path: Path, token: str | None = None) -> tuple[list[str], tor
     rows = rows[None] if rows.dim() == 1 else rows
     if rows.dim() != 2:
         raise CdvideoError(f"{path}: embedding of shape {tuple(rows.shape)}; expected (D,) or (vectors, D)")
-    return [name] + [f"{name}_{i}" for i in range(1, len(rows))], rows
+    return vector_tokens(name, len(rows)), rows
 
 
 def token_groups(tokens: list[str]) -> list[tuple[str, list[int]]]:
@@ -88,7 +89,7 @@ def token_groups(tokens: list[str]) -> list[tuple[str, list[int]]]:
     `read_embedding` names them and diffusers expands them in prompts."""
     groups: list[tuple[str, list[int]]] = []
     for i, token in enumerate(tokens):
-        if groups and token == f"{groups[-1][0]}_{len(groups[-1][1])}":
+        if groups and token == vector_tokens(groups[-1][0], len(groups[-1][1]) + 1)[-1]:
             groups[-1][1].append(i)
         else:
             groups.append((token, [i]))

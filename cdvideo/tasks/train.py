@@ -89,7 +89,7 @@ def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, tim
     m = load_components(cfg.model, cfg.revision, cfg.variant, config=cfg.model_config)
     tokenizer, text_encoder, vae, unet, noise_scheduler = (
         m["tokenizer"], m["text_encoder"], m["vae"], m["unet"], m["scheduler"])
-    token_ids = add_tokens(tokenizer, text_encoder, all_tokens(cfg), initializers(cfg))
+    token_ids = add_tokens(tokenizer, text_encoder, cfg.added_tokens(), cfg.token_initializers())
     if cfg.prior.enabled:
         attach_class_images(cfg, concepts, m, acc)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -173,7 +173,7 @@ def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, tim
                 checkpoint.save(out, step, {
                     "trainable": trainable_state(acc.unwrap_model(unet), kv_names, rows),
                     "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
-                    "tokens": all_tokens(cfg)}, keep=cfg.checkpoints_total_limit)
+                    "tokens": cfg.added_tokens()}, keep=cfg.checkpoints_total_limit)
             if acc.is_main_process and cfg.validation.every and step % cfg.validation.every == 0:
                 render_validation(cfg, m, acc.unwrap_model(unet), text_encoder, out, step)
         timer.step_done()
@@ -324,23 +324,13 @@ def forget_previous_run() -> None:
         AcceleratorState._reset_state()
 
 
-def all_tokens(cfg: TrainConfig) -> list[str]:
-    """Every added token, each concept's extra vectors after it: one embedding row each."""
-    return [t for c in cfg.concepts for t in c.tokens()]
-
-
-def initializers(cfg: TrainConfig) -> list[str]:
-    """The words each added token starts from (a concept's extra vectors start where its token does)."""
-    return [c.initializer or c.class_word for c in cfg.concepts for _ in c.tokens()]
-
-
 def save_weights(cfg: TrainConfig, state: dict, path: Path) -> None:
     """The run's weights file: trained K/V and token rows, with the base, tokens and config as metadata."""
     weights.save(path, weights.PersonalWeights(
-        unet=state["unet"], tokens=all_tokens(cfg),
-        class_words=[c.class_word for c in cfg.concepts for _ in c.tokens()], embeddings=state["token_embeddings"],
+        unet=state["unet"], tokens=cfg.added_tokens(), class_words=cfg.token_class_words(),
+        embeddings=state["token_embeddings"],
         metadata={"base_model": cfg.model, "base_revision": cfg.revision or "", "config": to_dict(cfg),
-                  "initializers": initializers(cfg), **base_record(cfg)},
+                  "initializers": cfg.token_initializers(), **base_record(cfg)},
     ), dtype=cfg.save_dtype)
 
 
@@ -354,7 +344,7 @@ def restore(cfg: TrainConfig, unet, rows, optimizer, lr_scheduler) -> int:
     """Load a checkpoint's trainable tensors, optimizer, schedule and RNG; returns its step."""
     folder = checkpoint.resolve_resume(cfg.output_dir, cfg.resume)
     state = checkpoint.load(folder)
-    if state["tokens"] != all_tokens(cfg):
+    if state["tokens"] != cfg.added_tokens():
         raise CdvideoError(f"resume: {folder} was trained for tokens {state['tokens']}, not this config's")
     params = dict(unet.named_parameters())
     with torch.no_grad():

@@ -54,9 +54,10 @@ TRANSLATIONS = ("left", "right", "up", "down")
 # A translation's path: None across the frame (from about 14 to about 50 px, so its first frame tells which way it
 # goes); "short": 17-21 px the asked way from about the centre, so that only the caption tells; "middle": as short,
 # and a size change from the middle extent of its range (1.5 times or a 1.5th of it), which its first frame does
-# not tell either; "sizes": such size changes, translations across the frame
-SWEEPS = (None, "short", "middle", "sizes")
+# not tell either; "sizes": such size changes, translations across the frame. Each sweep: the motions it moves
 SIZE_CHANGES = ("growing", "shrinking")
+SWEPT_MOTIONS = {"short": TRANSLATIONS, "middle": TRANSLATIONS + SIZE_CHANGES, "sizes": SIZE_CHANGES}
+SWEEPS = (None, *SWEPT_MOTIONS)
 
 
 @dataclass(frozen=True)
@@ -213,9 +214,7 @@ def with_sweep(scene: Scene, sweep: str | None) -> Scene:
     other scene as it is."""
     if sweep not in SWEEPS:
         raise ValueError(f"no sweep {sweep!r}; choose from {SWEEPS}")
-    swept = (TRANSLATIONS if sweep in ("short", "middle") else ()) + (SIZE_CHANGES if sweep in ("middle", "sizes")
-                                                                       else ())
-    return replace(scene, sweep=sweep) if scene.motion in swept else scene
+    return replace(scene, sweep=sweep) if scene.motion in SWEPT_MOTIONS.get(sweep, ()) else scene
 
 
 def played_backwards(scene: Scene) -> Scene:

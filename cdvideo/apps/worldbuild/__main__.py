@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from cdvideo.apps.worldbuild.common import log, unet_digest
-from cdvideo.apps.worldbuild.plans import PROFILES, Plans, parse_rounds, plans_for
+from cdvideo.apps.worldbuild.plans import BACKWARDS, PROFILES, SWEPT_CLIPS, Plans, parse_rounds, plans_for
 from cdvideo.apps.worldbuild.plans import record as plan_record
 from cdvideo.data.files import write_fault
 from cdvideo.data.ranges import SEED, Flag, Parser, Range
@@ -53,13 +53,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=Flag(float, Range(0, 100, above=True)), default=1.0,
                    help="multiply every stage's steps (0.05 for a smoke run)")
     p.add_argument("--device", default="cpu", choices=sorted(PROFILES), help="where the UNet and motion stages train")
-    p.add_argument("--motion-rounds", default=None, metavar="STEPS[:WEIGHTING[+backwards|+short|+middle]],...",
+    p.add_argument("--motion-rounds", default=None,
+                   metavar=f"STEPS[:WEIGHTING[{'|'.join((BACKWARDS, *SWEPT_CLIPS))}]],...",
                    help="motion stage: its warm-restart rounds, each steps and loss weighting (min-snr, "
                    "high-noise, or late: high-noise on the upper half of the timesteps only; +backwards after it: each "
                    "clip beside itself played backwards under the opposite motion word; +short: its translations "
                    "short sweeps from about the centre, so that only the word tells which way; +middle: its size "
-                   "changes too, from the middle extent); default the profile's; goes on after the saved rounds it "
-                   "begins with")
+                   "changes too, from the middle extent; +sizes: its size changes only); default the profile's; "
+                   "goes on after the saved rounds it begins with")
     p.add_argument("--unet-rounds", type=Flag(int, Range(1, 1000)), default=None, metavar="N",
                    help="UNet stage: its first N warm-restart rounds, the profile's and then its last one again "
                    "(default the profile's: 14 on the cpu); goes on after the saved rounds")

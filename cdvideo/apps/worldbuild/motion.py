@@ -74,19 +74,19 @@ def batch_at(step: int, seed: int, data: dict, plan: MotionPlan, tokenizer, t_mi
     return dict(b, ids=tokenize(tokenizer, captions(scenes, rng, plan.caption_drop)))  # ids: (B, 77)
 
 
-def clip_data(work: Path, seed: int, plan: MotionPlan, short: Renders | None = None) -> dict:
-    """A round's clips (scenes, latents), the schedule and the latent scale: the pretraining clips, or `short`'s
-    (the same clips along a short sweep: plans.SWEPT_CLIPS), rendered and encoded the first time."""
+def clip_data(work: Path, seed: int, plan: MotionPlan, swept: Renders | None = None) -> dict:
+    """A round's clips (scenes, latents), the schedule and the latent scale: the pretraining clips, or `swept`'s
+    (the same clips along another of world.SWEEPS: plans.SWEPT_CLIPS), rendered and encoded the first time."""
     from diffusers import AutoencoderKL, DDPMScheduler  # lazy: start-up time
 
-    if short is not None:
-        clips, clip_scenes = render_set(work, short, seed)
-        if not (work / f"latents_{short.name}_std.npy").is_file():
-            from cdvideo.apps.worldbuild.vae import encode_clips  # lazy: only a short round needs it
-            encode_clips(AutoencoderKL.from_pretrained(str(work / "vae")).eval(), clips, work, short.name)
+    if swept is not None:
+        clips, clip_scenes = render_set(work, swept, seed)
+        if not (work / f"latents_{swept.name}_std.npy").is_file():
+            from cdvideo.apps.worldbuild.vae import encode_clips  # lazy: only a swept round needs it
+            encode_clips(AutoencoderKL.from_pretrained(str(work / "vae")).eval(), clips, work, swept.name)
     else:
         _, _, _, clip_scenes = pretraining(work, seed, plan.renders)
-    return dict(clip_scenes=clip_scenes, latents=latents(work, "clips" if short is None else short.name),
+    return dict(clip_scenes=clip_scenes, latents=latents(work, "clips" if swept is None else swept.name),
                 sched=DDPMScheduler(**MOTION_SCHEDULE),
                 scale=AutoencoderKL.load_config(str(work / "vae"))["scaling_factor"])
 

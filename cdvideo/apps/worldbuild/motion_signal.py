@@ -189,8 +189,8 @@ def sweeps_test(per_motion: int = 16, seed: int = 5) -> dict:
     scenes = [world.with_motion(world.sample_scene(rng), rng, m) for m in motions.AXIS for _ in range(per_motion)]
     for sweep in world.SWEEPS:
         clips = [motions.direction(J.read(judge, draw.render(world.with_sweep(s, sweep))), s.motion) for s in scenes]
-        for kind, kinds in (("translations", world.TRANSLATIONS), ("size changes", world.SIZE_CHANGES)):
-            shares = motions.direction_shares([c for c in clips if c["motion"] in kinds])
+        for kind, moves in KINDS.items():
+            shares = motions.direction_shares([c for c in clips if c["motion"] in moves])
             out[f"{sweep or 'across'}, {kind}"] = shares
             log(f"sweeps test, {sweep or 'across'}, {kind}: read as their motion {shares['read_as_asked']:.2f}, "
                 f"their track moving their way {shares['moves_the_asked_way']:.2f}")
