@@ -35,7 +35,7 @@ def test_plans_scale_every_stage_and_keep_the_rest():
     p = plans_for("cpu", 0.01)
     assert (p.judge.steps, p.text.steps, p.vae.steps) == (50, 8, 30)
     assert p.unet.rounds == ((15, 1.0),) * 4 + ((15, 4.0),) * 9 + ((15, 4.0, Finish()),)  # weights, finish kept
-    assert p.motion.rounds == ((20, "min-snr"), (20, "min-snr"), (15, "high-noise"))
+    assert p.motion.rounds == ((20, "min-snr+sizes"), (20, "min-snr+sizes"), (15, "high-noise+sizes"))
     assert p.judge.head_steps == PROFILES["cpu"].judge.head_steps  # the motion head's steps are not scaled
     assert p.judge_clips.steps == 40 and p.judge_clips.clips == PROFILES["cpu"].judge_clips.clips
     assert p.judge_clips.judge == p.judge  # the judge it goes on from: the scaled one

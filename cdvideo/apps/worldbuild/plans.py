@@ -147,8 +147,11 @@ class UNetPlan(DenoiserPlan):
 class MotionPlan(DenoiserPlan):
     """Stage motion: the motion modules over the frozen UNet in warm-restart rounds of (steps, weighting), each
     saved when it ends (work/motion.round/). The second edition splits the first's 4,000 min-SNR steps in two
-    rounds: one of 2,000 (24 CPU minutes measured) ends inside a sitting."""
-    rounds: tuple[tuple[int, str], ...] = ((2000, "min-snr"), (2000, "min-snr"), (1500, "high-noise"))
+    rounds: one of 2,000 (24 CPU minutes measured) ends inside a sitting. Each round's size changes start from a
+    random extent (SIZES_CLIPS), so that only the caption tells growing from shrinking (docs/toyworld.md, "The word
+    does set which way a size changes")."""
+    rounds: tuple[tuple[int, str], ...] = ((2000, "min-snr+sizes"), (2000, "min-snr+sizes"),
+                                           (1500, "high-noise+sizes"))
     clips_per_batch: int = 4
     optim: Optim = Optim(1e-3, 1e-2, 50, floor=0.1)
     high_noise_cap: float = 10.0
@@ -182,8 +185,8 @@ WIDE = (48, 96, 128, 128)
 PROFILES = {"cpu": Plans(),
             "cuda": Plans(unet=UNetPlan(rounds=((2000, 1.0), (400, 4.0, Finish())), widths=WIDE, batch=256,
                                         device="cuda"),
-                          motion=MotionPlan(rounds=((2000, "min-snr"), (750, "high-noise")), clips_per_batch=16,
-                                            device="cuda"),
+                          motion=MotionPlan(rounds=((2000, "min-snr+sizes"), (750, "high-noise+sizes")),
+                                            clips_per_batch=16, device="cuda"),
                           controlnet=ControlNetPlan(batch=128, device="cuda"))}
 MOTION_WEIGHTINGS = ("min-snr", "high-noise", "late")  # of the motion stage's epsilon loss (motion.high_noise_weights)
 # A round's weighting may end "+backwards": each clip beside itself played backwards under the opposite motion
