@@ -43,20 +43,20 @@ def load_source(path: str | Path) -> Source:
             raise CdvideoError(f"{path}: not a checkpoint folder of a cdvideo run (state.pt, ../../config.yaml)")
         cfg = yaml.safe_load(cfg_file.read_text())
         c = cfg["concepts"][0]
-        if c.get("vectors", 1) > 1:
-            raise CdvideoError(f"{path}: its run's token {c['token']!r} has several embedding vectors; drift places "
-                               "a single-vector token among its class")
-        return Source(f"{path.parent.parent.name} step {state['step']}", state["trainable"]["token_embeddings"][0],
-                      c["token"], c["class_word"], c.get("initializer") or c["class_word"], cfg.get("model"))
-    w = load_any(path)
-    if not w.class_words[0]:
-        raise CdvideoError(f"{path}: no class word recorded; import it with `cdvideo import ... --class-word dog`")
-    if len(token_groups(w.tokens)[0][1]) > 1:
-        raise CdvideoError(f"{path}: token {w.tokens[0]!r} has several embedding vectors; drift places a "
+        tokens = state["tokens"]  # every token the run added, a token's extra vectors after it
+        source = Source(f"{path.parent.parent.name} step {state['step']}", state["trainable"]["token_embeddings"][0],
+                        c["token"], c["class_word"], c.get("initializer") or c["class_word"], cfg.get("model"))
+    else:
+        w = load_any(path)
+        if not w.class_words[0]:
+            raise CdvideoError(f"{path}: no class word recorded; import it with `cdvideo import ... --class-word dog`")
+        tokens, inits = w.tokens, w.metadata.get("initializers") or w.class_words
+        source = Source(path.stem if path.stem != "weights" else path.parent.name, w.embeddings[0], w.tokens[0],
+                        w.class_words[0], inits[0], w.base_model)
+    if len(token_groups(tokens)[0][1]) > 1:
+        raise CdvideoError(f"{path}: token {source.token!r} has several embedding vectors; drift places a "
                            "single-vector token among its class")
-    inits = w.metadata.get("initializers") or w.class_words
-    return Source(path.stem if path.stem != "weights" else path.parent.name, w.embeddings[0], w.tokens[0],
-                  w.class_words[0], inits[0], w.base_model)
+    return source
 
 
 @torch.no_grad()

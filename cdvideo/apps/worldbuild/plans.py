@@ -147,9 +147,9 @@ class UNetPlan(DenoiserPlan):
 class MotionPlan(DenoiserPlan):
     """Stage motion: the motion modules over the frozen UNet in warm-restart rounds of (steps, weighting), each
     saved when it ends (work/motion.round/). The second edition splits the first's 4,000 min-SNR steps in two
-    rounds: one of 2,000 (24 CPU minutes measured) ends inside a sitting. Each round's size changes start from a
-    random extent (SIZES_CLIPS), so that only the caption tells growing from shrinking (docs/toyworld.md, "The word
-    does set which way a size changes")."""
+    rounds: one of 2,000 (24 CPU minutes measured) ends inside a sitting. Each round's size changes start from the
+    middle extent of their range (SIZES_CLIPS), so that only the caption tells growing from shrinking
+    (docs/toyworld.md, "The word does set which way a size changes")."""
     rounds: tuple[tuple[int, str], ...] = ((2000, "min-snr+sizes"), (2000, "min-snr+sizes"),
                                            (1500, "high-noise+sizes"))
     clips_per_batch: int = 4
