@@ -80,8 +80,10 @@ def test_compose_errors_and_rename(tmp_path, two_files, capsys):
     a, b = two_files
     clash = make_weights(tmp_path / "c.safetensors", "sks", "cat", seed=3)
     other_base = make_weights(tmp_path / "d.safetensors", "qrt", "cat", seed=4, base_model="other/model")
+    multi = make_weights(tmp_path / "e.safetensors", "zwx", "cat", seed=5, vectors=3)
     cases = [([str(a)], "at least two"), ([str(a), str(clash)], "token 'sks' is in both .*--rename c:sks=zwx"),
-             ([str(a), str(other_base)], "different bases")]
+             ([str(a), str(other_base)], "different bases"),
+             ([str(a), str(multi)], "e.safetensors: token 'zwx' has several embedding vectors; .*vectors: 1")]
     for files, message in cases:
         assert main(["compose", *files, "-o", str(tmp_path / "x.safetensors")]) == 2
         assert __import__("re").search(message, capsys.readouterr().err), message

@@ -63,3 +63,19 @@ def test_drift_over_checkpoints(tmp_path, dog_dir):
     assert main(["drift", *sum((["--weights", str(c)] for c in ckpts), []), "-o", str(tmp_path / "steps")]) == 0
     labels = [r["label"] for r in json.loads((tmp_path / "steps.json").read_text())["runs"]]
     assert labels == ["run step 1", "run step 2"]
+
+
+def test_drift_refuses_a_token_of_several_vectors(tmp_path, dog_dir, capsys):
+    """Drift places one embedding among its class: a multi-vector token is refused in one line, from a weights file
+    and from a checkpoint of a run that trained one, and nothing is written."""
+    from conftest import make_weights, tiny_overrides
+    multi = make_weights(tmp_path / "multi.safetensors", vectors=3)
+    assert main(["train", *tiny_overrides(tmp_path / "run", dog_dir, "max_steps=1", "checkpoint_every=1",
+                                          "concepts.0.vectors=2")]) == 0
+    ckpt = next((tmp_path / "run" / "checkpoints").iterdir())
+    for source in (multi, ckpt):
+        capsys.readouterr()
+        assert main(["drift", "--weights", str(source), "-o", str(tmp_path / "plots" / "d")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {source}: token 'sks' has several embedding vectors") and "\n" not in err
+    assert not (tmp_path / "plots").exists()
