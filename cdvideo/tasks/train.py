@@ -1,8 +1,9 @@
 """ClassDiffusion fine-tuning: cross-attention K/V + new token rows, noise MSE + lambda * SPL.
 
-One loop, sections in order: output folder, data, models, trainable parameters, optimizer, SPL targets,
-latents, resume, steps, weights file. All randomness of a step derives from (seed, process, step), so a resumed run
-repeats exactly what an uninterrupted one would have done.
+Sections in order: checks and data, models, trainable parameters, optimizer, SPL targets, latents (`prepare`),
+then resume, steps and the weights file (`_train`, one loop); the run folder's files are `train_run`'s. All
+randomness of a step derives from (seed, process, step), so a resumed run repeats exactly what an uninterrupted
+one would have done.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import gc
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,24 +25,23 @@ from tqdm.auto import tqdm
 
 from cdvideo.data import checkpoint, weights
 from cdvideo.data.config import TrainConfig, to_dict
-from cdvideo.data.files import atomic_path, sha256_file, write_text_atomic
+from cdvideo.data.files import write_text_atomic
 from cdvideo.data.lock import main_rank, run_lock
 from cdvideo.data.photos import Concept, load_folder, sample_batch
-from cdvideo.data.video import is_video
 from cdvideo.errors import CdvideoError
 from cdvideo.math.losses import diffusion_target, masked_mse, semantic_preservation_loss
 from cdvideo.models.loading import load_components
-from cdvideo.models.single_file import is_single_file
 from cdvideo.models.text import add_tokens, encode_distinct, eos_features, splice_token_rows, unsplice
 from cdvideo.tasks.latents import LatentPool
 from cdvideo.tasks.latents import sample as sample_latents
 from cdvideo.tasks.prior import attach_class_images
 from cdvideo.tasks.timing import NO_TIMER
+from cdvideo.tasks.train_run import (check_output_dir, nan_error, reset_output_dir, restore, save_video_frames,
+                                     save_weights, trainable_state)
 from cdvideo.tasks.validation import render_validation
 
 log = logging.getLogger(__name__)
 PRECISION = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}  # mixed_precision -> dtype name
-OWNED = ("weights.safetensors", "config.yaml", "checkpoints", "validation", "logs", "subject_frames")
 
 
 class TrainingStopped(Exception):
@@ -65,102 +66,22 @@ def train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None = Non
 
 def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, timer,
            should_stop: Callable[[], bool] | None) -> Path | None:
-    from accelerate import Accelerator  # lazy: start-up time
-    from accelerate.utils import ProjectConfiguration  # lazy: start-up time
-    from diffusers.optimization import get_scheduler  # lazy: start-up time
-
-    # -- Checks and data: every user mistake surfaces before anything is written -----------------------------
-    out = Path(cfg.output_dir)
-    check_output_dir(cfg)
-    forget_previous_run()
-    try:
-        acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
-                          project_config=ProjectConfiguration(str(out), logging_dir=str(out / "logs")),
-                          log_with=None if cfg.report_to == "none" else "tensorboard")
-    except ValueError as e:
-        raise CdvideoError(f"mixed_precision={cfg.mixed_precision}: {e}") from None
-    dev, wdtype = acc.device, weights.DTYPES[PRECISION[cfg.mixed_precision]]
-    concepts = [Concept(c.token, c.class_word, load_folder(c.images, video_frames=c.video_frames, masks=c.masks),
-                        cfg.instance_template.format(token=c.spelled(), class_word=c.class_word),
-                        unmasked_weight=cfg.unmasked_weight)
-                for c in cfg.concepts]
-
-    # -- Models: base components, class images for the prior, the new tokens ---------------------------------
-    m = load_components(cfg.model, cfg.revision, cfg.variant, config=cfg.model_config)
-    tokenizer, text_encoder, vae, unet, noise_scheduler = (
-        m["tokenizer"], m["text_encoder"], m["vae"], m["unet"], m["scheduler"])
-    token_ids = add_tokens(tokenizer, text_encoder, cfg.added_tokens(), cfg.token_initializers())
-    if cfg.prior.enabled:
-        attach_class_images(cfg, concepts, m, acc)
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    if acc.is_main_process:
-        reset_output_dir(cfg)
-        write_text_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        save_video_frames(cfg, concepts, out)
-        acc.init_trackers("cdvideo")
-
-    # -- Trainable parameters: spatial cross-attention K/V (+ Q/out) and the new token rows -----------------
-    kv_names, kv = select_trainable(cfg, vae, unet, text_encoder, dev, wdtype)
-    rows = splice_token_rows(text_encoder, token_ids)  # (N, D): nothing touches the other ~49k rows
-    params = kv + [rows.rows]
-
-    # -- Optimizer and LR schedule ---------------------------------------------------------------------------
-    o = cfg.optimizer
-    scale = cfg.batch_size * cfg.gradient_accumulation_steps * acc.num_processes if o.scale_lr else 1
-    groups = params if o.token_learning_rate is None else [  # one group unless asked: older checkpoints resume
-        {"params": kv}, {"params": [rows.rows], "lr": o.token_learning_rate * scale}]
-    optimizer = make_optimizer(o.use_8bit_adam, dev)(groups, lr=o.learning_rate * scale, betas=o.betas,
-                                                     weight_decay=o.weight_decay, eps=o.eps)
-    lr_scheduler = get_scheduler(o.lr_scheduler, optimizer, num_warmup_steps=o.lr_warmup_steps,
-                                 num_training_steps=cfg.max_steps)
-    if cfg.compile:
-        unet.compile()
-    unet, optimizer = acc.prepare(unet, optimizer)  # the text encoder stays unwrapped: its one grad is reduced
-
-    # -- SPL: the class-phrase features are fixed, computed once ---------------------------------------------
-    with torch.no_grad():
-        class_feats = eos_features(text_encoder, tokenizer, [
-            cfg.spl.class_template.format(class_word=c.class_word) for c in cfg.concepts], cfg.spl.pooling)
-    personal = [cfg.spl.personal_template.format(token=c.spelled(), class_word=c.class_word) for c in cfg.concepts]
-
-    # -- Latents: each photo (or a pool of augmented variants) encoded once ---------------------------------
-    pool = None
-    if cfg.latent_pool != "off":
-        with timer("setup/latent_pool"):
-            pool = LatentPool(concepts, cfg, factor, vae, dev, wdtype, np.random.default_rng([cfg.seed, 7]))
-        log.info("latent pool: %s encoded variants (%s)", "+".join(map(str, pool.sizes)),
-                 "augmented" if cfg.augment else "photos and mirrors")
-    models = {"vae": vae, "unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer, "factor": factor,
-              "scheduler": noise_scheduler, "class_feats": class_feats, "personal": personal, "acc": acc,
-              "pool": pool, "concepts": concepts, "timer": timer}
+    run = prepare(cfg, timer)  # checks and data, models, trainable parameters, optimizer, SPL targets, latents
+    acc, out = run.acc, Path(cfg.output_dir)
 
     # -- Resume ----------------------------------------------------------------------------------------------
     step = 0
     if cfg.resume:
-        step = restore(cfg, acc.unwrap_model(unet), rows, optimizer, lr_scheduler)
+        step = restore(cfg, acc.unwrap_model(run.unet), run.rows, run.optimizer, run.lr_scheduler)
 
     # -- Steps -----------------------------------------------------------------------------------------------
     pbar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not acc.is_local_main_process)
     pending: list[tuple[int, dict]] = []  # per-step losses as device tensors, read every `log_every` steps
     while step < cfg.max_steps:
-        logs = {"loss": 0.0, "loss/reconstruction": 0.0, "loss/spl": 0.0}
-        for micro in range(cfg.gradient_accumulation_steps):
-            rng = np.random.default_rng([cfg.seed, acc.process_index, step, micro])
-            loss, parts = step_loss(cfg, models, step, rng)
-            with timer.backward("backward"):
-                acc.backward(loss / cfg.gradient_accumulation_steps)
-            if acc.num_processes > 1:  # the K/V sync through DDP; the token rows here
-                rows.rows.grad = acc.reduce(rows.rows.grad, reduction="mean")
-            for k, v in (("loss", loss), *parts.items()):
-                logs[k] = logs.get(k, 0.0) + v.detach() / cfg.gradient_accumulation_steps
-        with timer("optimizer"):
-            acc.clip_grad_norm_(params, o.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+        logs = optimizer_step(cfg, run, step)
         step += 1
         with timer("bookkeeping"):
-            logs["lr"] = lr_scheduler.get_last_lr()[0]
+            logs["lr"] = run.lr_scheduler.get_last_lr()[0]
             pending.append((step, logs))
             at_checkpoint = bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
             if step % cfg.log_every == 0 or step == cfg.max_steps or at_checkpoint:
@@ -171,11 +92,11 @@ def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, tim
                 flush_logs(cfg, acc, pbar, pending)  # never keep a NaN state
             if acc.is_main_process and (at_checkpoint or stop):
                 checkpoint.save(out, step, {
-                    "trainable": trainable_state(acc.unwrap_model(unet), kv_names, rows),
-                    "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
+                    "trainable": trainable_state(acc.unwrap_model(run.unet), run.kv_names, run.rows),
+                    "optimizer": run.optimizer.state_dict(), "lr_scheduler": run.lr_scheduler.state_dict(),
                     "tokens": cfg.added_tokens()}, keep=cfg.checkpoints_total_limit)
             if acc.is_main_process and cfg.validation.every and step % cfg.validation.every == 0:
-                render_validation(cfg, m, acc.unwrap_model(unet), text_encoder, out, step)
+                render_validation(cfg, run.m, acc.unwrap_model(run.unet), run.text_encoder, out, step)
         timer.step_done()
         if on_step is not None:
             on_step(step, LazyLogs(logs))
@@ -188,13 +109,135 @@ def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, tim
     acc.wait_for_everyone()
     path = out / "weights.safetensors"
     if acc.is_main_process:
-        save_weights(cfg, trainable_state(acc.unwrap_model(unet), kv_names, rows), path)
-    unsplice(text_encoder)
+        save_weights(cfg, trainable_state(acc.unwrap_model(run.unet), run.kv_names, run.rows), path)
+    unsplice(run.text_encoder)
     acc.wait_for_everyone()  # every process tears the process group down together, once the weights are written
-    del unet, models  # the DDP wrapper goes first, while the process group lives: see release_ddp
+    del run  # the DDP wrapper goes first, while the process group lives: see release_ddp
     release_ddp(acc)
     acc.end_training()
     return path if acc.is_main_process else None
+
+
+@dataclass
+class Run:
+    """What the steps need: the accelerator, the base's components (`m`), the (prepared) UNet and the text encoder,
+    the trainables (K/V names and tensors, the token rows), optimizer and schedule, and step_loss's models."""
+    acc: Any
+    m: dict
+    unet: Any
+    text_encoder: Any
+    kv_names: list[str]
+    params: list
+    rows: Any
+    optimizer: Any
+    lr_scheduler: Any
+    models: dict
+
+
+def prepare(cfg: TrainConfig, timer) -> Run:
+    """Every section before the steps, in order; the output folder is written only once every check passed."""
+    out = Path(cfg.output_dir)
+
+    # -- Checks and data: every user mistake surfaces before anything is written -----------------------------
+    check_output_dir(cfg)
+    acc = accelerator(cfg)
+    dev, wdtype = acc.device, weights.DTYPES[PRECISION[cfg.mixed_precision]]
+    concepts = [Concept(c.token, c.class_word, load_folder(c.images, video_frames=c.video_frames, masks=c.masks),
+                        cfg.instance_template.format(token=c.spelled(), class_word=c.class_word),
+                        unmasked_weight=cfg.unmasked_weight)
+                for c in cfg.concepts]
+
+    # -- Models: base components, class images for the prior, the new tokens ---------------------------------
+    m = load_components(cfg.model, cfg.revision, cfg.variant, config=cfg.model_config)
+    tokenizer, text_encoder, vae, unet = m["tokenizer"], m["text_encoder"], m["vae"], m["unet"]
+    token_ids = add_tokens(tokenizer, text_encoder, cfg.added_tokens(), cfg.token_initializers())
+    if cfg.prior.enabled:
+        attach_class_images(cfg, concepts, m, acc)
+    if acc.is_main_process:
+        reset_output_dir(cfg)
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        save_video_frames(cfg, concepts, out)
+        acc.init_trackers("cdvideo")
+
+    # -- Trainable parameters: spatial cross-attention K/V (+ Q/out) and the new token rows -----------------
+    kv_names, kv = select_trainable(cfg, vae, unet, text_encoder, dev, wdtype)
+    rows = splice_token_rows(text_encoder, token_ids)  # (N, D): nothing touches the other ~49k rows
+
+    # -- Optimizer and LR schedule ---------------------------------------------------------------------------
+    optimizer, lr_scheduler = make_optimizer_and_schedule(cfg, acc, kv, rows.rows)
+    if cfg.compile:
+        unet.compile()
+    unet, optimizer = acc.prepare(unet, optimizer)  # the text encoder stays unwrapped: its one grad is reduced
+
+    # -- SPL: the class-phrase features are fixed, computed once ---------------------------------------------
+    with torch.no_grad():
+        class_feats = eos_features(text_encoder, tokenizer, [
+            cfg.spl.class_template.format(class_word=c.class_word) for c in cfg.concepts], cfg.spl.pooling)
+    personal = [cfg.spl.personal_template.format(token=c.spelled(), class_word=c.class_word) for c in cfg.concepts]
+
+    # -- Latents: each photo (or a pool of augmented variants) encoded once ---------------------------------
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    pool = None
+    if cfg.latent_pool != "off":
+        with timer("setup/latent_pool"):
+            pool = LatentPool(concepts, cfg, factor, vae, dev, wdtype, np.random.default_rng([cfg.seed, 7]))
+        log.info("latent pool: %s encoded variants (%s)", "+".join(map(str, pool.sizes)),
+                 "augmented" if cfg.augment else "photos and mirrors")
+    models = {"vae": vae, "unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer, "factor": factor,
+              "scheduler": m["scheduler"], "class_feats": class_feats, "personal": personal, "acc": acc,
+              "pool": pool, "concepts": concepts, "timer": timer}
+    return Run(acc, m, unet, text_encoder, kv_names, kv + [rows.rows], rows, optimizer, lr_scheduler, models)
+
+
+def accelerator(cfg: TrainConfig):
+    """The run's accelerate.Accelerator (the previous in-process run's state forgotten), logging into the run."""
+    from accelerate import Accelerator  # lazy: start-up time
+    from accelerate.utils import ProjectConfiguration  # lazy: start-up time
+
+    out = Path(cfg.output_dir)
+    forget_previous_run()
+    try:
+        return Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
+                           project_config=ProjectConfiguration(str(out), logging_dir=str(out / "logs")),
+                           log_with=None if cfg.report_to == "none" else "tensorboard")
+    except ValueError as e:
+        raise CdvideoError(f"mixed_precision={cfg.mixed_precision}: {e}") from None
+
+
+def make_optimizer_and_schedule(cfg: TrainConfig, acc, kv: list, rows: torch.Tensor) -> tuple:
+    """AdamW over the K/V and the token rows (one group, or two with `optimizer.token_learning_rate`: older
+    checkpoints resume), and its LR schedule."""
+    from diffusers.optimization import get_scheduler  # lazy: start-up time
+
+    o = cfg.optimizer
+    scale = cfg.batch_size * cfg.gradient_accumulation_steps * acc.num_processes if o.scale_lr else 1
+    groups = kv + [rows] if o.token_learning_rate is None else [
+        {"params": kv}, {"params": [rows], "lr": o.token_learning_rate * scale}]
+    optimizer = make_optimizer(o.use_8bit_adam, acc.device)(groups, lr=o.learning_rate * scale, betas=o.betas,
+                                                            weight_decay=o.weight_decay, eps=o.eps)
+    return optimizer, get_scheduler(o.lr_scheduler, optimizer, num_warmup_steps=o.lr_warmup_steps,
+                                    num_training_steps=cfg.max_steps)
+
+
+def optimizer_step(cfg: TrainConfig, run: Run, step: int) -> dict:
+    """One optimizer step over `gradient_accumulation_steps` batches; the step's mean losses (device tensors)."""
+    acc, timer = run.acc, run.models["timer"]
+    logs = {"loss": 0.0, "loss/reconstruction": 0.0, "loss/spl": 0.0}
+    for micro in range(cfg.gradient_accumulation_steps):
+        rng = np.random.default_rng([cfg.seed, acc.process_index, step, micro])
+        loss, parts = step_loss(cfg, run.models, step, rng)
+        with timer.backward("backward"):
+            acc.backward(loss / cfg.gradient_accumulation_steps)
+        if acc.num_processes > 1:  # the K/V sync through DDP; the token rows here
+            run.rows.rows.grad = acc.reduce(run.rows.rows.grad, reduction="mean")
+        for k, v in (("loss", loss), *parts.items()):
+            logs[k] = logs.get(k, 0.0) + v.detach() / cfg.gradient_accumulation_steps
+    with timer("optimizer"):
+        acc.clip_grad_norm_(run.params, cfg.optimizer.max_grad_norm)
+        run.optimizer.step()
+        run.lr_scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    return logs
 
 
 class LazyLogs(Mapping):
@@ -322,75 +365,3 @@ def forget_previous_run() -> None:
 
     if AcceleratorState._shared_state and PartialState().num_processes == 1:
         AcceleratorState._reset_state()
-
-
-def save_weights(cfg: TrainConfig, state: dict, path: Path) -> None:
-    """The run's weights file: trained K/V and token rows, with the base, tokens and config as metadata."""
-    weights.save(path, weights.PersonalWeights(
-        unet=state["unet"], tokens=cfg.added_tokens(), class_words=cfg.token_class_words(),
-        embeddings=state["token_embeddings"],
-        metadata={"base_model": cfg.model, "base_revision": cfg.revision or "", "config": to_dict(cfg),
-                  "initializers": cfg.token_initializers(), **base_record(cfg)},
-    ), dtype=cfg.save_dtype)
-
-
-def trainable_state(unet, kv_names: list[str], rows) -> dict:
-    params = dict(unet.named_parameters())
-    return {"unet": {n: params[n].detach().cpu().clone() for n in kv_names},
-            "token_embeddings": rows.rows.detach().cpu().clone()}
-
-
-def restore(cfg: TrainConfig, unet, rows, optimizer, lr_scheduler) -> int:
-    """Load a checkpoint's trainable tensors, optimizer, schedule and RNG; returns its step."""
-    folder = checkpoint.resolve_resume(cfg.output_dir, cfg.resume)
-    state = checkpoint.load(folder)
-    if state["tokens"] != cfg.added_tokens():
-        raise CdvideoError(f"resume: {folder} was trained for tokens {state['tokens']}, not this config's")
-    params = dict(unet.named_parameters())
-    with torch.no_grad():
-        for n, t in state["trainable"]["unet"].items():
-            params[n].copy_(t)
-        rows.rows.copy_(state["trainable"]["token_embeddings"])
-    optimizer.load_state_dict(state["optimizer"])
-    lr_scheduler.load_state_dict(state["lr_scheduler"])
-    checkpoint.set_rng_state(state["rng"])
-    log.info("resumed from %s (step %d)", folder, state["step"])
-    return int(state["step"])
-
-
-def check_output_dir(cfg: TrainConfig) -> None:
-    """Refuse to overwrite an earlier run unless `overwrite: true` (or `resume` continues it)."""
-    checkpoint.check_run_folder(cfg.output_dir, OWNED, "weights.safetensors", cfg.resume, cfg.overwrite)
-
-
-def reset_output_dir(cfg: TrainConfig) -> None:
-    """Create the output folder; with `overwrite: true` (and no resume), remove the earlier run's files."""
-    checkpoint.reset_run_folder(cfg.output_dir, OWNED, cfg.resume, cfg.overwrite)
-
-
-def save_video_frames(cfg: TrainConfig, concepts: list[Concept], out: Path) -> None:
-    """The frames picked from a subject video, in output_dir/subject_frames/<token>/, to see what was trained on."""
-
-    for c, concept in zip(cfg.concepts, concepts):
-        if is_video(c.images):
-            folder = out / "subject_frames" / c.token
-            for i, image in enumerate(concept.images):
-                with atomic_path(folder / f"{i:02d}.png") as tmp:
-                    image.save(tmp, format="PNG")
-            log.info("trained on %d frames of %s: %s", len(concept.images), c.images, folder)
-
-
-def base_record(cfg: TrainConfig) -> dict:
-    """For a one-file base: its sha256 (so `animate` can check it gets the same base) and how it was read."""
-
-    if not is_single_file(cfg.model):
-        return {}
-    return {"base_sha256": sha256_file(cfg.model), "base_config": cfg.model_config or "sd15"}
-
-
-def nan_error(cfg: TrainConfig, step: int, loss: float) -> CdvideoError:
-    found = checkpoint.list_checkpoints(cfg.output_dir)
-    last = f"last good checkpoint: {found[-1]}" if found else "no checkpoint was saved yet"
-    value = "NaN" if math.isnan(loss) else str(loss)
-    return CdvideoError(f"loss became {value} at step {step}; stopped without writing weights ({last}). "
-                        "Lower optimizer.learning_rate or use mixed_precision=no, then resume=latest")

@@ -69,13 +69,7 @@ def _train_motion(cfg: MotionTrainConfig, on_step: Callable[[int, dict], None] |
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     # -- Models: the base, its motion adapter, the UNetMotionModel, all frozen -------------------------------
-    m = load_components(cfg.model, cfg.revision, cfg.variant, config=cfg.model_config)
-    adapter_name = cfg.adapter or default_adapter(cfg.model)
-    unet = motion_unet(m, load_adapter(adapter_name, torch.float32), adapter_name, cfg.model)
-    for module in (m["vae"], m["text_encoder"], unet):
-        module.requires_grad_(False).to(dev)
-    if cfg.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
+    m, adapter_name, unet = frozen_models(cfg, dev)
 
     # -- LoRA paths: temporal (the motion, kept) and spatial (the clips' appearance, dropped) ---------------
     temporal = LoraSet(unet, temporal_modules(unet), cfg.rank, cfg.seed)
@@ -89,11 +83,7 @@ def _train_motion(cfg: MotionTrainConfig, on_step: Callable[[int, dict], None] |
     sched = make_scheduler("ddpm", m["scheduler"].config, animatediff=True)  # AnimateDiff's linear betas
 
     # -- Optimizers ------------------------------------------------------------------------------------------
-    opts = {"temporal": adamw(temporal.parameters(), cfg.learning_rate, cfg)}
-    if spatial is not None:
-        opts["spatial"] = adamw(spatial.parameters(), cfg.spatial_learning_rate, cfg)
-    warmup = lambda s: min(1.0, (s + 1) / cfg.lr_warmup_steps) if cfg.lr_warmup_steps else 1.0  # noqa: E731
-    lr_scheds = {k: torch.optim.lr_scheduler.LambdaLR(o, warmup) for k, o in opts.items()}
+    opts, lr_scheds = optimizers(cfg, temporal, spatial)
 
     # -- Output folder ---------------------------------------------------------------------------------------
     checkpoint.reset_run_folder(out, OWNED, cfg.resume, cfg.overwrite)
@@ -135,6 +125,27 @@ def _train_motion(cfg: MotionTrainConfig, on_step: Callable[[int, dict], None] |
     motion_lora.write(lora, out / "diffusers" / "pytorch_lora_weights.safetensors", "diffusers",
                       DTYPES[cfg.save_dtype])
     return path
+
+
+def frozen_models(cfg: MotionTrainConfig, dev: torch.device) -> tuple[dict, str, torch.nn.Module]:
+    """The base's components, the motion adapter's name and the UNetMotionModel over them, frozen on `dev`."""
+    m = load_components(cfg.model, cfg.revision, cfg.variant, config=cfg.model_config)
+    adapter_name = cfg.adapter or default_adapter(cfg.model)
+    unet = motion_unet(m, load_adapter(adapter_name, torch.float32), adapter_name, cfg.model)
+    for module in (m["vae"], m["text_encoder"], unet):
+        module.requires_grad_(False).to(dev)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    return m, adapter_name, unet
+
+
+def optimizers(cfg: MotionTrainConfig, temporal: LoraSet, spatial: LoraSet | None) -> tuple[dict, dict]:
+    """An AdamW per LoRA path, each with its linear warmup: ({path: optimizer}, {path: schedule})."""
+    opts = {"temporal": adamw(temporal.parameters(), cfg.learning_rate, cfg)}
+    if spatial is not None:
+        opts["spatial"] = adamw(spatial.parameters(), cfg.spatial_learning_rate, cfg)
+    warmup = lambda s: min(1.0, (s + 1) / cfg.lr_warmup_steps) if cfg.lr_warmup_steps else 1.0  # noqa: E731
+    return opts, {k: torch.optim.lr_scheduler.LambdaLR(o, warmup) for k, o in opts.items()}
 
 
 def train_step(cfg: MotionTrainConfig, paths: dict, latents: list, opts: dict, rng: np.random.Generator) -> dict:
