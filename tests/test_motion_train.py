@@ -30,8 +30,9 @@ def references(tmp_path_factory):
 
 
 FIXTURE = ROOT / "tests" / "fixtures" / "motion" / "circling_temporal_600.safetensors"  # scripts/make_fixtures.py
-# the fixture's gain through the shipped adapter (the +sizes motion stage), 4 clips at 10 steps: +0.62 (12 clips
-# +0.67, each moved by +0.26 at least); through the adapter before it (commit ebc1a56), +0.41 (12 clips +0.56, by
+# the fixture's gain through the shipped adapter (the +sizes motion stage), 4 clips at 10 steps, by the shipped
+# (judge_twins) judge: +0.60, each clip by +0.50 at least (by the judge_clips judge +0.62; 12 clips +0.67, each
+# moved by +0.26 at least); through the adapter before it (commit ebc1a56), +0.41 (12 clips +0.56, by
 # the judge stage's judge); on the 7-round UNet 6 clips gained +0.32; the 200-step fixture of the first edition
 # (+0.24 there) moved the 7-round second edition's clips by -0.03, so it trains 600 steps. Half kept
 GAIN = 0.31

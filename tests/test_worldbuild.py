@@ -13,12 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cdvideo.apps.worldbuild import judge, judge_clips
+from cdvideo.apps.worldbuild import judge, judge_clips, judge_twins
 from cdvideo.apps.worldbuild.__main__ import TRAINED, finished
 from cdvideo.apps.worldbuild.common import mark_done
 from cdvideo.apps.worldbuild.spl_strength import study_main
-from cdvideo.apps.worldbuild.plans import (PROFILES, Finish, JudgeClipsPlan, JudgePlan, Renders, parse_rounds,
-                                          plans_for, round_data)
+from cdvideo.apps.worldbuild.plans import (PROFILES, Finish, JudgeClipsPlan, JudgePlan, JudgeTwinsPlan, Renders,
+                                          parse_rounds, plans_for, round_data)
 from cdvideo.errors import CdvideoError
 from cdvideo.toyworld import judge as J
 from conftest import tiny_unet
@@ -39,6 +39,7 @@ def test_plans_scale_every_stage_and_keep_the_rest():
     assert p.judge.head_steps == PROFILES["cpu"].judge.head_steps  # the motion head's steps are not scaled
     assert p.judge_clips.steps == 40 and p.judge_clips.clips == PROFILES["cpu"].judge_clips.clips
     assert p.judge_clips.judge == p.judge  # the judge it goes on from: the scaled one
+    assert p.judge_twins.steps == 30 and p.judge_twins.judge_clips == p.judge_clips
     assert dataclasses.replace(p.unet, rounds=((1500, 1.0),) * 4 + ((1500, 4.0),) * 9 + ((1500, 4.0, Finish()),)) \
         == PROFILES["cpu"].unet
     assert plans_for("cuda").unet.batch == 256 and plans_for("cuda").motion.device == "cuda"
@@ -126,15 +127,19 @@ def test_a_stage_runs_from_its_plan_records_it_and_repeats_bitwise(tmp_path):
     assert not all(wa[k].equal(wc[k]) for k in wa)
 
 
-def test_the_clip_judge_goes_on_from_the_judge_stage_and_records_both_judges_readings(tmp_path):
+def test_the_clip_judges_go_on_from_the_stage_before_and_record_both_judges_readings(tmp_path):
     """judge_clips starts from the judge stage's weights, trains on its own moving clips, and records what both
-    judges read on the same fresh renders (the instances' own clips among them); the same seed, the same weights."""
+    judges read on the same fresh renders (the instances' own clips among them); judge_twins goes on from it with
+    its pairs; the same seed, the same weights."""
     plan = JudgeClipsPlan(steps=3, clips=Renders("judge_clips_more", 12, 106, clip=True, exclude=False),
                           world_clips=1, judge=SMALL)
+    twins = JudgeTwinsPlan(steps=3, pairs=2, clip_frames=4, judge_clips=plan,
+                           twins=Renders("judge_twins", 8, 107, clip="twins", exclude=False))
     for work in (tmp_path / "a", tmp_path / "b"):
         work.mkdir()
         judge.run(work, 0, SMALL)
         info = judge_clips.run(work, 0, plan)
+        then = judge_twins.run(work, 0, twins)
     record = json.loads((tmp_path / "a" / "judge_clips.done").read_text())
     assert record["plan"]["judge"]["renders"][0]["n"] == 40 and record["plan"]["clips"]["n"] == 12
     for found in (info, info["judge_stage"]):
@@ -144,6 +149,26 @@ def test_the_clip_judge_goes_on_from_the_judge_stage_and_records_both_judges_rea
                                           "judge_clips.safetensors", tmp_path / "b" / "judge_clips.safetensors"))
     assert a.keys() == first.keys() and all(a[k].equal(b[k]) for k in a)
     assert not all(a[k].equal(first[k]) for k in a)
+    assert then["judge_clips_stage"] == {k: info[k] for k in then["judge_clips_stage"]}  # read on the same renders
+    assert json.loads((tmp_path / "a" / "judge_twins.done").read_text())["plan"]["twins"]["clip"] == "twins"
+    ta, tb = (load_file(tmp_path / w / "judge_twins.safetensors") for w in "ab")
+    assert all(ta[k].equal(tb[k]) for k in ta) and not all(ta[k].equal(a[k]) for k in ta)
+
+
+def test_the_twins_judge_reads_moving_frames_beside_their_colours_swapped(tmp_path):
+    """judge_twins' pairs are a two-coloured moving clip and the same clip with its colours exchanged (the object's
+    pixels differ, its place does not), and a batch takes both of a pair at one frame."""
+    from cdvideo.apps.worldbuild.common import render_set
+    from cdvideo.apps.worldbuild.judge import frames_of
+
+    twins, scenes = render_set(tmp_path / "r", Renders("judge_twins", 8, 107, clip="twins", exclude=False), 0)
+    for k in range(4):
+        a, b = scenes[2 * k], scenes[2 * k + 1]
+        assert a.pattern_colour and a.motion not in ("still", "spinning") and b == a.colours_swapped()
+        alpha = np.load(tmp_path / "r" / "judge_twins_alpha.npy")
+        assert np.array_equal(alpha[2 * k], alpha[2 * k + 1]) and not np.array_equal(twins[2 * k], twins[2 * k + 1])
+    ci, fi = frames_of(twins, 6, np.random.default_rng(0), paired=True)
+    assert (ci[::2] % 2 == 0).all() and (ci[1::2] == ci[::2] + 1).all() and (fi[::2] == fi[1::2]).all()
 
 
 def test_a_study_does_not_go_on_from_rows_another_judge_read(tmp_path):

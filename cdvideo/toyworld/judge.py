@@ -199,6 +199,15 @@ def identity(reading: Reading, appearance: tuple, traits: tuple[str, ...] = TRAI
     return float(per_frame.mean())
 
 
+def swapped(reading: Reading, appearance: tuple) -> np.ndarray:
+    """Per frame, whether the judge reads an instance's two colours exchanged (its body colour as the pattern's and
+    the pattern's as the body's): a binding misread, not a missing trait."""
+    _, colour, _, pattern_colour = appearance
+    read_colour = [HEADS["colour"][int(i)] for i in reading.probs["colour"].argmax(-1)]
+    read_pattern = [HEADS["pattern_colour"][int(i)] for i in reading.probs["pattern_colour"].argmax(-1)]
+    return np.array([(c, p) == (pattern_colour, colour) for c, p in zip(read_colour, read_pattern)])
+
+
 def motion(reading: Reading) -> str:
     """The clip's motion: the motion head's reading of the per-frame features and regressions (centre, extent,
     angle), trained on rendered clips with independent per-frame noise so that flicker does not read as motion."""

@@ -1,6 +1,6 @@
 """Rebuild the miniature world's shipped weights: judge, text encoder, VAE, UNet, motion adapter, ControlNet.
 
-    python -m cdvideo.apps.worldbuild                  # every stage not yet finished (~5.5 hours on 2 CPU cores)
+    python -m cdvideo.apps.worldbuild                  # every stage not yet finished (~6 hours on 2 CPU cores)
     python -m cdvideo.apps.worldbuild --stage unet     # one stage (the earlier ones must have run)
     python -m cdvideo.apps.worldbuild --stage latents,unet --device cuda   # the UNet on one GPU, "cuda" profile
 
@@ -35,9 +35,9 @@ from cdvideo.data.ranges import SEED, Flag, Parser, Range
 from cdvideo.errors import CdvideoError
 from cdvideo.toyworld import assets_dir
 
-STAGES = ("judge", "text", "vae", "unet", "motion", "controlnet", "judge_clips", "export", "report")
+STAGES = ("judge", "text", "vae", "unet", "motion", "controlnet", "judge_clips", "judge_twins", "export", "report")
 # stages with a record (work/<stage>.done) and a plan
-TRAINED = ("judge", "text", "vae", "unet", "motion", "controlnet", "judge_clips")
+TRAINED = ("judge", "text", "vae", "unet", "motion", "controlnet", "judge_clips", "judge_twins")
 OVER_UNET = ("motion", "controlnet")  # trained over the frozen UNet: their record names it (common.unet_digest)
 
 

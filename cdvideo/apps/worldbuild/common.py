@@ -82,6 +82,15 @@ def _render_chunk(scenes: list) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([p[0] for p in pairs]), np.stack([(p[1] * 255).round().astype(np.uint8) for p in pairs])
 
 
+def two_coloured_scene(rng: np.random.Generator, exclude: frozenset = frozenset(), **mix: float) -> world.Scene:
+    """A random moving clip of a patterned object whose colours, swapped, still stand out from its background."""
+    while True:
+        scene = world.sample_scene(rng, clip=True, exclude=exclude, **mix)
+        if (scene.pattern_colour is not None and scene.motion not in ("still", "spinning")
+                and not world.clashes(scene.pattern_colour, scene.background)):
+            return scene
+
+
 def spinning_scene(rng: np.random.Generator, exclude: frozenset = frozenset(), **mix: float) -> world.Scene:
     """A random clip whose object spins (`mix`: sample_scene's accessory and companion shares)."""
     while True:
@@ -105,6 +114,9 @@ def render_set(work: Path, renders: Renders, seed: int) -> tuple[np.ndarray, lis
     mix = dict(accessory_p=renders.accessory_p, companion_p=renders.companion_p)
     if clip == "spinning":
         scenes = [spinning_scene(rng, ex, **mix) for _ in range(n)]
+    elif clip == "twins":  # n // 2 two-coloured moving clips, each followed by its colours swapped
+        scenes = [t for s in (two_coloured_scene(rng, ex, **mix) for _ in range(n // 2))
+                  for t in (s, s.colours_swapped())]
     else:  # a sweep's name ("short", "middle"): the clips that clip=True draws, along that sweep
         scenes = [world.sample_scene(rng, clip=bool(clip), exclude=ex, **mix) for _ in range(n)]
         scenes = [world.with_sweep(s, clip) for s in scenes] if isinstance(clip, str) else scenes

@@ -44,8 +44,10 @@ def run(work: Path, assets: Path) -> None:
         controlnet = ControlNetModel.from_pretrained(str(work / "controlnet_mask"))
         with atomic_folder(assets / "controlnet_mask") as d:
             controlnet.to(torch.float16).save_pretrained(d)
-    judge = work / "judge_clips.safetensors"  # the judge_clips stage's, once it has run (it reads clips surely)
-    shutil.copyfile(judge if judge.is_file() else work / "judge.safetensors", assets / "judge.safetensors")
+    # the last judge stage's that ran: judge_twins (it tells a moving object's body colour), judge_clips (it reads
+    # moving clips surely), judge
+    judge = next(p for p in (work / f"{s}.safetensors" for s in ("judge_twins", "judge_clips", "judge")) if p.is_file())
+    shutil.copyfile(judge, assets / "judge.safetensors")
     with atomic_folder(assets / "instances") as d:
         write_photos(d)
     size = sum(p.stat().st_size for p in assets.rglob("*.safetensors"))

@@ -106,15 +106,16 @@ def run(work: Path, seed: int, plan: JudgePlan) -> dict:
 def fit(judge: J.Judge, stills: tuple, clip_sets: list[tuple], batch: int, steps: int, optim: Optim,
         gen: torch.Generator, rng: np.random.Generator, curve: Curve, name: str) -> None:
     """Train every head on batches of stills (frames (N, 64, 64, 3), all_targets) and, from each clip set (clips
-    (N, F, 64, 64, 3), all_targets, frames a batch), random frames of random clips; augmented."""
-    (images, img_t), n_img = stills, batch - sum(n for _, _, n in clip_sets)
+    (N, F, 64, 64, 3), all_targets, frames a batch[, True: the clips are pairs, 2k and 2k + 1, and a batch takes
+    both of a pair at one frame]), random frames of random clips; augmented."""
+    (images, img_t), n_img = stills, batch - sum(c[2] for c in clip_sets)
     opt, sched = optimizer(judge.parameters(), optim, steps)
     t0 = time.time()
     for step in range(steps):
         ii = np.sort(rng.choice(len(images), n_img, replace=False))
-        picks = [(rng.integers(len(c), size=n), rng.integers(NUM_FRAMES, size=n)) for c, _, n in clip_sets]
-        x = torch.cat([to_pixels(images[ii])] + [to_pixels(np.stack([c[k, f] for k, f in zip(ci, fi)]))
-                                                 for (c, _, _), (ci, fi) in zip(clip_sets, picks)])
+        picks = [frames_of(c[0], c[2], rng, paired=len(c) > 3 and c[3]) for c in clip_sets]
+        x = torch.cat([to_pixels(images[ii])] + [to_pixels(np.stack([c[0][k, f] for k, f in zip(ci, fi)]))
+                                                 for c, (ci, fi) in zip(clip_sets, picks)])
         logits, reg = judge(augment(x, gen).contiguous(memory_format=torch.channels_last))
         at = (img_t, ii, clip_sets, picks)
         loss = J.loss(logits, reg, {k: picked(*at, 0, k) for k in judge.heads}, picked(*at, 1), picked(*at, 2))
@@ -125,11 +126,19 @@ def fit(judge: J.Judge, stills: tuple, clip_sets: list[tuple], batch: int, steps
     curve.save()
 
 
+def frames_of(clips: np.ndarray, n: int, rng: np.random.Generator, paired: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(clip, frame) indices of n random frames of random clips; of n // 2 random pairs, both at one frame."""
+    if not paired:
+        return rng.integers(len(clips), size=n), rng.integers(NUM_FRAMES, size=n)
+    k, f = rng.integers(len(clips) // 2, size=n // 2), rng.integers(NUM_FRAMES, size=n // 2)
+    return np.stack([2 * k, 2 * k + 1], axis=1).ravel(), np.repeat(f, 2)
+
+
 def picked(img_t: tuple, ii: np.ndarray, clip_sets: list[tuple], picks: list, j: int, head: str | None = None):
     """Target j (0: the heads', 1: regression, 2: its mask) of a batch's stills `ii` and clip frames `picks`."""
     part = lambda t: t[head] if head else t  # noqa: E731
     return torch.from_numpy(np.concatenate([part(img_t[j])[ii, 0]] + [
-        part(t[j])[ci, fi] for (_, t, _), (ci, fi) in zip(clip_sets, picks)]))
+        part(c[1][j])[ci, fi] for c, (ci, fi) in zip(clip_sets, picks)]))
 
 
 def train_motion_head(judge: J.Judge, clip_sets: list[np.ndarray], scenes: list, gen: torch.Generator,

@@ -68,11 +68,9 @@ def run(work: Path, seed: int, plan: JudgeClipsPlan) -> dict:
     (images, scenes), (clips, clip_scenes), (spins, spin_scenes) = (render_set(work, r, seed) for r in base.renders)
     more, more_scenes = render_set(work, plan.clips, seed)
     tests = [x for r in base.tests for x in render_set(work, r, seed)]
-    first = readings(J.load(work / "judge.safetensors"), *tests, plan)
-    judge = J.load(work / "judge.safetensors").train().to(memory_format=torch.channels_last)
+    first, judge = going_on(work / "judge.safetensors", tests, plan)
 
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     curve, t0 = Curve(work, "judge_clips"), time.time()
     n_spin = base.batch // base.clip_divisor
     fit(judge, (images, all_targets(scenes, 1)),
@@ -80,14 +78,27 @@ def run(work: Path, seed: int, plan: JudgeClipsPlan) -> dict:
          (spins, all_targets(spin_scenes, NUM_FRAMES), n_spin)],
         base.batch, plan.steps, plan.optim, gen, rng, curve, "judge_clips")
     train_motion_head(judge, [clips, spins, more], clip_scenes + spin_scenes + more_scenes, gen, rng, curve, base)
-    found = readings(judge, *tests, plan)
-    for what, r in (("the judge stage's", first), ("this", found)):
+    return conclude(judge, work, "judge_clips", ("judge", first), tests, plan, plan, time.time() - t0)
+
+
+def going_on(weights: Path, tests: list, read_plan: JudgeClipsPlan) -> tuple[dict, J.Judge]:
+    """The readings of the judge a stage goes on from (`read_plan`'s, on the test renders), and that judge to train."""
+    first = readings(J.load(weights), *tests, read_plan)
+    return first, J.load(weights).train().to(memory_format=torch.channels_last)
+
+
+def conclude(judge: J.Judge, work: Path, stage: str, before: tuple[str, dict], tests: list, read_plan:
+             JudgeClipsPlan, plan, seconds: float) -> dict:
+    """A judge stage's end: its judge's readings (`read_plan`'s) logged beside those of the stage's judge it went on
+    from (`before`: that stage and its readings), its weights saved, its record (with `plan`) written."""
+    found = readings(judge, *tests, read_plan)
+    for what, r in ((f"the {before[0]} stage's", before[1]), ("this", found)):
         log(f"{what} judge: accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in r["accuracy"].items())
             + "; on moving clips' frames " + ", ".join(f"{k} {v:.3f}" for k, v in r["clip_frames"].items())
             + "; identity on the instances' own clips " + ", ".join(f"{k} {v:.3f}" for k, v in
                                                                    r["instance_clips"].items()))
-    save(judge, work / "judge_clips.safetensors")
-    info = {**found, "judge_stage": first, "steps": plan.steps, "seconds": round(time.time() - t0)}
-    mark_done(work, "judge_clips", info, plan)
+    save(judge, work / f"{stage}.safetensors")
+    info = {**found, f"{before[0]}_stage": before[1], "steps": plan.steps, "seconds": round(seconds)}
+    mark_done(work, stage, info, plan)
     return info
 

@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 @dataclass(frozen=True)
 class Renders:
     """A rendered dataset: `n` scenes drawn with seed + `seed_offset` (clips when `clip`, spinning clips when
-    clip='spinning', clips along another of world.SWEEPS when clip is its name: 'short', 'middle', 'sizes');
-    `exclude` keeps the personal instances out."""
+    clip='spinning', clips along another of world.SWEEPS when clip is its name: 'short', 'middle', 'sizes'; n // 2
+    pairs of a two-coloured moving clip and its colours swapped when clip='twins'); `exclude` keeps the personal
+    instances out."""
     name: str
     n: int
     seed_offset: int
@@ -74,6 +75,20 @@ class JudgeClipsPlan:
     clips: Renders = Renders("judge_clips_more", 24000, 106, clip=True, exclude=False)
     world_clips: int = 24  # each instance's own rendered clips (spelled-out kinds) on which identity is read
     judge: JudgePlan = field(default_factory=JudgePlan)  # its renders, tests, batch and motion head
+
+
+@dataclass(frozen=True)
+class JudgeTwinsPlan:
+    """Stage judge_twins: the judge_clips stage's judge trained on with, in each batch, moving frames beside their
+    colour-swapped twins (the same scene and frame, the body's and the pattern's colours exchanged), so that it
+    tells which colour is the body between the still positions too (docs/toyworld.md, "What the `judge_twins` stage
+    mends"); then the motion head again. The judge the world ships."""
+    steps: int = 3000
+    pairs: int = 12  # of a batch, a moving frame and its twin, twice this many frames
+    clip_frames: int = 24  # ... and frames of the judge_clips stage's moving clips; stills and spins as its batch
+    optim: Optim = Optim(1e-3, 1e-4, 50, max_norm=None)
+    twins: Renders = Renders("judge_twins", 12000, 107, clip="twins", exclude=False)
+    judge_clips: JudgeClipsPlan = field(default_factory=JudgeClipsPlan)  # its clips, renders, tests and motion head
 
 
 @dataclass(frozen=True)
@@ -177,6 +192,7 @@ class Plans:
     motion: MotionPlan = field(default_factory=MotionPlan)
     controlnet: ControlNetPlan = field(default_factory=ControlNetPlan)
     judge_clips: JudgeClipsPlan = field(default_factory=JudgeClipsPlan)
+    judge_twins: JudgeTwinsPlan = field(default_factory=JudgeTwinsPlan)
 
 
 # "cpu" is the 2-core build; "cuda" feeds the UNet 2.9x and the motion modules 2x the samples in GPU minutes, to
@@ -234,7 +250,8 @@ def plans_for(device: str = "cpu", scale: float = 1.0, rounds: tuple[tuple[int, 
                  unet=replace(p.unet, rounds=tuple((steps(r[0]), *r[1:]) for r in p.unet.rounds)),
                  motion=replace(p.motion, rounds=tuple((steps(n), w) for n, w in motion)),
                  controlnet=replace(p.controlnet, steps=steps(p.controlnet.steps)),
-                 judge_clips=replace(p.judge_clips, steps=steps(p.judge_clips.steps), judge=judge))
+                 judge_clips=(clips := replace(p.judge_clips, steps=steps(p.judge_clips.steps), judge=judge)),
+                 judge_twins=replace(p.judge_twins, steps=steps(p.judge_twins.steps), judge_clips=clips))
 
 
 def round_record(r: tuple) -> list:
