@@ -162,10 +162,10 @@ def test_the_twins_judge_reads_moving_frames_beside_their_colours_swapped(tmp_pa
     from cdvideo.apps.worldbuild.judge import frames_of
 
     twins, scenes = render_set(tmp_path / "r", Renders("judge_twins", 8, 107, clip="twins", exclude=False), 0)
+    alpha = np.load(tmp_path / "r" / "judge_twins_alpha.npy")  # where the objects are
     for k in range(4):
         a, b = scenes[2 * k], scenes[2 * k + 1]
         assert a.pattern_colour and a.motion not in ("still", "spinning") and b == a.colours_swapped()
-        alpha = np.load(tmp_path / "r" / "judge_twins_alpha.npy")
         assert np.array_equal(alpha[2 * k], alpha[2 * k + 1]) and not np.array_equal(twins[2 * k], twins[2 * k + 1])
     ci, fi = frames_of(twins, 6, np.random.default_rng(0), paired=True)
     assert (ci[::2] % 2 == 0).all() and (ci[1::2] == ci[::2] + 1).all() and (fi[::2] == fi[1::2]).all()
