@@ -23,11 +23,11 @@ from cdvideo.toyworld.scoring import CLIP_MOTIONS
 from cdvideo.toyworld.world import POSITIONS, backgrounds_for, with_motion
 
 
-def traits(reading: J.Reading, appearance: tuple) -> dict[str, np.ndarray]:
-    """Per frame: each trait's probability, and whether the frame's two colour labels are the instance's swapped."""
-    wanted = dict(zip(J.TRAITS, appearance))
-    out = {t: reading.probs[t][:, J.HEADS[t].index(wanted[t] or "none")].numpy() for t in J.TRAITS}
-    return {**out, "swapped": J.swapped(reading, appearance).astype(float)}
+def traits(reading: J.Reading, appearance: tuple) -> dict[str, float]:
+    """Over a reading's frames: each trait's share (identity on that trait alone), and the share of frames whose two
+    colour labels are the instance's swapped."""
+    return {**{t: J.identity(reading, appearance, (t,)) for t in J.TRAITS},
+            "swapped": float(J.swapped(reading, appearance).mean())}
 
 
 def instance(judge: J.Judge, name: str, n: int, seed: int) -> dict:
@@ -42,7 +42,7 @@ def instance(judge: J.Judge, name: str, n: int, seed: int) -> dict:
         motion = CLIP_MOTIONS[i % len(CLIP_MOTIONS)]
         frames = render(with_motion(scene, rng, motion))  # (F, 64, 64, 3)
         by_motion[motion].append(traits(J.read(judge, list(frames)), inst.appearance))
-    mean = lambda rows, k: round(float(np.mean(np.concatenate([r[k] for r in rows]))), 3)  # noqa: E731
+    mean = lambda rows, k: round(float(np.mean([r[k] for r in rows])), 3)  # noqa: E731  (every clip 16 frames)
     keys = (*J.TRAITS, "swapped")
     clips = [r for rows in by_motion.values() for r in rows]
     return {"stills": {k: mean(stills, k) for k in keys}, "clip_frames": {k: mean(clips, k) for k in keys},

@@ -120,18 +120,27 @@ def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, tim
 
 @dataclass
 class Run:
-    """What the steps need: the accelerator, the base's components (`m`), the (prepared) UNet and the text encoder,
-    the trainables (K/V names and tensors, the token rows), optimizer and schedule, and step_loss's models."""
-    acc: Any
+    """What the steps need: the base's components (`m`), the trainables (K/V names and tensors, the token rows),
+    optimizer and schedule, and step_loss's models (the accelerator, the prepared UNet, the text encoder among them)."""
     m: dict
-    unet: Any
-    text_encoder: Any
     kv_names: list[str]
     params: list
     rows: Any
     optimizer: Any
     lr_scheduler: Any
     models: dict
+
+    @property
+    def acc(self):
+        return self.models["acc"]
+
+    @property
+    def unet(self):
+        return self.models["unet"]
+
+    @property
+    def text_encoder(self):
+        return self.models["text_encoder"]
 
 
 def prepare(cfg: TrainConfig, timer) -> Run:
@@ -186,7 +195,7 @@ def prepare(cfg: TrainConfig, timer) -> Run:
     models = {"vae": vae, "unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer, "factor": factor,
               "scheduler": m["scheduler"], "class_feats": class_feats, "personal": personal, "acc": acc,
               "pool": pool, "concepts": concepts, "timer": timer}
-    return Run(acc, m, unet, text_encoder, kv_names, kv + [rows.rows], rows, optimizer, lr_scheduler, models)
+    return Run(m, kv_names, kv + [rows.rows], rows, optimizer, lr_scheduler, models)
 
 
 def accelerator(cfg: TrainConfig):
