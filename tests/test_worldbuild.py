@@ -13,12 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cdvideo.apps.worldbuild import judge, judge_clips, judge_twins
+from cdvideo.apps.worldbuild import judge, judge_clips, judge_motion, judge_twins
 from cdvideo.apps.worldbuild.__main__ import TRAINED, finished
 from cdvideo.apps.worldbuild.common import mark_done
 from cdvideo.apps.worldbuild.spl_strength import study_main
-from cdvideo.apps.worldbuild.plans import (PROFILES, Finish, JudgeClipsPlan, JudgePlan, JudgeTwinsPlan, Renders,
-                                          parse_rounds, plans_for, round_data)
+from cdvideo.apps.worldbuild.plans import (PROFILES, Finish, JudgeClipsPlan, JudgeMotionPlan, JudgePlan,
+                                           JudgeTwinsPlan, Renders, parse_rounds, plans_for, round_data)
 from cdvideo.errors import CdvideoError
 from cdvideo.toyworld import judge as J
 from conftest import tiny_unet
@@ -40,6 +40,7 @@ def test_plans_scale_every_stage_and_keep_the_rest():
     assert p.judge_clips.steps == 40 and p.judge_clips.clips == PROFILES["cpu"].judge_clips.clips
     assert p.judge_clips.judge == p.judge  # the judge it goes on from: the scaled one
     assert p.judge_twins.steps == 30 and p.judge_twins.judge_clips == p.judge_clips
+    assert p.judge_motion.judge_twins == p.judge_twins and p.judge_motion.head_steps == 800  # a head's: not scaled
     assert dataclasses.replace(p.unet, rounds=((1500, 1.0),) * 4 + ((1500, 4.0),) * 9 + ((1500, 4.0, Finish()),)) \
         == PROFILES["cpu"].unet
     assert plans_for("cuda").unet.batch == 256 and plans_for("cuda").motion.device == "cuda"
@@ -130,16 +131,20 @@ def test_a_stage_runs_from_its_plan_records_it_and_repeats_bitwise(tmp_path):
 def test_the_clip_judges_go_on_from_the_stage_before_and_record_both_judges_readings(tmp_path):
     """judge_clips starts from the judge stage's weights, trains on its own moving clips, and records what both
     judges read on the same fresh renders (the instances' own clips among them); judge_twins goes on from it with
-    its pairs; the same seed, the same weights."""
+    its pairs, and judge_motion from that with its motion head alone trained on again; the same seed, the same
+    weights."""
     plan = JudgeClipsPlan(steps=3, clips=Renders("judge_clips_more", 12, 106, clip=True, exclude=False),
                           world_clips=1, judge=SMALL)
     twins = JudgeTwinsPlan(steps=3, pairs=2, clip_frames=4, judge_clips=plan,
                            twins=Renders("judge_twins", 8, 107, clip="twins", exclude=False))
+    motion = JudgeMotionPlan(head_steps=3, sweeps_per_motion=1, judge_twins=twins,
+                             swept=Renders("judge_middle", 8, 108, clip="middle", exclude=False))
     for work in (tmp_path / "a", tmp_path / "b"):
         work.mkdir()
         judge.run(work, 0, SMALL)
         info = judge_clips.run(work, 0, plan)
         then = judge_twins.run(work, 0, twins)
+        last = judge_motion.run(work, 0, motion)
     record = json.loads((tmp_path / "a" / "judge_clips.done").read_text())
     assert record["plan"]["judge"]["renders"][0]["n"] == 40 and record["plan"]["clips"]["n"] == 12
     for found in (info, info["judge_stage"]):
@@ -153,6 +158,14 @@ def test_the_clip_judges_go_on_from_the_stage_before_and_record_both_judges_read
     assert json.loads((tmp_path / "a" / "judge_twins.done").read_text())["plan"]["twins"]["clip"] == "twins"
     ta, tb = (load_file(tmp_path / w / "judge_twins.safetensors") for w in "ab")
     assert all(ta[k].equal(tb[k]) for k in ta) and not all(ta[k].equal(a[k]) for k in ta)
+    ma, mb = (load_file(tmp_path / w / "judge_motion.safetensors") for w in "ab")
+    assert all(ma[k].equal(mb[k]) for k in ma)
+    head = {k for k in ma if k.startswith(("frame_proj.", "motion_head."))}
+    assert head and all(ma[k].equal(ta[k]) for k in ma.keys() - head)  # every trait reads as judge_twins' did
+    assert not all(ma[k].equal(ta[k]) for k in head)
+    assert len(last["sweeps_read_as_their_motion"]) == 8  # 4 sweeps: translations, size changes
+    assert last["judge_twins_stage"].keys() == last.keys() - {"judge_twins_stage", "seconds"}
+    assert json.loads((tmp_path / "a" / "judge_motion.done").read_text())["plan"]["swept"]["clip"] == "middle"
 
 
 def test_the_twins_judge_reads_moving_frames_beside_their_colours_swapped(tmp_path):

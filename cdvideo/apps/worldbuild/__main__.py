@@ -35,9 +35,9 @@ from cdvideo.data.ranges import SEED, Flag, Parser, Range
 from cdvideo.errors import CdvideoError
 from cdvideo.toyworld import assets_dir
 
-STAGES = ("judge", "text", "vae", "unet", "motion", "controlnet", "judge_clips", "judge_twins", "export", "report")
 # stages with a record (work/<stage>.done) and a plan
-TRAINED = ("judge", "text", "vae", "unet", "motion", "controlnet", "judge_clips", "judge_twins")
+TRAINED = ("judge", "text", "vae", "unet", "motion", "controlnet", "judge_clips", "judge_twins", "judge_motion")
+STAGES = (*TRAINED, "export", "report")
 OVER_UNET = ("motion", "controlnet")  # trained over the frozen UNet: their record names it (common.unet_digest)
 
 

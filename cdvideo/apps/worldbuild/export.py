@@ -44,9 +44,10 @@ def run(work: Path, assets: Path) -> None:
         controlnet = ControlNetModel.from_pretrained(str(work / "controlnet_mask"))
         with atomic_folder(assets / "controlnet_mask") as d:
             controlnet.to(torch.float16).save_pretrained(d)
-    # the last judge stage's that ran: judge_twins (it tells a moving object's body colour), judge_clips (it reads
-    # moving clips surely), judge
-    judge = next(p for p in (work / f"{s}.safetensors" for s in ("judge_twins", "judge_clips", "judge")) if p.is_file())
+    # the last judge stage's that ran: judge_motion (it reads the motion of every sweep the world draws), judge_twins
+    # (it tells a moving object's body colour), judge_clips (it reads moving clips surely), judge
+    judges = ("judge_motion", "judge_twins", "judge_clips", "judge")
+    judge = next(p for p in (work / f"{s}.safetensors" for s in judges) if p.is_file())
     shutil.copyfile(judge, assets / "judge.safetensors")
     with atomic_folder(assets / "instances") as d:
         write_photos(d)

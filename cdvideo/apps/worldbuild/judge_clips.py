@@ -3,7 +3,8 @@ through a linear layer over its 8 x 8 feature grid, and its stills put an object
 object between them was read worse than on them (the class of fresh moving clips' frames 0.56-0.60 a third of the
 way between two positions, 0.97 on them), and it had learnt its 1,500 training clips by heart (0.99-1.00).
 Trained on with many more moving clips, it reads the instances' own rendered clips nearly as well as their
-stills. The text stage learnt against the first judge, so this one is a stage of its own; export ships it."""
+stills. The text stage learnt against the first judge, so this one is a stage of its own; export ships the last
+judge stage's judge that ran."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ stage's judge reads a two-coloured object's colours swapped (the body's as the p
 body's) in 0-2% of stills but in about a third of the frames of one moving up or down, a few pixels from frames it
 reads right; more of the same training, shifted frames and a pooled readout did not change that (docs/toyworld.md,
 "What the `judge_twins` stage mends"). Here each batch holds moving frames beside their colour-swapped twins, the
-same scene and frame with the binding as the only difference. Export ships this judge once the stage ran."""
+same scene and frame with the binding as the only difference. Export ships the last judge stage's judge that ran."""
 
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from cdvideo.apps.worldbuild.common import MOTION_SCHEDULE, log, to_pixels
+from cdvideo.apps.worldbuild.judge_motion import KINDS, sweep_readings
 from cdvideo.data.files import write_text_atomic
 from cdvideo.math.metrics import bootstrap_ci
 from cdvideo.models.loading import load_components
@@ -151,9 +152,6 @@ def direction_test(m: dict, adapter, n: int = 24, negative: str = "none", guidan
     return out
 
 
-KINDS = {"translations": world.TRANSLATIONS, "size changes": world.SIZE_CHANGES}
-
-
 def by_kind(rows: list[dict]) -> dict:
     """The direction test's translations and size changes apart: clips moving the asked way and read as asked,
     pairs whose two words move them apart."""
@@ -181,19 +179,13 @@ def compare(new: Path, old: Path) -> None:
             f"({len(diff)} clips paired)")
 
 
-def sweeps_test(per_motion: int = 16, seed: int = 5) -> dict:
-    """The shipped judge on rendered clips of each translation and size change, along each of world.SWEEPS (the
-    same scenes): the share it reads as their motion, and the share whose regressed track moves their way
-    (`motions.progress`), translations and size changes apart."""
-    judge, rng, out = J.load(), np.random.default_rng(seed), {}
-    scenes = [world.with_motion(world.sample_scene(rng), rng, m) for m in motions.AXIS for _ in range(per_motion)]
-    for sweep in world.SWEEPS:
-        clips = [motions.direction(J.read(judge, draw.render(world.with_sweep(s, sweep))), s.motion) for s in scenes]
-        for kind, moves in KINDS.items():
-            shares = motions.direction_shares([c for c in clips if c["motion"] in moves])
-            out[f"{sweep or 'across'}, {kind}"] = shares
-            log(f"sweeps test, {sweep or 'across'}, {kind}: read as their motion {shares['read_as_asked']:.2f}, "
-                f"their track moving their way {shares['moves_the_asked_way']:.2f}")
+def sweeps_test() -> dict:
+    """The shipped judge on rendered clips of each translation and size change along each of world.SWEEPS: the share
+    it reads as their motion, and the share whose regressed track moves their way."""
+    out = sweep_readings(J.load())
+    for name, shares in out.items():
+        log(f"sweeps test, {name}: read as their motion {shares['read_as_asked']:.2f}, "
+            f"their track moving their way {shares['moves_the_asked_way']:.2f}")
     return out
 
 

@@ -68,7 +68,7 @@ class JudgePlan:
 class JudgeClipsPlan:
     """Stage judge_clips: the judge stage's judge trained on with half of each batch frames of many more moving
     clips, so that it reads an object between the five still positions (as moving clips draw it) as surely as on
-    them; then the motion head again. The judge the world ships (the text stage learnt against the first)."""
+    them; then the motion head again (the text stage learnt against the first)."""
     steps: int = 4000
     clip_share: float = 0.5  # of a batch, frames of moving clips; batch // clip_divisor spinning ones; stills
     optim: Optim = Optim(1e-3, 1e-4, 50, max_norm=None)
@@ -82,13 +82,25 @@ class JudgeTwinsPlan:
     """Stage judge_twins: the judge_clips stage's judge trained on with, in each batch, moving frames beside their
     colour-swapped twins (the same scene and frame, the body's and the pattern's colours exchanged), so that it
     tells which colour is the body between the still positions too (docs/toyworld.md, "What the `judge_twins` stage
-    mends"); then the motion head again. The judge the world ships."""
+    mends"); then the motion head again."""
     steps: int = 3000
     pairs: int = 12  # of a batch, a moving frame and its twin, twice this many frames
     clip_frames: int = 24  # ... and frames of the judge_clips stage's moving clips; stills and spins as its batch
     optim: Optim = Optim(1e-3, 1e-4, 50, max_norm=None)
     twins: Renders = Renders("judge_twins", 12000, 107, clip="twins", exclude=False)
     judge_clips: JudgeClipsPlan = field(default_factory=JudgeClipsPlan)  # its clips, renders, tests and motion head
+
+
+@dataclass(frozen=True)
+class JudgeMotionPlan:
+    """Stage judge_motion: the judge_twins stage's judge with its clip motion head trained on again (the per-frame
+    trunk and heads kept) over the judge stage's clips and spins and as many clips along the "middle" sweep:
+    translations short from about the centre, size changes from the middle extent, as the shipped `+sizes` motion
+    adapter learnt to draw them (docs/toyworld.md, "What the `judge_motion` stage mends"). The judge the world ships."""
+    head_steps: int = 800
+    sweeps_per_motion: int = 16  # rendered clips a motion and sweep on which the stage reads its judges
+    swept: Renders = Renders("judge_middle", 1500, 108, clip="middle", exclude=False)
+    judge_twins: JudgeTwinsPlan = field(default_factory=JudgeTwinsPlan)  # its judge's renders, tests and head
 
 
 @dataclass(frozen=True)
@@ -193,6 +205,7 @@ class Plans:
     controlnet: ControlNetPlan = field(default_factory=ControlNetPlan)
     judge_clips: JudgeClipsPlan = field(default_factory=JudgeClipsPlan)
     judge_twins: JudgeTwinsPlan = field(default_factory=JudgeTwinsPlan)
+    judge_motion: JudgeMotionPlan = field(default_factory=JudgeMotionPlan)
 
 
 # "cpu" is the 2-core build; "cuda" feeds the UNet 2.9x and the motion modules 2x the samples in GPU minutes, to
@@ -251,7 +264,8 @@ def plans_for(device: str = "cpu", scale: float = 1.0, rounds: tuple[tuple[int, 
                  motion=replace(p.motion, rounds=tuple((steps(n), w) for n, w in motion)),
                  controlnet=replace(p.controlnet, steps=steps(p.controlnet.steps)),
                  judge_clips=(clips := replace(p.judge_clips, steps=steps(p.judge_clips.steps), judge=judge)),
-                 judge_twins=replace(p.judge_twins, steps=steps(p.judge_twins.steps), judge_clips=clips))
+                 judge_twins=(twins := replace(p.judge_twins, steps=steps(p.judge_twins.steps), judge_clips=clips)),
+                 judge_motion=replace(p.judge_motion, judge_twins=twins))
 
 
 def round_record(r: tuple) -> list:
