@@ -233,6 +233,16 @@ def test_the_build_command_refuses_an_unknown_stage_in_one_line(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+def test_the_drawing_measurement_refuses_a_missing_judge_in_one_line(tmp_path, monkeypatch, capsys):
+    from cdvideo.apps.worldbuild import drawing
+
+    out = tmp_path / "m.json"
+    monkeypatch.setattr(sys, "argv", ["drawing", "--judge", str(tmp_path / "judge.safetensors"), "--out", str(out)])
+    with pytest.raises(SystemExit) as e:
+        drawing.main()
+    assert e.value.code == 2 and "--judge" in capsys.readouterr().err and not out.exists()
+
+
 def test_a_finished_stage_is_skipped_and_another_plans_record_is_refused(tmp_path):
     """A committed stage's record lets a later sitting go on after it, but only for the same plan."""
     plans = plans_for("cpu")

@@ -131,16 +131,17 @@ def against(result: dict, other: dict) -> dict:
 
 
 def measure(work: Path, unet: Path, n: int = 16, guidance: float = 5.0, steps: int = 25, clips: int = 0,
-            free_init: bool = False) -> dict:
+            free_init: bool = False, judge_path: Path | None = None) -> dict:
     """Spelled-out identity per instance (and on another class; on `clips` clips each when asked), and the rates
-    of the asked attributes per prompt set."""
+    of the asked attributes per prompt set; read by the judge at `judge_path` (default the judge stage's, which every
+    reading of the build's history used)."""
     from cdvideo.pipelines.build import image_pipeline  # lazy: start-up time
 
-    judge, m = J.load(work / "judge.safetensors"), components(work, unet)
+    judge, m = J.load(judge_path or work / "judge.safetensors"), components(work, unet)
     pipe = image_pipeline(m)  # stills: DPM-Solver++ (the pipelines' default), as every reading of the build's history
     pipe.set_progress_bar_config(disable=True)
-    out: dict = {"unet": str(unet), "guidance": guidance, "steps": steps, "spelled_out": {}, "spelled_out_traits": {},
-                 "other_class": {}, "per_image": {}}
+    out: dict = {"unet": str(unet), "judge": judge.digest, "guidance": guidance, "steps": steps, "spelled_out": {},
+                 "spelled_out_traits": {}, "other_class": {}, "per_image": {}}
     seen = pretraining_appearances(work)
     for name, inst in INSTANCES.items():
         out["per_image"][name], out["spelled_out_traits"][name] = spelled_out(judge, pipe, inst, n, guidance, steps)
@@ -174,17 +175,22 @@ def main() -> None:
                    help="also clips per instance, spelled out with a motion, through WORK/motion_adapter (default: 0)")
     p.add_argument("--free-init", action="store_true", help="the clips with FreeInit (3 iterations, as `cdvideo "
                    "animate --free-init`)")
+    p.add_argument("--judge", default=None, metavar="SAFETENSORS", help="the judge that reads (default: "
+                   "WORK/judge.safetensors, the judge stage's, as the build's history; the shipped one: "
+                   "cdvideo/toyworld/assets/judge.safetensors)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.add_argument("--against", default=None, metavar="JSON", help="an earlier measurement (--out) of another UNet: "
                    "the paired difference of the spelled-out identity, with its 95%% interval")
     args = p.parse_args()
     if args.against and not Path(args.against).is_file():
         p.error(f"--against {args.against}: no such file (an earlier --out)")
+    if args.judge and not Path(args.judge).is_file():
+        p.error(f"--judge {args.judge}: no such file (a judge's .safetensors)")
     torch.manual_seed(0)
     work = Path(args.work)
     t0 = time.time()
     result = measure(work, Path(args.unet) if args.unet else work / "unet", args.n, args.guidance, args.steps,
-                     args.clips, args.free_init)
+                     args.clips, args.free_init, Path(args.judge) if args.judge else None)
     if args.against:
         try:
             result["against"] = against(result, json.loads(Path(args.against).read_text()))
