@@ -198,6 +198,25 @@ def test_captions_name_the_accessory_and_the_companion():
     assert kinds == {"right", None}  # both the side and "next to" / "beside"
 
 
+def test_spelled_out_clips_name_a_size_only_where_the_world_would():
+    """The ceiling's clip prompts name the instance big, as the stills do, except where the clip grows or shrinks:
+    no caption of the world names the size of an object changing size."""
+    from cdvideo.toyworld.scoring import spelled_prompts
+
+    rng = np.random.default_rng(0)
+    for motion in world.SIZE_CHANGES:
+        scene = world.with_motion(world.sample_scene(rng), rng, motion)
+        assert all(m["size"] is None for m in (world.describe(scene, rng, keep=1.0)[1] for _ in range(20)))
+    for inst in instances.INSTANCES.values():
+        prompts = spelled_prompts(inst, 12, clips=True)
+        for p in prompts:
+            sized = any(w in p.text.split() for words in world.SIZE_WORDS.values() for w in words)
+            assert sized == (p.asked["motion"] not in world.SIZE_CHANGES), p.text
+            article, word = p.text.split()[:2]
+            assert inst.describe() in p.text and article == ("an" if word[0] in "aeiou" else "a"), p.text
+        assert {p.asked["motion"] for p in prompts} >= set(world.SIZE_CHANGES)
+
+
 def test_evaluation_prompts_ask_what_their_words_say():
     """Every evaluation sample of every instance asks exactly what the scorer reads from its words (so that a
     model drawing the words scores it), each kind is there, the accessory and second object among them; and the

@@ -21,6 +21,7 @@ from cdvideo.toyworld.world import (
     POSITIONS,
     RELATION_WORDS,
     RELATIONS,
+    SIZE_CHANGES,
     TRANSLATIONS,
     clashes,
     prompt,
@@ -87,10 +88,12 @@ def asking(p: EvalPrompt, motion: str) -> str:
 def spelled_prompts(inst, n: int = 16, clips: bool = False) -> list[EvalPrompt]:
     """n prompts naming every trait of a personal instance ('a big yellow ball with purple stripes on a gray
     background', backgrounds cycling; clips: a motion too, CLIP_MOTIONS cycling): the images any personalization
-    of it can at best reach. Big: the judge reads a small (19 px) object's 4 px dots and 2 px rim less surely."""
+    of it can at best reach. Big: the judge reads a small (19 px) object's 4 px dots and 2 px rim less surely; but
+    no size word where the clip grows or shrinks, as no caption of the world names one there."""
     bgs = backgrounds_for(inst.colour)
     motions = [CLIP_MOTIONS[i % len(CLIP_MOTIONS)] if clips else None for i in range(n)]
-    return [EvalPrompt(prompt(f"a big {inst.describe()}", None, bgs[i % len(bgs)], motions[i]),
+    return [EvalPrompt(prompt(subject_phrase(inst.cls, inst.colour, None if motions[i] in SIZE_CHANGES else "big",
+                                             inst.pattern, inst.pattern_colour), None, bgs[i % len(bgs)], motions[i]),
                        {"background": bgs[i % len(bgs)], **({"motion": motions[i]} if clips else {})}, seed=i,
                        appearance=inst.appearance) for i in range(n)]
 
