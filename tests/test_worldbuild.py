@@ -15,11 +15,12 @@ from safetensors.torch import load_file
 
 from cdvideo.apps.worldbuild import judge, judge_clips, judge_motion, judge_twins
 from cdvideo.apps.worldbuild.__main__ import TRAINED, finished
-from cdvideo.apps.worldbuild.common import mark_done
+from cdvideo.apps.worldbuild.common import base_digest, mark_done, study_run
 from cdvideo.apps.worldbuild.spl_strength import study_main
 from cdvideo.apps.worldbuild.plans import (PROFILES, Finish, JudgeClipsPlan, JudgeMotionPlan, JudgePlan,
                                            JudgeTwinsPlan, Renders, parse_rounds, plans_for, round_data)
 from cdvideo.errors import CdvideoError
+from cdvideo.tasks import train as train_task
 from cdvideo.toyworld import judge as J
 from conftest import tiny_unet
 
@@ -209,7 +210,7 @@ def test_the_claim_studys_recipe_run_is_the_shipped_config_and_the_maskless_one_
     from cdvideo.toyworld.instances import INSTANCES
 
     seen = []
-    monkeypatch.setattr(claim, "train", lambda cfg: seen.append(cfg) or tmp_path / "w.safetensors")
+    monkeypatch.setattr(train_task, "train", lambda cfg: seen.append(cfg) or tmp_path / "w.safetensors")
     inst = INSTANCES["striped_ball"]
     for name, arm in (("masked", "ClassDiffusion"), ("maskless", "Custom Diffusion + prior")):
         recipe = claim.RECIPES[name]
@@ -224,6 +225,32 @@ def test_the_claim_studys_recipe_run_is_the_shipped_config_and_the_maskless_one_
     assert (maskless.prior.enabled, maskless.prior.class_images, maskless.spl.weight) == (True, str(tmp_path / "class"),
                                                                                            0.0)
     assert claim.RECIPES["masked"].docs != claim.RECIPES["maskless"].docs  # one recipe's rows a file
+
+
+def test_a_studys_cached_run_is_reused_only_on_the_unet_it_was_trained_on(tmp_path, monkeypatch):
+    """The studies cache each run's weights by instance, setting and seed; a run trained on another UNet (the base
+    model changed since) is trained again, not read on the new one."""
+    model = tmp_path / "model"
+    (model / "unet").mkdir(parents=True)
+    (model / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"round 13")
+    out, trained = tmp_path / "run", []
+
+    def fake_train(cfg):
+        trained.append(cfg)
+        (out / "weights.safetensors").write_bytes(b"k/v")
+        return out / "weights.safetensors"
+
+    monkeypatch.setattr(train_task, "train", fake_train)
+    out.mkdir()
+    assert study_run(out, lambda: "config", str(model)) == out / "weights.safetensors" and trained == ["config"]
+    study_run(out, lambda: "config", str(model))
+    assert len(trained) == 1  # the same UNet: reused
+    (model / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"round 14")
+    study_run(out, lambda: "config", str(model))
+    assert len(trained) == 2 and (out / "base.txt").read_text().strip() == base_digest(str(model))
+    (out / "base.txt").unlink()  # a run that does not say which UNet it was trained on: trained again
+    study_run(out, lambda: "config", str(model))
+    assert len(trained) == 3
 
 
 def test_the_build_command_refuses_an_unknown_stage_in_one_line(tmp_path):

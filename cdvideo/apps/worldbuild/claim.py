@@ -28,6 +28,7 @@ from pathlib import Path
 
 from cdvideo.apps.demo import MASKLESS, train_config
 from cdvideo.apps.worldbuild.claim_report import NOISE, SUBJECT_KINDS, write_report
+from cdvideo.apps.worldbuild.common import study_run
 from cdvideo.apps.worldbuild.spl_strength import (
     append_row,
     drift_distance,
@@ -39,7 +40,6 @@ from cdvideo.apps.worldbuild.spl_strength import (
 )
 from cdvideo.data.files import write_text_atomic
 from cdvideo.data.ranges import Parser
-from cdvideo.tasks.train import train
 from cdvideo.toyworld.instances import INSTANCES, Instance
 from cdvideo.toyworld.scoring import KINDS, Sample, eval_set
 
@@ -73,16 +73,14 @@ PRIOR = {"prior.num_class_images": 200, "prior.num_inference_steps": 25, "prior.
 
 def train_arm(inst: Instance, out: Path, arm: str, strength: str, seed: int, class_images: Path,
               recipe: Recipe) -> Path:
-    """One run as `cdvideo train` reads it (cached: an existing weights file is reused)."""
-    if (out / "weights.safetensors").is_file():
-        return out / "weights.safetensors"
+    """One run as `cdvideo train` reads it (cached: weights trained on the shipped UNet are reused)."""
     lr, steps = recipe.strengths[strength]
     settings = dict(ARMS[arm])
     spl = settings.pop("spl.weight")
     extra = {"overwrite": True, **recipe.settings, "optimizer.learning_rate": lr, "seed": seed, **settings}
     if settings.get("prior.enabled"):
         extra |= {**PRIOR, "prior.class_images": str(class_images)}
-    return train(train_config(inst, out, steps, spl, extra))
+    return study_run(out, lambda: train_config(inst, out, steps, spl, extra))
 
 
 def samples(inst: Instance, subject: str, args, kinds: tuple = KINDS) -> list[Sample]:

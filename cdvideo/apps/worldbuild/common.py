@@ -17,7 +17,7 @@ import torch
 
 from cdvideo.apps.worldbuild.plans import Optim, Renders, record
 from cdvideo.data.files import atomic_folder, atomic_path, write_text_atomic
-from cdvideo.toyworld import draw, world
+from cdvideo.toyworld import MODEL_ID, draw, model_dir, world
 from cdvideo.toyworld.instances import excluded
 
 TEXT_WIDTH = 64
@@ -190,6 +190,27 @@ def unet_digest(work: Path) -> str | None:
     over the frozen UNet, record, so that weights trained over another UNet are not taken for this one's."""
     weights = work / "unet" / "diffusion_pytorch_model.safetensors"
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else None
+
+
+def base_digest(model: str = MODEL_ID) -> str:
+    """The UNet a study's runs train on (the miniature model's, or a local diffusers folder's) as a short SHA-256; a
+    hub id's name hashed alike (a file name, whatever its slashes)."""
+    folder = model_dir() if model == MODEL_ID else Path(model)
+    return unet_digest(folder) or hashlib.sha256(model.encode()).hexdigest()[:16]
+
+
+def study_run(out: Path, config, model: str = MODEL_ID) -> Path:
+    """A study's run as `cdvideo train` reads `config()`, cached in `out`: its weights are reused only where they were
+    trained on the UNet `model` has now (out/base.txt holds that UNet's digest), else trained again, so that a study
+    measured again after the UNet changed does not read K/V deltas trained on the one before."""
+    from cdvideo.tasks.train import train  # lazy: start-up time
+
+    weights, base, digest = out / "weights.safetensors", out / "base.txt", base_digest(model)
+    if weights.is_file() and base.is_file() and base.read_text().strip() == digest:
+        return weights
+    path = train(config())
+    write_text_atomic(base, digest + "\n")
+    return path
 
 
 def round_plan(seed: int, plan, over_unet: str | None = None) -> dict:

@@ -22,11 +22,11 @@ import numpy as np
 
 from cdvideo.apps import motion_demo as M
 from cdvideo.apps.demo import MASKLESS, train_config
+from cdvideo.apps.worldbuild.common import study_run
 from cdvideo.apps.worldbuild.spl_strength import append_row, read_rows
 from cdvideo.data.files import slug, write_text_atomic
 from cdvideo.data.ranges import SEED, Flag, Parser
 from cdvideo.math.metrics import bootstrap_ci
-from cdvideo.tasks.train import train
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import get
 from cdvideo.toyworld.world import NOVEL_MOTIONS
@@ -39,9 +39,7 @@ BASE = "base adapter"
 def subject(work: Path, name: str) -> Path:
     """The instance's ClassDiffusion weights at the demo's setting (trained once)."""
     out = work / f"subject-{name}"
-    if (out / "weights.safetensors").is_file():
-        return out / "weights.safetensors"
-    return train(train_config(get(name), out, 120, 1.0, {"overwrite": True, **MASKLESS}))
+    return study_run(out, lambda: train_config(get(name), out, 120, 1.0, {"overwrite": True, **MASKLESS}))
 
 
 def run_pair(work: Path, motion: str, seed: int, judge, rows: Path, done: set) -> None:

@@ -100,12 +100,11 @@ def drift_distance(weights_file: Path) -> float:
 
 def train_run(inst: Instance, out: Path, spl: float, seed: int, pooling: str = "eos") -> Path:
     from cdvideo.apps.demo import MASKLESS, TRAIN, train_config  # lazy: start-up time
-    from cdvideo.tasks.train import train  # lazy: start-up time
+    from cdvideo.apps.worldbuild.common import study_run  # lazy: start-up time
 
-    if (out / "weights.safetensors").is_file():
-        return out / "weights.safetensors"
-    return train(train_config(inst, out, TRAIN["max_steps"], spl, {"overwrite": True, **MASKLESS,
-                                                                   "spl.pooling": pooling, "seed": seed}))
+    return study_run(out, lambda: train_config(inst, out, TRAIN["max_steps"], spl, {"overwrite": True, **MASKLESS,
+                                                                                    "spl.pooling": pooling,
+                                                                                    "seed": seed}))
 
 
 def multi_concept(work: Path, judge, adapter: str, seed: int = 0) -> list[dict]:

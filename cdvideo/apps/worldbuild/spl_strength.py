@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from cdvideo.apps.demo import MASKLESS, render_samples, train_config
+from cdvideo.apps.worldbuild.common import study_run
 from cdvideo.apps.worldbuild.strength_report import write_report
 from cdvideo.data.ranges import COUNT, SEED, Flag, Parser
 from cdvideo.tasks.drift import compute, load_source
-from cdvideo.tasks.train import train
 from cdvideo.toyworld import MODEL_ID, drift_phrases
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES, Instance
@@ -54,11 +54,9 @@ def score(weights_file: Path | None, inst: Instance, subject: str, samples: list
 
 
 def train_run(inst: Instance, out: Path, lr: float, steps: int, spl: float, seed: int, pooling: str) -> Path:
-    """One ClassDiffusion run as `cdvideo train` reads it (cached: an existing weights file is reused)."""
-    if (out / "weights.safetensors").is_file():
-        return out / "weights.safetensors"
-    return train(train_config(inst, out, steps, spl, {"overwrite": True, **MASKLESS, "optimizer.learning_rate": lr,
-                                                      "spl.pooling": pooling, "seed": seed}))
+    """One ClassDiffusion run as `cdvideo train` reads it (cached: weights trained on the shipped UNet are reused)."""
+    return study_run(out, lambda: train_config(inst, out, steps, spl, {
+        "overwrite": True, **MASKLESS, "optimizer.learning_rate": lr, "spl.pooling": pooling, "seed": seed}))
 
 
 def drift_distance(weights_file: Path) -> float:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cdvideo.apps.worldbuild.claim_report import SUBJECT_KINDS, share
+from cdvideo.apps.worldbuild.common import base_digest, study_run
 from cdvideo.data.files import write_text_atomic
 from cdvideo.data.ranges import COUNT, SEED, Flag, Parser, Range
 from cdvideo.math.metrics import bootstrap_ci
@@ -162,20 +163,20 @@ def run_dir(work: Path, inst: Instance, setting: Setting, seed: int) -> Path:
 
 def tuned(inst: Instance, work: Path, setting: Setting, seed: int, still_seeds: int, judge,
           model: str = MODEL_ID) -> dict:
-    """One run as `cdvideo train` reads it, on `model`, read (cached: an existing weights file is reused, and its
-    readings for the same number of render seeds by the same judge)."""
+    """One run as `cdvideo train` reads it, on `model`, read (cached: weights trained on the UNet `model` has now are
+    reused, and their readings for the same number of render seeds by the same judge)."""
     from cdvideo.apps.demo import train_config  # lazy: start-up time
-    from cdvideo.tasks.train import train  # lazy: start-up time
 
     out = run_dir(work, inst, setting, seed)
-    path, cached = out / "weights.safetensors", out / f"readings-{still_seeds}-{judge.digest}.json"
+    cached = out / f"readings-{still_seeds}-{judge.digest}-{base_digest(model)}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    if not path.is_file():
+
+    def config():
         cutouts = cut_out(inst, work / "cutouts" / inst.name) if setting.cutouts else None
-        path = train(train_config(inst, out, setting.steps, setting.spl, {"overwrite": True, "seed": seed,
-                                                                          "model": model,
-                                                                          **setting.overrides(inst, cutouts)}))
+        return train_config(inst, out, setting.steps, setting.spl, {"overwrite": True, "seed": seed, "model": model,
+                                                                     **setting.overrides(inst, cutouts)})
+    path = study_run(out, config, model)
     found = readings(stills(path, inst, f"sks {inst.cls}", still_seeds, judge, clip_seeds=CLIPS, model=model))
     write_text_atomic(cached, json.dumps(found) + "\n")
     return found
