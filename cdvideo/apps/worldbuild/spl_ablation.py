@@ -102,9 +102,8 @@ def train_run(inst: Instance, out: Path, spl: float, seed: int, pooling: str = "
     from cdvideo.apps.demo import MASKLESS, TRAIN, train_config  # lazy: start-up time
     from cdvideo.apps.worldbuild.common import study_run  # lazy: start-up time
 
-    return study_run(out, lambda: train_config(inst, out, TRAIN["max_steps"], spl, {"overwrite": True, **MASKLESS,
-                                                                                    "spl.pooling": pooling,
-                                                                                    "seed": seed}))
+    return study_run(out, lambda: train_config(inst, out, TRAIN["max_steps"], spl, {
+        "overwrite": True, **MASKLESS, "spl.pooling": pooling, "seed": seed}))
 
 
 def multi_concept(work: Path, judge, adapter: str, seed: int = 0) -> list[dict]:
