@@ -57,10 +57,15 @@ def evaluate(judge: J.Judge, images: np.ndarray, scenes: list, clips: np.ndarray
         t = torch.from_numpy(heads[k][:, 0])
         valid = t != J.IGNORE
         acc[k] = float((torch.cat(logits[k])[valid] == t[valid]).double().mean())
-    motions = [J.motion(J.read(judge, c)) == s.motion for c, s in zip(clips, clip_scenes)]
-    acc["motion"] = float(np.mean(motions))
+    acc["motion"] = motion_accuracy(judge, clips, clip_scenes)
     judge.train()
     return acc
+
+
+@torch.no_grad()
+def motion_accuracy(judge: J.Judge, clips: np.ndarray, scenes: list) -> float:
+    """The share of clips whose motion the judge reads right."""
+    return float(np.mean([J.motion(J.read(judge, c)) == s.motion for c, s in zip(clips, scenes)]))
 
 
 @torch.no_grad()

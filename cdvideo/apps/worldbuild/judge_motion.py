@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from cdvideo.apps.worldbuild.common import Curve, log, mark_done, render_set, seed_everything
-from cdvideo.apps.worldbuild.judge import save, train_motion_head
+from cdvideo.apps.worldbuild.judge import motion_accuracy, save, train_motion_head
 from cdvideo.apps.worldbuild.plans import JudgeMotionPlan
 from cdvideo.toyworld import draw, motions, world
 from cdvideo.toyworld import judge as J
-from cdvideo.toyworld.world import MOTIONS
 
 KINDS = {"translations": world.TRANSLATIONS, "size changes": world.SIZE_CHANGES}
 
@@ -35,13 +34,6 @@ def sweep_readings(judge: J.Judge, per_motion: int = 16, seed: int = 5) -> dict:
         for kind, moves in KINDS.items():
             out[f"{sweep or 'across'}, {kind}"] = motions.direction_shares([c for c in clips if c["motion"] in moves])
     return out
-
-
-@torch.no_grad()
-def motion_accuracy(judge: J.Judge, clips: np.ndarray, scenes: list) -> float:
-    """The share of clips whose motion the judge reads right."""
-    return float(np.mean([MOTIONS[int(J.read(judge, list(f)).motion.argmax())] == s.motion
-                          for f, s in zip(clips, scenes)]))
 
 
 def readings(judge: J.Judge, test_clips: np.ndarray, test_scenes: list, per_motion: int) -> dict:
