@@ -262,3 +262,29 @@ def test_guiding_away_from_the_twin_is_classifier_free_guidance_plus_the_differe
     assert torch.allclose(away_from(e_u, e_c, e_n, 5.0, 0.0), e_u + 5.0 * (e_c - e_u))
     assert torch.allclose(away_from(e_u, e_c, e_n, 5.0, 3.0), e_u + 5.0 * (e_c - e_u) + 3.0 * (e_c - e_n), atol=1e-5)
     assert torch.allclose(away_from(e_u, e_c, e_c, 5.0, 3.0), e_u + 5.0 * (e_c - e_u), atol=1e-5)
+
+
+def test_a_trial_with_more_clips_draws_its_clip_frames_from_them_beside_the_pretraining_clips(tmp_path, monkeypatch):
+    """`unet_trial --more-clips`: the clips of `plans.MORE_CLIPS`, rendered and encoded with the build's VAE the
+    first time, join the pretraining clips, each with its own latents and coverage; the stills stay as they were."""
+    import numpy as np
+    from diffusers import AutoencoderKL
+
+    from cdvideo.apps.worldbuild import unet_trial
+    from cdvideo.apps.worldbuild.common import VAE, render_set
+    from cdvideo.apps.worldbuild.plans import Renders
+
+    AutoencoderKL(**VAE).eval().save_pretrained(str(tmp_path / "vae"))
+    more = Renders("clips_more", 3, 9, clip="sizes")
+    monkeypatch.setattr(unet_trial, "MORE_CLIPS", more)
+    stills, clips = np.ones((5, 4, 16, 16), np.float16), np.zeros((2, 16, 4, 16, 16), np.float16)
+    data = {"scenes": list("abcde"), "clip_scenes": ["f", "g"], "latents": ((stills, stills), (clips, clips)),
+            "alpha": (np.ones((5, 64, 64), np.uint8), np.zeros((2, 16, 64, 64), np.uint8))}
+    got = unet_trial.with_more_clips(data, tmp_path, 0)
+    assert got["scenes"] == data["scenes"] and got["latents"][0] is data["latents"][0]
+    assert got["clip_scenes"] == ["f", "g", *render_set(tmp_path, more, 0)[1]]
+    mean, std = (np.load(tmp_path / f"latents_clips_more_{k}.npy") for k in ("mean", "std"))
+    assert got["latents"][1][0].shape == (5, 16, 4, 16, 16) and not got["latents"][1][0][:2].any()
+    assert np.array_equal(got["latents"][1][0][2:], mean) and np.array_equal(got["latents"][1][1][2:], std)
+    coverage = np.load(tmp_path / "clips_more_alpha.npy")
+    assert coverage.any() and np.array_equal(got["alpha"][1][2:], coverage) and not got["alpha"][1][:2].any()

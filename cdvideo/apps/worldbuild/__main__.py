@@ -59,7 +59,8 @@ def parser() -> argparse.ArgumentParser:
                    "high-noise, or late: high-noise on the upper half of the timesteps only; +backwards after it: each "
                    "clip beside itself played backwards under the opposite motion word; +short: its translations "
                    "short sweeps from about the centre, so that only the word tells which way; +middle: its size "
-                   "changes too, from the middle extent; +sizes: its size changes only); default the profile's; "
+                   "changes too, from the middle extent; +sizes: its size changes only; +more: as +sizes, 6,400 other "
+                   "clips); default the profile's; "
                    "goes on after the saved rounds it begins with")
     p.add_argument("--unet-rounds", type=Flag(int, Range(1, 1000)), default=None, metavar="N",
                    help="UNet stage: its first N warm-restart rounds, the profile's and then its last one again "

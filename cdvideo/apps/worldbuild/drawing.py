@@ -10,7 +10,8 @@
 - the same reading for each instance's colours and pattern on another class ("a yellow heart with purple
   stripes"), an appearance pretraining shows (how often: `seen`): whether a missed trait is one the model cannot
   compose or one it cannot draw at all; with --against, the paired difference from an earlier measurement;
-- with --clips, the spelled-out identity on clips (with a motion, through the build's motion adapter);
+- with --clips, the spelled-out identity on clips (with a motion, through the build's motion adapter), and on stills
+  told the clips' words (the image model alone: its share of what the clips lose);
 - the accessory (kind and colour) and the companion (class, colour, side) on prompts that ask for them;
 - class, colour, background and position on the world's fixed image prompts.
 Prints one JSON object (and writes it to --out when given).
@@ -88,6 +89,14 @@ def spelled_out(judge, pipe, inst: Instance, n: int, guidance: float, steps: int
     return [round(J.identity(r, inst.appearance), 4) for r in readings], traits
 
 
+def told_motion(judge, pipe, inst: Instance, n: int, guidance: float, steps: int) -> list[float]:
+    """The instance's identity on stills drawn from the words of its n spelled-out clips ('a big green tree with red
+    dots moving left on ...'; the same seeds), by the image model alone."""
+    prompts = scoring.spelled_prompts(inst, n, clips=True)
+    return [round(J.identity(J.read(judge, frames), inst.appearance), 4)
+            for frames in draw(pipe, prompts, guidance, steps)]
+
+
 def clip_readings(judge, vpipe, inst: Instance, n_clips: int, guidance: float, steps: int) -> list[tuple]:
     """The instance's identity on each of n_clips spelled-out 16-frame clips (a motion each) through `vpipe`, and
     whether the judge reads the prompted motion."""
@@ -155,6 +164,9 @@ def measure(work: Path, unet: Path, n: int = 16, guidance: float = 5.0, steps: i
         out[kind] = {k: round(v, 4) for k, v in scoring.score(judge, draw(pipe, prompts, guidance, steps),
                                                               prompts).honoured.items()}
     if clips:
+        out["per_still_told_motion"] = {k: told_motion(judge, pipe, i, clips, guidance, steps)
+                                        for k, i in INSTANCES.items()}
+        out["told_motion"] = {k: round(float(np.mean(v)), 4) for k, v in out["per_still_told_motion"].items()}
         read = spelled_out_clips(work, m, judge, clips, guidance, steps, free_init)
         out["free_init"] = free_init
         out["per_clip"] = {k: [round(i, 4) for i, _ in v] for k, v in read.items()}

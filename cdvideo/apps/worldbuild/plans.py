@@ -29,6 +29,9 @@ PRETRAIN = (Renders("images", 40000, 1, clip=False), Renders("clips", 1600, 2, c
 SHORT_CLIPS = Renders("clips_short", 1600, 2, clip="short")
 MIDDLE_CLIPS = Renders("clips_middle", 1600, 2, clip="middle")
 SIZES_CLIPS = Renders("clips_sizes", 1600, 2, clip="sizes")
+# Four times as many clips as those, drawn alike (other scenes): a "+more" round's, whether the motion modules keep an
+# unseen appearance better for having seen more of them
+MORE_CLIPS = Renders("clips_more", 6400, 9, clip="sizes")
 
 
 @dataclass(frozen=True)
@@ -219,10 +222,10 @@ PROFILES = {"cpu": Plans(),
                           controlnet=ControlNetPlan(batch=128, device="cuda"))}
 MOTION_WEIGHTINGS = ("min-snr", "high-noise", "late")  # of the motion stage's epsilon loss (motion.high_noise_weights)
 # A round's weighting may end "+backwards": each clip beside itself played backwards under the opposite motion
-# word (motion.batch_at); or "+short" / "+middle" / "+sizes": the round's clips are SHORT_CLIPS / MIDDLE_CLIPS /
-# SIZES_CLIPS
+# word (motion.batch_at); or "+short" / "+middle" / "+sizes" / "+more": the round's clips are SHORT_CLIPS /
+# MIDDLE_CLIPS / SIZES_CLIPS / MORE_CLIPS
 BACKWARDS = "+backwards"
-SWEPT_CLIPS = {"+short": SHORT_CLIPS, "+middle": MIDDLE_CLIPS, "+sizes": SIZES_CLIPS}
+SWEPT_CLIPS = {"+short": SHORT_CLIPS, "+middle": MIDDLE_CLIPS, "+sizes": SIZES_CLIPS, "+more": MORE_CLIPS}
 
 
 def round_data(weighting: str) -> tuple[str, str | None]:

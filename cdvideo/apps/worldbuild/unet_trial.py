@@ -10,6 +10,8 @@ of the seed and the step), so that a trial differs from the build's run only in 
         --lr 5e-4 --floor 0 --warmup 50 --pattern-share 0.7
     python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/bind --from toyworld-build/unet.round \
         --lr 5e-4 --floor 0 --warmup 50 --contrast 0.005 200
+    python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/more --from toyworld-build/unet.round \
+        --lr 5e-4 --floor 0 --warmup 50 --contrast 0.005 200 --more-clips
     python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/twins --rounds 4 --exclude-twins
     python -m cdvideo.apps.worldbuild.unet_trial train --out /tmp/twins7 --from /tmp/twins/round4 --rounds 3 \
         --exclude-twins
@@ -23,7 +25,8 @@ going on after a saved round (`--from`), and saves each round's EMA weights and 
 still and clip of an instance's colour-swapped twin ("a purple ball with yellow stripes"), the neighbour drawn most
 often in an instance's place. `--contrast W BETA` adds W x the contrast captions' loss
 (`cdvideo.math.losses.contrast_caption_loss` at BETA): every caption naming two colours must explain its latents
-better than the same words with the colours exchanged (the build's 14th round: `plans.Finish`). `heldout` gives
+better than the same words with the colours exchanged (the build's 14th round: `plans.Finish`). `--more-clips` draws
+the clip frames from `plans.MORE_CLIPS` (6,400 more scenes) beside the pretraining's 1,600. `heldout` gives
 each UNet's plain epsilon error on 2,000 of the training stills and on 2,000 fresh renders (the same noise and
 timesteps), and the paired difference with its 95% interval: whether a UNet over-fits its 40,000 stills. `model`
 writes the shipped model with another UNet (in float16, as shipped) as a diffusers folder: a base to personalize
@@ -43,7 +46,7 @@ import torch
 from cdvideo.apps.worldbuild import unet as U
 from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, Curve, log, pretraining, render_set, seed_everything,
                                             to_pixels)
-from cdvideo.apps.worldbuild.plans import PRETRAIN, Finish, Renders, UNetPlan, plans_for, round_record
+from cdvideo.apps.worldbuild.plans import MORE_CLIPS, PRETRAIN, Finish, Renders, UNetPlan, plans_for, round_record
 from cdvideo.data.files import atomic_folder
 from cdvideo.data.ranges import Flag, Parser, Range
 from cdvideo.math.metrics import bootstrap_ci
@@ -88,14 +91,28 @@ def without(data: dict, appearances: frozenset) -> dict:
             "alpha": (im_alpha[k_im], cl_alpha[k_cl])}
 
 
+def with_more_clips(data: dict, work: Path, seed: int) -> dict:
+    """`U.training_data` with `plans.MORE_CLIPS` beside the pretraining clips (rendered and encoded the first time),
+    all read into memory: a batch's clip frames drawn from 8,000 scenes instead of 1,600."""
+    from cdvideo.apps.worldbuild.motion import clip_data  # lazy: one flag needs it
+
+    more = clip_data(work, seed, plans_for("cpu").motion, MORE_CLIPS)
+    (im, (cl_mean, cl_std)), (im_alpha, cl_alpha) = data["latents"], data["alpha"]
+    (mean, std), alpha = more["latents"], np.load(work / f"{MORE_CLIPS.name}_alpha.npy", mmap_mode="r")
+    log(f"unet trial: clip frames from {len(data['clip_scenes'])} + {len(more['clip_scenes'])} clips")
+    return {**data, "clip_scenes": data["clip_scenes"] + more["clip_scenes"],
+            "latents": (im, (np.concatenate([cl_mean, mean]), np.concatenate([cl_std, std]))),
+            "alpha": (im_alpha, np.concatenate([cl_alpha, alpha]))}
+
+
 def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None = None,
           heads: int | None = None, pattern_alone: float = 0.0, pattern_share: float | None = None,
-          exclude_twins: bool = False, contrast: tuple[float, float] | None = None) -> None:
+          exclude_twins: bool = False, contrast: tuple[float, float] | None = None, more_clips: bool = False) -> None:
     """`rounds` rounds of the plan (from a saved round: more of its last kind), each round's EMA in out/round<k>;
     `pattern_alone`: the share of captions without the body colour that name the pattern (`world.describe`);
     `pattern_share`: the share of a batch's stills that wear a pattern (None: drawn uniformly, as the build);
     `exclude_twins`: no still or clip of an instance's colour-swapped twin; `contrast`: (weight, beta) of the
-    contrast captions' loss."""
+    contrast captions' loss; `more_clips`: clip frames from `plans.MORE_CLIPS` too."""
     seed = 0
     seed_everything(seed)
     unet, step, ema_step = start(plan, saved, heads)
@@ -106,6 +123,8 @@ def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None
     data, (tokenizer, text_encoder) = U.training_data(work, seed, plan), U.load_text(work)
     if exclude_twins:
         data = without(data, twins())
+    if more_clips:
+        data = with_more_clips(data, work, seed)
     data["pattern_alone"] = pattern_alone
     if pattern_share is not None:
         patterned = np.array([s.pattern != "plain" for s in data["scenes"]])
@@ -126,7 +145,7 @@ def train(work: Path, out: Path, plan: UNetPlan, rounds: int, saved: Path | None
             {"rounds": done, "ema_step": ema.step, "trial": {"pattern_alone": pattern_alone,
                                                              "pattern_share": pattern_share,
                                                              "exclude_twins": exclude_twins,
-                                                             "contrast": contrast}}))
+                                                             "contrast": contrast, "more_clips": more_clips}}))
         unet.load_state_dict(ema.model.state_dict())
         curve.save()
         log(f"unet trial: round {k + 1} saved in {out / f'round{k + 1}'} ({time.time() - t0:.0f} s)")
@@ -210,6 +229,8 @@ def main() -> None:
                    help="leave out every still and clip of an instance's colour-swapped twin (the build keeps them)")
     t.add_argument("--contrast", type=Flag(float, Range(0.0, 1e6)), nargs=2, default=None, metavar=("W", "BETA"),
                    help="add W x the colour-swapped contrast captions' loss at BETA (the build: none)")
+    t.add_argument("--more-clips", action="store_true",
+                   help="clip frames from 6,400 more clips beside the pretraining's 1,600 (the build: those only)")
     h = sub.add_parser("heldout", help="epsilon error on training stills and on fresh ones")
     h.add_argument("unets", nargs="+", help="UNet folders")
     m = sub.add_parser("model", help="the shipped model with another UNet, a base for `tune --model`")
@@ -240,7 +261,7 @@ def main() -> None:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     train(work, Path(args.out), plan, args.rounds, Path(args.saved) if args.saved else None, args.heads,
           args.pattern_alone, args.pattern_share, args.exclude_twins,
-          tuple(args.contrast) if args.contrast else None)
+          tuple(args.contrast) if args.contrast else None, args.more_clips)
 
 
 if __name__ == "__main__":
