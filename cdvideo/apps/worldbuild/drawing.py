@@ -82,19 +82,14 @@ def pretraining_appearances(work: Path) -> Counter | None:
     return Counter(Scene(**d).appearance for d in json.loads(labels.read_text()))
 
 
-def spelled_out(judge, pipe, inst: Instance, n: int, guidance: float, steps: int) -> tuple[list[float], dict]:
-    """The instance's identity on each of n spelled-out prompts, and each trait's share (which trait fails)."""
-    readings = [J.read(judge, frames) for frames in draw(pipe, scoring.spelled_prompts(inst, n), guidance, steps)]
+def spelled_out(judge, pipe, inst: Instance, n: int, guidance: float, steps: int,
+                 clips: bool = False) -> tuple[list[float], dict]:
+    """The instance's identity on each of n spelled-out prompts, and each trait's share (which trait fails); `clips`:
+    stills drawn from its clips' words ('a big green tree with red dots moving left on ...', the same seeds)."""
+    prompts = scoring.spelled_prompts(inst, n, clips)
+    readings = [J.read(judge, frames) for frames in draw(pipe, prompts, guidance, steps)]
     traits = {t: round(float(np.mean([J.identity(r, inst.appearance, (t,)) for r in readings])), 4) for t in J.TRAITS}
     return [round(J.identity(r, inst.appearance), 4) for r in readings], traits
-
-
-def told_motion(judge, pipe, inst: Instance, n: int, guidance: float, steps: int) -> list[float]:
-    """The instance's identity on stills drawn from the words of its n spelled-out clips ('a big green tree with red
-    dots moving left on ...'; the same seeds), by the image model alone."""
-    prompts = scoring.spelled_prompts(inst, n, clips=True)
-    return [round(J.identity(J.read(judge, frames), inst.appearance), 4)
-            for frames in draw(pipe, prompts, guidance, steps)]
 
 
 def clip_readings(judge, vpipe, inst: Instance, n_clips: int, guidance: float, steps: int) -> list[tuple]:
@@ -164,7 +159,7 @@ def measure(work: Path, unet: Path, n: int = 16, guidance: float = 5.0, steps: i
         out[kind] = {k: round(v, 4) for k, v in scoring.score(judge, draw(pipe, prompts, guidance, steps),
                                                               prompts).honoured.items()}
     if clips:
-        out["per_still_told_motion"] = {k: told_motion(judge, pipe, i, clips, guidance, steps)
+        out["per_still_told_motion"] = {k: spelled_out(judge, pipe, i, clips, guidance, steps, clips=True)[0]
                                         for k, i in INSTANCES.items()}
         out["told_motion"] = {k: round(float(np.mean(v)), 4) for k, v in out["per_still_told_motion"].items()}
         read = spelled_out_clips(work, m, judge, clips, guidance, steps, free_init)
