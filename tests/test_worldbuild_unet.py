@@ -46,46 +46,43 @@ def test_a_unet_round_is_saved_whole_and_a_later_sitting_goes_on_after_it(tmp_pa
     assert not list(tmp_path.glob(".unet.round.tmp-*"))
 
 
-def test_more_unet_rounds_go_on_after_the_profiles_fifteen(tmp_path):
-    """`--unet-rounds 17`: the profile's 15 rounds (the 14th and 15th its finishing rounds, annealed, with the
-    contrast captions) and its last one twice more; the 15-round plan went on after the 14 rounds committed before
-    it, the 14 after the 13, and a saved 15-round state (its finishing rounds recorded whole) is gone on from; fewer
-    rounds keep the first ones."""
+def test_more_unet_rounds_go_on_after_the_profiles_fourteen(tmp_path):
+    """`--unet-rounds 16`: the profile's 14 rounds (the 14th its finishing round, annealed, with the contrast
+    captions) and its last one twice more; the 14-round plan went on after the 13 rounds committed before it, and
+    a saved 14-round state (its finishing round recorded whole) is gone on from; fewer rounds keep the first ones."""
     from cdvideo.apps.worldbuild import unet
     from cdvideo.apps.worldbuild.__main__ import parser
     from cdvideo.apps.worldbuild.common import Curve
 
-    profile, more = plans_for("cpu").unet, plans_for("cpu", unet_rounds=17).unet
-    assert len(profile.rounds) == 15 and profile.rounds[6:13] == ((1500, 4.0),) * 7
-    assert profile.rounds[13:] == ((1500, 4.0, Finish()),) * 2
-    assert Finish().optim.floor == 0 and Finish().contrast[0] > 0
+    profile, more = plans_for("cpu").unet, plans_for("cpu", unet_rounds=16).unet
+    assert len(profile.rounds) == 14 and profile.rounds[6:13] == ((1500, 4.0),) * 7
+    assert profile.rounds[13] == (1500, 4.0, Finish()) and Finish().optim.floor == 0 and Finish().contrast[0] > 0
     assert more.rounds == profile.rounds + profile.rounds[-1:] * 2 and more.batch == profile.batch
     assert plans_for("cpu", unet_rounds=7).unet.rounds == profile.rounds[:7]  # the first shipped UNet's plan
-    assert parser().parse_args(["--unet-rounds", "17"]).unet_rounds == 17
+    assert parser().parse_args(["--unet-rounds", "16"]).unet_rounds == 16
     tiny = tiny_unet()
-    for saved in (13, 14):  # the states committed before: the 14th round went on after 13, the 15th after 14
-        unet.save_round(tmp_path, unet.EMA(tiny, 0.99), 0, plans_for("cpu", unet_rounds=saved).unet, saved,
-                        Curve(tmp_path, "unet"))
-        assert unet.resume_round(tmp_path, 0, profile)[0] == saved
-    unet.save_round(tmp_path, unet.EMA(tiny, 0.99), 0, profile, 15, Curve(tmp_path, "unet"))
-    assert unet.resume_round(tmp_path, 0, more)[0] == 15
-    assert unet.resume_round(tmp_path, 0, plans_for("cpu", unet_rounds=14).unet)[0] == 0  # not a 14-round state
-    assert unet.resume_round(tmp_path, 0, plans_for("cpu", 0.5, unet_rounds=17).unet)[0] == 0  # other steps
+    unet.save_round(tmp_path, unet.EMA(tiny, 0.99), 0, plans_for("cpu", unet_rounds=13).unet, 13,
+                    Curve(tmp_path, "unet"))
+    assert unet.resume_round(tmp_path, 0, profile)[0] == 13
+    unet.save_round(tmp_path, unet.EMA(tiny, 0.99), 0, profile, 14, Curve(tmp_path, "unet"))
+    assert unet.resume_round(tmp_path, 0, more)[0] == 14
+    assert unet.resume_round(tmp_path, 0, plans_for("cpu", unet_rounds=13).unet)[0] == 0  # not a 13-round state
+    assert unet.resume_round(tmp_path, 0, plans_for("cpu", 0.5, unet_rounds=16).unet)[0] == 0  # other steps
 
 
 def test_a_unet_trial_going_on_after_a_saved_round_takes_the_batches_and_ema_step_after_it(tmp_path):
-    """`unet_trial train --from`: a trial round after the committed 15 (the last two contrast rounds, recorded
-    whole) starts at step 22,500 (the build's batches for a 16th round, none it trained on) with the saved EMA step;
-    a fresh trial has the plan's widths at step 0."""
+    """`unet_trial train --from`: a trial round after the committed 14 (the last a contrast round, recorded whole)
+    starts at step 21,000 (the build's batches for a 15th round, none it trained on) with the saved EMA step; a
+    fresh trial has the plan's widths at step 0."""
     from cdvideo.apps.worldbuild import unet, unet_trial
     from cdvideo.apps.worldbuild.common import Curve
 
     profile, tiny = plans_for("cpu").unet, tiny_unet()
     ema = unet.EMA(tiny, 0.99)
-    ema.step = 22_500
-    unet.save_round(tmp_path, ema, 0, profile, 15, Curve(tmp_path, "unet"))
+    ema.step = 21_000
+    unet.save_round(tmp_path, ema, 0, profile, 14, Curve(tmp_path, "unet"))
     model, step, ema_step = unet_trial.start(profile, tmp_path / "unet.round", None)
-    assert (step, ema_step) == (22_500, 22_500) and all(a.equal(b) for a, b in zip(model.parameters(),
+    assert (step, ema_step) == (21_000, 21_000) and all(a.equal(b) for a, b in zip(model.parameters(),
                                                                                      tiny.parameters()))
     fresh, step, _ = unet_trial.start(profile, None, 8)
     assert step == 0 and tuple(fresh.config.block_out_channels) == profile.widths

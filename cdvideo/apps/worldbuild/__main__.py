@@ -64,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
                    "goes on after the saved rounds it begins with")
     p.add_argument("--unet-rounds", type=Flag(int, Range(1, 1000)), default=None, metavar="N",
                    help="UNet stage: its first N warm-restart rounds, the profile's and then its last one again "
-                   "(default the profile's: 15 on the cpu); goes on after the saved rounds")
+                   "(default the profile's: 14 on the cpu); goes on after the saved rounds")
     return p
 
 

@@ -163,9 +163,10 @@ class UNetPlan(DenoiserPlan):
     rounds) but end where it ends (13 rounds: +0.004 [-0.014, +0.021]): the cpu profile keeps 32-64-96-96; the
     cuda profile, with about 5 rounds' samples, the wide one. The 14th round (annealed, with the contrast captions,
     `Finish`) binds each colour to its part: spelled-out identity 0.921 against the annealed round's 0.860 (+0.049
-    [+0.033, +0.065]), every instance above 0.85. A 15th round, the 14th's again, lifts the spelled-out clips
-    +0.022 [+0.006, +0.039] through the same adapter (docs/toyworld.md, "Where the clips lose the subject")."""
-    rounds: tuple[tuple, ...] = ((1500, 1.0),) * 4 + ((1500, 4.0),) * 9 + ((1500, 4.0, Finish()),) * 2
+    [+0.033, +0.065]), every instance above 0.85. A 15th round, the 14th's again (`--unet-rounds 15`), built through
+    its motion stage and report, lifts the spelled-out clips +0.010 [-0.007, +0.027] only (docs/toyworld.md, "Where
+    the clips lose the subject"): not shipped."""
+    rounds: tuple[tuple, ...] = ((1500, 1.0),) * 4 + ((1500, 4.0),) * 9 + ((1500, 4.0, Finish()),)
     widths: tuple[int, ...] = (32, 64, 96, 96)  # block_out_channels
     batch: int = 64
     optim: Optim = Optim(1e-3, 1e-2, 100, floor=0.2)
