@@ -268,3 +268,25 @@ COHERENCE_MAX = 0.3
 # quarter (spelled out) and 2 of 8 prompts below.
 SPELLED_MIN = 0.70
 NEXT_TO_MIN = 0.75
+
+
+@torch.no_grad()
+def test_prompt_editing_changes_only_the_prompts_rows_after_its_step(components):
+    """`drawing --motion-words`: a clip told its own words again after step 2 is the same clip to the pixel (the
+    negative prompt's rows kept where they are); told the words without the motion, a different one."""
+    from cdvideo.apps.worldbuild.drawing import words_after
+
+    pipe = video_pipeline(components, load_adapter(MODEL_ID, torch.float32),
+                          make_scheduler("ddim", components["scheduler"].config, animatediff=True))
+    pipe.set_progress_bar_config(disable=True)
+    p = scoring.spelled_prompts(instances.INSTANCES["apple_tree"], 1, clips=True)[0]
+    assert scoring.without_motion(p) == "a big green tree with red dots on a blue background" != p.text
+
+    def clip(words: str | None) -> np.ndarray:
+        switch = dict(callback_on_step_end=words_after(pipe, words, 2, 4),
+                      callback_on_step_end_tensor_inputs=["prompt_embeds"]) if words else {}
+        return pipe(p.text, num_frames=4, num_inference_steps=4, guidance_scale=5.0, output_type="np",
+                    generator=torch.Generator().manual_seed(0), **switch).frames[0]
+    plain = clip(None)
+    assert np.array_equal(clip(p.text), plain)
+    assert np.abs(clip(scoring.without_motion(p)) - plain).mean() > 1e-3

@@ -85,6 +85,11 @@ def asking(p: EvalPrompt, motion: str) -> str:
     return prompt(subject_phrase(p.asked["cls"], p.asked["colour"]), None, p.asked["background"], motion)
 
 
+def without_motion(p: EvalPrompt) -> str:
+    """A clip prompt's words without its motion's ('a green tree with red dots on a blue background')."""
+    return p.text.replace(f" {MOTION_WORDS[p.asked['motion']]} ", " ", 1)
+
+
 def spelled_prompts(inst, n: int = 16, clips: bool = False) -> list[EvalPrompt]:
     """n prompts naming every trait of a personal instance ('a big yellow ball with purple stripes on a gray
     background', backgrounds cycling; clips: a motion too, CLIP_MOTIONS cycling): the images any personalization

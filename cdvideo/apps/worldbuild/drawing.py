@@ -12,6 +12,7 @@
   compose or one it cannot draw at all; with --against, the paired difference from an earlier measurement;
 - with --clips, the spelled-out identity on clips (with a motion, through the build's motion adapter), and on stills
   told the clips' words (the image model alone: its share of what the clips lose);
+  with --motion-words 0.4, the clips told their motion for the first 40% of the steps only (prompt editing);
 - the accessory (kind and colour) and the companion (class, colour, side) on prompts that ask for them;
 - class, colour, background and position on the world's fixed image prompts.
 Prints one JSON object (and writes it to --out when given).
@@ -92,19 +93,39 @@ def spelled_out(judge, pipe, inst: Instance, n: int, guidance: float, steps: int
     return [round(J.identity(r, inst.appearance), 4) for r in readings], traits
 
 
-def clip_readings(judge, vpipe, inst: Instance, n_clips: int, guidance: float, steps: int) -> list[tuple]:
+def words_after(vpipe, text: str, step: int, frames: int):
+    """A `callback_on_step_end` that conditions the steps after the first `step` on `text` instead of the prompt
+    (prompt editing, as AUTOMATIC1111's [a:b:step] and ComfyUI's ConditioningSetTimestepRange)."""
+    cond, _ = vpipe.encode_prompt(text, vpipe.device, 1, False)  # (1, 77, D)
+
+    def swap(pipe, i: int, t, tensors: dict) -> dict:
+        if i != step - 1:
+            return {}
+        rows = tensors["prompt_embeds"]  # (2F, 77, D): the negative prompt's F rows, then the prompt's
+        return {"prompt_embeds": torch.cat([rows[:frames], cond.expand(frames, -1, -1)])}
+    return swap
+
+
+def clip_readings(judge, vpipe, inst: Instance, n_clips: int, guidance: float, steps: int,
+                  motion_words: float = 1.0) -> list[tuple]:
     """The instance's identity on each of n_clips spelled-out 16-frame clips (a motion each) through `vpipe`, and
-    whether the judge reads the prompted motion."""
-    prompts = scoring.spelled_prompts(inst, n_clips, clips=True)
-    readings = [J.read(judge, vpipe(p.text, num_frames=16, num_inference_steps=steps, guidance_scale=guidance,
-                                    output_type="pil", generator=torch.Generator().manual_seed(p.seed)).frames[0])
-                for p in prompts]
+    whether the judge reads the prompted motion; `motion_words` < 1: the motion's words only for that share of the
+    steps, the rest told the same words without it."""
+    prompts, until = scoring.spelled_prompts(inst, n_clips, clips=True), round(motion_words * steps)
+
+    def render(p: scoring.EvalPrompt) -> list:
+        switch = dict(callback_on_step_end=words_after(vpipe, scoring.without_motion(p), until, 16),
+                      callback_on_step_end_tensor_inputs=["prompt_embeds"]) if 0 < until < steps else {}
+        return vpipe(p.text if until else scoring.without_motion(p), num_frames=16, num_inference_steps=steps,
+                     guidance_scale=guidance, output_type="pil", generator=torch.Generator().manual_seed(p.seed),
+                     **switch).frames[0]
+    readings = [J.read(judge, render(p)) for p in prompts]
     return [(J.identity(r, inst.appearance), J.motion(r) == p.asked["motion"]) for r, p in zip(readings, prompts)]
 
 
 @torch.no_grad()
 def spelled_out_clips(work: Path, m: dict, judge, n_clips: int, guidance: float, steps: int,
-                      free_init: bool = False) -> dict:
+                      free_init: bool = False, motion_words: float = 1.0) -> dict:
     """clip_readings of every instance through the build's motion adapter (with FreeInit's noise re-initialisation,
     3 iterations, as `cdvideo animate --free-init`): the identity clips can at best reach (the report's reading,
     with this UNet)."""
@@ -119,7 +140,8 @@ def spelled_out_clips(work: Path, m: dict, judge, n_clips: int, guidance: float,
     pipe.set_progress_bar_config(disable=True)
     if free_init:
         pipe.enable_free_init(**FREE_INIT)
-    return {name: clip_readings(judge, pipe, inst, n_clips, guidance, steps) for name, inst in INSTANCES.items()}
+    return {name: clip_readings(judge, pipe, inst, n_clips, guidance, steps, motion_words)
+            for name, inst in INSTANCES.items()}
 
 
 def against(result: dict, other: dict) -> dict:
@@ -135,7 +157,7 @@ def against(result: dict, other: dict) -> dict:
 
 
 def measure(work: Path, unet: Path, n: int = 16, guidance: float = 5.0, steps: int = 25, clips: int = 0,
-            free_init: bool = False, judge_path: Path | None = None) -> dict:
+            free_init: bool = False, judge_path: Path | None = None, motion_words: float = 1.0) -> dict:
     """Spelled-out identity per instance (and on another class; on `clips` clips each when asked), and the rates
     of the asked attributes per prompt set; read by the judge at `judge_path` (default the judge stage's, which every
     reading of the build's history used)."""
@@ -162,8 +184,8 @@ def measure(work: Path, unet: Path, n: int = 16, guidance: float = 5.0, steps: i
         out["per_still_told_motion"] = {k: spelled_out(judge, pipe, i, clips, guidance, steps, clips=True)[0]
                                         for k, i in INSTANCES.items()}
         out["told_motion"] = {k: round(float(np.mean(v)), 4) for k, v in out["per_still_told_motion"].items()}
-        read = spelled_out_clips(work, m, judge, clips, guidance, steps, free_init)
-        out["free_init"] = free_init
+        read = spelled_out_clips(work, m, judge, clips, guidance, steps, free_init, motion_words)
+        out["free_init"], out["motion_words"] = free_init, motion_words
         out["per_clip"] = {k: [round(i, 4) for i, _ in v] for k, v in read.items()}
         out["spelled_out_clips"] = {k: round(float(np.mean(v)), 4) for k, v in out["per_clip"].items()}
         out["clip_motion"] = round(float(np.mean([hit for v in read.values() for _, hit in v])), 4)
@@ -182,6 +204,9 @@ def main() -> None:
                    help="also clips per instance, spelled out with a motion, through WORK/motion_adapter (default: 0)")
     p.add_argument("--free-init", action="store_true", help="the clips with FreeInit (3 iterations, as `cdvideo "
                    "animate --free-init`)")
+    p.add_argument("--motion-words", type=Flag(float, Range(0, 1)), default=1.0, metavar="SHARE",
+                   help="the clips told their motion for this share of the steps only, then the same words without it "
+                   "(default: 1, all)")
     p.add_argument("--judge", default=None, metavar="SAFETENSORS", help="the judge that reads (default: "
                    "WORK/judge.safetensors, the judge stage's, as the build's history; the shipped one: "
                    "cdvideo/toyworld/assets/judge.safetensors)")
@@ -197,7 +222,7 @@ def main() -> None:
     work = Path(args.work)
     t0 = time.time()
     result = measure(work, Path(args.unet) if args.unet else work / "unet", args.n, args.guidance, args.steps,
-                     args.clips, args.free_init, Path(args.judge) if args.judge else None)
+                     args.clips, args.free_init, Path(args.judge) if args.judge else None, args.motion_words)
     if args.against:
         try:
             result["against"] = against(result, json.loads(Path(args.against).read_text()))
