@@ -199,11 +199,18 @@ def test_a_next_to_caption_draws_both_objects(pipe, judge):
     assert min(honoured[k] for k in ("cls", "colour", "other", "other_colour")) >= NEXT_TO_MIN, honoured
 
 
-@torch.no_grad()
-def test_clips_are_coherent_and_follow_the_prompt(components, judge):
+@pytest.fixture(scope="module")
+def video_pipe(components):
+    """The shipped model's AnimateDiff pipeline with the shipped adapter and DDIM, as `cdvideo animate` builds it."""
     pipe = video_pipeline(components, load_adapter(MODEL_ID, torch.float32),
                           make_scheduler("ddim", components["scheduler"].config, animatediff=True))
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def test_clips_are_coherent_and_follow_the_prompt(video_pipe, judge):
+    pipe = video_pipe
     prompts = scoring.clip_prompts(6)
     clips = [pipe(p.text, num_frames=16, num_inference_steps=10, guidance_scale=5.0, output_type="pil",
                   generator=torch.Generator().manual_seed(p.seed)).frames[0] for p in prompts]
@@ -271,22 +278,21 @@ NEXT_TO_MIN = 0.75
 
 
 @torch.no_grad()
-def test_prompt_editing_changes_only_the_prompts_rows_after_its_step(components):
+def test_prompt_editing_changes_only_the_prompts_rows_after_its_step(video_pipe):
     """`drawing --motion-words`: a clip told its own words again after step 2 is the same clip to the pixel (the
-    negative prompt's rows kept where they are); told the words without the motion, a different one."""
+    negative prompt's rows kept where they are; without guidance there are none); told the words without the
+    motion, a different one."""
     from cdvideo.apps.worldbuild.drawing import words_after
 
-    pipe = video_pipeline(components, load_adapter(MODEL_ID, torch.float32),
-                          make_scheduler("ddim", components["scheduler"].config, animatediff=True))
-    pipe.set_progress_bar_config(disable=True)
     p = scoring.spelled_prompts(instances.INSTANCES["apple_tree"], 1, clips=True)[0]
     assert scoring.without_motion(p) == "a big green tree with red dots on a blue background" != p.text
 
-    def clip(words: str | None) -> np.ndarray:
-        switch = dict(callback_on_step_end=words_after(pipe, words, 2, 4),
+    def clip(words: str | None, guidance: float = 5.0) -> np.ndarray:
+        switch = dict(callback_on_step_end=words_after(video_pipe, words, 2),
                       callback_on_step_end_tensor_inputs=["prompt_embeds"]) if words else {}
-        return pipe(p.text, num_frames=4, num_inference_steps=4, guidance_scale=5.0, output_type="np",
-                    generator=torch.Generator().manual_seed(0), **switch).frames[0]
+        return video_pipe(p.text, num_frames=4, num_inference_steps=4, guidance_scale=guidance, output_type="np",
+                          generator=torch.Generator().manual_seed(0), **switch).frames[0]
     plain = clip(None)
     assert np.array_equal(clip(p.text), plain)
     assert np.abs(clip(scoring.without_motion(p)) - plain).mean() > 1e-3
+    assert np.array_equal(clip(p.text, guidance=1.0), clip(None, guidance=1.0))

@@ -93,7 +93,7 @@ def spelled_out(judge, pipe, inst: Instance, n: int, guidance: float, steps: int
     return [round(J.identity(r, inst.appearance), 4) for r in readings], traits
 
 
-def words_after(vpipe, text: str, step: int, frames: int):
+def words_after(vpipe, text: str, step: int):
     """A `callback_on_step_end` that conditions the steps after the first `step` on `text` instead of the prompt
     (prompt editing, as AUTOMATIC1111's [a:b:step] and ComfyUI's ConditioningSetTimestepRange)."""
     cond, _ = vpipe.encode_prompt(text, vpipe.device, 1, False)  # (1, 77, D)
@@ -101,8 +101,9 @@ def words_after(vpipe, text: str, step: int, frames: int):
     def swap(pipe, i: int, t, tensors: dict) -> dict:
         if i != step - 1:
             return {}
-        rows = tensors["prompt_embeds"]  # (2F, 77, D): the negative prompt's F rows, then the prompt's
-        return {"prompt_embeds": torch.cat([rows[:frames], cond.expand(frames, -1, -1)])}
+        rows = tensors["prompt_embeds"]  # (2F, 77, D): the negative prompt's F rows, then the prompt's (F: no CFG)
+        kept = len(rows) // 2 if pipe.do_classifier_free_guidance else 0
+        return {"prompt_embeds": torch.cat([rows[:kept], cond.expand(len(rows) - kept, -1, -1)])}
     return swap
 
 
@@ -114,7 +115,7 @@ def clip_readings(judge, vpipe, inst: Instance, n_clips: int, guidance: float, s
     prompts, until = scoring.spelled_prompts(inst, n_clips, clips=True), round(motion_words * steps)
 
     def render(p: scoring.EvalPrompt) -> list:
-        switch = dict(callback_on_step_end=words_after(vpipe, scoring.without_motion(p), until, 16),
+        switch = dict(callback_on_step_end=words_after(vpipe, scoring.without_motion(p), until),
                       callback_on_step_end_tensor_inputs=["prompt_embeds"]) if 0 < until < steps else {}
         return vpipe(p.text if until else scoring.without_motion(p), num_frames=16, num_inference_steps=steps,
                      guidance_scale=guidance, output_type="pil", generator=torch.Generator().manual_seed(p.seed),
