@@ -264,6 +264,32 @@ def test_guiding_away_from_the_twin_is_classifier_free_guidance_plus_the_differe
     assert torch.allclose(away_from(e_u, e_c, e_c, 5.0, 3.0), e_u + 5.0 * (e_c - e_u), atol=1e-5)
 
 
+def test_subject_guidance_at_weight_zero_renders_what_the_pipeline_renders_and_its_negative_is_the_class():
+    """subject_guidance's plain arm is the demo's own stills (the pipeline, DDIM, the same seeds and steps), so its
+    paired differences are against what `tune` reads; its negative is the prompt told the class word alone."""
+    import numpy as np
+
+    from cdvideo.apps.worldbuild.subject_guidance import class_prompt
+    from cdvideo.apps.worldbuild.swap_guidance import draw_away
+    from cdvideo.pipelines.build import image_pipeline
+    from cdvideo.pipelines.personalized import load_personalized
+    from cdvideo.pipelines.registry import make_scheduler
+    from cdvideo.toyworld import MODEL_ID
+
+    assert class_prompt("a sks tree wearing a red hat on a blue background") == \
+        "a tree wearing a red hat on a blue background"
+    m, _, _ = load_personalized(MODEL_ID, [])
+    pipe = image_pipeline(m, scheduler=make_scheduler("ddim", m["scheduler"].config, False))
+    pipe.set_progress_bar_config(disable=True)
+    texts, seeds = ["a red ball on a blue background", "a green tree on the left"], [0, 1]
+    ours = np.stack(draw_away(pipe, texts, ["a ball on a blue background", "a tree"], seeds, 0.0, 3))
+    theirs = pipe(texts, num_inference_steps=3, guidance_scale=5.0, output_type="np",
+                  generator=[torch.Generator().manual_seed(s) for s in seeds]).images  # (2, 64, 64, 3) in [0, 1]
+    assert np.abs(ours.astype(np.float32) - theirs * 255).max() <= 1.0  # a rounding apart
+    guided = np.stack(draw_away(pipe, texts, ["a ball on a blue background", "a tree"], seeds, 2.0, 3))
+    assert np.abs(guided.astype(np.float32) - ours).mean() > 1.0  # the weight moves the images
+
+
 def test_a_trial_with_more_clips_draws_its_clip_frames_from_them_beside_the_pretraining_clips(tmp_path, monkeypatch):
     """`unet_trial --more-clips`: the clips of `plans.MORE_CLIPS`, rendered and encoded with the build's VAE the
     first time, join the pretraining clips, each with its own latents and coverage; the stills stay as they were."""

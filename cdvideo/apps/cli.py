@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _start_commands(command) -> None:
     """`demo` and `ui`: the ways in."""
     p = command("demo", help="see cdvideo work in under 3 minutes on a CPU, offline, in the miniature world")
-    from cdvideo.apps.demo import TRAIN, DemoOptions  # lazy: start-up time (the command's modules load torch)
+    from cdvideo.apps.demo_options import TRAIN, DemoOptions  # light: the parser answers without torch
     from cdvideo.toyworld.instances import (  # lazy: start-up time (the command's modules load torch)
         DEMO_INSTANCE,
         INSTANCES,

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from cdvideo.apps.demo_options import STILL_SEEDS, TRAIN, DemoOptions  # the settings, apart for the parser
 from cdvideo.data.config import load_train_config
 from cdvideo.data.files import write_text_atomic
-from cdvideo.data.ranges import SEED, Range
 from cdvideo.errors import CdvideoError
 from cdvideo.math.metrics import bootstrap_ci, strip_tokens
 from cdvideo.pipelines.build import image_pipeline, video_pipeline
@@ -34,7 +32,7 @@ from cdvideo.tasks.render import Job, Options, animate
 from cdvideo.tasks.train import train
 from cdvideo.toyworld import MODEL_ID, world
 from cdvideo.toyworld import judge as J
-from cdvideo.toyworld.instances import DEMO_INSTANCE, Instance, get
+from cdvideo.toyworld.instances import Instance, get
 from cdvideo.toyworld.scoring import Sample, asked_in, composition, eval_set, score_samples, shown
 
 TOKEN = "sks"
@@ -43,21 +41,11 @@ PROMPTS = ("a {token} {class_word} moving right on a {background} background",
            "a {token} {class_word} moving up on a {background} background")
 PROMPT_BACKGROUNDS = ("blue", "grassy", "checkered")  # each prompt's, unless it hides the subject's outline
 BUDGET_S = 180  # the run without SPL is skipped (mode 'auto') when it would end later than this
-# Training settings of the miniature world (configs/train/toyworld.yaml holds the same; a test keeps them equal)
-# No scale augmentation: the 5 photos already vary position and size, and at 64 px shrinking or zooming them breaks
-# the look (a tenth of a photo's pixels hold the pattern). The photos' subject masks weigh the loss (0.1 off the
-# subject) at half the maskless recipe's learning rate: +0.04 identity at the same composition
-# (docs/toyworld/tuning_masks.md). SPL at 0.1, not the schema's 1: on the four tuning instances, six training seeds
-# each, +0.027 identity and +0.029 composition on the stills, the clips alike (docs/toyworld/tuning_spl_weight14.md)
-TRAIN = {"resolution": 64, "batch_size": 4, "max_steps": 120, "optimizer.learning_rate": 5e-4,
-         "optimizer.scale_lr": False, "augment": False, "unmasked_weight": 0.1, "spl.weight": 0.1,
-         "checkpoint_every": 0, "validation.every": 0, "report_to": "none"}
 RECIPE_ROW = f"ClassDiffusion (SPL {TRAIN['spl.weight']:g})"  # the report's row of the recipe's run
 # The recipe before subject masks (to commit 2484fef): the studies of record ran it (docs/toyworld.md) and keep it,
 # so that their cached runs and committed rows stay one recipe's
 MASKLESS = {"optimizer.learning_rate": 1e-3, "concepts.0.masks": None}
 RENDER = {"num_inference_steps": 20, "guidance_scale": 5.0}
-STILL_SEEDS = 2  # render seeds per still prompt: 52 stills per model (eval_set's kinds but motion); --still-seeds
 
 
 @torch.no_grad()
@@ -113,17 +101,6 @@ def default_prompts(inst: Instance, backgrounds: tuple[str, ...] = PROMPT_BACKGR
         chosen.append(next(b for b in (wanted, *world.BACKGROUNDS)
                            if b not in chosen and not any(world.clashes(c, b) for c in edges)))
     return [p.replace("{background}", b) for p, b in zip(PROMPTS, chosen)]
-
-
-@dataclass
-class DemoOptions:
-    instance: str = DEMO_INSTANCE
-    prompts: list[str] | None = None  # None: default_prompts(instance)
-    steps: Annotated[int, Range(1, 100_000)] = TRAIN["max_steps"]
-    seeds: list[Annotated[int, SEED]] = field(default_factory=lambda: [0])
-    still_seeds: Annotated[int, Range(1, 100)] = STILL_SEEDS  # render seeds per still prompt (26 stills each)
-    output_dir: str = "demo"
-    without_spl: str = "auto"  # auto (when the time allows), always, never
 
 
 def train_config(inst: Instance, output_dir: Path, steps: int, spl_weight: float, extra: dict | None = None):

@@ -39,12 +39,14 @@ def away_from(e_uncond: torch.Tensor, e_cond: torch.Tensor, e_neg: torch.Tensor,
 
 
 @torch.no_grad()
-def draw_away(pipe, texts: list[str], negatives: list[str], seeds: list[int], weight: float) -> list[np.ndarray]:
-    """One still per prompt from its seed's noise (the pipeline's own draw), guided away from its negative."""
+def draw_away(pipe, texts: list[str], negatives: list[str], seeds: list[int], weight: float,
+              steps: int = STEPS) -> list[np.ndarray]:
+    """One still per prompt from its seed's noise (the pipeline's own draw), guided away from its negative (the
+    pipeline's scheduler, `steps` steps, guidance 5)."""
     sched, out = pipe.scheduler, []
     for i in range(0, len(texts), 16):
         n = len(texts[i:i + 16])
-        sched.set_timesteps(STEPS)  # a multistep solver starts afresh for each batch, as in the pipeline
+        sched.set_timesteps(steps)  # a multistep solver starts afresh for each batch, as in the pipeline
         embeds = torch.cat([pipe.encode_prompt(t, "cpu", 1, False)[0]
                             for t in ([""] * n, texts[i:i + 16], negatives[i:i + 16])])  # (3n, 77, D)
         shape = (pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
