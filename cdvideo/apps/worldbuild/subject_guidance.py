@@ -48,7 +48,7 @@ def run_readings(pipe, inst, judge, weights: list[float]) -> dict:
         images = draw_away(pipe, texts, [class_prompt(t) for t in texts], seeds, w, RENDER["num_inference_steps"])
         scores = score_samples(judge, inst.appearance, samples, [[Image.fromarray(a)] for a in images])
         scores.pop("samples")
-        found = readings(scores | {"identity_motion": float("nan")})
+        found = readings(scores | {"identity_motion": float("nan")})  # stills only: its clips value is not read
         out[f"{w:g}"] = {"stills": found["stills"], "composition": found["composition"]}
     return out
 
