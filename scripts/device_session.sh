@@ -10,7 +10,7 @@
 # $OUT as cuda_build.tgz.* (15 MB parts: cat cuda_build.tgz.* | tar xz), to export and report here on the CPU:
 #   python -m cdvideo.apps.worldbuild --work cuda-build --stage export,report --assets A --docs D
 # A rehearsal on the CPU (the flow, not the numbers; 20 min on 2 cores, 13.5 of them rendering and encoding the
-# pretraining set): DEVICE=cpu SCALE=0.002 OUT=/tmp/out bash scripts/device_session.sh build
+# pretraining set): DEVICE=cpu SCALE=0.002 BUILD_S=3600 OUT=/tmp/out bash scripts/device_session.sh build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-}"
@@ -49,14 +49,15 @@ if [ "$mode" = bench ]; then
     exit 0
 fi
 
-work="${WORK:-/tmp/cuda-build}"
+work="${WORK:-/tmp/cuda-build}"  # emptied first: a fresh build folder
 rm -rf "$work" && mkdir -p "$work"
 for stage in judge text vae; do  # the CPU stages, as committed (the cuda profile's plans for them are the cpu's)
     cp "toyworld-build/$stage.done" "$work/"
 done
 cp toyworld-build/judge.safetensors "$work/" && cp -r toyworld-build/text_encoder toyworld-build/vae "$work/"
 status=0
-"$PY" -m cdvideo.apps.worldbuild --work "$work" --device "$DEVICE" --scale "$SCALE" \
+# stopped after BUILD_S seconds (default 420, inside the call's 540) so that what finished still comes back
+timeout "${BUILD_S:-420}" "$PY" -m cdvideo.apps.worldbuild --work "$work" --device "$DEVICE" --scale "$SCALE" \
     --stage latents,unet,motion,controlnet 2>&1 | tee "$OUT/cuda_build.log" || status=$?
 # the stages' weights, records and curves (not their round states: the wide UNet's would pass $OUT's 64 MiB)
 (cd "$work" && tar czf - $(ls -d unet motion_adapter controlnet_mask curves ./*.done 2> /dev/null)) \
