@@ -266,17 +266,18 @@ def test_guiding_away_from_the_twin_is_classifier_free_guidance_plus_the_differe
 
 def test_subject_guidance_at_weight_zero_renders_what_the_pipeline_renders_and_its_negative_is_the_class():
     """subject_guidance's plain arm is the demo's own stills (the pipeline, DDIM, the same seeds and steps), so its
-    paired differences are against what `tune` reads; its negative is the prompt told the class word alone."""
+    paired differences are against what `tune` reads; its negative is the prompt told the class word alone
+    (`strip_tokens`)."""
     import numpy as np
 
-    from cdvideo.apps.worldbuild.subject_guidance import class_prompt
     from cdvideo.apps.worldbuild.swap_guidance import draw_away
+    from cdvideo.math.metrics import strip_tokens
     from cdvideo.pipelines.build import image_pipeline
     from cdvideo.pipelines.personalized import load_personalized
     from cdvideo.pipelines.registry import make_scheduler
     from cdvideo.toyworld import MODEL_ID
 
-    assert class_prompt("a sks tree wearing a red hat on a blue background") == \
+    assert strip_tokens("a sks tree wearing a red hat on a blue background", ["sks"]) == \
         "a tree wearing a red hat on a blue background"
     m, _, _ = load_personalized(MODEL_ID, [])
     pipe = image_pipeline(m, scheduler=make_scheduler("ddim", m["scheduler"].config, False))

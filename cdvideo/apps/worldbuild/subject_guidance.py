@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cdvideo.apps.demo import RENDER
+from cdvideo.apps.demo import RENDER, TOKEN
 from cdvideo.apps.worldbuild.drawing import emit
 from cdvideo.apps.worldbuild.swap_guidance import draw_away
 from cdvideo.apps.worldbuild.tune import GRID, STILL_KINDS, readings, run_dir, tuned
 from cdvideo.data.ranges import SEED, Flag, Parser, Range
-from cdvideo.math.metrics import bootstrap_ci
+from cdvideo.math.metrics import bootstrap_ci, strip_tokens
 from cdvideo.toyworld import MODEL_ID
 from cdvideo.toyworld import judge as J
 from cdvideo.toyworld.instances import INSTANCES
@@ -34,18 +34,14 @@ RECIPE = GRID[32]  # SPL 0.1, the photos' subject masks 0.1 off the subject, 5e-
 STILL_SEEDS = 2  # the grid's: 52 stills a run
 
 
-def class_prompt(text: str) -> str:
-    """The same words told the class word alone: 'a sks tree wearing a red hat' -> 'a tree wearing a red hat'."""
-    return text.replace("sks ", "")
-
-
 def run_readings(pipe, inst, judge, weights: list[float]) -> dict:
     """Per guidance weight (0: the plain renders): identity on stills and composition, as `tune.readings`."""
-    samples = eval_set(inst.colour, f"sks {inst.cls}", STILL_SEEDS, 0, STILL_KINDS)
+    samples = eval_set(inst.colour, f"{TOKEN} {inst.cls}", STILL_SEEDS, 0, STILL_KINDS)
     texts, seeds = [s.text for s in samples], [s.seed for s in samples]
+    negatives = [strip_tokens(t, [TOKEN]) for t in texts]  # the same words told the class word alone
     out = {}
     for w in [0.0, *weights]:
-        images = draw_away(pipe, texts, [class_prompt(t) for t in texts], seeds, w, RENDER["num_inference_steps"])
+        images = draw_away(pipe, texts, negatives, seeds, w, RENDER["num_inference_steps"])
         scores = score_samples(judge, inst.appearance, samples, [[Image.fromarray(a)] for a in images])
         scores.pop("samples")
         found = readings(scores | {"identity_motion": float("nan")})  # stills only: its clips value is not read
