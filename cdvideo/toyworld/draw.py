@@ -6,6 +6,7 @@ move by sub-pixel steps in clips.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -178,7 +179,8 @@ def sprite_size(scene: Scene, extent: float) -> int:
 
 def sprite(scene: Scene, extent: float, angle: float, offset: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """The object as (colour (s, s, 3), alpha (s, s)) at 64 px scale, rotated by `angle` degrees and shifted by a
-    sub-pixel `offset` within its box."""
+    sub-pixel `offset` within its box: each pixel the box filter of its SS x SS hi-res block, its colour the
+    alpha-weighted mean of the layers seen there (the last layer drawn on top)."""
     s = sprite_size(scene, extent)
     size, r = s * SS, extent * SS / 2
     centre = size / 2
@@ -192,17 +194,23 @@ def sprite(scene: Scene, extent: float, angle: float, offset: tuple[float, float
     if scene.accessory:
         layers.append((accessory_mask(scene.accessory, body, r, centre), COLOURS[scene.accessory_colour]))
     shift = (offset[0] * SS, offset[1] * SS)
-    colour = np.zeros((size, size, 3), np.float32)
-    alpha = np.zeros((size, size), np.float32)
-    for mask, rgb in layers:
+    seen = np.zeros((size, size), np.intp)  # the layer each hi-res pixel shows: k for the k-th, 0 for none
+    for k, (mask, _) in enumerate(layers, 1):  # the masks are hard (0 or 255), so are their NEAREST rotations
         m = mask.rotate(angle, resample=Image.Resampling.NEAREST, center=(centre, centre), translate=shift)
-        m = np.asarray(m, np.float32) / 255.0
-        colour = colour * (1 - m[..., None]) + m[..., None] * np.asarray(rgb, np.float32)
-        alpha = np.maximum(alpha, m)
-    pool = lambda a: a.reshape(s, SS, s, SS, *a.shape[2:]).mean(axis=(1, 3))  # noqa: E731
-    a = pool(alpha)
-    c = pool(colour * alpha[..., None]) / np.maximum(a[..., None], 1e-6)  # premultiplied box filter
-    return c, a
+        seen[np.asarray(m) > 0] = k
+    n = len(layers) + 1
+    counts = np.bincount((_blocks(s) * n + seen).ravel(), minlength=s * s * n).reshape(s, s, n)  # (s, s, n)
+    # exact integer sums over each block, then / SS^2 (a power of two): the premultiplied box filter, to the bit
+    a = (counts[..., 1:].sum(-1) / SS**2).astype(np.float32)
+    premultiplied = (counts[..., 1:] @ np.asarray([rgb for _, rgb in layers], np.float64) / SS**2).astype(np.float32)
+    return premultiplied / np.maximum(a[..., None], 1e-6), a
+
+
+@functools.lru_cache(maxsize=64)
+def _blocks(s: int) -> np.ndarray:
+    """(s*SS, s*SS): the index of the output pixel each hi-res pixel of an s x s sprite falls in."""
+    i = np.arange(s * SS) // SS
+    return i[:, None] * s + i[None, :]
 
 
 def composite(canvas: np.ndarray, colour: np.ndarray, alpha: np.ndarray, top: int, left: int,
