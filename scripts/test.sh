@@ -13,5 +13,7 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 "$VENV/bin/lint-imports" --no-cache  # the layer contracts in pyproject.toml: an import that runs back up fails
 # two workers (pytest-xdist), each test file on one of them, one thread each (tests/conftest.py): 1.5x faster on 2
-# cores than one process with two threads; --durations: the slowest tests, so the next slow one is seen
-HF_HUB_OFFLINE=1 "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --durations=15 "$@"
+# cores than one process with two threads; files in collection order (--no-loadscope-reorder), the slowest first
+# (tests/conftest.py); --durations: the slowest tests, so the next slow one is seen
+HF_HUB_OFFLINE=1 "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder \
+    --durations=15 "$@"
