@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cdvideo.apps.cli import main
+from cdvideo.models.architectures import tokenizer_dir
 from cdvideo.models.loading import load_components
 from cdvideo.pipelines.build import image_pipeline, video_pipeline
 from cdvideo.pipelines.registry import load_adapter, make_scheduler
@@ -140,6 +141,33 @@ def test_model_is_an_sd15_shaped_diffusers_folder(components):
     assert "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight" in names
     size = sum(p.stat().st_size for p in model_dir().parent.rglob("*.safetensors"))
     assert size <= 40 * 2**20  # the second edition's budget
+    tokenizer = model_dir() / "tokenizer"  # SD1.5's own files, as the hub's SD1.5 repositories hold them
+    assert sorted(p.name for p in tokenizer.iterdir()) == sorted(TOKENIZER_FILES)
+    assert all((tokenizer / n).read_bytes() == (tokenizer_dir() / n).read_bytes() for n in TOKENIZER_FILES)
+
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
+
+
+def test_the_export_writes_sd15s_tokenizer_files_with_the_same_ids(tmp_path):
+    """`save_pretrained` writes the tokenizer as one tokenizer.json (3.6 MB, 0.3 s to read); the export puts SD1.5's
+    vocab.json and merges.txt in its place (0.07 s), which give every caption of the world the same ids."""
+    from transformers import CLIPTokenizer
+
+    from cdvideo.apps.worldbuild.export import write_tokenizer
+
+    folder = tmp_path / "tokenizer"
+    CLIPTokenizer.from_pretrained(str(tokenizer_dir())).save_pretrained(folder)
+    assert (folder / "tokenizer.json").is_file()
+    saved = CLIPTokenizer.from_pretrained(str(folder))
+    write_tokenizer(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(TOKENIZER_FILES)
+    rng = np.random.default_rng(FRESH_SEED)
+    texts = [world.caption(world.sample_scene(rng, accessory_p=0.4, companion_p=0.4, clip=i % 2 == 0), rng)
+             for i in range(300)] + ["a sks dog wearing headphones", "A PHOTO of a dog, 日本語 🐶", "x" * 300]
+    written = CLIPTokenizer.from_pretrained(str(folder))
+    assert [written(t).input_ids for t in texts] == [saved(t).input_ids for t in texts]
+    assert written.model_max_length == 77 and written.pad_token == written.eos_token == "<|endoftext|>"
 
 
 @torch.no_grad()
