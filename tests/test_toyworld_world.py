@@ -58,9 +58,10 @@ def test_sprites_are_the_plain_float_compositing_to_the_bit():
     pictures, and every build stage trained on them, stay what they were."""
     rng = np.random.default_rng(3)
     scenes = [world.sample_scene(rng, accessory_p=0.5) for _ in range(60)]
-    assert {s.cls for s in scenes} == set(world.CLASSES) and any(s.accessory for s in scenes)
+    assert {s.cls for s in scenes} == set(world.CLASSES) and {s.pattern for s in scenes} == set(world.PATTERNS)
+    assert {s.accessory for s in scenes} == {None, *world.ACCESSORIES}
     for i, scene in enumerate(scenes):
-        extent, angle, offset = (6.0, 13.7, 27.3)[i % 3], (0.0, 17.0, -33.5)[i % 3], (0.3 * (i % 4), 0.71)
+        extent, angle, offset = (6.0, 13.7, 27.3)[i % 3], (0.0, 17.0, -33.5)[i // 3 % 3], (0.3 * (i % 4), 0.71)
         c, a = draw.sprite(scene, extent, angle, offset)
         c0, a0 = plain_sprite(scene, extent, angle, offset)
         assert c.dtype == c0.dtype == a.dtype == np.float32 and np.array_equal(a, a0) and np.array_equal(c, c0), scene
