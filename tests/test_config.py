@@ -61,6 +61,7 @@ def test_every_cell_of_the_recipe_tuning_is_the_train_config_it_names():
             ("toyworld:striped_ball", "toyworld:striped_ball", s.unmasked) if s.unmasked is not None else
             ("toyworld:striped_ball", None, 0.1))
         assert not o.scale_lr and cfg.resolution == 64  # on top of the demo's recipe
+        assert cfg.flip == s.flip and cfg.concepts[0].vectors == s.vectors
     assert len({s.tag() for s in GRID}) == len(GRID)
 
 

@@ -50,6 +50,7 @@ class Setting:
     unmasked: float | None = None  # with the photos' subject masks: the loss's weight off the subject
     cutouts: bool = False  # the photos cut out by their masks (as a background remover's PNGs), `masks: alpha`
     vectors: int = 1  # the token's embedding vectors (multi-vector textual inversion)
+    flip: bool = True  # the photos mirrored at random (half the samples)
 
     def overrides(self, inst: Instance, cutouts: Path | None = None) -> dict:
         """The cell's `cdvideo train` values for `inst` (`cutouts`: the folder of its cut-out photos, if it asks)."""
@@ -62,6 +63,7 @@ class Setting:
                 if self.unmasked is not None else {"concepts.0.masks": None}
         init = self.initializer.format(colour=inst.colour, cls=inst.cls) if self.initializer else None
         out |= {"concepts.0.vectors": self.vectors} if self.vectors > 1 else {}
+        out |= {} if self.flip else {"flip": False}
         return out | ({"concepts.0.initializer": init} if init else {})
 
     def tag(self) -> str:
@@ -69,7 +71,7 @@ class Setting:
                 + ("" if self.pooling == "eos" else f"-{self.pooling}")
                 + (f"-init{self.initializer.translate(str.maketrans('', '', '{} '))}" if self.initializer else "")
                 + (f"-masked{self.unmasked:g}" if self.unmasked is not None else "") + ("-cutouts" * self.cutouts)
-                + (f"-vec{self.vectors}" if self.vectors > 1 else ""))
+                + (f"-vec{self.vectors}" if self.vectors > 1 else "") + ("" if self.flip else "-noflip"))
 
     def cells(self) -> str:
         notes = ([f"{self.pooling} pooling"] if self.pooling != "eos" else []) + (
@@ -77,7 +79,7 @@ class Setting:
             if self.initializer else []) + (
             [f"subject masks, {self.unmasked:g} off the subject"] if self.unmasked is not None else []) + (
             ["the photos cut out on white, masks from their transparency"] if self.cutouts else []) + (
-            [f"{self.vectors} token vectors"] if self.vectors > 1 else [])
+            [f"{self.vectors} token vectors"] if self.vectors > 1 else []) + ([] if self.flip else ["no mirroring"])
         return (f"{self.lr:g} | {self.token_lr or self.lr:g} | {self.steps} | {self.spl:g}"
                 + (f" ({', '.join(notes)})" if notes else ""))
 
@@ -112,7 +114,9 @@ GRID = (Setting(5e-4, 120, 1.0, unmasked=0.1),  # the photos' subject masks, 0.1
         # the identity lever (K/V faster than the token) at the recipe's SPL 0.1
         Setting(1e-3, 120, 0.1, token_lr=5e-4, unmasked=0.1),
         # the token as several embedding vectors (multi-vector textual inversion): room to bind colours to parts
-        Setting(5e-4, 120, 0.1, unmasked=0.1, vectors=2), Setting(5e-4, 120, 0.1, unmasked=0.1, vectors=4))
+        Setting(5e-4, 120, 0.1, unmasked=0.1, vectors=2), Setting(5e-4, 120, 0.1, unmasked=0.1, vectors=4),
+        # the recipe without mirrored photos: the world never draws a mirrored dot layout or a cup's handle on the left
+        Setting(5e-4, 120, 0.1, unmasked=0.1, flip=False))
 
 
 def stills(weights: Path | None, inst: Instance, subject: str, still_seeds: int, judge,
@@ -194,14 +198,14 @@ def against(runs: dict[str, list[dict]], recipe: dict[str, list[dict]]) -> str:
 def row(setting: Setting, runs: dict[str, list[dict]], refs: dict[str, tuple[dict, dict]],
         recipe: dict[str, list[dict]]) -> str:
     """One table line: means over instances and seeds; the shares per instance (mean over seeds), stills / clips;
-    the paired difference from cell 0's runs."""
+    the paired difference from `recipe`'s runs (the cell `--against` names)."""
     mean = {k: np.mean([r[k] for rs in runs.values() for r in rs]) for k in ("stills", "composition", "clips")}
     shares = {on: [share(np.mean([r[on] for r in runs[n]]), refs[n][0][on], refs[n][1][on]) for n in runs]
               for on in ("stills", "clips")}
     return (f"| {setting.cells()} | {mean['stills']:.3f} | {mean['composition']:.3f} | {mean['clips']:.3f} | "
             f"{np.mean(shares['stills']):.2f} | {np.mean(shares['clips']):.2f} | "
             + ", ".join(f"{s:.2f} / {c:.2f}" for s, c in zip(shares["stills"], shares["clips"]))
-            + f" | {'(cell 0)' if runs is recipe else against(runs, recipe)} |")
+            + f" | {'(the cell the others are paired with)' if runs is recipe else against(runs, recipe)} |")
 
 
 def main() -> None:
@@ -217,23 +221,24 @@ def main() -> None:
     p.add_argument("--docs", default="docs/toyworld", help="where the table goes (default: %(default)s)")
     p.add_argument("--out", default="tuning.md", help="its file name in --docs (default: %(default)s)")
     p.add_argument("--cells", nargs="+", type=Flag(int, Range(0, len(GRID) - 1)), default=None,
-                   help=f"of the grid's cells 0-{len(GRID) - 1}, these only (cell 0 always; default: all)")
+                   help=f"of the grid's cells 0-{len(GRID) - 1}, these only (the --against cell always; default: all)")
+    p.add_argument("--against", type=Flag(int, Range(0, len(GRID) - 1)), default=0,
+                   help="the cell each row is paired with in the last column (default: %(default)s)")
     args = p.parse_args()
     if args.model != MODEL_ID and not (Path(args.model) / "model_index.json").is_file():
         p.error(f"--model {args.model}: not a diffusers model folder (no model_index.json)")
     work = Path(args.work or ".toyworld-build/tuning" + ("" if args.model == MODEL_ID else f"/{Path(args.model).name}"))
     judge, t0 = J.load(), time.time()
     refs = {n: references(INSTANCES[n], args.still_seeds, judge, args.model) for n in args.instances}
-    lines, recipe = [], None
-    for k in sorted({0, *(args.cells or range(len(GRID)))}):
-        runs = {n: [tuned(INSTANCES[n], work, GRID[k], s, args.still_seeds, judge, args.model) for s in args.seeds]
-                for n in args.instances}
-        recipe = recipe or runs
-        lines.append(row(GRID[k], runs, refs, recipe))
+    lines, runs = [], {}
+    for k in sorted({args.against, *(args.cells or range(len(GRID)))}, key=lambda k: (k != args.against, k)):
+        runs[k] = {n: [tuned(INSTANCES[n], work, GRID[k], s, args.still_seeds, judge, args.model) for s in args.seeds]
+                   for n in args.instances}
+        lines.append(row(GRID[k], runs[k], refs, runs[args.against]))
         print(f"[{time.time() - t0:5.0f} s] {lines[-1]}", flush=True)
     text = ("| K/V learning rate | token learning rate | steps | SPL | identity, stills | composition | "
-            "identity, clips | share of the ceiling, stills | clips | per instance, stills / clips | against cell 0: "
-            "identity, stills / clips / composition |\n"
+            "identity, clips | share of the ceiling, stills | clips | per instance, stills / clips | "
+            f"against cell {args.against}: identity, stills / clips / composition |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n\n"
             + ("" if args.model == MODEL_ID else f"Base model: `{args.model}`. ")
             + f"Instances: {', '.join(n + ' (held out)' * INSTANCES[n].held_out for n in args.instances)}; "
