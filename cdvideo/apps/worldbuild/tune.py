@@ -3,11 +3,12 @@ of settings (learning rates of the K/V and of the token, steps, SPL weight and p
 tuning instances only (the two held-out ones never enter it) with two training seeds and scored on the claim
 study's stills (background, position, property, accessory, second object; 26 per render seed) and its 4 motion
 clips, as the share of the way from the base model (told the class word) to the spelled-out ceiling (told the
-traits) that its identity recovers, on stills and on clips apart; each cell against the first (the recipe at SPL 1),
-paired on (instance, seed), with 95% intervals.
+traits) that its identity recovers, on stills and on clips apart; each cell against cell 0 (the recipe at SPL 1) or
+the cell `--against` names (32: the recipe at SPL 0.1), paired on (instance, seed), with 95% intervals.
 
     python -m cdvideo.apps.worldbuild.tune    # about 45 minutes on 2 cores; writes docs/toyworld/tuning.md
     python -m cdvideo.apps.worldbuild.tune --cells 1 2 3 --seeds 0 1 2 3 4 5 --out tuning_masks.md
+    python -m cdvideo.apps.worldbuild.tune --cells 36 --against 32 --seeds 0 1 2 3 4 5 --out tuning_flip.md
     python -m cdvideo.apps.worldbuild.tune --model M --cells 0 --instances ... --out tuning_M.md   # another base
 
 `--model` takes another base of the miniature model's architecture (a diffusers folder, e.g. the shipped model with
