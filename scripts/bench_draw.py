@@ -30,11 +30,12 @@ def draw_at(commit: str):
     """The module `cdvideo/toyworld/draw.py` as it was at `commit` (read with git, loaded under its own name)."""
     source = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:cdvideo/toyworld/draw.py"],
                             capture_output=True, text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp()) / f"draw_{commit}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as folder:  # executed once loaded: nothing left behind
+        path = Path(folder) / f"draw_{commit}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     return module
 
 
