@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import tiny_overrides
 from PIL import Image
+from same_name_writer import render_same_name
 
 from cdvideo.apps.cli import main
-from cdvideo.data.clips import write_clip
 from cdvideo.data.photos import MAX_SIDE, load_folder
 from cdvideo.data.video import frames_from_video, select_frames
 from cdvideo.errors import CdvideoError
@@ -86,15 +86,9 @@ def test_huge_animated_and_phone_sized_photos(tmp_path):
         Image.MAX_IMAGE_PIXELS = limit
 
 
-def _render_same_name(args):
-    folder, k = args
-    frames = [Image.new("RGB", (16, 16), (k * 20, 0, 0))] * 2
-    return [str(p) for p in write_clip(frames, folder, "a_dog_s42", 8, ["gif"], {"writer": k})]
-
-
 def test_concurrent_renders_of_the_same_prompt_and_seed_keep_every_file(tmp_path):
     with multiprocessing.get_context("spawn").Pool(4) as pool:
-        results = pool.map(_render_same_name, [(tmp_path, k) for k in range(8)])
+        results = pool.map(render_same_name, [(tmp_path, k) for k in range(8)])
     gifs = sorted(p for r in results for p in r if p.endswith(".gif"))
     assert len(set(gifs)) == 8 and all(os.path.exists(p) for p in gifs)
     writers = {json.loads(open(p.replace(".gif", ".json")).read())["writer"] for p in gifs}

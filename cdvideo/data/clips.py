@@ -54,8 +54,6 @@ def remove_clip(folder: Path, stem: str) -> None:
 
 def _write_clip_files(frames, folder: Path, stem: str, fps: int, formats: list[str], sidecar: dict,
                       upscale: int) -> list[Path]:
-    from diffusers.utils import export_to_gif, export_to_video  # lazy: start-up time
-
     written = []
     raw, frames = frames, upscaled(frames, upscale)
     for fmt in formats:
@@ -65,9 +63,12 @@ def _write_clip_files(frames, folder: Path, stem: str, fps: int, formats: list[s
         path = folder / f"{stem}.{fmt}"
         with atomic_path(path) as tmp:
             if fmt == "mp4":
+                from diffusers.utils import export_to_video  # lazy: 4 s of imports a GIF or WebP need not pay
+
                 export_to_video(frames, str(tmp), fps=fps, macro_block_size=16)
-            elif fmt == "gif":
-                export_to_gif(frames, str(tmp), fps=fps)
+            elif fmt == "gif":  # as diffusers' export_to_gif writes it
+                frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], optimize=False,
+                               duration=1000 // fps, loop=0)
             else:
                 frames[0].save(tmp, format="WEBP", save_all=True, append_images=frames[1:],
                                duration=1000 // fps, loop=0, lossless=False, quality=90)
