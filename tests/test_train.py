@@ -77,8 +77,8 @@ def test_subject_masks_weigh_the_loss_off_the_subject(tmp_path, dog_dir):
 
 def test_channels_last_and_bf16_match_the_plain_path(tmp_path, dog_dir):
     """The memory-format and mixed-precision paths give the plain path's losses, to their precision."""
-    _, plain = run(tmp_path / "p", dog_dir)
-    _, cl = run(tmp_path / "cl", dog_dir, "channels_last=true")
+    _, plain = run(tmp_path / "p", dog_dir)  # channels-last, the default
+    _, cl = run(tmp_path / "cl", dog_dir, "channels_last=false")  # NCHW
     assert [x["loss"] for x in cl] == pytest.approx([x["loss"] for x in plain], abs=1e-4)
     _, bf16 = run(tmp_path / "bf", dog_dir, "mixed_precision=bf16")
     assert [x["loss"] for x in bf16] == pytest.approx([x["loss"] for x in plain], rel=0.05)
