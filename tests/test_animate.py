@@ -40,6 +40,20 @@ def test_animate_writes_mp4_gif_and_a_sidecar_that_regenerates(tmp_path, perturb
     assert len(first) == 16 and all(np.array_equal(a, b) for a, b in zip(first, frames_of(again)))
 
 
+def test_the_gif_is_the_one_diffusers_writes(tmp_path):
+    """cdvideo writes GIFs with PIL (a process writing one need not import diffusers): the same bytes as diffusers'
+    `export_to_gif`, frame timing and loop included."""
+    from diffusers.utils import export_to_gif
+
+    from cdvideo.data.clips import write_gif
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)) for _ in range(6)]
+    export_to_gif(frames, str(tmp_path / "theirs.gif"), fps=8)
+    write_gif(frames, tmp_path / "mine.gif", 8)
+    assert (tmp_path / "mine.gif").read_bytes() == (tmp_path / "theirs.gif").read_bytes()
+
+
 def render(m, adapter, prompt="a photo of sks dog", num_frames=16):
     pipe = video_pipeline(m, adapter, make_scheduler("ddim", m["scheduler"].config, animatediff=True))
     pipe.set_progress_bar_config(disable=True)

@@ -29,12 +29,12 @@ def no_space(*args, **kwargs):
 
 def test_a_full_disk_during_animate_is_one_line_and_leaves_no_partial_clip(tmp_path, perturbed_weights, capsys,
                                                                          monkeypatch):
-    import diffusers.utils
+    from cdvideo.data import clips
 
     out = tmp_path / "clips"
     args = ["animate", "--weights", str(perturbed_weights), "--prompt", "a sks dog", "--num-inference-steps", "2",
             "--num-frames", "2", "--height", "64", "--width", "64", "--format", "mp4,gif", "--output-dir", str(out)]
-    monkeypatch.setattr(diffusers.utils, "export_to_gif", no_space)  # the GIF fails after the MP4 was written
+    monkeypatch.setattr(clips, "write_gif", no_space)  # the GIF fails after the MP4 was written
     assert main(args) == 2
     err = capsys.readouterr().err
     [line] = [x for x in err.splitlines() if "error" in x.lower()]  # the rest is the progress bar
