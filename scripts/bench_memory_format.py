@@ -2,6 +2,7 @@
 runs most (the miniature model's stills, clips and training steps; optionally SD1.5's real UNet shape).
 
     python scripts/bench_memory_format.py [--pairs 12] [--threads 1] [--train-steps 30] [--train-pairs 4] [--sd15]
+    python scripts/bench_memory_format.py --device cuda --dtype bfloat16 --sd15 --resolution 512   # on a GPU
 
 Both formats run the same inputs on the same weights, in pairs whose order alternates; the speed-up is the median
 of the pairs' ratios (this machine's speed drifts by a fifth within minutes: a ratio per pair cancels most of it).
@@ -34,21 +35,29 @@ def paired(arm, pairs: int) -> list[tuple[float, float]]:
     return out
 
 
-def forward_case(unet, shape: tuple, frames: int):
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def forward_case(unet, shape: tuple, frames: int, device: torch.device, dtype: torch.dtype):
     """One denoising step's UNet call on `shape` latents ((B, C, H, W), or (B, C, F, H, W) with `frames`), with
     classifier-free guidance's doubled batch, as an arm: the model in the format asked; also the outputs' largest
     difference between the formats."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=gen)
+    unet.to(device, dtype)
+    x = torch.randn(shape, generator=gen).to(device, dtype)
     rows = shape[0] * max(frames, 1)  # the motion UNet takes one text row per frame
-    cond = torch.randn(rows, 77, unet.config.cross_attention_dim, generator=gen)
-    t = torch.tensor(500)
+    cond = torch.randn(rows, 77, unet.config.cross_attention_dim, generator=gen).to(device, dtype)
+    t = torch.tensor(500, device=device)
 
     @torch.no_grad()
     def arm(fmt) -> float:
         unet.to(memory_format=fmt)
+        synchronize(device)
         start = time.perf_counter()
         unet(x, t, cond)
+        synchronize(device)
         return time.perf_counter() - start
 
     with torch.no_grad():
@@ -56,7 +65,7 @@ def forward_case(unet, shape: tuple, frames: int):
     return arm, float((outputs[0] - outputs[1]).abs().max())
 
 
-def train_case(steps: int):
+def train_case(steps: int, device: torch.device):
     """Seconds per step of the demo's ClassDiffusion run (`cdvideo.tasks.train.train`, its `channels_last` key),
     setup excluded, as an arm."""
     from cdvideo.apps.demo import train_config
@@ -68,13 +77,13 @@ def train_case(steps: int):
         with tempfile.TemporaryDirectory() as folder:
             cfg = train_config(instances.get("striped_ball"), Path(folder) / "run", steps, 0.1,
                                {"channels_last": fmt == torch.channels_last})
-            train(cfg, on_step=lambda step, logs: marks.append(time.perf_counter()))
+            train(cfg, on_step=lambda step, logs: (synchronize(device), marks.append(time.perf_counter())))
         return (marks[-1] - marks[0]) / (len(marks) - 1)
 
     return arm
 
 
-def cases(sd15: bool) -> list[tuple]:
+def cases(sd15: bool, resolution: int) -> list[tuple]:
     """(label, unet, latent shape, frames) for each forward case."""
     from cdvideo.models.loading import load_components
     from cdvideo.pipelines.build import motion_unet
@@ -87,7 +96,8 @@ def cases(sd15: bool) -> list[tuple]:
             (2, 4, 16, s, s), 16)]
     if sd15:
         real = load_components("sd15-random")["unet"].eval()
-        out.append(("SD1.5's UNet: 1 image at 256 px, guided", real, (2, 4, 32, 32), 0))
+        out.append((f"SD1.5's UNet: 1 image at {resolution} px, guided", real,
+                    (2, 4, resolution // 8, resolution // 8), 0))
     return out
 
 
@@ -100,17 +110,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-pairs", type=int, default=4, choices=range(2, 100), metavar="N>=2",
                    help="pairs of training runs")
     p.add_argument("--sd15", action="store_true", help="also SD1.5's UNet shape (random weights)")
+    p.add_argument("--resolution", type=int, default=256, choices=range(64, 1025, 64), metavar="64..1024",
+                   help="SD1.5's image size (--sd15)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="the forward cases' dtype (training runs the demo's config: fp32)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    device, dtype = torch.device(a.device), getattr(torch, a.dtype)
     rows = []
-    for label, unet, shape, frames in cases(a.sd15):
-        arm, diff = forward_case(unet, shape, frames)
+    for label, unet, shape, frames in cases(a.sd15, a.resolution):
+        arm, diff = forward_case(unet, shape, frames, device, dtype)
         rows.append((label, paired(arm, a.pairs), f"{diff:.1e}"))
     if a.train_steps:
-        rows.append(("toyworld training step (the demo's run)", paired(train_case(a.train_steps), a.train_pairs), "-"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians over the pairs, the speed-up's "
-          "quartiles in brackets\n")
+        rows.append(("toyworld training step (the demo's run)", paired(train_case(a.train_steps, device),
+                                                                       a.train_pairs), "-"))
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, {a.dtype}; medians over the pairs, the speed-up's quartiles in "
+          "brackets\n")
     print("| case | NCHW | channels-last | speed-up | largest output difference |")
     print("|---|---|---|---|---|")
     for label, pairs, diff in rows:

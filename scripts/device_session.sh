@@ -3,7 +3,7 @@
 # none of it goes to setting up. Here, once (PyPI reachable; the wheels go in .whl/, which git ignores):
 #   bash scripts/device_session.sh fetch
 # then one device call per part, each naming .whl in carry (the 15 minutes hold about two calls, start included):
-#   bench: bash scripts/device_session.sh bench     (timeout_s 480; bench_gpu.sh, about 6 minutes)
+#   bench: bash scripts/device_session.sh bench     (timeout_s 480; bench_gpu.sh, about 7 minutes)
 #   build: bash scripts/device_session.sh build     (timeout_s 540; the world's GPU stages with the cuda profile)
 # `build` copies the committed CPU stages (judge, text, vae) into a fresh build folder and trains the latents, unet,
 # motion and controlnet stages there with --device cuda, each stage's log line timed; what finished comes back in
