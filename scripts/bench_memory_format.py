@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pairs", type=int, default=12, choices=range(2, 1000), metavar="N>=2",
                    help="timed pairs per forward case")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--train-steps", type=int, default=30, help="steps per training run (0: none)")
+    p.add_argument("--train-steps", type=int, default=30, choices=[0, *range(2, 10_001)], metavar="0|2..10000",
+                   help="steps per training run (0: none)")
     p.add_argument("--train-pairs", type=int, default=4, choices=range(2, 100), metavar="N>=2",
                    help="pairs of training runs")
     p.add_argument("--sd15", action="store_true", help="also SD1.5's UNet shape (random weights)")
