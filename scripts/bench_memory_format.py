@@ -101,15 +101,23 @@ def cases(sd15: bool, resolution: int) -> list[tuple]:
     return out
 
 
+def count(least: int, zero: bool = False):
+    """An argparse type: a whole number of at least `least` (or 0 where `zero`), else a one-line usage error."""
+    def parse(text: str) -> int:
+        n = int(text) if text.isdigit() else -1
+        if n < least and not (zero and n == 0):
+            raise argparse.ArgumentTypeError(f"{text!r}: give {'0 or ' if zero else ''}a whole number >= {least}")
+        return n
+    return parse
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--pairs", type=int, default=12, choices=range(2, 1000), metavar="N>=2",
-                   help="timed pairs per forward case")
+    p.add_argument("--pairs", type=count(2), default=12, help="timed pairs per forward case (2 or more)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--train-steps", type=int, default=30, choices=[0, *range(2, 10_001)], metavar="0|2..10000",
-                   help="steps per training run (0: none)")
-    p.add_argument("--train-pairs", type=int, default=4, choices=range(2, 100), metavar="N>=2",
-                   help="pairs of training runs")
+    p.add_argument("--train-steps", type=count(2, zero=True), default=30,
+                   help="steps per training run (2 or more; 0: none)")
+    p.add_argument("--train-pairs", type=count(2), default=4, help="pairs of training runs (2 or more)")
     p.add_argument("--sd15", action="store_true", help="also SD1.5's UNet shape (random weights)")
     p.add_argument("--resolution", type=int, default=256, choices=range(64, 1025, 64), metavar="64..1024",
                    help="SD1.5's image size (--sd15)")
