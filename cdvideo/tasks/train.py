@@ -61,7 +61,9 @@ def train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None = Non
     after every step: True saves a checkpoint and raises `TrainingStopped` (the web app's Cancel). The main process
     holds `output_dir`'s lock (one writer per run folder) from before its checks to the end."""
     with run_lock(cfg.output_dir) if main_rank() else contextlib.nullcontext():
-        return _train(cfg, on_step, timer, should_stop)
+        path = _train(cfg, on_step, timer, should_stop)
+    gc.collect()  # the run's models, in reference cycles, go now: a long-lived process (the web app) trains again
+    return path
 
 
 def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, timer,
@@ -113,7 +115,8 @@ def _train(cfg: TrainConfig, on_step: Callable[[int, Mapping], None] | None, tim
     unsplice(run.text_encoder)
     acc.wait_for_everyone()  # every process tears the process group down together, once the weights are written
     del run  # the DDP wrapper goes first, while the process group lives: see release_ddp
-    release_ddp(acc)
+    if acc.num_processes > 1:  # one process has no wrapper and no group: its run is collected once `train` returns
+        release_ddp(acc)
     acc.end_training()
     return path if acc.is_main_process else None
 
@@ -362,7 +365,9 @@ def release_ddp(acc) -> None:
     """Free the DDP wrapper (accelerate's reference to it, then its cycles) before the process group is destroyed.
     torch's Reducer, when it holds the group last, frees it with the GIL held and joins gloo's worker threads,
     which may be waiting for the GIL to free a finished collective's tensors: a hang at exit (1 launched run in 7
-    on two busy cores). Freed while the group lives, the group goes later through a destructor that drops the GIL."""
+    on two busy cores). Freed while the group lives, the group goes later through a destructor that drops the GIL.
+    Two full collections (accelerate's, before it drops its references, and ours): 0.5-1 s in a large process such
+    as the web app's, so a single-process run skips them for the one `train` makes after the run."""
     acc.free_memory()
     gc.collect()
 
