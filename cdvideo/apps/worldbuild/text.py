@@ -72,7 +72,8 @@ def run(work: Path, seed: int, plan: TextPlan) -> dict:
     seed_everything(seed)
     images, scenes, clips, clip_scenes = pretraining(work, seed, plan.renders)
     all_scenes = scenes + clip_scenes
-    judge = J.load(work / "judge.safetensors")
+    # the judge in NCHW, as the committed stage was built: the same locked features to the bit
+    judge = J.load(work / "judge.safetensors").to(memory_format=torch.contiguous_format)
     feats = image_features(judge, images, clips)  # (N, 3, hidden)
     log(f"locked image features: {tuple(feats.shape)}")
 
