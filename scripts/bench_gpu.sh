@@ -5,8 +5,8 @@
 #    the UNet's FLOP utilisation; compile=true as a second line (it pays only once the graph is warm).
 # 2. a 16-frame 512x512 clip, 25 steps with guidance, bf16, cdvideo animate against a plain AnimateDiffPipeline.
 # 3. a motion-LoRA training step (16 frames at 512 px, bf16) against the bare temporal-LoRA step.
-# 4. the UNet in NCHW against channels-last (the default since 2026-12-07, measured on CPU only): SD1.5's UNet at
-#    512 px and the miniature model's in bf16, the demo's training run.
+# 4. the UNet in NCHW (the default) against channels-last (a few percent at most on CPU, 2026-12-07): SD1.5's UNet
+#    at 512 px and the miniature model's in bf16, the demo's training run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python scripts/bench_train.py --resolution 512 --batch-sizes 2 --steps 50 --warmup 5 --rounds 1 -- mixed_precision=bf16

@@ -77,26 +77,12 @@ def test_subject_masks_weigh_the_loss_off_the_subject(tmp_path, dog_dir):
 
 def test_channels_last_and_bf16_match_the_plain_path(tmp_path, dog_dir):
     """The memory-format and mixed-precision paths give the plain path's losses, to their precision."""
-    _, plain = run(tmp_path / "p", dog_dir)  # channels-last, the default
-    _, cl = run(tmp_path / "cl", dog_dir, "channels_last=false")  # NCHW
+    _, plain = run(tmp_path / "p", dog_dir)
+    _, cl = run(tmp_path / "cl", dog_dir, "channels_last=true")
     assert [x["loss"] for x in cl] == pytest.approx([x["loss"] for x in plain], abs=1e-4)
     _, bf16 = run(tmp_path / "bf", dog_dir, "mixed_precision=bf16")
     assert [x["loss"] for x in bf16] == pytest.approx([x["loss"] for x in plain], rel=0.05)
     assert [x["loss/spl"] for x in bf16] == pytest.approx([x["loss/spl"] for x in plain], abs=1e-6)  # fp32 text
-
-
-def test_a_runs_unet_keeps_its_memory_format_when_it_draws(tmp_path):
-    """Sampling pipelines put a loaded model's UNet in channels-last; a training run's own UNet (class images for
-    the prior, validation) keeps the format its `channels_last` key chose."""
-    from cdvideo.pipelines.build import image_pipeline
-    from cdvideo.tasks.prior import generate_class_images
-
-    m = tiny.build_components()
-    generate_class_images(m, tmp_path / "class", "a dog", 1, 1, 1.0, 64)
-    conv = m["unet"].conv_in.weight
-    assert conv.is_contiguous() and not conv.is_contiguous(memory_format=torch.channels_last)  # NCHW kept
-    image_pipeline(m)
-    assert m["unet"].conv_in.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_only_kv_and_token_rows_change(trained):

@@ -137,7 +137,7 @@ class TrainConfig:
     # steps between loss syncs (progress bar, logs, NaN check): no host-device sync per step
     log_every: Annotated[int, STEPS] = 10
     compile: bool = False  # torch.compile the UNet
-    channels_last: bool = True  # UNet in channels-last memory format (a few % faster on CPU; false: NCHW)
+    channels_last: bool = False  # UNet in channels-last memory format
     checkpoint_every: Annotated[int, EVERY] = 250  # 0 disables
     checkpoints_total_limit: Optional[Annotated[int, KEPT_CHECKPOINTS]] = 2
     resume: Optional[str] = None  # "latest" or a checkpoint folder

@@ -6,14 +6,6 @@ from __future__ import annotations
 from cdvideo.models.single_file import check_adapter_fits
 
 
-def channels_last(unet):
-    """`unet` in channels-last memory format, in place: the same model (outputs within 1e-5), its calls 1.01-1.10x
-    faster on CPU (scripts/bench_memory_format.py), as diffusers' "Speed up inference" guide does on GPU."""
-    import torch
-
-    return unet.to(memory_format=torch.channels_last)
-
-
 def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", base: str = "base", unet=None,
                    video_to_video: bool = False, controlnets: list | None = None, sparsectrl=None, ip_adapter=None,
                    ip_adapter_scale: float = 1.0):
@@ -35,8 +27,6 @@ def video_pipeline(m: dict, adapter, scheduler, adapter_name: str = "adapter", b
     pipe = getattr(diffusers, name)(vae=m["vae"], text_encoder=m["text_encoder"], tokenizer=m["tokenizer"],
                                     unet=unet if unet is not None else m["unet"], motion_adapter=adapter,
                                     scheduler=scheduler, **extra)
-    if unet is None:  # the UNetMotionModel built here (a given one is a training run's, in its run's format)
-        channels_last(pipe.unet)
     if ip_adapter is not None:  # diffusers' own loader, given the weights already read and checked
         pipe.load_ip_adapter(ip_adapter.state, subfolder="", weight_name="")
         pipe.set_ip_adapter_scale(ip_adapter_scale)
@@ -52,13 +42,12 @@ def motion_unet(m: dict, adapter, adapter_name: str = "adapter", base: str = "ba
 
 
 def image_pipeline(m: dict, unet=None, text_encoder=None, scheduler=None):
-    """A StableDiffusionPipeline over components `m`, with optional replacements (a given `unet` is a training
-    run's, kept in its run's memory format; `m`'s is made channels-last); no safety checker."""
+    """A StableDiffusionPipeline over components `m`, with optional replacements; no safety checker."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline  # lazy: start-up time
 
     pipe = StableDiffusionPipeline(
         vae=m["vae"], text_encoder=text_encoder or m["text_encoder"], tokenizer=m["tokenizer"],
-        unet=unet or channels_last(m["unet"]),
+        unet=unet or m["unet"],
         scheduler=scheduler or DPMSolverMultistepScheduler.from_config(m["scheduler"].config),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )

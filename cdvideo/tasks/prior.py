@@ -26,7 +26,7 @@ def generate_class_images(m: dict, folder: Path, prompt: str, count: int, steps:
     missing = [i for i in range(count) if not (folder / f"{i:05d}.png").exists()][: max(0, count - len(have))]
     if not missing:
         return
-    pipe = image_pipeline(m, unet=m["unet"])  # the run's own UNet: its memory format is the run's `channels_last`
+    pipe = image_pipeline(m)
     for i in tqdm(missing, desc=f"class images ({prompt})"):
         gen = torch.Generator(pipe.device).manual_seed(i)
         image = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, height=resolution,
