@@ -24,9 +24,10 @@ from cdvideo.toyworld.scoring import asked_in
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """`cdvideo demo` at its real training setting, one clip per model, one render seed of the stills (26 instead
-    of 52: the fixture in the suite stays under 45 s), without the comparison run (the SPL test trains that one):
-    the run's folder and what it printed. On striped_ball, the hardest of the tuning instances (the default is
-    spotted_star): the tests below pin the gains where they are smallest, and render a ball under the ControlNet."""
+    of 52: the fixture took 45-66 s in the suite on 2026-12-07, 49-61 s before), without the comparison run (the
+    SPL test trains that one): the run's folder and what it printed. On striped_ball, the hardest of the tuning
+    instances (the default is spotted_star): the tests below pin the gains where they are smallest, and render a
+    ball under the ControlNet."""
     root = tmp_path_factory.mktemp("demo")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
