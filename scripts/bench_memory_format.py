@@ -2,6 +2,7 @@
 runs most (the miniature model's stills, clips and training steps; optionally SD1.5's real UNet shape).
 
     python scripts/bench_memory_format.py [--pairs 12] [--threads 1] [--train-steps 30] [--train-pairs 4] [--sd15]
+    python scripts/bench_memory_format.py --no-train                                   # the forward cases only
     python scripts/bench_memory_format.py --device cuda --dtype bfloat16 --sd15 --resolution 512   # on a GPU
 
 Both formats run the same inputs on the same weights, in pairs whose order alternates; the speed-up is the median
@@ -19,6 +20,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from cdvideo.data.ranges import Flag, Range
 
 FORMATS = {"NCHW": torch.contiguous_format, "channels-last": torch.channels_last}
 
@@ -101,23 +104,13 @@ def cases(sd15: bool, resolution: int) -> list[tuple]:
     return out
 
 
-def count(least: int, zero: bool = False):
-    """An argparse type: a whole number of at least `least` (or 0 where `zero`), else a one-line usage error."""
-    def parse(text: str) -> int:
-        n = int(text) if text.isdigit() else -1
-        if n < least and not (zero and n == 0):
-            raise argparse.ArgumentTypeError(f"{text!r}: give {'0 or ' if zero else ''}a whole number >= {least}")
-        return n
-    return parse
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--pairs", type=count(2), default=12, help="timed pairs per forward case (2 or more)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--train-steps", type=count(2, zero=True), default=30,
-                   help="steps per training run (2 or more; 0: none)")
-    p.add_argument("--train-pairs", type=count(2), default=4, help="pairs of training runs (2 or more)")
+    p.add_argument("--pairs", type=Flag(int, Range(2, 1000)), default=12, help="timed pairs per forward case")
+    p.add_argument("--threads", type=Flag(int, Range(1, 256)), default=None, help="torch threads (default: torch's)")
+    p.add_argument("--train-steps", type=Flag(int, Range(2, 10_000)), default=30, help="steps per training run")
+    p.add_argument("--train-pairs", type=Flag(int, Range(2, 100)), default=4, help="pairs of training runs")
+    p.add_argument("--no-train", action="store_true", help="the forward cases only")
     p.add_argument("--sd15", action="store_true", help="also SD1.5's UNet shape (random weights)")
     p.add_argument("--resolution", type=int, default=256, choices=range(64, 1025, 64), metavar="64..1024",
                    help="SD1.5's image size (--sd15)")
@@ -132,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     for label, unet, shape, frames in cases(a.sd15, a.resolution):
         arm, diff = forward_case(unet, shape, frames, device, dtype)
         rows.append((label, paired(arm, a.pairs), f"{diff:.1e}"))
-    if a.train_steps:
+    if not a.no_train:
         rows.append(("toyworld training step (the demo's run)", paired(train_case(a.train_steps, device),
                                                                        a.train_pairs), "-"))
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
