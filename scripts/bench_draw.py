@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cdvideo.data.ranges import COUNT, Flag, Range
 from cdvideo.toyworld import draw, world
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +49,9 @@ def seconds(module, scenes: list) -> tuple[float, list]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", default="b0e7977")
-    ap.add_argument("--stills", type=int, default=1500)
-    ap.add_argument("--clips", type=int, default=40)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--stills", type=Flag(int, Range(1, 100_000)), default=1500)
+    ap.add_argument("--clips", type=Flag(int, Range(0, 10_000)), default=40)
+    ap.add_argument("--rounds", type=Flag(int, COUNT), default=3)
     args = ap.parse_args()
     rng = np.random.default_rng(7)
     scenes = [world.sample_scene(rng, accessory_p=0.4, companion_p=0.4) for _ in range(args.stills)]
