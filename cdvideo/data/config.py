@@ -122,6 +122,9 @@ class TrainConfig:
     unmasked_weight: Annotated[float, Range(0, 1)] = 0.1  # loss weight off the subject, where concepts have masks
     flip: bool = True  # random horizontal flip (p=0.5)
     params: Literal["kv", "crossattn"] = "kv"  # kv: attn2.to_k/to_v; crossattn: also to_q/to_out
+    # the noise levels trained on, as kohya's --min_timestep / --max_timestep: t uniform in [min, max)
+    min_timestep: Annotated[int, Range(0, 999)] = 0
+    max_timestep: Annotated[int, Range(1, 1000)] = 1000
     spl: SPLConfig = field(default_factory=SPLConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -369,6 +372,8 @@ def check_train_config(cfg: TrainConfig) -> None:
         for b in banned:
             if b in tpl:
                 raise CdvideoError(f"{key}: template {tpl!r} must not contain {b}")
+    if cfg.min_timestep >= cfg.max_timestep:  # each one's range is in the schema
+        raise CdvideoError(f"min_timestep: {cfg.min_timestep} must be below max_timestep ({cfg.max_timestep})")
     if cfg.resolution % 8:  # its range is in the schema
         raise CdvideoError(f"resolution: {cfg.resolution} must be a multiple of 8")
     if cfg.resume not in (None, "latest") and not Path(cfg.resume).is_dir():

@@ -162,6 +162,9 @@ def prepare(cfg: TrainConfig, timer) -> Run:
     # -- Models: base components, class images for the prior, the new tokens ---------------------------------
     m = load_components(cfg.model, cfg.revision, cfg.variant, config=cfg.model_config)
     tokenizer, text_encoder, vae, unet = m["tokenizer"], m["text_encoder"], m["vae"], m["unet"]
+    if cfg.max_timestep > (n := m["scheduler"].config.num_train_timesteps):
+        raise CdvideoError(f"max_timestep: {cfg.max_timestep} is beyond the {n} noise levels of {cfg.model}; "
+                           f"give at most {n}")
     token_ids = add_tokens(tokenizer, text_encoder, cfg.added_tokens(), cfg.token_initializers())
     if cfg.prior.enabled:
         attach_class_images(cfg, concepts, m, acc)
@@ -304,7 +307,7 @@ def step_loss(cfg: TrainConfig, models: dict, step: int, rng: np.random.Generato
                 latents = vae.encode(pixels.to(dev, wdtype)).latent_dist.sample(gen) * vae.config.scaling_factor
         latents = latents.float()  # (B, 4, H/8, W/8)
     noise = torch.randn(latents.shape, generator=gen, device=dev)
-    t = torch.randint(0, sched.config.num_train_timesteps, (len(latents),), generator=gen, device=dev)
+    t = torch.randint(cfg.min_timestep, cfg.max_timestep, (len(latents),), generator=gen, device=dev)  # (B,)
     noisy = sched.add_noise(latents, noise, t)
     if cfg.channels_last:
         noisy = noisy.contiguous(memory_format=torch.channels_last)

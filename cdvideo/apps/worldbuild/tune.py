@@ -52,6 +52,7 @@ class Setting:
     cutouts: bool = False  # the photos cut out by their masks (as a background remover's PNGs), `masks: alpha`
     vectors: int = 1  # the token's embedding vectors (multi-vector textual inversion)
     flip: bool = True  # the photos mirrored at random (half the samples)
+    timesteps: tuple[int, int] = (0, 1000)  # the noise levels trained on: min_timestep, max_timestep
 
     def overrides(self, inst: Instance, cutouts: Path | None = None) -> dict:
         """The cell's `cdvideo train` values for `inst` (`cutouts`: the folder of its cut-out photos, if it asks)."""
@@ -65,6 +66,7 @@ class Setting:
         init = self.initializer.format(colour=inst.colour, cls=inst.cls) if self.initializer else None
         out |= {"concepts.0.vectors": self.vectors} if self.vectors > 1 else {}
         out |= {} if self.flip else {"flip": False}
+        out |= {} if self.timesteps == (0, 1000) else dict(zip(("min_timestep", "max_timestep"), self.timesteps))
         return out | ({"concepts.0.initializer": init} if init else {})
 
     def tag(self) -> str:
@@ -72,7 +74,8 @@ class Setting:
                 + ("" if self.pooling == "eos" else f"-{self.pooling}")
                 + (f"-init{self.initializer.translate(str.maketrans('', '', '{} '))}" if self.initializer else "")
                 + (f"-masked{self.unmasked:g}" if self.unmasked is not None else "") + ("-cutouts" * self.cutouts)
-                + (f"-vec{self.vectors}" if self.vectors > 1 else "") + ("" if self.flip else "-noflip"))
+                + (f"-vec{self.vectors}" if self.vectors > 1 else "") + ("" if self.flip else "-noflip")
+                + ("" if self.timesteps == (0, 1000) else "-t{}-{}".format(*self.timesteps)))
 
     def cells(self) -> str:
         notes = ([f"{self.pooling} pooling"] if self.pooling != "eos" else []) + (
@@ -80,7 +83,8 @@ class Setting:
             if self.initializer else []) + (
             [f"subject masks, {self.unmasked:g} off the subject"] if self.unmasked is not None else []) + (
             ["the photos cut out on white, masks from their transparency"] if self.cutouts else []) + (
-            [f"{self.vectors} token vectors"] if self.vectors > 1 else []) + ([] if self.flip else ["no mirroring"])
+            [f"{self.vectors} token vectors"] if self.vectors > 1 else []) + ([] if self.flip else ["no mirroring"]) + (
+            [] if self.timesteps == (0, 1000) else ["timesteps {}-{}".format(*self.timesteps)])
         return (f"{self.lr:g} | {self.token_lr or self.lr:g} | {self.steps} | {self.spl:g}"
                 + (f" ({', '.join(notes)})" if notes else ""))
 
@@ -117,7 +121,12 @@ GRID = (Setting(5e-4, 120, 1.0, unmasked=0.1),  # the photos' subject masks, 0.1
         # the token as several embedding vectors (multi-vector textual inversion): room to bind colours to parts
         Setting(5e-4, 120, 0.1, unmasked=0.1, vectors=2), Setting(5e-4, 120, 0.1, unmasked=0.1, vectors=4),
         # the recipe without mirrored photos: the world never draws a mirrored dot layout or a cup's handle on the left
-        Setting(5e-4, 120, 0.1, unmasked=0.1, flip=False))
+        Setting(5e-4, 120, 0.1, unmasked=0.1, flip=False),
+        # the noise levels trained on (kohya's min/max_timestep): which colour is the body and which the pattern's is
+        # settled at high noise, where the recipe spends a uniform share of its 120 steps; and the opposite
+        Setting(5e-4, 120, 0.1, unmasked=0.1, timesteps=(300, 1000)),
+        Setting(5e-4, 120, 0.1, unmasked=0.1, timesteps=(500, 1000)),
+        Setting(5e-4, 120, 0.1, unmasked=0.1, timesteps=(0, 600)))
 
 
 def stills(weights: Path | None, inst: Instance, subject: str, still_seeds: int, judge,
