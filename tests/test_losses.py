@@ -1,6 +1,8 @@
+import pytest
 import torch
 
-from cdvideo.math.losses import diffusion_target, masked_mse, semantic_preservation_loss, velocity
+from cdvideo.math.losses import (diffusion_target, masked_mse, min_snr_weight, semantic_preservation_loss,
+                                 signal_to_noise, velocity)
 
 
 def test_spl_identical_orthogonal_opposite():
@@ -48,3 +50,29 @@ def test_targets_follow_prediction_type():
     sched = DDPMScheduler(prediction_type="v_prediction")
     assert torch.allclose(diffusion_target("v_prediction", x0, noise, sched.alphas_cumprod, t),
                           sched.get_velocity(x0, noise, t), atol=1e-5)
+
+
+def test_min_snr_weights_one_x0_error_alike_in_every_parameterisation():
+    """Min-SNR-gamma (Hang et al. 2023) weighs an x0 error by min(SNR, gamma) whichever the UNet predicts: one
+    prediction of x0, written as epsilon, v or x0 from the same noised latent, gives one weighted loss; unweighted,
+    epsilon's loss is SNR times x0's. Where SNR is below gamma an epsilon loss keeps its weight 1 (at zero SNR too)."""
+    gen = torch.Generator().manual_seed(0)
+    acs = torch.cumprod(1 - torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2, 0)  # SD1.5's scaled_linear
+    t = torch.tensor([0, 60, 150, 400, 999])
+    x0, noise, guess = (torch.randn(5, 4, 3, 3, generator=gen) for _ in range(3))  # guess: a predicted x0
+    a = acs[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    eps_hat = (x_t - a.sqrt() * guess) / (1 - a).sqrt()  # the same prediction in each parameterisation
+    as_predicted = {"epsilon": eps_hat, "sample": guess, "v_prediction": a.sqrt() * eps_hat - (1 - a).sqrt() * guess}
+    snr, mask = signal_to_noise(acs, t), torch.ones(5, 1, 3, 3)
+    for gamma in (5.0, 1.0):
+        losses = {k: masked_mse(pred, diffusion_target(k, x0, noise, acs, t), mask, min_snr_weight(snr, gamma, k))
+                  for k, pred in as_predicted.items()}
+        assert losses["epsilon"].item() == pytest.approx(losses["sample"].item(), rel=1e-4), losses
+        assert losses["v_prediction"].item() == pytest.approx(losses["sample"].item(), rel=1e-4), losses
+    plain = {k: masked_mse(p[:1], diffusion_target(k, x0, noise, acs, t)[:1], mask[:1])
+             for k, p in as_predicted.items()}  # t = 0 alone, unweighted
+    assert plain["epsilon"].item() == pytest.approx(snr[0].item() * plain["sample"].item(), rel=1e-3)
+    w = min_snr_weight(snr, 5.0, "epsilon")
+    assert w[0] == pytest.approx(5.0 / snr[0].item()) and w[0] < 0.01 and w[1] < 1 and (w[2:] == 1).all()
+    assert min_snr_weight(torch.zeros(1), 5.0, "epsilon").item() == 1.0  # a zero-terminal-SNR schedule's last step

@@ -142,6 +142,30 @@ def test_min_and_max_timestep_choose_the_noise_levels_trained_on(tmp_path):
         load_train_config(None, tiny_overrides(tmp_path / "empty", tmp_path, "min_timestep=500", "max_timestep=500"))
 
 
+def test_min_snr_gamma_weighs_the_low_noise_levels_less(tmp_path, dog_dir):
+    """`min_snr_gamma` (kohya's name; Min-SNR-gamma): on the same batch and noise, a step among the highest noise
+    levels (SNR below gamma) has the unweighted loss to the bit, and one among the lowest the loss weighed by
+    gamma / SNR per sample: the instance images' and the class images' alike. 0 or less is one line naming the key."""
+    from cdvideo.math.losses import min_snr_weight, signal_to_noise
+
+    snr = signal_to_noise(tiny.build_components()["scheduler"].alphas_cumprod, torch.arange(100))
+    w = min_snr_weight(snr, 5.0, "epsilon")  # t = 0-99: from about 0.004 to 0.6
+    prior = ["prior.enabled=true", "prior.num_class_images=2", "prior.num_inference_steps=2",
+             f"prior.class_images={tmp_path / 'class'}"]
+    first = {}
+    for low, high in ((900, 1000), (0, 100)):
+        for gamma in ([], ["min_snr_gamma=5"]):
+            _, losses = run(tmp_path / f"{low}-{len(gamma)}", dog_dir, "max_steps=1", f"min_timestep={low}",
+                            f"max_timestep={high}", *prior, *gamma)
+            first[low, bool(gamma)] = losses[0]
+    assert first[900, True]["loss/reconstruction"] == first[900, False]["loss/reconstruction"], first
+    for part in ("loss/reconstruction", "loss/prior"):
+        ratio = first[0, True][part] / first[0, False][part]
+        assert w.min().item() - 1e-6 <= ratio <= w.max().item() + 1e-6 and ratio < 0.7, (part, ratio)
+    with pytest.raises(CdvideoError, match=r"^min_snr_gamma: 0(\.0)? is out of range; give a value above 0"):
+        load_train_config(None, tiny_overrides(tmp_path / "zero", tmp_path, "min_snr_gamma=0"))
+
+
 def test_a_token_of_several_vectors_trains_each_row_as_the_pipelines_expand_it(tmp_path, dog_dir):
     """concepts.0.vectors=3 (multi-vector textual inversion): the file holds sks, sks_1 and sks_2, each row trained
     apart from the others though all start at the class word; the run trained on the prompt that a diffusers

@@ -125,6 +125,9 @@ class TrainConfig:
     # the noise levels trained on, as kohya's --min_timestep / --max_timestep: t uniform in [min, max)
     min_timestep: Annotated[int, Range(0, 999)] = 0
     max_timestep: Annotated[int, Range(1, 1000)] = 1000
+    # Min-SNR-gamma loss weighting (kohya's --min_snr_gamma, diffusers' --snr_gamma; 5 in the paper): a sample whose
+    # SNR is above gamma (a low noise level) weighs gamma / SNR, the rest 1; null: every level alike
+    min_snr_gamma: Optional[Annotated[float, Range(0, 1000, above=True)]] = None
     spl: SPLConfig = field(default_factory=SPLConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)

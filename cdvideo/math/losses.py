@@ -6,15 +6,43 @@ import torch
 import torch.nn.functional as F
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error over the mask's support, averaged per sample (Custom Diffusion's masked loss).
 
     pred, target: (B, C, H, W); mask: (B, 1, H, W) weights in [0, 1] (0/1: an augmentation's box; a subject mask's
-    weights: a weighted mean). The denominator sums the weights.
+    weights: a weighted mean). The denominator sums the weights. weight: (B,) each sample's weight in the mean over
+    the batch (`min_snr_weight`), or None: all 1.
     """
     err = (pred.float() - target.float()).pow(2) * mask
     denom = (mask.expand_as(err)).sum(dim=(1, 2, 3)).clamp_min(1.0)
-    return (err.sum(dim=(1, 2, 3)) / denom).mean()
+    per_sample = err.sum(dim=(1, 2, 3)) / denom  # (B,)
+    return (per_sample if weight is None else per_sample * weight.float()).mean()
+
+
+def signal_to_noise(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """SNR(t) = a_t / (1 - a_t) of the noised latent sqrt(a_t) x0 + sqrt(1 - a_t) eps (Kingma et al. 2021, VDM).
+
+    alphas_cumprod: (T,) the scheduler's; t: (B,) timesteps; returns (B,) float32.
+    """
+    a = alphas_cumprod.to(t.device, torch.float32)[t]
+    return a / (1 - a)
+
+
+def min_snr_weight(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Per-sample loss weights of Min-SNR-gamma (Hang et al., ICCV 2023): min(SNR, gamma) for an x0 loss; for an
+    epsilon loss / SNR (= min(1, gamma / SNR), 1 at zero SNR), for a v loss / (SNR + 1).
+
+    snr: (B,) `signal_to_noise`; returns (B,). Low noise levels (SNR above gamma) weigh less, the rest as before.
+    """
+    snr = snr.float()
+    if prediction_type == "epsilon":
+        return torch.clamp(gamma / snr, max=1.0)  # = min(SNR, gamma) / SNR, and 1 where SNR is 0
+    if prediction_type == "v_prediction":
+        return torch.clamp(snr, max=gamma) / (snr + 1)
+    if prediction_type == "sample":
+        return torch.clamp(snr, max=gamma)
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")
 
 
 def semantic_preservation_loss(personal: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:

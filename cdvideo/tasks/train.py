@@ -29,7 +29,8 @@ from cdvideo.data.files import write_text_atomic
 from cdvideo.data.lock import main_rank, run_lock
 from cdvideo.data.photos import Concept, load_folder, sample_batch
 from cdvideo.errors import CdvideoError
-from cdvideo.math.losses import diffusion_target, masked_mse, semantic_preservation_loss
+from cdvideo.math.losses import (diffusion_target, masked_mse, min_snr_weight, semantic_preservation_loss,
+                                 signal_to_noise)
 from cdvideo.models.loading import load_components
 from cdvideo.models.text import add_tokens, encode_distinct, eos_features, splice_token_rows, unsplice
 from cdvideo.tasks.latents import LatentPool
@@ -286,7 +287,8 @@ def flush_logs(cfg: TrainConfig, acc, pbar, pending: list) -> None:
 
 
 def step_loss(cfg: TrainConfig, models: dict, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
-    """Masked noise-prediction MSE (+ prior) + lambda * SPL for one batch; (loss, its parts)."""
+    """Masked noise-prediction MSE (+ prior; both Min-SNR-weighted where asked) + lambda * SPL for one batch; (loss,
+    its parts)."""
     vae, unet, text_encoder, tokenizer, sched, acc, timer = (models[k] for k in (
         "vae", "unet", "text_encoder", "tokenizer", "scheduler", "acc", "timer"))
     dev, wdtype = acc.device, weights.DTYPES[PRECISION[cfg.mixed_precision]]
@@ -317,11 +319,14 @@ def step_loss(cfg: TrainConfig, models: dict, step: int, rng: np.random.Generato
     with timer("unet_forward"), acc.autocast():
         pred = unet(noisy.to(wdtype), t, cond.to(wdtype)).sample.float()  # (B, 4, H/8, W/8)
     target = diffusion_target(sched.config.prediction_type, latents, noise, sched.alphas_cumprod.to(dev), t)
-    n = cfg.batch_size
-    rec = masked_mse(pred[:n], target[:n], batch["mask"].to(dev))
+    n, gamma = cfg.batch_size, cfg.min_snr_gamma
+    w = None if gamma is None else min_snr_weight(signal_to_noise(sched.alphas_cumprod, t), gamma,
+                                                  sched.config.prediction_type)  # (B,): Min-SNR's, or none
+    rec = masked_mse(pred[:n], target[:n], batch["mask"].to(dev), None if w is None else w[:n])
     parts = {"loss/reconstruction": rec}
     if len(pred) > n:  # the class images' plain MSE (DreamBooth's prior preservation), logged on its own
-        parts["loss/prior"] = torch.nn.functional.mse_loss(pred[n:], target[n:])
+        parts["loss/prior"] = torch.nn.functional.mse_loss(pred[n:], target[n:]) if w is None else \
+            masked_mse(pred[n:], target[n:], torch.ones_like(pred[n:, :1]), w[n:])  # weighed alike
         rec = rec + cfg.prior.weight * parts["loss/prior"]
     with timer("spl"), torch.set_grad_enabled(cfg.spl.weight != 0):  # without SPL: logged, forward only
         spl = semantic_preservation_loss(eos_features(text_encoder, tokenizer, models["personal"], cfg.spl.pooling),

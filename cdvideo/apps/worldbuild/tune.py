@@ -9,6 +9,8 @@ the cell `--against` names (32: the recipe at SPL 0.1), paired on (instance, see
     python -m cdvideo.apps.worldbuild.tune    # about 45 minutes on 2 cores; writes docs/toyworld/tuning.md
     python -m cdvideo.apps.worldbuild.tune --cells 1 2 3 --seeds 0 1 2 3 4 5 --out tuning_masks.md
     python -m cdvideo.apps.worldbuild.tune --cells 36 --against 32 --seeds 0 1 2 3 4 5 --out tuning_flip.md
+    python -m cdvideo.apps.worldbuild.tune --cells 40 41 42 --against 32 --seeds 0 1 --out tuning_min_snr.md
+    python -m cdvideo.apps.worldbuild.tune --cells 43 44 --against 32 --seeds 0 1 --out tuning_high_noise_steps.md
     python -m cdvideo.apps.worldbuild.tune --model M --cells 0 --instances ... --out tuning_M.md   # another base
 
 `--model` takes another base of the miniature model's architecture (a diffusers folder, e.g. the shipped model with
@@ -53,6 +55,7 @@ class Setting:
     vectors: int = 1  # the token's embedding vectors (multi-vector textual inversion)
     flip: bool = True  # the photos mirrored at random (half the samples)
     timesteps: tuple[int, int] = (0, 1000)  # the noise levels trained on: min_timestep, max_timestep
+    snr_gamma: float | None = None  # Min-SNR-gamma's loss weighting (`min_snr_gamma`); None: every level alike
 
     def overrides(self, inst: Instance, cutouts: Path | None = None) -> dict:
         """The cell's `cdvideo train` values for `inst` (`cutouts`: the folder of its cut-out photos, if it asks)."""
@@ -67,6 +70,7 @@ class Setting:
         out |= {"concepts.0.vectors": self.vectors} if self.vectors > 1 else {}
         out |= {} if self.flip else {"flip": False}
         out |= {} if self.timesteps == (0, 1000) else dict(zip(("min_timestep", "max_timestep"), self.timesteps))
+        out |= {} if self.snr_gamma is None else {"min_snr_gamma": self.snr_gamma}
         return out | ({"concepts.0.initializer": init} if init else {})
 
     def tag(self) -> str:
@@ -75,7 +79,8 @@ class Setting:
                 + (f"-init{self.initializer.translate(str.maketrans('', '', '{} '))}" if self.initializer else "")
                 + (f"-masked{self.unmasked:g}" if self.unmasked is not None else "") + ("-cutouts" * self.cutouts)
                 + (f"-vec{self.vectors}" if self.vectors > 1 else "") + ("" if self.flip else "-noflip")
-                + ("" if self.timesteps == (0, 1000) else "-t{}-{}".format(*self.timesteps)))
+                + ("" if self.timesteps == (0, 1000) else "-t{}-{}".format(*self.timesteps))
+                + ("" if self.snr_gamma is None else f"-snr{self.snr_gamma:g}"))
 
     def cells(self) -> str:
         notes = ([f"{self.pooling} pooling"] if self.pooling != "eos" else []) + (
@@ -84,7 +89,8 @@ class Setting:
             [f"subject masks, {self.unmasked:g} off the subject"] if self.unmasked is not None else []) + (
             ["the photos cut out on white, masks from their transparency"] if self.cutouts else []) + (
             [f"{self.vectors} token vectors"] if self.vectors > 1 else []) + ([] if self.flip else ["no mirroring"]) + (
-            [] if self.timesteps == (0, 1000) else ["timesteps {}-{}".format(*self.timesteps)])
+            [] if self.timesteps == (0, 1000) else ["timesteps {}-{}".format(*self.timesteps)]) + (
+            [] if self.snr_gamma is None else [f"Min-SNR gamma {self.snr_gamma:g}"])
         return (f"{self.lr:g} | {self.token_lr or self.lr:g} | {self.steps} | {self.spl:g}"
                 + (f" ({', '.join(notes)})" if notes else ""))
 
@@ -126,7 +132,15 @@ GRID = (Setting(5e-4, 120, 1.0, unmasked=0.1),  # the photos' subject masks, 0.1
         # settled at high noise, where the recipe spends a uniform share of its 120 steps; and the opposite
         Setting(5e-4, 120, 0.1, unmasked=0.1, timesteps=(300, 1000)),
         Setting(5e-4, 120, 0.1, unmasked=0.1, timesteps=(500, 1000)),
-        Setting(5e-4, 120, 0.1, unmasked=0.1, timesteps=(0, 600)))
+        Setting(5e-4, 120, 0.1, unmasked=0.1, timesteps=(0, 600)),
+        # Min-SNR-gamma (kohya's min_snr_gamma): the low noise levels weigh gamma / SNR instead of nothing (5, the
+        # paper's, below t = 147; 2 below t = 255; 1 below t = 354, as the 300-1000 cell softened)
+        Setting(5e-4, 120, 0.1, unmasked=0.1, snr_gamma=5.0), Setting(5e-4, 120, 0.1, unmasked=0.1, snr_gamma=2.0),
+        Setting(5e-4, 120, 0.1, unmasked=0.1, snr_gamma=1.0),
+        # which moved apple_tree in the 300-1000 cell: the high noise levels' share of the steps, or the low ones left
+        # out? The recipe's range with as many steps at t >= 300 as that cell (171 x 0.7 = 120), and that cell's
+        # range with as many as the recipe (84 = 120 x 0.7)
+        Setting(5e-4, 171, 0.1, unmasked=0.1), Setting(5e-4, 84, 0.1, unmasked=0.1, timesteps=(300, 1000)))
 
 
 def stills(weights: Path | None, inst: Instance, subject: str, still_seeds: int, judge,
