@@ -36,8 +36,8 @@ def min_snr_weight(snr: torch.Tensor, gamma: float, prediction_type: str) -> tor
     snr: (B,) `signal_to_noise`; returns (B,). Low noise levels (SNR above gamma) weigh less, the rest as before.
     """
     snr = snr.float()
-    if prediction_type == "epsilon":
-        return torch.clamp(gamma / snr, max=1.0)  # = min(SNR, gamma) / SNR, and 1 where SNR is 0
+    if prediction_type == "epsilon":  # 0 / 0 where SNR is 0, replaced by its limit 1
+        return torch.where(snr > 0, snr.clamp(max=gamma) / snr, torch.ones_like(snr))
     if prediction_type == "v_prediction":
         return torch.clamp(snr, max=gamma) / (snr + 1)
     if prediction_type == "sample":

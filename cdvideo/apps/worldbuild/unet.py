@@ -22,16 +22,9 @@ from cdvideo.apps.worldbuild.common import (SD_SCHEDULE, UNET, Curve, log, mark_
     pretraining, round_plan, seed_everything, step_rngs)
 from cdvideo.apps.worldbuild.plans import UNetPlan, record
 from cdvideo.models.architectures import tokenizer_dir
-from cdvideo.math.losses import contrast_caption_loss
+from cdvideo.math.losses import contrast_caption_loss, min_snr_weight, signal_to_noise
 from cdvideo.models.text import tokenize
 from cdvideo.toyworld.world import caption, describe
-
-
-def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float) -> torch.Tensor:
-    """min(SNR, gamma) / SNR per sample, for epsilon prediction (Hang et al. 2023, Eq. 9)."""
-    a = alphas_cumprod[t]
-    snr = a / (1 - a)
-    return snr.clamp(max=gamma) / snr
 
 
 def object_weights(alpha: torch.Tensor, weight: float, factor: int) -> torch.Tensor:
@@ -57,7 +50,7 @@ def noised(x0: torch.Tensor, sched, gen: torch.Generator, min_snr: float, t_min:
     noise = torch.randn(x0.shape, generator=gen)
     t = torch.randint(t_min, sched.config.num_train_timesteps, (len(x0),), generator=gen)
     return dict(noisy=sched.add_noise(x0, noise, t), noise=noise, t=t,
-                w=min_snr_weights(sched.alphas_cumprod, t, min_snr))
+                w=min_snr_weight(signal_to_noise(sched.alphas_cumprod, t), min_snr, "epsilon"))
 
 
 def load_text(work: Path):
