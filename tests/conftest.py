@@ -12,10 +12,13 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 
-# The files that take longest (worker-seconds in the suite, `--durations=0` on 2 cores, 2026-12-07): scheduled first,
-# slowest first, so that the two workers (scripts/test.sh: one file per worker, in collection order) finish together
-# instead of one starting the demo's 210 s late (longest-first scheduling; the rest keep their order).
-SLOWEST_FIRST = ("test_toyworld_demo.py", "test_toyworld_model.py", "test_motion_train.py", "test_ui_serving.py")
+# The files that take longest (worker-seconds in the suite, `--durations=0` on 2 cores, 2026-12-08: 130, 83, 60, 48,
+# 40, 39, 32, 32, 28, 24 s): scheduled first, slowest first, so that the two workers (scripts/test.sh: one file per
+# worker, in collection order) finish together instead of one starting the demo's late (longest-first scheduling;
+# the rest keep their order).
+SLOWEST_FIRST = ("test_toyworld_demo.py", "test_toyworld_model.py", "test_ui_serving.py", "test_motion_train.py",
+                 "test_controlnet.py", "test_cli.py", "test_train.py", "test_worldbuild.py", "test_ui.py",
+                 "test_eval.py")
 
 
 def pytest_collection_modifyitems(items) -> None:
