@@ -23,21 +23,23 @@ from cdvideo.toyworld.scoring import asked_in
 PERSONAL = FIXTURES / "personal"  # runs trained once and committed: python scripts/make_fixtures.py --only personal
 
 
-def fixture_run(name: str) -> tuple[float, dict, list[float]]:
-    """A committed run's SPL weight, its settings over the demo's recipe and its first losses."""
-    record = json.loads((PERSONAL / f"{name}.json").read_text())
-    return record["spl"], record["extra"], record["first_losses"]
+DRIFT_RUN = {**MASKLESS, "optimizer.learning_rate": 6e-3, "seed": 0}  # strong and maskless: the token drifts
+FIXTURE_RUNS = {"recipe_spl0": (0.0, {}), "recipe_spl1": (1.0, {}), "drift_spl0": (0.0, DRIFT_RUN),
+                "drift_spl1": (1.0, DRIFT_RUN)}  # name: SPL weight, settings over the demo's recipe
 
 
-@pytest.mark.parametrize("name", ["recipe_spl0", "recipe_spl1", "drift_spl0", "drift_spl1"])
+@pytest.mark.parametrize("name", FIXTURE_RUNS)
 def test_the_fixture_runs_are_what_train_trains_today(name, tmp_path):
-    """The first steps of each committed run give its recorded losses: the comparisons below read what today's
-    `cdvideo train` would train (the fixtures are the suite's time, not a frozen result)."""
-    spl, extra, pinned = fixture_run(name)
+    """Each committed run is the one its test names (the demo's steps, its SPL weight and settings), and its first
+    steps give its recorded losses: the comparisons below read what today's `cdvideo train` would train (the
+    fixtures save the suite's time; they are not a frozen result)."""
+    record = json.loads((PERSONAL / f"{name}.json").read_text())
+    spl, extra = FIXTURE_RUNS[name]
+    assert (record["steps"], record["spl"], record["extra"]) == (TRAIN["max_steps"], spl, extra)
     losses: list[float] = []
-    train(train_config(instances.get("striped_ball"), tmp_path / "run", len(pinned), spl, extra),
+    train(train_config(instances.get("striped_ball"), tmp_path / "run", len(record["first_losses"]), spl, extra),
           on_step=lambda step, logs: losses.append(logs["loss"]))
-    assert losses == pytest.approx(pinned, rel=1e-3, abs=1e-5), \
+    assert losses == pytest.approx(record["first_losses"], rel=1e-3, abs=1e-5), \
         "cdvideo train's losses changed: if on purpose, rebuild the fixtures (python scripts/make_fixtures.py)"
 
 
@@ -205,7 +207,6 @@ def test_spl_keeps_the_token_near_its_class_where_plain_tuning_drifts():
 
     drift = {spl: compute([load_source(PERSONAL / f"drift_spl{spl}.safetensors")], drift_phrases())["runs"][0]
              ["after"]["distance"] for spl in (0, 1)}
-    assert {**MASKLESS, "optimizer.learning_rate": 6e-3, "seed": 0}.items() >= fixture_run("drift_spl0")[1].items()
     assert drift[0] > 0.064 and drift[1] < 0.058 and drift[0] - drift[1] > 0.010, drift
 
 
