@@ -32,11 +32,11 @@ MOTION_STEPS, PINNED_STEPS = 600, 10  # the second edition's adapter needs 600 (
 MOTION_RUN = {"variant": "temporal only", "extra": {"checkpoint_every": 0, "seed": 0}}  # the test reads it back
 PERSONAL_PINNED = 5
 # name: (SPL weight, settings over the demo's recipe); the tests read them back from each run's record
+DRIFT_RUN = {"optimizer.learning_rate": 6e-3, "concepts.0.masks": None, "seed": 0}  # strong, maskless: it drifts
 PERSONAL_RUNS = {
     "recipe_spl0": (0.0, {}),  # the demo's recipe without SPL (Custom Diffusion)
     "recipe_spl1": (1.0, {}),  # the demo's recipe at the schema's SPL weight
-    "drift_spl0": (0.0, {"optimizer.learning_rate": 6e-3, "concepts.0.masks": None, "seed": 0}),  # strong, maskless
-    "drift_spl1": (1.0, {"optimizer.learning_rate": 6e-3, "concepts.0.masks": None, "seed": 0}),
+    "drift_spl0": (0.0, DRIFT_RUN), "drift_spl1": (1.0, DRIFT_RUN),
 }
 
 
